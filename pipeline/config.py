@@ -1,0 +1,213 @@
+"""Typed configuration loaded from ``config.yaml``.
+
+Everything the templates show about the organisation lives here, not in template
+text, so another organisation can use the pipeline by editing one file.
+Relative paths are resolved against the folder holding the config file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urljoin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "config.yaml"
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+_HEADER_UNSAFE = re.compile(r"[\r\n]")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+class Logo(Strict):
+    url: str
+    alt: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+    _url = field_validator("url")(_absolute_url)
+
+
+class Site(Strict):
+    title: str
+    base_url: str = Field(description="Where the output folder is published; ends with /.")
+    language: str = "en-us"
+    description: str
+    logo: Logo | None = None
+    icon: str | None = None
+    id_prefix: str | None = Field(
+        default=None,
+        description="Prefix of item ids made from slugs; set once and never change it.",
+    )
+    item_link: str = Field(
+        default="{base_url}{slug}",
+        description="Template of an item's permalink when its file gives no `link`.",
+    )
+
+    _base = field_validator("base_url")(_absolute_url)
+
+    @field_validator("base_url")
+    @classmethod
+    def _ends_with_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str) -> str:
+        tag = value.replace("_", "-").lower()
+        if not _LANGUAGE.match(tag):
+            raise ValueError("must be a language tag such as en-us")
+        return tag
+
+    @property
+    def item_id_prefix(self) -> str:
+        return self.id_prefix if self.id_prefix is not None else self.base_url
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url, path)
+
+
+class Social(Strict):
+    facebook: str | None = None
+    x: str | None = None
+    instagram: str | None = None
+    youtube: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_url(value)
+
+    def links(self) -> list[tuple[str, str]]:
+        labels = {"facebook": "Facebook", "x": "X (formerly Twitter)", "instagram": "Instagram", "youtube": "YouTube"}
+        return [(labels[name], url) for name, url in self if url]
+
+
+class Organisation(Strict):
+    name: str
+    short_name: str | None = None
+    founded: int = Field(ge=1000, le=2100)
+    mission: str
+    phone: str
+    ein: str
+    website: str
+    social: Social = Social()
+    about_ms: str
+    about_society: str
+    postal_address: str | None = Field(
+        default=None, description="Required in bulk email by CAN-SPAM; shown in the footer."
+    )
+    copyright: str
+
+    _website = field_validator("website")(_absolute_url)
+
+    @property
+    def display_name(self) -> str:
+        return self.short_name or self.name
+
+
+class Paths(Strict):
+    content: Path = Path("content")
+    templates: Path = Path("templates")
+    output: Path = Path("public")
+    state: Path = Path(".state")
+
+
+class Feeds(Strict):
+    limit: int = Field(default=20, gt=0, description="How many of the newest items the feeds carry.")
+    author_email: str | None = Field(
+        default=None, description="RSS <author> needs an address; without it, dc:creator carries the name."
+    )
+
+
+class Digest(Strict):
+    limit: int = Field(default=10, gt=0)
+    subject: str = Field(
+        default="{site_title}: {lead_title}",
+        description="Subject template; fields: site_title, lead_title, date, count.",
+    )
+    preheader: str | None = None
+    intro: str = Field(
+        default="The latest news from the {organisation}.",
+        description="Line under the masthead; fields: organisation, count.",
+    )
+    unsubscribe_url: str | None = Field(
+        default=None,
+        description="Public URL of the unsubscribe endpoint (pipeline.web); default <base_url>unsubscribe.",
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _HEADER_UNSAFE.search(value):
+            raise ValueError("must be a single line")
+        return value
+
+
+class Config(Strict):
+    site: Site
+    organisation: Organisation
+    paths: Paths = Paths()
+    feeds: Feeds = Feeds()
+    digest: Digest = Digest()
+
+    # Set by load_config, not by the file.
+    root: Path = Path(".")
+    source_file: Path = Path(DEFAULT_CONFIG)
+
+    def path(self, which: Literal["content", "templates", "output", "state"]) -> Path:
+        return (self.root / getattr(self.paths, which)).resolve()
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        message = "field required"
+    elif kind == "extra_forbidden":
+        message = "unknown field"
+    else:
+        message = error["msg"]
+        message = message.removeprefix("Value error, ")
+        message = message[0].lower() + message[1:] if message else message
+    return f"{where}: {message}" if where else message
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
+    """Read and validate the config; any problem raises ConfigError naming file and key."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file (use --config PATH)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{shown}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{shown}: must be a mapping of settings")
+    for reserved in ("root", "source_file"):
+        if reserved in data:
+            raise ConfigError(f"{shown}: {reserved}: unknown field")
+    try:
+        return Config(**data, root=path.resolve().parent, source_file=path)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{shown}: {problems}") from None

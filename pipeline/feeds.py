@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
 from .config import Config
@@ -23,6 +24,36 @@ STYLESHEET_FILE = "feed.xsl"
 # RSS 2.0 caps the channel image; larger values make the feed invalid, so they are left out.
 _RSS_IMAGE_MAX = (144, 400)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+_ATOM_LINK = "link"  # feedgen writes Atom elements unqualified under a default namespace
+
+
+class _AtomEntryLinks(BaseEntryExtension):
+    """Writes an Atom entry's links with their attributes.
+
+    feedgen 1.0 drops rel, type and length from entry links, which turns the image
+    enclosure into a second "alternate" link: invalid Atom, and readers then take
+    the image as the article's link.  This replaces those bare links.
+    """
+
+    def __init__(self) -> None:
+        self.links: list[dict[str, str]] = []
+
+    def extend_atom(self, entry):
+        for bare in entry.findall(_ATOM_LINK):
+            entry.remove(bare)
+        for attributes in self.links:
+            entry.append(entry.makeelement(_ATOM_LINK, attributes))
+        return entry
+
+
+def _entry_links(item: Item) -> list[dict[str, str]]:
+    links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
+    if item.image:
+        links.append({"href": item.image.url, "rel": "enclosure", "type": item.image.type,
+                      "length": str(item.image.length)})
+    return links
 
 
 @dataclass(frozen=True)
@@ -53,6 +84,7 @@ def _generator(items: list[Item], config: Config, self_file: str, html_type: str
     fg = FeedGenerator()
     fg.load_extension("dc")
     fg.load_extension("media")
+    fg.register_extension("atomlinks", BaseExtension, _AtomEntryLinks, atom=True, rss=False)
     fg.id(site.base_url)
     fg.title(site.title)
     fg.subtitle(site.description)
@@ -81,6 +113,7 @@ def _generator(items: list[Item], config: Config, self_file: str, html_type: str
         fe.guid(item.id, permalink=item.id == item.link)
         fe.title(item.title)
         fe.link(href=item.link, rel="alternate", type="text/html")
+        fe.atomlinks.links = _entry_links(item)
         fe.published(item.published)
         fe.updated(item.last_modified)
         name = _author_name(item, config)

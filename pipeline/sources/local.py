@@ -42,6 +42,8 @@ def _parse_datetime(value: Any) -> datetime:
         parsed = value
     elif isinstance(value, date):
         raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
+    elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())

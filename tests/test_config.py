@@ -1,0 +1,70 @@
+"""config.yaml: the organisation lives here, and mistakes are named by file and key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+from .conftest import run_cli
+
+
+def _edit(project, change):
+    path = project / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def test_shipped_config_holds_the_organisation(config):
+    org = config.organisation
+    assert org.name == "National Multiple Sclerosis Society"
+    assert (org.founded, org.phone, org.ein) == (1946, "1-800-344-4867", "13-5661935")
+    assert [label for label, _ in org.social.links()] == ["Facebook", "X (formerly Twitter)", "Instagram", "YouTube"]
+
+
+def test_missing_key_names_file_and_key(project):
+    path = _edit(project, lambda d: d["organisation"].pop("phone"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: organisation.phone: field required"
+
+
+def test_unknown_key_is_refused(project):
+    path = _edit(project, lambda d: d["site"].update(titel="typo"))
+    with pytest.raises(ConfigError, match=r"site.titel: unknown field"):
+        load_config(path)
+
+
+def test_relative_base_url_is_refused(project):
+    path = _edit(project, lambda d: d["site"].update(base_url="/news/"))
+    with pytest.raises(ConfigError, match=r"site.base_url: must be an absolute http\(s\) URL"):
+        load_config(path)
+
+
+def test_language_is_normalised_to_a_feed_language_tag(project):
+    path = _edit(project, lambda d: d["site"].update(language="en_US"))
+    assert load_config(path).site.language == "en-us"
+
+
+def test_paths_are_relative_to_the_config_file(project, tmp_path):
+    config = load_config(project / "config.yaml")
+    assert config.path("content") == (project / "content").resolve()
+    assert config.path("output") == (project / "public").resolve()
+
+
+def test_cli_names_the_config_problem_without_traceback(project):
+    _edit(project, lambda d: d["organisation"].pop("ein"))
+    result = run_cli(project, "run")
+    assert result.returncode == 1
+    assert "organisation.ein: field required" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "public").exists()
+
+
+def test_missing_config_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,134 @@
+"""The feeds a subscriber's reader sees: parsed with feedparser and checked against the format rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+import feedparser
+import pytest
+from lxml import etree
+
+from pipeline.build import build
+from pipeline.feeds import build_atom, build_feeds, build_rss
+from pipeline.items import Item
+from pipeline.sources import read_content
+
+from .conftest import write_item
+from .feedcheck import atom_problems, parse_rfc3339, rss_problems
+
+MESEMS_ID = "tag:nationalmssociety.org,2021:news/mesems-stem-cell-trial-results"
+MESEMS_LINK = "https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results"
+
+
+@pytest.fixture
+def feeds(config):
+    return build_feeds(read_content(config), config)
+
+
+@pytest.mark.parametrize("kind", ["rss", "atom"])
+def test_feedparser_reads_the_mesems_entry(feeds, kind):
+    parsed = feedparser.parse(getattr(feeds, kind))
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    entry = parsed.entries[0]
+    assert entry.title == "International Mesenchymal Stem Cell Trial Finds No Effect on Inflammation in Active MS"
+    assert entry.link == MESEMS_LINK
+    assert entry.id == MESEMS_ID
+    assert entry.published_parsed[:3] == (2021, 11, 4)
+    assert entry.author == "National MS Society"
+    assert [tag.term for tag in entry.tags] == ["research", "stem cells", "clinical trials"]
+    content = " ".join(entry.content[0].value.split())
+    assert "144 people aged up to 50" in content and "Lancet Neurology 2021; 20: 917–29." in content
+    assert parsed.feed.language == "en-us"
+
+
+def test_json_feed_has_the_same_ids_links_dates_and_titles(feeds):
+    rss = feedparser.parse(feeds.rss).entries
+    atom = feedparser.parse(feeds.atom).entries
+    data = json.loads(feeds.json)
+    assert data["version"] == "https://jsonfeed.org/version/1.1"
+    json_items = data["items"]
+    assert [e.id for e in rss] == [e.id for e in atom] == [i["id"] for i in json_items]
+    assert [e.link for e in rss] == [e.link for e in atom] == [i["url"] for i in json_items]
+    assert [e.title for e in rss] == [e.title for e in atom] == [i["title"] for i in json_items]
+    assert [e.published_parsed for e in rss] == [e.published_parsed for e in atom]
+    json_dates = [parse_rfc3339(i["date_published"]) for i in json_items]
+    atom_dates = [parse_rfc3339(e.published) for e in atom]
+    assert json_dates == atom_dates
+
+
+def test_rss_has_every_required_element(feeds):
+    assert rss_problems(feeds.rss) == []
+
+
+def test_atom_has_every_required_element(feeds):
+    assert atom_problems(feeds.atom) == []
+
+
+def test_rss_channel_link_is_the_site_not_the_self_link(feeds, config):
+    channel = etree.fromstring(feeds.rss).find("channel")
+    assert channel.findtext("link") == config.site.base_url
+    self_link = channel.find("{http://www.w3.org/2005/Atom}link")
+    assert self_link.get("rel") == "self" and self_link.get("href") == config.site.url("rss.xml")
+
+
+def test_rss_item_carries_guid_creator_content_and_image(feeds):
+    item = etree.fromstring(feeds.rss).find("channel/item")
+    guid = item.find("guid")
+    assert guid.text == MESEMS_ID and guid.get("isPermaLink") == "false"
+    assert item.findtext("{http://purl.org/dc/elements/1.1/}creator") == "National MS Society"
+    assert "MESEMS" in item.findtext("{http://purl.org/rss/1.0/modules/content/}encoded")
+    enclosure = item.find("enclosure")
+    assert enclosure.attrib == {"url": "https://www.nationalmssociety.org/news-feed/images/mesems-trial.jpg",
+                                "length": "184320", "type": "image/jpeg"}
+    media = item.find(".//{http://search.yahoo.com/mrss/}content")
+    assert media.get("url") == enclosure.get("url") and media.get("width") == "1200"
+
+
+def test_atom_content_is_typed_html_never_cdata(feeds):
+    assert b'type="CDATA"' not in feeds.atom
+    contents = etree.fromstring(feeds.atom).findall(".//{http://www.w3.org/2005/Atom}content")
+    assert contents and {c.get("type") for c in contents} == {"html"}
+
+
+def test_feed_dates_come_from_the_newest_item_not_the_clock(feeds):
+    channel = etree.fromstring(feeds.rss).find("channel")
+    assert channel.findtext("lastBuildDate") == "Thu, 04 Nov 2021 09:00:00 -0400"
+    assert etree.fromstring(feeds.atom).findtext("{http://www.w3.org/2005/Atom}updated") == "2021-11-04T09:00:00-04:00"
+
+
+def test_no_relative_urls_in_the_raw_feeds(feeds):
+    for data in (feeds.rss, feeds.atom, feeds.json):
+        text = data.decode()
+        for match in re.finditer(r'(?:href|src)\s*=\s*(?:\\?"|&quot;|\')([^"\'&\\]*)', text):
+            assert match.group(1).startswith(("https://", "http://", "mailto:", "tel:")), match.group(0)
+
+
+def test_entries_are_newest_first(feeds):
+    dates = [e.published_parsed for e in feedparser.parse(feeds.rss).entries]
+    assert dates == sorted(dates, reverse=True) and len(dates) == 4
+
+
+def test_feeds_carry_at_most_the_configured_number_of_items(project, config):
+    limited = config.model_copy(update={"feeds": config.feeds.model_copy(update={"limit": 2})})
+    feeds = build_feeds(read_content(config), limited)
+    assert len(feedparser.parse(feeds.rss).entries) == 2
+    assert len(json.loads(feeds.json)["items"]) == 2
+    assert feedparser.parse(feeds.atom).entries[0].id == MESEMS_ID
+
+
+def test_control_characters_never_reach_feedgen(config):
+    item = Item(id="urn:x:1", slug="x", title="Bad \x00\x1b title", link="https://example.org/x",
+                published=datetime(2021, 11, 5, tzinfo=timezone.utc), summary="s\x0c", content_html="<p>a\x01b</p>")
+    rss = build_rss([item], config)
+    atom = build_atom([item], config)
+    assert feedparser.parse(rss).entries[0].title == "Bad  title"
+    assert feedparser.parse(atom).bozo == 0
+
+
+def test_updated_date_is_published_separately(project, config):
+    write_item(project, "corrected", 'title: "Correction"\ndate: 2021-11-05T10:00:00-04:00\n'
+               'updated: 2021-11-06T08:00:00-04:00')
+    entry = feedparser.parse(build_feeds(read_content(config), config).atom).entries[0]
+    assert entry.published.startswith("2021-11-05") and entry.updated.startswith("2021-11-06")

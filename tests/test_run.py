@@ -1,0 +1,91 @@
+"""`pipeline run` from the command line: what it writes, and that reruns and failures change nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.output import write_atomic
+
+from .conftest import run_cli, snapshot, write_item
+
+OUTPUTS = ["atom.xml", "digest.html", "digest.txt", "feed.json", "rss.xml"]
+
+
+def test_run_writes_the_feeds_and_the_digest(project):
+    result = run_cli(project, "run", check=True)
+    assert sorted(snapshot(project / "public")) == OUTPUTS
+    for name in OUTPUTS:
+        assert f"wrote  public/{name}" in result.stdout
+
+
+def test_second_run_changes_no_byte_and_touches_no_file(project):
+    run_cli(project, "run", check=True)
+    before = snapshot(project / "public")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (project / "public").iterdir()}
+    result = run_cli(project, "run", check=True)
+    assert snapshot(project / "public") == before
+    assert {p.name: p.stat().st_mtime_ns for p in (project / "public").iterdir()} == mtimes
+    assert result.stdout.count("unchanged") == len(OUTPUTS)
+
+
+def test_failed_run_leaves_previous_outputs_intact(project):
+    run_cli(project, "run", check=True)
+    before = snapshot(project / "public")
+    write_item(project, "broken", 'title: "Half written"\ndate: not yet')
+    result = run_cli(project, "run")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: content/broken.md:3: date:")
+    assert snapshot(project / "public") == before
+
+
+def test_dry_run_writes_nothing(project):
+    result = run_cli(project, "run", "--dry-run", check=True)
+    assert "would write  public/rss.xml" in result.stdout
+    assert not (project / "public").exists()
+
+
+def test_validate_checks_everything_and_writes_nothing(project):
+    result = run_cli(project, "validate", check=True)
+    assert "4 content items ok" in result.stdout
+    assert not (project / "public").exists()
+
+
+def test_adding_an_item_changes_the_outputs(project):
+    run_cli(project, "run", check=True)
+    before = snapshot(project / "public")
+    write_item(project, "newer", 'title: "A newer story"\ndate: 2021-11-10T09:00:00-05:00')
+    run_cli(project, "run", check=True)
+    after = snapshot(project / "public")
+    assert all(after[name] != before[name] for name in OUTPUTS)
+    assert b"A newer story" in after["rss.xml"]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "rss.xml"
+    target.write_bytes(b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["rss.xml"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"]])
+def test_every_command_has_help(project, command):
+    result = run_cli(project, *command, "--help", check=True)
+    assert "Usage: pipeline" in result.stdout
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "pipeline"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("pipeline, version")

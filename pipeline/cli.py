@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .build import build, collect_items
+from .build import collect_items, open_storage, run_pipeline
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import PipelineError
 
@@ -36,9 +36,9 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-def _shown(path: Path, root: Path) -> str:
+def _shown(path: Path) -> str:
     try:
-        return str(path.relative_to(root))
+        return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
@@ -55,18 +55,29 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
     ctx.obj = Context(config_path)
 
 
+def _report_sends(reports) -> None:
+    for report in reports:
+        click.echo(f"edition {report.edition_id}: sent {report.sent}, failed {report.failed}, "
+                   f"retried {report.retried}, skipped {report.skipped}" + (" (stopped early)" if report.stopped else ""))
+        for email, reply in report.failures[:20]:
+            click.echo(f"  failed: {email}: {reply}")
+
+
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Build everything, write nothing.")
+@click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write and send nothing.")
+@click.option("--no-send", is_flag=True, help="Write the feeds and digest but send no email.")
 @pass_context
-def run(ctx: Context, dry_run: bool) -> None:
-    """Read the content, write the feeds and the digest."""
-    config = ctx.config
-    result = build(config, dry_run=dry_run)
-    root = Path.cwd()
+def run(ctx: Context, dry_run: bool, no_send: bool) -> None:
+    """Read the content, write the feeds and the digest, and send the new edition."""
+    result = run_pipeline(ctx.config, dry_run=dry_run, send=not no_send)
     click.echo(f"{len(result.items)} items")
     for path in result.files:
         state = "would write" if dry_run else ("wrote" if path in result.written else "unchanged")
-        click.echo(f"{state:>11}  {_shown(path, root)}")
+        click.echo(f"{state:>11}  {_shown(path)}")
+    if result.edition is not None:
+        plan = result.edition
+        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+    _report_sends(result.reports)
 
 
 @cli.command()
@@ -76,6 +87,150 @@ def validate(ctx: Context) -> None:
     config = ctx.config
     items = collect_items(config)
     click.echo(f"{config.source_file}: ok; {len(items)} content items ok")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing, change nothing.")
+@click.option("--to", "to_address", metavar="ADDRESS",
+              help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
+@pass_context
+def send(ctx: Context, dry_run: bool, to_address: str | None) -> None:
+    """Create the edition if there are new items, then send whatever is still unsent."""
+    from .delivery import prepare_edition, send_pending, send_test
+    from .subscribers import normalise_address
+
+    config = ctx.config
+    config.require_delivery()
+    items = collect_items(config)
+    storage = open_storage(config)
+    try:
+        if to_address:
+            address = normalise_address(to_address)
+            reply = send_test(items, storage, config, address)
+            click.echo(f"test copy sent to {address}: {reply}")
+            return
+        plan = prepare_edition(items, storage, config, dry_run=dry_run)
+        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+        if dry_run:
+            for edition_id in storage.editions_with_work():
+                counts = storage.ledger_counts(edition_id)
+                click.echo(f"edition {edition_id}: would send {counts['pending'] + counts['sending']}, "
+                           f"already sent {counts['sent']}")
+            if plan.reason == "would create the edition":
+                click.echo(f"would send the new edition to {storage.count_subscribers()} subscribers")
+            return
+        _report_sends(send_pending(items, storage, config))
+    finally:
+        storage.close()
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers: add, remove, list, import, export."""
+
+
+@subscribers.command("add")
+@click.argument("address")
+@click.option("--name", help="The subscriber's name.")
+@pass_context
+def subscribers_add(ctx: Context, address: str, name: str | None) -> None:
+    """Subscribe ADDRESS (also resubscribes an address that had unsubscribed)."""
+    from .subscribers import normalise_address
+
+    email = normalise_address(address)
+    storage = open_storage(ctx.config)
+    try:
+        click.echo(f"{email}: {storage.add_subscriber(email, name, resubscribe=True)}")
+    finally:
+        storage.close()
+
+
+@subscribers.command("remove")
+@click.argument("address")
+@pass_context
+def subscribers_remove(ctx: Context, address: str) -> None:
+    """Unsubscribe ADDRESS; it is never mailed again, and no import resubscribes it."""
+    from .subscribers import normalise_address
+
+    email = normalise_address(address)
+    storage = open_storage(ctx.config)
+    try:
+        if storage.get_subscriber(email) is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        changed = storage.unsubscribe(email)
+        click.echo(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
+    finally:
+        storage.close()
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(["subscribed", "unsubscribed"]), help="Only this status.")
+@pass_context
+def subscribers_list(ctx: Context, status: str | None) -> None:
+    """List subscribers, one per line: address, status, name."""
+    storage = open_storage(ctx.config)
+    try:
+        for sub in storage.iter_subscribers(status):
+            click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+    finally:
+        storage.close()
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_context
+def subscribers_import(ctx: Context, csv_file: Path) -> None:
+    """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
+    from .subscribers import read_csv_file
+
+    storage = open_storage(ctx.config)
+    try:
+        report = read_csv_file(storage, csv_file)
+    finally:
+        storage.close()
+    for problem in report.invalid:
+        click.echo(f"skipped {problem}", err=True)
+    click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
+               f"duplicates {report.duplicates}, invalid {len(report.invalid)}")
+
+
+@subscribers.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@pass_context
+def subscribers_export(ctx: Context, output: Path | None) -> None:
+    """Write all subscribers as CSV (email, name, status, dates, other columns)."""
+    from .subscribers import export_csv
+
+    storage = open_storage(ctx.config)
+    try:
+        if output:
+            with output.open("w", newline="", encoding="utf-8") as handle:
+                count = export_csv(storage, handle)
+            click.echo(f"exported {count} subscribers to {output}", err=True)
+        else:
+            export_csv(storage, sys.stdout)
+    finally:
+        storage.close()
+
+
+@cli.command("serve-web")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
+@pass_context
+def serve_web(ctx: Context, host: str, port: int) -> None:
+    """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
+    from .web import serve
+
+    storage = open_storage(ctx.config)
+    server = serve(ctx.config, storage, host, port)
+    click.echo(f"serving http://{host}:{server.server_port}/unsubscribe (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        storage.close()
 
 
 def main() -> None:

@@ -158,12 +158,72 @@ class Digest(Strict):
         return value
 
 
+class Smtp(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=587, gt=0, lt=65536)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str = Field(default="PIPELINE_SMTP_PASSWORD",
+                              description="Name of the environment variable holding the password.")
+    ca_file: Path | None = Field(default=None, description="Extra CA certificate(s) to trust (PEM).")
+    timeout: float = Field(default=30.0, gt=0)
+    concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
+    rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_delay: float = Field(default=2.0, ge=0, description="First retry delay in seconds; doubles per attempt.")
+
+
+class Delivery(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", description='Sender, e.g. "Name <news@example.org>".')
+    reply_to: str | None = None
+    list_id: str = Field(description='List-Id, e.g. "News <news.example.org>".')
+    unsubscribe_mailto: str = Field(description="Address for mailto: unsubscribe requests (handled by the operator).")
+    secret_env: str = Field(default="PIPELINE_SECRET",
+                            description="Environment variable with the secret that signs unsubscribe tokens.")
+    edition: Literal["new", "latest"] = Field(
+        default="new", description="new: items not sent before; latest: the newest digest.limit items.")
+    transport: Literal["file", "smtp"] = "file"
+    outbox: Path = Path("outbox")
+    batch_size: int = Field(default=200, ge=1, le=10000)
+    smtp: Smtp = Smtp()
+
+    @field_validator("from_", "reply_to", "list_id", "unsubscribe_mailto")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        if value is not None and _HEADER_UNSAFE.search(value):
+            raise ValueError("must be a single line (no CR or LF)")
+        return value
+
+    @field_validator("from_", "unsubscribe_mailto")
+    @classmethod
+    def _has_address(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        name, address = parseaddr(value)
+        if "@" not in address or address.count("@") != 1:
+            raise ValueError("must contain an email address")
+        return value
+
+    @property
+    def from_address(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.from_)[1]
+
+    @property
+    def sending_domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1].lower()
+
+
 class Config(Strict):
     site: Site
     organisation: Organisation
     paths: Paths = Paths()
     feeds: Feeds = Feeds()
     digest: Digest = Digest()
+    delivery: Delivery | None = None
 
     # Set by load_config, not by the file.
     root: Path = Path(".")
@@ -171,6 +231,14 @@ class Config(Strict):
 
     def path(self, which: Literal["content", "templates", "output", "state"]) -> Path:
         return (self.root / getattr(self.paths, which)).resolve()
+
+    def resolve(self, path: Path) -> Path:
+        return (self.root / path).resolve()
+
+    def require_delivery(self) -> Delivery:
+        if self.delivery is None:
+            raise ConfigError(f"{self.source_file}: delivery: field required to send email")
+        return self.delivery
 
 
 def _describe(error: dict) -> str:

@@ -1,0 +1,294 @@
+"""Editions and the send ledger: every subscriber gets each edition once, even across crashes.
+
+An edition is the set of items not sent before (or the newest N); its id is a hash
+of its item ids, so running the same edition again is recognised.  Creating it
+queues one ledger row per subscriber; sending claims rows in batches
+(pending -> sending), sends, and records each server reply (sent | failed) before
+the next message.  After a crash, rows left in 'sending' are sent again with the
+same Message-ID: the one case SMTP cannot settle (the server accepted, we died
+before recording it) becomes a duplicate that receivers can drop by Message-ID,
+never a subscriber skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import make_msgid
+
+from tqdm import tqdm
+
+from .config import Config
+from .digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
+from .errors import ConfigError, PipelineError
+from .items import Item, newest_first
+from .mail import Envelope, MessageTemplate, Recipient, build_message, recipient_for
+from .storage import SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
+from .transports import PermanentError, TransientError, Transport, transport_for
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_LENGTH = 16
+MAX_RETRY_DELAY = 60.0
+
+
+def edition_id_for(item_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(item_ids)).encode("utf-8")).hexdigest()[:16]
+
+
+def unsubscribe_base(config: Config) -> str:
+    return config.digest.unsubscribe_url or config.site.url("unsubscribe")
+
+
+def signing_secret(config: Config) -> bytes:
+    """The unsubscribe-token secret, from the environment only; never logged."""
+    name = config.require_delivery().secret_env
+    value = os.environ.get(name, "")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"set ${name} to a random secret of at least {MIN_SECRET_LENGTH} characters "
+                          "(it signs the unsubscribe links); e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return value.encode("utf-8")
+
+
+def choose_items(items: list[Item], storage: Storage, config: Config) -> list[Item]:
+    """The items of the next edition: new ones only, or simply the newest N."""
+    newest = newest_first(items)
+    if config.require_delivery().edition == "new":
+        already = storage.sent_item_ids()
+        newest = [item for item in newest if item.id not in already]
+    return newest[: config.digest.limit]
+
+
+@dataclass
+class EditionPlan:
+    edition_id: str | None
+    items: list[Item]
+    created: bool = False
+    reason: str = ""
+
+
+def prepare_edition(items: list[Item], storage: Storage, config: Config, *, dry_run: bool = False) -> EditionPlan:
+    """Create the next edition if there is something new and someone to send it to."""
+    chosen = choose_items(items, storage, config)
+    if not chosen:
+        return EditionPlan(None, [], reason="no new items since the last edition")
+    edition_id = edition_id_for([item.id for item in chosen])
+    if storage.get_edition(edition_id):
+        return EditionPlan(edition_id, chosen, reason="edition exists already")
+    if storage.count_subscribers(SUBSCRIBED) == 0:
+        return EditionPlan(None, chosen, reason="no subscribers")
+    if dry_run:
+        return EditionPlan(edition_id, chosen, reason="would create the edition")
+    digest = render_digest(chosen, config)
+    created = storage.create_edition(edition_id, [item.id for item in chosen], digest.subject,
+                                     record_items=config.require_delivery().edition == "new")
+    log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
+             storage.get_edition(edition_id).recipients)
+    return EditionPlan(edition_id, chosen, created=created, reason="new edition")
+
+
+def edition_items(edition: Edition, items: list[Item]) -> list[Item]:
+    by_id = {item.id: item for item in items}
+    missing = [i for i in edition.item_ids if i not in by_id]
+    if missing:
+        log.warning("edition %s: %d items no longer in the sources: %s", edition.id, len(missing), ", ".join(missing))
+    return newest_first([by_id[i] for i in edition.item_ids if i in by_id])
+
+
+@dataclass
+class SendReport:
+    edition_id: str
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0  # already handled by an earlier run
+    stopped: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> dict:
+        return {"edition": self.edition_id, "sent": self.sent, "failed": self.failed, "retried": self.retried,
+                "skipped": self.skipped, "stopped": self.stopped}
+
+
+class RateLimiter:
+    """Spaces messages evenly across all connections; 0 means no limit."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next)
+            self.next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+class Sender:
+    """Sends one edition's pending ledger rows over a few reused connections."""
+
+    def __init__(self, config: Config, storage: Storage, edition: Edition, digest: Digest, secret: bytes,
+                 transport: Transport, *, stop: threading.Event | None = None, progress: bool | None = None):
+        self.config, self.storage, self.edition = config, storage, edition
+        self.delivery = config.require_delivery()
+        self.secret = secret
+        self.transport = transport
+        self.stop = stop or threading.Event()
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        envelope = Envelope.for_digest(digest, edition.id, self.delivery, edition.created_at)
+        self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)  # render + inline + MIME: once
+        self.unsubscribe_base = unsubscribe_base(config)
+        self.limiter = RateLimiter(self.delivery.smtp.rate_limit if transport.name == "smtp" else 0)
+        self.workers = self.delivery.smtp.concurrency if transport.name == "smtp" else 1
+        self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def run(self) -> SendReport:
+        report = SendReport(self.edition.id)
+        released = self.storage.release_stale(self.edition.id, claimed_before=utcnow())
+        if released:
+            log.warning("edition %s: %d messages were in flight when a sender stopped; sending them again "
+                        "with their original Message-ID", self.edition.id, released)
+        counts = self.storage.ledger_counts(self.edition.id)
+        report.skipped = counts["sent"] + counts["failed"] + counts["skipped"]
+        todo = counts["pending"] + counts["sending"]
+        work: queue.Queue[Claim | None] = queue.Queue(maxsize=self.workers * 4)
+        bar = tqdm(total=todo, unit="msg", desc=f"edition {self.edition.id}", disable=not self.progress,
+                   file=sys.stderr, leave=False)
+        threads = [threading.Thread(target=self._work, args=(work, report, bar), name=f"sender-{n}", daemon=True)
+                   for n in range(self.workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self.stop.is_set():
+                claims = self.storage.claim(self.edition.id, self.delivery.batch_size, self.worker_id)
+                if not claims:
+                    break
+                for claim in claims:
+                    work.put(claim)
+        finally:
+            for _ in threads:
+                work.put(None)
+            for thread in threads:
+                thread.join()
+            bar.close()
+        report.stopped = self.stop.is_set()
+        report.failures = self.storage.failures(self.edition.id)
+        return report
+
+    def _work(self, work: queue.Queue, report: SendReport, bar: tqdm) -> None:
+        connection = self.transport.connect()
+        try:
+            while (claim := work.get()) is not None:
+                if self.stop.is_set():
+                    self.storage.release([claim])  # not started: back to pending for the next run
+                    continue
+                self._send_one(connection, claim, report)
+                bar.update(1)
+        finally:
+            connection.close()
+
+    def _send_one(self, connection, claim: Claim, report: SendReport) -> None:
+        recipient = recipient_for(claim.email, self.edition.id, self.delivery, self.secret, self.unsubscribe_base)
+        message = self.template.render(recipient)
+        attempts = claim.attempts
+        smtp = self.delivery.smtp
+        while True:
+            self.limiter.wait()
+            attempts += 1
+            try:
+                reply = connection.send(self.delivery.from_address, claim.email, message, key=str(claim.subscriber_id))
+            except PermanentError as exc:
+                self.storage.mark_failed(claim, str(exc), attempts)
+                log.warning("edition %s: %s refused: %s", self.edition.id, claim.email, exc)
+                report.add(failed=1)
+                return
+            except TransientError as exc:
+                if attempts >= smtp.max_attempts:
+                    self.storage.mark_failed(claim, f"gave up after {attempts} attempts: {exc}", attempts)
+                    log.warning("edition %s: %s failed after %d attempts: %s", self.edition.id, claim.email, attempts, exc)
+                    report.add(failed=1)
+                    return
+                delay = min(smtp.retry_delay * 2 ** (attempts - 1), MAX_RETRY_DELAY)
+                log.info("edition %s: %s deferred (%s); retry in %.2fs", self.edition.id, claim.email, exc, delay)
+                report.add(retried=1)
+                if self.stop.wait(delay):
+                    self.storage.release([claim])
+                    return
+                continue
+            self.storage.mark_sent(claim, reply, attempts)
+            report.add(sent=1)
+            return
+
+
+def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: threading.Event | None = None,
+                 progress: bool | None = None, transport: Transport | None = None) -> list[SendReport]:
+    """Send every edition that still has unsent messages, oldest first."""
+    reports = []
+    pending = storage.editions_with_work()
+    if not pending:
+        return reports
+    secret = signing_secret(config)
+    for edition_id in pending:
+        if stop is not None and stop.is_set():
+            break
+        edition = storage.get_edition(edition_id)
+        chosen = edition_items(edition, items)
+        if not chosen:
+            raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
+        digest = render_digest(chosen, config)
+        sender = Sender(config, storage, edition, digest, secret, transport or transport_for(config, edition_id),
+                        stop=stop, progress=progress)
+        report = sender.run()
+        log.info("edition %s: sent %d, failed %d, retried %d, skipped %d", edition_id, report.sent,
+                 report.failed, report.retried, report.skipped)
+        reports.append(report)
+    return reports
+
+
+def send_test(items: list[Item], storage: Storage, config: Config, address: str,
+              transport: Transport | None = None) -> str:
+    """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
+    delivery = config.require_delivery()
+    chosen = choose_items(items, storage, config) or newest_first(items)[: config.digest.limit]
+    if not chosen:
+        raise PipelineError("no items to send")
+    edition_id = "test-" + edition_id_for([item.id for item in chosen])
+    digest = render_digest(chosen, config)
+    envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc), subject_prefix="[TEST] ")
+    base = recipient_for(address, edition_id, delivery, signing_secret(config), unsubscribe_base(config))
+    recipient = Recipient(address, base.unsubscribe_url, make_msgid(domain=delivery.sending_domain))
+    message = build_message(envelope, recipient, UNSUBSCRIBE_PLACEHOLDER)
+    connection = (transport or transport_for(config, edition_id)).connect()
+    try:
+        return connection.send(delivery.from_address, address, message, key="test")
+    except (PermanentError, TransientError) as exc:
+        raise PipelineError(f"test send to {address} failed: {exc}") from None
+    finally:
+        connection.close()
+
+
+def latest_edition_items(items: list[Item], storage: Storage) -> list[Item] | None:
+    edition = storage.latest_edition()
+    return edition_items(edition, items) if edition else None
+
+
+__all__ = ["SENT", "prepare_edition", "send_pending", "send_test", "edition_id_for", "SendReport"]

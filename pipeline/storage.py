@@ -1,0 +1,450 @@
+"""All state, behind one small module: subscribers, editions, the send ledger, runs, source cache.
+
+SQLAlchemy Core on SQLite by default (a file in the state folder); the same code
+runs on PostgreSQL, where several send workers claim ledger rows with
+``FOR UPDATE SKIP LOCKED``.  No other module writes SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
+    create_engine, event, func, insert, literal, select, update,
+)
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+DATABASE_FILE = "pipeline.db"
+
+SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"
+PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = MetaData()
+
+schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
+
+subscribers = Table(
+    "subscribers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(300)),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False),
+    Column("subscribed_at", UTCDateTime),
+    Column("unsubscribed_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+editions = Table(
+    "editions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("item_ids", JSON, nullable=False),
+    Column("recipients", Integer, nullable=False, default=0),
+)
+
+edition_items = Table(
+    "edition_items", metadata,
+    Column("item_id", String(1000), primary_key=True),  # an item goes out in one edition only
+    Column("edition_id", String(64), ForeignKey("editions.id"), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("edition_id", String(64), ForeignKey("editions.id"), primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reply", Text),
+    Column("claimed_by", String(100)),
+    Column("claimed_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("deliveries_by_status", "edition_id", "status"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(100), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("summary", JSON, nullable=False, default=dict),
+)
+
+sources = Table(
+    "sources", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("fetched_at", UTCDateTime),
+    Column("status", Text),
+    Column("item_count", Integer, nullable=False, default=0),
+)
+
+source_items = Table(
+    "source_items", metadata,
+    Column("source", String(200), ForeignKey("sources.name"), primary_key=True),
+    Column("item_id", String(1000), primary_key=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("updated", UTCDateTime),
+    Column("data", JSON, nullable=False),
+)
+
+
+def _migrate_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[subscribers, editions, edition_items, deliveries, runs])
+
+
+def _migrate_2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[sources, source_items])
+
+
+# Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str | None
+    attributes: dict[str, Any]
+    status: str
+    subscribed_at: datetime | None
+    unsubscribed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Edition:
+    id: str
+    created_at: datetime
+    subject: str
+    item_ids: list[str]
+    recipients: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    edition_id: str
+    subscriber_id: int
+    email: str
+    attempts: int
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the sender
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def database_url(state_folder: Path, override: str | None = None) -> str:
+    if override:
+        return override
+    state_folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state_folder / DATABASE_FILE}"
+
+
+class Storage:
+    def __init__(self, url: str):
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.migrate()
+
+    @classmethod
+    def for_state(cls, state_folder: Path, override: str | None = None) -> Storage:
+        return cls(database_url(state_folder, override))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            if not self.engine.dialect.has_table(conn, "schema_info"):
+                return 0
+            return conn.execute(select(schema_info.c.version)).scalar_one_or_none() or 0
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            metadata.create_all(conn, tables=[schema_info])
+            current = conn.execute(select(schema_info.c.version)).scalar_one_or_none()
+            if current is None:
+                conn.execute(insert(schema_info).values(version=0))
+                current = 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"state database has schema {current}, newer than this program ({SCHEMA_VERSION})")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                log.info("migrating state database to schema %d", version)
+                MIGRATIONS[version](conn)
+                conn.execute(update(schema_info).values(version=version))
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _subscriber(row) -> Subscriber:
+        return Subscriber(row.id, row.email, row.name, dict(row.attributes or {}), row.status,
+                          row.subscribed_at, row.unsubscribed_at)
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+        return self._subscriber(row) if row else None
+
+    def add_subscriber(self, email: str, name: str | None = None, attributes: dict[str, Any] | None = None,
+                       *, resubscribe: bool = False) -> str:
+        """Insert or merge one subscriber; returns 'added', 'updated', 'resubscribed' or 'unsubscribed'.
+
+        An unsubscribed address stays unsubscribed unless ``resubscribe`` is given
+        (an explicit, single-address request), so a re-import never resubscribes anyone.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+            if row is None:
+                conn.execute(insert(subscribers).values(
+                    email=email, name=name, attributes=attributes or {}, status=SUBSCRIBED,
+                    subscribed_at=now, updated_at=now))
+                return "added"
+            values: dict[str, Any] = {"updated_at": now}
+            if name:
+                values["name"] = name
+            if attributes:
+                values["attributes"] = {**(row.attributes or {}), **attributes}
+            outcome = "updated"
+            if row.status == UNSUBSCRIBED:
+                if resubscribe:
+                    values.update(status=SUBSCRIBED, subscribed_at=now, unsubscribed_at=None)
+                    outcome = "resubscribed"
+                else:
+                    outcome = "unsubscribed"
+            conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+            return outcome
+
+    def unsubscribe(self, email: str) -> bool:
+        """Mark unsubscribed; True if the address was subscribed.  Idempotent."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == email, subscribers.c.status == SUBSCRIBED)
+                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now))
+            if result.rowcount:
+                # Not yet sent editions must not reach this address either.
+                ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.subscriber_id == ids, deliveries.c.status == PENDING)
+                    .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
+            return bool(result.rowcount)
+
+    def iter_subscribers(self, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """Stream subscribers in id order, a batch at a time, so memory stays flat."""
+        last = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(batch)
+            if status:
+                query = query.where(subscribers.c.status == status)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._subscriber(row)
+            last = rows[-1].id
+
+    def count_subscribers(self, status: str | None = SUBSCRIBED) -> int:
+        query = select(func.count()).select_from(subscribers)
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    # -- editions -----------------------------------------------------------------------------
+
+    def sent_item_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(edition_items.c.item_id)).scalars())
+
+    def get_edition(self, edition_id: str) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(editions).where(editions.c.id == edition_id)).first()
+        return Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) if row else None
+
+    def latest_edition(self) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc()).limit(1)).first()
+        return Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) if row else None
+
+    def create_edition(self, edition_id: str, item_ids: list[str], subject: str, *, record_items: bool = True) -> bool:
+        """Record an edition and queue one ledger row per current subscriber, in one transaction.
+
+        Returns False when the edition exists already (a rerun), changing nothing.
+        The queue is filled with INSERT ... SELECT, so no subscriber list passes through Python.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if conn.execute(select(editions.c.id).where(editions.c.id == edition_id)).first():
+                return False
+            conn.execute(insert(editions).values(id=edition_id, created_at=now, subject=subject,
+                                                 item_ids=item_ids, recipients=0))
+            if record_items:
+                conn.execute(insert(edition_items), [{"item_id": i, "edition_id": edition_id} for i in item_ids])
+            queued = conn.execute(insert(deliveries).from_select(
+                ["edition_id", "subscriber_id", "status", "attempts", "updated_at"],
+                select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
+                       literal(0, Integer), literal(now, UTCDateTime))
+                .where(subscribers.c.status == SUBSCRIBED),
+            ))
+            count = queued.rowcount if queued.rowcount is not None and queued.rowcount >= 0 else None
+            if count is None:
+                count = conn.execute(select(func.count()).select_from(deliveries)
+                                     .where(deliveries.c.edition_id == edition_id)).scalar_one()
+            conn.execute(update(editions).where(editions.c.id == edition_id).values(recipients=count))
+        return True
+
+    def editions_with_work(self) -> list[str]:
+        """Editions that still have unsent messages, oldest first."""
+        query = (select(editions.c.id)
+                 .where(select(deliveries.c.subscriber_id)
+                        .where(deliveries.c.edition_id == editions.c.id,
+                               deliveries.c.status.in_([PENDING, SENDING])).exists())
+                 .order_by(editions.c.created_at, editions.c.id))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    # -- ledger -------------------------------------------------------------------------------
+
+    def release_stale(self, edition_id: str, claimed_before: datetime) -> int:
+        """Give back rows a crashed sender had claimed; they go out again with the same Message-ID."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING,
+                       deliveries.c.claimed_at <= claimed_before)
+                .values(status=PENDING, claimed_by=None, claimed_at=None))
+        return result.rowcount
+
+    def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
+        """Atomically move up to ``limit`` pending rows to 'sending' for this worker."""
+        now = utcnow()
+        candidates = (select(deliveries.c.subscriber_id)
+                      .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING)
+                      .order_by(deliveries.c.subscriber_id).limit(limit)
+                      .with_for_update(skip_locked=True))
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING,
+                       deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
+                .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
+                .returning(deliveries.c.subscriber_id, deliveries.c.attempts)).all()
+            if not claimed:
+                return []
+            attempts = {row.subscriber_id: row.attempts for row in claimed}
+            rows = conn.execute(select(subscribers.c.id, subscribers.c.email)
+                                .where(subscribers.c.id.in_(list(attempts))).order_by(subscribers.c.id)).all()
+        return [Claim(edition_id, row.id, row.email, attempts[row.id]) for row in rows]
+
+    def _finish(self, claim: Claim, status: str, reply: str | None, attempts: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.edition_id == claim.edition_id, deliveries.c.subscriber_id == claim.subscriber_id)
+                .values(status=status, reply=reply, attempts=attempts, updated_at=utcnow(),
+                        **({"claimed_by": None, "claimed_at": None} if status == PENDING else {})))
+
+    def release(self, claims: list[Claim]) -> None:
+        """Hand claimed but unsent rows back, e.g. when a stop was asked for mid-batch."""
+        with self.engine.begin() as conn:
+            for claim in claims:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.edition_id == claim.edition_id,
+                           deliveries.c.subscriber_id == claim.subscriber_id, deliveries.c.status == SENDING)
+                    .values(status=PENDING, claimed_by=None, claimed_at=None))
+
+    def mark_sent(self, claim: Claim, reply: str, attempts: int) -> None:
+        self._finish(claim, SENT, reply, attempts)
+
+    def mark_failed(self, claim: Claim, reply: str, attempts: int) -> None:
+        self._finish(claim, FAILED, reply, attempts)
+
+    def ledger_counts(self, edition_id: str) -> dict[str, int]:
+        query = (select(deliveries.c.status, func.count()).where(deliveries.c.edition_id == edition_id)
+                 .group_by(deliveries.c.status))
+        with self.engine.connect() as conn:
+            counts = {status: count for status, count in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in (PENDING, SENDING, SENT, FAILED, SKIPPED)}
+
+    def failures(self, edition_id: str, limit: int = 50) -> list[tuple[str, str]]:
+        query = (select(subscribers.c.email, deliveries.c.reply)
+                 .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED)
+                 .order_by(subscribers.c.email).limit(limit))
+        with self.engine.connect() as conn:
+            return [(row.email, row.reply or "") for row in conn.execute(query)]
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, job: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(runs).values(job=job, started_at=utcnow(), status="running", summary={})
+                                .returning(runs.c.id)).scalar_one()
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id)
+                         .values(finished_at=utcnow(), status=status, summary=summary))
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+        return [{"id": r.id, "job": r.job, "started_at": r.started_at, "finished_at": r.finished_at,
+                 "status": r.status, "summary": r.summary} for r in rows]

@@ -1,0 +1,112 @@
+"""Subscriber addresses: validated, normalised, imported from and exported to CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import PipelineError
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "unsubscribed_at"]
+
+
+class AddressError(PipelineError):
+    pass
+
+
+def normalise_address(address: str) -> str:
+    """Validated address in one canonical form (domain lower-cased), ASCII only so headers stay raw."""
+    try:
+        result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"{address.strip()!r}: {exc}") from None
+    local, domain = result.normalized.rsplit("@", 1)
+    return f"{local}@{domain.lower()}"
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    kept_unsubscribed: int = 0
+    duplicates: int = 0
+    invalid: list[str] = field(default_factory=list)
+
+
+def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportReport:
+    """Merge a CSV (header row, an ``email`` column) into the subscribers.
+
+    Other columns are kept as attributes; ``name`` becomes the name.  A bad row is
+    reported with its line number and skipped; an unsubscribed address stays so.
+    """
+    reader = csv.DictReader(handle)
+    columns = [c.strip().lower() for c in reader.fieldnames or []]
+    if "email" not in columns:
+        raise PipelineError(f"{source}: the header row needs an 'email' column (found: {', '.join(columns) or 'none'})")
+    report = ImportReport()
+    seen: set[str] = set()
+    for row in reader:
+        values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        try:
+            email = normalise_address(values.get("email", ""))
+        except AddressError as exc:
+            report.invalid.append(f"{source}:{reader.line_num}: {exc}")
+            continue
+        if email in seen:
+            report.duplicates += 1
+            continue
+        seen.add(email)
+        name = values.pop("name", "") or None
+        attributes = {k: v for k, v in values.items() if k not in ("email", "status") and v}
+        outcome = storage.add_subscriber(email, name, attributes)
+        if outcome == "added":
+            report.added += 1
+        elif outcome == "unsubscribed":
+            report.kept_unsubscribed += 1
+        else:
+            report.updated += 1
+    return report
+
+
+def export_csv(storage: Storage, handle: TextIO) -> int:
+    """Write every subscriber as CSV, streaming: one pass finds the extra columns, one writes."""
+    extra = sorted({key for row in _rows(storage) for key in row} - set(EXPORT_COLUMNS))
+    writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS + extra, extrasaction="ignore")
+    writer.writeheader()
+    count = 0
+    for row in _rows(storage):
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def _rows(storage: Storage) -> Iterator[dict[str, str]]:
+    for sub in storage.iter_subscribers():
+        yield {
+            **{k: str(v) for k, v in sub.attributes.items()},
+            "email": sub.email,
+            "name": sub.name or "",
+            "status": sub.status,
+            "subscribed_at": sub.subscribed_at.isoformat() if sub.subscribed_at else "",
+            "unsubscribed_at": sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else "",
+        }
+
+
+def status_counts(storage: Storage) -> Counter:
+    return Counter({"subscribed": storage.count_subscribers("subscribed"),
+                    "unsubscribed": storage.count_subscribers("unsubscribed")})
+
+
+def read_csv_file(storage: Storage, path: Path) -> ImportReport:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return import_csv(storage, handle, source=str(path))

@@ -1,0 +1,172 @@
+"""Where messages go: ``.eml`` files (the default, no server needed) or an SMTP server.
+
+A transport connection sends serialised bytes and either returns the server's
+reply or raises ``TransientError`` (retry later: 4xx, dropped connection) or
+``PermanentError`` (5xx: this recipient failed for this edition).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import ssl
+from pathlib import Path
+from typing import Protocol
+
+from .config import Config, Smtp
+from .errors import ConfigError
+from .output import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    pass
+
+
+class PermanentError(Exception):
+    pass
+
+
+class Connection(Protocol):
+    def send(self, sender: str, recipient: str, message: bytes, key: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    name: str
+
+    def connect(self) -> Connection: ...
+
+
+class FileConnection:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def send(self, sender: str, recipient: str, message: bytes, key: str) -> str:
+        # Named by the ledger key, so a resend after a crash rewrites the same file.
+        path = self.folder / f"{key}.eml"
+        write_atomic(path, message)
+        return f"written {path.name}"
+
+    def close(self) -> None:
+        pass
+
+
+class FileTransport:
+    name = "file"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def connect(self) -> FileConnection:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return FileConnection(self.folder)
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".strip()
+
+
+class SmtpConnection:
+    """One reused SMTP session; reconnects after a drop on the next send."""
+
+    def __init__(self, settings: Smtp, password: str | None, context: ssl.SSLContext | None):
+        self.settings = settings
+        self.password = password
+        self.context = context
+        self.client: smtplib.SMTP | None = None
+
+    def _open(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            if s.security == "tls":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=self.context)
+            else:
+                client = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            client.ehlo()
+            if s.security == "starttls":
+                client.starttls(context=self.context)
+                client.ehlo()
+            if s.username:
+                client.login(s.username, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentError(_reply(exc.smtp_code, exc.smtp_error)) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientError(f"connect to {s.host}:{s.port}: {exc}") from None
+        return client
+
+    def send(self, sender: str, recipient: str, message: bytes, key: str) -> str:
+        if self.client is None:
+            self.client = self._open()
+        client = self.client
+        try:
+            code, text = client.mail(sender)
+            if code != 250:
+                return self._refused(code, text)
+            code, text = client.rcpt(recipient)
+            if code not in (250, 251):
+                return self._refused(code, text)
+            code, text = client.data(message)  # the server's final word on this message
+            if code != 250:
+                return self._refused(code, text)
+            return _reply(code, text)
+        except smtplib.SMTPDataError as exc:
+            return self._refused(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
+            self.close()
+            raise TransientError(f"connection lost: {exc}") from None
+
+    def _refused(self, code: int, text: bytes | str) -> str:
+        self._reset()
+        return self._classify(code, text)
+
+    def _classify(self, code: int, text: bytes | str) -> str:
+        reply = _reply(code, text)
+        if 400 <= code < 500:
+            raise TransientError(reply)
+        raise PermanentError(reply)
+
+    def _reset(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self.client = None
+
+
+class SmtpTransport:
+    name = "smtp"
+
+    def __init__(self, settings: Smtp, password: str | None = None, ca_file: Path | None = None):
+        self.settings = settings
+        self.password = password
+        self.context: ssl.SSLContext | None = None
+        if settings.security != "none":
+            self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+    def connect(self) -> SmtpConnection:
+        return SmtpConnection(self.settings, self.password, self.context)
+
+
+def transport_for(config: Config, edition_id: str) -> Transport:
+    delivery = config.require_delivery()
+    if delivery.transport == "file":
+        return FileTransport(config.resolve(delivery.outbox) / edition_id)
+    smtp = delivery.smtp
+    password = os.environ.get(smtp.password_env)
+    if smtp.username and not password:
+        raise ConfigError(f"SMTP user {smtp.username!r} needs a password in ${smtp.password_env}")
+    return SmtpTransport(smtp, password, config.resolve(smtp.ca_file) if smtp.ca_file else None)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import formatdate
 from urllib.parse import urlencode
 
 from .config import Delivery
@@ -134,7 +134,7 @@ def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) ->
         msg["Reply-To"] = _header_value(d.reply_to)
     msg.set_raw("To", _header_value(recipient.email))
     msg["Subject"] = _header_value(envelope.subject)
-    msg["Date"] = format_datetime(envelope.date, usegmt=True)
+    msg.set_raw("Date", formatdate(envelope.date.timestamp(), usegmt=True))
     msg.set_raw("Message-ID", _header_value(recipient.message_id))
     msg["List-Id"] = _header_value(d.list_id)
     msg.set_raw("List-Unsubscribe", _header_value(list_unsubscribe(recipient.unsubscribe_url, d)))

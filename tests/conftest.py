@@ -49,3 +49,48 @@ def write_item(project: Path, slug: str, front_matter: str, body: str = "A body 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+SECRET = "test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def secret(monkeypatch) -> str:
+    monkeypatch.setenv("PIPELINE_SECRET", SECRET)
+    return SECRET
+
+
+def set_config(project: Path, **changes) -> Path:
+    """Change config.yaml keys given as dotted paths, e.g. set_config(p, **{"delivery.transport": "smtp"})."""
+    import yaml
+
+    path = project / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def use_smtp(project: Path, port: int, **smtp) -> Config:
+    settings = {"host": "127.0.0.1", "port": port, "security": "none", "concurrency": 2, "retry_delay": 0.01,
+                "timeout": 10, **smtp}
+    path = set_config(project, **{"delivery.transport": "smtp"}, **{f"delivery.smtp.{k}": v for k, v in settings.items()})
+    return load_config(path)
+
+
+def add_subscribers(config: Config, count: int, prefix: str = "reader") -> list[str]:
+    from pipeline.build import open_storage
+
+    storage = open_storage(config)
+    try:
+        addresses = [f"{prefix}{n:05d}@example.org" for n in range(count)]
+        for address in addresses:
+            storage.add_subscriber(address)
+        return addresses
+    finally:
+        storage.close()

@@ -1,0 +1,138 @@
+"""A real SMTP server on 127.0.0.1 (aiosmtpd) that records what it accepts and can misbehave on cue."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Received:
+    recipient: str
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.raw, policy=policy.default)
+
+
+@dataclass
+class Behaviour:
+    """What the server does: temporary refusals, permanent refusals, dropped connections."""
+
+    defer: Counter = field(default_factory=Counter)  # recipient -> how many 451s before accepting
+    reject: set[str] = field(default_factory=set)  # recipients answered 550
+    drop_after: set[int] = field(default_factory=set)  # drop the connection instead of accepting message #n
+
+    def __post_init__(self) -> None:
+        self.defer = Counter(self.defer)
+
+
+class RecordingHandler:
+    def __init__(self, behaviour: Behaviour | None = None, store: bool = True):
+        self.behaviour = behaviour or Behaviour()
+        self.store = store
+        self.received: list[Received] = []
+        self.count = 0
+        self.attempts = 0
+        self.lock = threading.Lock()
+        self.watchers: list[tuple[int, threading.Event]] = []
+
+    def when_count(self, n: int) -> threading.Event:
+        """An event set once n messages have been accepted (for waits without sleeping)."""
+        event = threading.Event()
+        with self.lock:
+            self.watchers.append((n, event))
+            if self.count >= n:
+                event.set()
+        return event
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        b = self.behaviour
+        with self.lock:
+            if address in b.reject:
+                return "550 5.1.1 No such user here"
+            if b.defer[address] > 0:
+                b.defer[address] -= 1
+                return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.attempts += 1
+            if self.attempts in self.behaviour.drop_after:
+                server.transport.close()  # the message is lost with the connection, never accepted
+                return "421 closing"
+            self.count += len(envelope.rcpt_tos)
+            if self.store:
+                for rcpt in envelope.rcpt_tos:
+                    self.received.append(Received(rcpt, envelope.original_content))
+            for n, event in self.watchers:
+                if self.count >= n:
+                    event.set()
+        return "250 2.0.0 Message accepted"
+
+    def by_recipient(self) -> dict[str, list[Received]]:
+        grouped: dict[str, list[Received]] = {}
+        for message in self.received:
+            grouped.setdefault(message.recipient, []).append(message)
+        return grouped
+
+
+class SmtpSink:
+    def __init__(self, handler: RecordingHandler, tls_context: ssl.SSLContext | None = None):
+        self.handler = handler
+        self.port = free_port()
+        kwargs = {"tls_context": tls_context, "require_starttls": True} if tls_context else {}
+        self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
+                                     server_hostname="localhost", **kwargs)
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1/localhost made by the test, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

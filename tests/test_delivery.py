@@ -1,0 +1,250 @@
+"""Sending the digest to a real SMTP server on loopback, and reading it back as a mail client would."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from pipeline.build import open_storage, run_pipeline
+from pipeline.config import load_config
+from pipeline.delivery import send_test
+from pipeline.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+from pipeline.mail import Envelope, HeaderInjection, MessageTemplate, build_message, read_token, recipient_for
+from pipeline.sources import read_content
+
+from .conftest import SECRET, add_subscribers, use_smtp, write_item
+from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
+
+
+@pytest.fixture
+def sink():
+    handler = RecordingHandler()
+    with SmtpSink(handler) as server:
+        yield server
+
+
+def _header_block(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[0]
+
+
+def _raw_header(raw: bytes, name: str) -> bytes:
+    """A header as it is on the wire, continuation lines included."""
+    match = re.search(rb"(?im)^" + name.encode() + rb": ([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", _header_block(raw))
+    assert match, f"no {name} header"
+    return match.group(1)
+
+
+def test_each_subscriber_gets_a_compliant_multipart_message(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    addresses = add_subscribers(config, 3)
+    run_pipeline(config, progress=False)
+    received = sink.handler.by_recipient()
+    assert sorted(received) == addresses
+    for address, (message,) in received.items():
+        raw = message.raw
+        assert _raw_header(raw, "To") == address.encode()
+        assert _raw_header(raw, "From") == b"National MS Society News <news@nationalmssociety.org>"
+        assert _raw_header(raw, "List-Id") == b"National MS Society News <news.nationalmssociety.org>"
+        assert _raw_header(raw, "List-Unsubscribe-Post") == b"List-Unsubscribe=One-Click"
+        assert re.fullmatch(rb"<[0-9a-f]{16}\.[0-9a-f]{24}@nationalmssociety\.org>", _raw_header(raw, "Message-ID"))
+        assert parsedate_to_datetime(_raw_header(raw, "Date").decode()).tzinfo is not None
+        assert _raw_header(raw, "Date").endswith(b" GMT")
+        parsed = message.message
+        assert parsed.get_content_type() == "multipart/alternative"
+        text, html = parsed.get_payload()
+        assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+        assert "144 people" in html.get_content() and "1-800-344-4867" in text.get_content()
+        assert parsed["Subject"].startswith("National MS Society News: International Mesenchymal Stem Cell Trial")
+
+
+def test_list_unsubscribe_is_plain_ascii_on_the_wire_and_personal(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 2)
+    run_pipeline(config, progress=False)
+    urls = set()
+    for message in sink.handler.received:
+        value = _raw_header(message.raw, "List-Unsubscribe")
+        assert b"=?" not in value and b"\r\n" not in value  # no RFC 2047 encoded-words, not folded
+        match = re.fullmatch(rb"<(https://[^>]+)>, <mailto:unsubscribe@nationalmssociety\.org\?subject=unsubscribe>", value)
+        assert match, value
+        url = match.group(1).decode()
+        token = parse_qs(urlsplit(url).query)["token"][0]
+        assert read_token(SECRET.encode(), token) == message.recipient
+        body = message.message.get_body(("html",)).get_content()
+        assert f'href="{url}"' in body and UNSUBSCRIBE_PLACEHOLDER not in body
+        urls.add(url)
+    assert len(urls) == 2
+
+
+def test_fast_personalisation_gives_the_same_bytes_as_building_each_message(config):
+    config = load_config(config.source_file)
+    digest = render_digest(read_content(config), config)
+    envelope = Envelope.for_digest(digest, "0123456789abcdef", config.delivery, datetime(2021, 11, 5, tzinfo=timezone.utc))
+    template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
+    for address in ["a@example.org", "jane.o'hara+news@sub.example.co.uk", "x" * 60 + "@example.org"]:
+        recipient = recipient_for(address, "0123456789abcdef", config.delivery, b"0123456789abcdef0", "https://e.org/u")
+        assert template.render(recipient) == build_message(envelope, recipient, UNSUBSCRIBE_PLACEHOLDER)
+
+
+def test_thousand_subscribers_get_exactly_one_message_each(project, secret, sink):
+    config = use_smtp(project, sink.port, concurrency=4)
+    addresses = add_subscribers(config, 1000)
+    result = run_pipeline(config, progress=False)
+    assert (result.reports[0].sent, result.reports[0].failed) == (1000, 0)
+    received = sink.handler.by_recipient()
+    assert sorted(received) == addresses
+    assert all(len(messages) == 1 for messages in received.values())
+
+
+def test_temporary_refusals_are_retried_and_sent_once(project, secret):
+    handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 2}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 3)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert (report.sent, report.failed, report.retried) == (3, 0, 2)
+    assert [len(m) for m in handler.by_recipient().values()] == [1, 1, 1]
+
+
+def test_permanent_refusal_marks_only_that_subscriber_failed(project, secret):
+    handler = RecordingHandler(Behaviour(reject={"reader00001@example.org"}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 3)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert (report.sent, report.failed) == (2, 1)
+    assert report.failures == [("reader00001@example.org", "550 5.1.1 No such user here")]
+    assert sorted(handler.by_recipient()) == ["reader00000@example.org", "reader00002@example.org"]
+
+
+def test_dropped_connection_is_reopened_and_nothing_is_lost(project, secret):
+    handler = RecordingHandler(Behaviour(drop_after={3, 7}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, concurrency=1)
+        addresses = add_subscribers(config, 10)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert (report.sent, report.failed, report.retried) == (10, 0, 2)
+    assert sorted(handler.by_recipient()) == addresses
+    assert all(len(m) == 1 for m in handler.by_recipient().values())
+
+
+def test_retries_give_up_after_max_attempts(project, secret):
+    handler = RecordingHandler(Behaviour(defer={"reader00000@example.org": 99}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, max_attempts=3)
+        add_subscribers(config, 1)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert (report.sent, report.failed, report.retried) == (0, 1, 2)
+    assert report.failures[0][1].startswith("gave up after 3 attempts: 451")
+
+
+def test_rerun_without_new_content_sends_nothing_and_one_new_item_sends_just_it(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 2)
+    run_pipeline(config, progress=False)
+    assert len(sink.handler.received) == 2
+    second = run_pipeline(config, progress=False)
+    assert second.reports == [] and second.edition.reason == "no new items since the last edition"
+    assert len(sink.handler.received) == 2
+    write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
+    third = run_pipeline(config, progress=False)
+    assert [i.slug for i in third.edition.items] == ["new-grant"]
+    new_messages = sink.handler.received[2:]
+    assert len(new_messages) == 2
+    for message in new_messages:
+        html = message.message.get_body(("html",)).get_content()
+        assert "New research grants announced" in html and "Mesenchymal" not in html
+
+
+def test_unsubscribed_address_is_never_mailed(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 3)
+    storage = open_storage(config)
+    storage.unsubscribe("reader00002@example.org")
+    storage.close()
+    run_pipeline(config, progress=False)
+    assert sorted(sink.handler.by_recipient()) == ["reader00000@example.org", "reader00001@example.org"]
+
+
+def test_starttls_with_a_certificate_made_by_the_test(project, secret, tmp_path):
+    import ssl
+
+    from .smtp_sink import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    handler = RecordingHandler()
+    with SmtpSink(handler, tls_context=server_context) as sink:
+        config = use_smtp(project, sink.port, security="starttls", ca_file=str(cert))
+        add_subscribers(config, 2)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert report.sent == 2 and len(handler.received) == 2
+
+
+def test_starttls_refuses_an_untrusted_certificate(project, secret, tmp_path):
+    import ssl
+
+    from .smtp_sink import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    handler = RecordingHandler()
+    with SmtpSink(handler, tls_context=server_context) as sink:
+        config = use_smtp(project, sink.port, security="starttls", max_attempts=1)
+        add_subscribers(config, 1)
+        report = run_pipeline(config, progress=False).reports[0]
+    assert report.sent == 0 and report.failed == 1 and handler.received == []
+    assert "CERTIFICATE_VERIFY_FAILED" in report.failures[0][1]
+
+
+def test_test_send_goes_to_one_address_and_is_not_recorded(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 2)
+    storage = open_storage(config)
+    try:
+        send_test(read_content(config), storage, config, "editor@example.org")
+        assert storage.latest_edition() is None
+    finally:
+        storage.close()
+    (message,) = sink.handler.received
+    assert message.recipient == "editor@example.org"
+    assert message.message["Subject"].startswith("[TEST] National MS Society News")
+    run_pipeline(config, progress=False)
+    assert len(sink.handler.received) == 3  # the real edition still goes to both subscribers
+
+
+def test_header_values_with_line_breaks_are_refused(config):
+    config = load_config(config.source_file)
+    digest = render_digest(read_content(config), config)
+    envelope = Envelope.for_digest(digest, "e", config.delivery, datetime(2021, 11, 5, tzinfo=timezone.utc),
+                                   subject_prefix="Hi\r\nBcc: victim@example.org\r\n")
+    recipient = recipient_for("a@example.org", "e", config.delivery, b"0123456789abcdef0", "https://e.org/u")
+    with pytest.raises(HeaderInjection):
+        build_message(envelope, recipient, UNSUBSCRIBE_PLACEHOLDER)
+
+
+def test_content_cannot_inject_headers_through_the_subject(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 1)
+    write_item(project, "evil", 'title: "Big news\\r\\nBcc: victim@example.org"\ndate: 2022-01-01T00:00:00Z')
+    run_pipeline(config, progress=False)
+    raw = sink.handler.received[0].raw
+    assert b"\r\nBcc:" not in _header_block(raw)
+    assert sink.handler.received[0].message["Subject"] == "National MS Society News: Big news Bcc: victim@example.org"
+
+
+def test_missing_secret_stops_sending_with_a_clear_message(project, sink, monkeypatch):
+    from pipeline.errors import ConfigError
+
+    monkeypatch.delenv("PIPELINE_SECRET", raising=False)
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 1)
+    with pytest.raises(ConfigError, match=r"set \$PIPELINE_SECRET"):
+        run_pipeline(config, progress=False)
+    assert sink.handler.received == []

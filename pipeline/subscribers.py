@@ -25,13 +25,16 @@ class AddressError(PipelineError):
 
 
 def normalise_address(address: str) -> str:
-    """Validated address in one canonical form (domain lower-cased), ASCII only so headers stay raw."""
+    """Validated address in one canonical form, ASCII only so headers stay raw.
+
+    The whole address is lower-cased: local parts are case-sensitive on paper, but no
+    mailbox provider treats them so, and "Ann@" and "ann@" must not get two copies.
+    """
     try:
         result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise AddressError(f"{address.strip()!r}: {exc}") from None
-    local, domain = result.normalized.rsplit("@", 1)
-    return f"{local}@{domain.lower()}"
+    return result.normalized.lower()
 
 
 @dataclass

@@ -79,7 +79,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["rss.xml"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["send"], ["serve-web"], ["subscribers"],
+                                     ["subscribers", "add"], ["subscribers", "remove"], ["subscribers", "list"],
+                                     ["subscribers", "import"], ["subscribers", "export"]])
 def test_every_command_has_help(project, command):
     result = run_cli(project, *command, "--help", check=True)
     assert "Usage: pipeline" in result.stdout
@@ -89,3 +91,25 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "pipeline"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("pipeline, version")
+
+
+def test_default_file_transport_writes_one_eml_per_subscriber(project, secret):
+    from email import message_from_bytes, policy
+
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "bob@example.org", check=True)
+    result = run_cli(project, "run", check=True, env={**os.environ, "PIPELINE_SECRET": secret})
+    assert "sent 2, failed 0" in result.stdout
+    (edition,) = (project / "outbox").iterdir()
+    messages = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(edition.glob("*.eml"))]
+    assert sorted(m["To"] for m in messages) == ["ann@example.org", "bob@example.org"]
+    again = run_cli(project, "run", check=True, env={**os.environ, "PIPELINE_SECRET": secret})
+    assert "no new items since the last edition" in again.stdout and "sent" not in again.stdout
+
+
+def test_send_dry_run_sends_and_records_nothing(project, secret):
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    result = run_cli(project, "send", "--dry-run", check=True)
+    assert "would send the new edition to 1 subscribers" in result.stdout
+    assert not (project / "outbox").exists()
+    assert "would create the edition" in run_cli(project, "send", "--dry-run", check=True).stdout

@@ -1,0 +1,63 @@
+"""Subscribers from the command line: validated, merged, and never resubscribed by an import."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from .conftest import run_cli
+
+
+def _import(project, text: str):
+    path = project / "list.csv"
+    path.write_text(text, encoding="utf-8")
+    return run_cli(project, "subscribers", "import", str(path))
+
+
+def test_add_normalises_and_lists(project):
+    assert run_cli(project, "subscribers", "add", " Jane.Doe@Example.ORG ", "--name", "Jane", check=True).stdout \
+        == "jane.doe@example.org: added\n"
+    assert run_cli(project, "subscribers", "list", check=True).stdout == "jane.doe@example.org\tsubscribed\tJane\n"
+
+
+def test_invalid_address_is_refused(project):
+    result = run_cli(project, "subscribers", "add", "not-an-address")
+    assert result.returncode == 1 and result.stderr.startswith("Error: 'not-an-address':")
+
+
+def test_import_merges_duplicates_keeps_columns_and_reports_bad_rows(project):
+    result = _import(project, "Email,Name,Chapter\nann@example.org,Ann,Ohio\nANN@example.org,Ann B,\n"
+                              "bad-address,Bob,\nzoe@example.org,,Texas\n")
+    assert result.returncode == 0, result.stderr
+    assert "added 2, updated 0, kept unsubscribed 0, duplicates 1, invalid 1" in result.stdout
+    assert "list.csv:4: 'bad-address'" in result.stderr
+    exported = list(csv.DictReader(io.StringIO(run_cli(project, "subscribers", "export", check=True).stdout)))
+    assert [(r["email"], r["name"], r["chapter"]) for r in exported] == [("ann@example.org", "Ann", "Ohio"),
+                                                                        ("zoe@example.org", "", "Texas")]
+
+
+def test_import_without_email_column_is_refused(project):
+    result = _import(project, "name\nAnn\n")
+    assert result.returncode == 1 and "needs an 'email' column" in result.stderr
+
+
+def test_reimport_does_not_resubscribe_an_unsubscribed_address(project):
+    _import(project, "email\nann@example.org\n")
+    run_cli(project, "subscribers", "remove", "ann@example.org", check=True)
+    result = _import(project, "email\nann@example.org\n")
+    assert "kept unsubscribed 1" in result.stdout
+    assert run_cli(project, "subscribers", "list", check=True).stdout == "ann@example.org\tunsubscribed\t\n"
+
+
+def test_explicit_add_resubscribes(project):
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "remove", "ann@example.org", check=True)
+    assert run_cli(project, "subscribers", "add", "ann@example.org", check=True).stdout == "ann@example.org: resubscribed\n"
+
+
+def test_export_to_a_file_round_trips(project, tmp_path):
+    _import(project, "email,name\nann@example.org,Ann\n")
+    out = tmp_path / "out.csv"
+    run_cli(project, "subscribers", "export", "-o", str(out), check=True)
+    assert out.read_text().splitlines()[0] == "email,name,status,subscribed_at,unsubscribed_at"
+    assert out.read_text().splitlines()[1].startswith("ann@example.org,Ann,subscribed,")

@@ -1,0 +1,122 @@
+"""One-click unsubscribe over real HTTP on loopback: GET confirms, POST unsubscribes, forgeries fail."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from pipeline.build import open_storage, run_pipeline
+from pipeline.mail import make_token
+from pipeline.web import serve
+
+from .conftest import SECRET, add_subscribers, use_smtp, write_item
+from .smtp_sink import RecordingHandler, SmtpSink
+
+
+@pytest.fixture
+def endpoint(config, secret):
+    storage = open_storage(config)
+    server = serve(config, storage, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/unsubscribe", storage
+    server.shutdown()
+    server.server_close()
+    storage.close()
+
+
+def _request(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _url(base: str, email: str, secret: str = SECRET) -> str:
+    return f"{base}?{urllib.parse.urlencode({'token': make_token(secret.encode(), email)})}"
+
+
+ONE_CLICK = b"List-Unsubscribe=One-Click"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_get_only_shows_a_confirmation_page(endpoint):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    status, page = _request(_url(base, "reader@example.org"))
+    assert status == 200
+    assert "reader@example.org" in page and '<form method="post"' in page
+    assert storage.get_subscriber("reader@example.org").status == "subscribed"
+
+
+def test_one_click_post_unsubscribes_idempotently(endpoint):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    assert _request(_url(base, "reader@example.org"), ONE_CLICK, FORM)[0] == 200
+    assert storage.get_subscriber("reader@example.org").status == "unsubscribed"
+    assert _request(_url(base, "reader@example.org"), ONE_CLICK, FORM)[0] == 200
+
+
+def test_one_click_post_as_multipart_form_data(endpoint):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n")
+    status, _ = _request(_url(base, "reader@example.org"), body, {"Content-Type": "multipart/form-data; boundary=XyZ"})
+    assert status == 200
+    assert storage.get_subscriber("reader@example.org").status == "unsubscribed"
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "cmVhZGVyQGV4YW1wbGUub3Jn.AAAAAAAAAAAAAAAAAAAAAAAA"])
+def test_forged_or_broken_token_is_refused_and_changes_nothing(endpoint, token):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    status, _ = _request(f"{base}?token={token}", ONE_CLICK, FORM)
+    assert status == 400
+    assert storage.get_subscriber("reader@example.org").status == "subscribed"
+
+
+def test_token_signed_with_another_secret_is_refused(endpoint):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    assert _request(_url(base, "reader@example.org", secret="another-secret-0123456789"), ONE_CLICK, FORM)[0] == 400
+    assert storage.get_subscriber("reader@example.org").status == "subscribed"
+
+
+def test_post_without_one_click_body_is_refused(endpoint):
+    base, storage = endpoint
+    storage.add_subscriber("reader@example.org")
+    assert _request(_url(base, "reader@example.org"), b"something=else", FORM)[0] == 400
+    assert storage.get_subscriber("reader@example.org").status == "subscribed"
+
+
+def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 2)
+        run_pipeline(config, progress=False)
+        unsubscribe_url = handler.received[0].message["List-Unsubscribe"].split(">")[0].lstrip("<")
+        leaving = handler.received[0].recipient
+
+        storage = open_storage(config)
+        server = serve(config, storage, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            local = "http://127.0.0.1:%d/unsubscribe?%s" % (server.server_port, urllib.parse.urlsplit(unsubscribe_url).query)
+            assert _request(local, ONE_CLICK, FORM)[0] == 200
+        finally:
+            server.shutdown()
+            server.server_close()
+            storage.close()
+
+        write_item(project, "next", 'title: "Next story"\ndate: 2021-12-01T09:00:00-05:00')
+        run_pipeline(config, progress=False)
+    later = handler.received[2:]
+    assert len(later) == 1 and later[0].recipient != leaving

@@ -31,7 +31,7 @@ from .digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from .errors import ConfigError, PipelineError
 from .items import Item, newest_first
 from .mail import Envelope, MessageTemplate, Recipient, build_message, recipient_for
-from .storage import SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
+from .storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
 from .transports import PermanentError, TransientError, Transport, transport_for
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,58 @@ class RateLimiter:
             time.sleep(at - now)
 
 
+class LedgerWriter:
+    """Records send outcomes from all connections in group commits on one thread.
+
+    Sending threads hand over each server reply and go on; the writer commits what
+    queued up within a few milliseconds in one transaction.  What a crash can lose
+    is only those few replies, and their rows are resent with the same Message-ID.
+    """
+
+    def __init__(self, storage: Storage, max_batch: int = 500, window: float = 0.005):
+        self.storage = storage
+        self.max_batch = max_batch
+        self.window = window  # like PostgreSQL's commit_delay: a few ms to gather a group
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, claim: Claim, status: str, reply: str | None, attempts: int) -> None:
+        if self.error is not None:
+            raise PipelineError(f"cannot record send results: {self.error}")
+        self.queue.put((claim, status, reply, attempts))
+
+    def _run(self) -> None:
+        while (first := self.queue.get()) is not None:
+            batch = [first]
+            closing = False
+            deadline = time.monotonic() + self.window
+            while len(batch) < self.max_batch:
+                try:
+                    more = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                batch.append(more)
+            try:
+                self.storage.record_results(batch)
+            except BaseException as exc:  # surfaced to the senders and the caller
+                log.error("could not record %d send results: %s", len(batch), exc)
+                self.error = exc
+                return
+            if closing:
+                return
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise PipelineError(f"could not record send results: {self.error}")
+
+
 class Sender:
     """Sends one edition's pending ledger rows over a few reused connections."""
 
@@ -170,7 +222,8 @@ class Sender:
         counts = self.storage.ledger_counts(self.edition.id)
         report.skipped = counts["sent"] + counts["failed"] + counts["skipped"]
         todo = counts["pending"] + counts["sending"]
-        work: queue.Queue[Claim | None] = queue.Queue(maxsize=self.workers * 4)
+        work: queue.Queue[tuple[Claim, bytes] | None] = queue.Queue(maxsize=self.workers * 4)
+        self.ledger = LedgerWriter(self.storage)
         bar = tqdm(total=todo, unit="msg", desc=f"edition {self.edition.id}", disable=not self.progress,
                    file=sys.stderr, leave=False)
         threads = [threading.Thread(target=self._work, args=(work, report, bar), name=f"sender-{n}", daemon=True)
@@ -183,13 +236,16 @@ class Sender:
                 if not claims:
                     break
                 for claim in claims:
-                    work.put(claim)
+                    # Rendered here, ahead of the senders, so the per-recipient work overlaps
+                    # with the network round trips instead of adding to them.
+                    work.put((claim, self._render(claim)))
         finally:
             for _ in threads:
                 work.put(None)
             for thread in threads:
                 thread.join()
             bar.close()
+            self.ledger.close()
         report.stopped = self.stop.is_set()
         report.failures = self.storage.failures(self.edition.id)
         return report
@@ -197,18 +253,21 @@ class Sender:
     def _work(self, work: queue.Queue, report: SendReport, bar: tqdm) -> None:
         connection = self.transport.connect()
         try:
-            while (claim := work.get()) is not None:
-                if self.stop.is_set():
-                    self.storage.release([claim])  # not started: back to pending for the next run
+            while (task := work.get()) is not None:
+                claim, message = task
+                if self.stop.is_set():  # not started: back to pending for the next run
+                    self.ledger.put(claim, PENDING, None, claim.attempts)
                     continue
-                self._send_one(connection, claim, report)
+                self._send_one(connection, claim, message, report)
                 bar.update(1)
         finally:
             connection.close()
 
-    def _send_one(self, connection, claim: Claim, report: SendReport) -> None:
+    def _render(self, claim: Claim) -> bytes:
         recipient = recipient_for(claim.email, self.edition.id, self.delivery, self.secret, self.unsubscribe_base)
-        message = self.template.render(recipient)
+        return self.template.render(recipient)
+
+    def _send_one(self, connection, claim: Claim, message: bytes, report: SendReport) -> None:
         attempts = claim.attempts
         smtp = self.delivery.smtp
         while True:
@@ -217,13 +276,13 @@ class Sender:
             try:
                 reply = connection.send(self.delivery.from_address, claim.email, message, key=str(claim.subscriber_id))
             except PermanentError as exc:
-                self.storage.mark_failed(claim, str(exc), attempts)
+                self.ledger.put(claim, FAILED, str(exc), attempts)
                 log.warning("edition %s: %s refused: %s", self.edition.id, claim.email, exc)
                 report.add(failed=1)
                 return
             except TransientError as exc:
                 if attempts >= smtp.max_attempts:
-                    self.storage.mark_failed(claim, f"gave up after {attempts} attempts: {exc}", attempts)
+                    self.ledger.put(claim, FAILED, f"gave up after {attempts} attempts: {exc}", attempts)
                     log.warning("edition %s: %s failed after %d attempts: %s", self.edition.id, claim.email, attempts, exc)
                     report.add(failed=1)
                     return
@@ -231,10 +290,10 @@ class Sender:
                 log.info("edition %s: %s deferred (%s); retry in %.2fs", self.edition.id, claim.email, exc, delay)
                 report.add(retried=1)
                 if self.stop.wait(delay):
-                    self.storage.release([claim])
+                    self.ledger.put(claim, PENDING, None, attempts)
                     return
                 continue
-            self.storage.mark_sent(claim, reply, attempts)
+            self.ledger.put(claim, SENT, reply, attempts)
             report.add(sent=1)
             return
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    create_engine, event, func, insert, literal, select, update,
+    bindparam, create_engine, event, func, insert, literal, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
 
@@ -267,6 +267,37 @@ class Storage:
             conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
             return outcome
 
+    def merge_subscribers(self, rows: list[tuple[str, str | None, dict[str, Any]]]) -> dict[str, int]:
+        """Merge a batch of (email, name, attributes) in one transaction: new ones are added,
+        known ones updated, unsubscribed ones left unsubscribed.  One round trip per batch,
+        not per subscriber, so large imports stay fast."""
+        now = utcnow()
+        counts = {"added": 0, "updated": 0, "unsubscribed": 0}
+        if not rows:
+            return counts
+        with self.engine.begin() as conn:
+            known = {row.email: row for row in conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.attributes)
+                .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
+            new = [{"email": email, "name": name, "attributes": attributes, "status": SUBSCRIBED,
+                    "subscribed_at": now, "updated_at": now}
+                   for email, name, attributes in rows if email not in known]
+            if new:
+                conn.execute(insert(subscribers), new)
+            counts["added"] = len(new)
+            for email, name, attributes in rows:
+                row = known.get(email)
+                if row is None:
+                    continue
+                values: dict[str, Any] = {"updated_at": now}
+                if name:
+                    values["name"] = name
+                if attributes:
+                    values["attributes"] = {**(row.attributes or {}), **attributes}
+                conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated"] += 1
+        return counts
+
     def unsubscribe(self, email: str) -> bool:
         """Mark unsubscribed; True if the address was subscribed.  Idempotent."""
         now = utcnow()
@@ -392,29 +423,33 @@ class Storage:
                                 .where(subscribers.c.id.in_(list(attempts))).order_by(subscribers.c.id)).all()
         return [Claim(edition_id, row.id, row.email, attempts[row.id]) for row in rows]
 
-    def _finish(self, claim: Claim, status: str, reply: str | None, attempts: int) -> None:
+    def record_results(self, results: list[tuple[Claim, str, str | None, int]]) -> None:
+        """Record many (claim, status, reply, attempts) outcomes in one transaction (group commit)."""
+        if not results:
+            return
+        now = utcnow()
+        statement = (
+            update(deliveries)
+            .where(deliveries.c.edition_id == bindparam("b_edition"),
+                   deliveries.c.subscriber_id == bindparam("b_subscriber"),
+                   deliveries.c.status == SENDING)
+            .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
+                    updated_at=now, claimed_by=None, claimed_at=None))
         with self.engine.begin() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.edition_id == claim.edition_id, deliveries.c.subscriber_id == claim.subscriber_id)
-                .values(status=status, reply=reply, attempts=attempts, updated_at=utcnow(),
-                        **({"claimed_by": None, "claimed_at": None} if status == PENDING else {})))
+            conn.execute(statement, [
+                {"b_edition": claim.edition_id, "b_subscriber": claim.subscriber_id, "b_status": status,
+                 "b_reply": reply, "b_attempts": attempts}
+                for claim, status, reply, attempts in results])
 
     def release(self, claims: list[Claim]) -> None:
         """Hand claimed but unsent rows back, e.g. when a stop was asked for mid-batch."""
-        with self.engine.begin() as conn:
-            for claim in claims:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.edition_id == claim.edition_id,
-                           deliveries.c.subscriber_id == claim.subscriber_id, deliveries.c.status == SENDING)
-                    .values(status=PENDING, claimed_by=None, claimed_at=None))
+        self.record_results([(claim, PENDING, None, claim.attempts) for claim in claims])
 
     def mark_sent(self, claim: Claim, reply: str, attempts: int) -> None:
-        self._finish(claim, SENT, reply, attempts)
+        self.record_results([(claim, SENT, reply, attempts)])
 
     def mark_failed(self, claim: Claim, reply: str, attempts: int) -> None:
-        self._finish(claim, FAILED, reply, attempts)
+        self.record_results([(claim, FAILED, reply, attempts)])
 
     def ledger_counts(self, edition_id: str) -> dict[str, int]:
         query = (select(deliveries.c.status, func.count()).where(deliveries.c.edition_id == edition_id)

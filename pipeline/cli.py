@@ -12,24 +12,34 @@ from . import __version__
 from .build import collect_items, open_storage, run_pipeline
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import PipelineError
+from .logs import configure_logging
 
 log = logging.getLogger("pipeline")
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
 class Context:
-    def __init__(self, config_path: Path):
+    """Per-invocation state: the config (loaded on first use) and the logging options."""
+
+    def __init__(self, config_path: Path, verbose: int, log_format: str | None, log_file: Path | None):
         self.config_path = config_path
+        self.verbose = verbose
+        self.log_format = log_format
+        self.log_file = log_file
         self._config: Config | None = None
+        configure_logging(self._level(None), log_format or "text", log_file)
+
+    def _level(self, config: Config | None) -> str | int:
+        if self.verbose:
+            return logging.DEBUG if self.verbose > 1 else logging.INFO
+        return config.logging.level if config else logging.WARNING
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path)
+            settings = self._config.logging
+            log_file = self.log_file or (self._config.resolve(settings.file) if settings.file else None)
+            configure_logging(self._level(self._config), self.log_format or settings.format, log_file)
         return self._config
 
 
@@ -46,13 +56,14 @@ def _shown(path: Path) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, envvar="PIPELINE_CONFIG", help="Config file; relative paths in it are relative to it.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug); overrides logging.level.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON objects.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the log to this file.")
 @click.version_option(__version__, prog_name="pipeline")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
+def cli(ctx: click.Context, config_path: Path, verbose: int, log_format: str | None, log_file: Path | None) -> None:
     """Publish news items as RSS, Atom and JSON feeds and an email digest."""
-    setup_logging(verbose)
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, verbose, log_format, log_file)
 
 
 def _report_sends(reports) -> None:
@@ -66,10 +77,31 @@ def _report_sends(reports) -> None:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write and send nothing.")
 @click.option("--no-send", is_flag=True, help="Write the feeds and digest but send no email.")
+@click.option("--job", "job_name", metavar="NAME", help="Run as the scheduled job NAME (its action; recorded under its name).")
+@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
 @pass_context
-def run(ctx: Context, dry_run: bool, no_send: bool) -> None:
-    """Read the content, write the feeds and the digest, and send the new edition."""
-    result = run_pipeline(ctx.config, dry_run=dry_run, send=not no_send)
+def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: bool) -> None:
+    """Read the content, write the feeds and the digest, and send the new edition.
+
+    Safe from cron: a second run while one is going exits at once with status 75.
+    """
+    from .schedule import execute
+
+    config = ctx.config
+    if dry_run:
+        result = run_pipeline(config, dry_run=True, send=not no_send)
+        _report_run(result, dry_run=True)
+        return
+    action = "feeds" if no_send else "run"
+    if job_name:
+        if job_name not in config.schedule.jobs:
+            raise PipelineError(f"{config.source_file}: schedule.jobs: no job named {job_name!r}")
+        action = config.schedule.jobs[job_name].action
+    _summary, result = execute(config, job_name or "manual", action, wait=wait)
+    _report_run(result, dry_run=False)
+
+
+def _report_run(result, dry_run: bool) -> None:
     click.echo(f"{len(result.items)} items")
     for path in result.files:
         state = "would write" if dry_run else ("wrote" if path in result.written else "unchanged")
@@ -233,12 +265,39 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
         storage.close()
 
 
+@cli.command()
+@click.option("--now", "run_now", is_flag=True, help="Also run every job once right away.")
+@pass_context
+def serve(ctx: Context, run_now: bool) -> None:
+    """Run the scheduled jobs as a long-running service (stop with SIGTERM or Ctrl-C)."""
+    from .schedule import serve as serve_jobs
+
+    config = ctx.config
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)  # a service reports every run
+    serve_jobs(config, run_now=run_now)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
+@pass_context
+def status(ctx: Context, as_json: bool, runs: int) -> None:
+    """Recent runs, next scheduled runs, the last edition and the subscriber count."""
+    import json
+
+    from .status import collect_status, format_status
+
+    report = collect_status(ctx.config, runs)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else format_status(report))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False, prog_name="pipeline")
     except PipelineError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

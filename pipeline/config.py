@@ -13,7 +13,7 @@ from typing import Literal
 from urllib.parse import urljoin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -217,6 +217,60 @@ class Delivery(Strict):
         return self.from_address.rsplit("@", 1)[1].lower()
 
 
+class Job(Strict):
+    cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
+    timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
+    action: Literal["run", "feeds"] = Field(
+        default="run", description="run: feeds, digest and sending; feeds: feeds and digest only, no email.")
+    misfire_grace_time: int | None = Field(default=None, ge=1, description="Overrides schedule.misfire_grace_time.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as America/New_York)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> "Job":
+        self.trigger()
+        return self
+
+    def trigger(self):
+        from zoneinfo import ZoneInfo
+
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+        except ValueError as exc:
+            raise ValueError(f"cron: {self.cron!r} is not a valid crontab expression ({exc})") from None
+
+
+class Schedule(Strict):
+    misfire_grace_time: int = Field(
+        default=3600, ge=1, description="Seconds after a missed time within which one catch-up run still happens.")
+    jobs: dict[str, Job] = Field(default_factory=dict)
+
+    @field_validator("jobs")
+    @classmethod
+    def _job_names(cls, value: dict[str, Job]) -> dict[str, Job]:
+        for name in value:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+                raise ValueError(f"job name {name!r}: use lower-case letters, digits, - and _")
+        return value
+
+
+class Logging(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    file: Path | None = Field(default=None, description="Also write log lines to this file.")
+
+
 class Config(Strict):
     site: Site
     organisation: Organisation
@@ -224,6 +278,8 @@ class Config(Strict):
     feeds: Feeds = Feeds()
     digest: Digest = Digest()
     delivery: Delivery | None = None
+    schedule: Schedule = Schedule()
+    logging: Logging = Logging()
 
     # Set by load_config, not by the file.
     root: Path = Path(".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import socket
 import ssl
@@ -44,8 +45,10 @@ class Behaviour:
 
 
 class RecordingHandler:
-    def __init__(self, behaviour: Behaviour | None = None, store: bool = True):
+    def __init__(self, behaviour: Behaviour | None = None, store: bool = True, gate: threading.Event | None = None):
         self.behaviour = behaviour or Behaviour()
+        self.gate = gate  # when given, each message waits for it before being accepted
+        self.data_started = threading.Event()
         self.store = store
         self.received: list[Received] = []
         self.count = 0
@@ -74,6 +77,9 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.data_started.set()
+        if self.gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 60)
         with self.lock:
             self.attempts += 1
             if self.attempts in self.behaviour.drop_after:

@@ -19,6 +19,7 @@ from .feeds import build_feeds
 from .items import Item
 from .output import write_all
 from .sources import read_content
+from .sources.remote import merge_items, read_remote
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,13 @@ def open_storage(config: Config) -> Storage:
     return Storage.for_state(config.path("state"), os.environ.get(DATABASE_URL_ENV))
 
 
-def collect_items(config: Config) -> list[Item]:
-    return read_content(config)
+def collect_items(config: Config, storage: Storage | None = None) -> list[Item]:
+    """Local content files, then the remote sources (which need the state database)."""
+    local = read_content(config)
+    if not config.sources or storage is None:
+        return local
+    remote, _reports = read_remote(config, storage)
+    return merge_items(local, remote)
 
 
 def plan_outputs(items: list[Item], config: Config, shown: list[Item] | None = None) -> tuple[dict[Path, bytes], Digest | None]:
@@ -62,29 +68,20 @@ def plan_outputs(items: list[Item], config: Config, shown: list[Item] | None = N
     return files, digest
 
 
-def build(config: Config, *, dry_run: bool = False) -> RunResult:
-    """Feeds and digest only, no state: what `pipeline run` does without a delivery section."""
-    items = collect_items(config)
-    files, digest = plan_outputs(items, config)
-    result = RunResult(items=items, digest=digest, files=files)
-    if not dry_run:
-        result.written = write_all(files)
-    return result
-
-
 def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, storage: Storage | None = None,
                  stop: threading.Event | None = None, progress: bool | None = None) -> RunResult:
     """Ingest, publish, and (when delivery is configured) create and send the edition."""
-    if config.delivery is None:
-        return build(config, dry_run=dry_run)
-    items = collect_items(config)
     own_storage = storage is None
     storage = storage or open_storage(config)
     try:
-        plan = prepare_edition(items, storage, config, dry_run=dry_run) if send else None
-        if plan and plan.reason and not plan.created:
-            log.info("edition: %s", plan.reason)
-        shown = latest_edition_items(items, storage)
+        items = collect_items(config, storage)
+        plan = shown = None
+        delivering = config.delivery is not None
+        if delivering:
+            plan = prepare_edition(items, storage, config, dry_run=dry_run) if send else None
+            if plan and plan.reason and not plan.created:
+                log.info("edition: %s", plan.reason)
+            shown = latest_edition_items(items, storage)
         files, digest = plan_outputs(items, config, shown)
         result = RunResult(items=items, digest=digest, files=files, edition=plan)
         if dry_run:
@@ -92,7 +89,7 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
         result.written = write_all(files)
         log.info("wrote %d of %d files (%d unchanged)", len(result.written), len(files),
                  len(files) - len(result.written))
-        if send:
+        if send and delivering:
             result.reports = send_pending(items, storage, config, stop=stop, progress=progress)
         return result
     finally:

@@ -266,6 +266,31 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option("--fetch", "do_fetch", is_flag=True, help="Fetch every source now (and store what it gives) before listing.")
+@pass_context
+def sources(ctx: Context, do_fetch: bool) -> None:
+    """List the remote sources: last fetch, status and item count."""
+    config = ctx.config
+    storage = open_storage(config)
+    try:
+        if do_fetch:
+            from .sources.remote import read_remote
+
+            read_remote(config, storage)
+        states = {state["name"]: state for state in storage.all_source_states()}
+        local = collect_items(config)
+        click.echo(f"{'content':<20} {'(local files)':<48} {'-':<25} ok  {len(local)} items")
+        for source in config.sources:
+            state = states.get(source.name) or {}
+            fetched = state.get("fetched_at")
+            click.echo(f"{source.name:<20} {state.get('url') or source.url:<48} "
+                       f"{fetched.isoformat(timespec='seconds') if fetched else 'never fetched':<25} "
+                       f"{state.get('status') or '-'}  {state.get('item_count', 0)} items")
+    finally:
+        storage.close()
+
+
+@cli.command()
 @click.option("--now", "run_now", is_flag=True, help="Also run every job once right away.")
 @pass_context
 def serve(ctx: Context, run_now: bool) -> None:

@@ -217,6 +217,31 @@ class Delivery(Strict):
         return self.from_address.rsplit("@", 1)[1].lower()
 
 
+class RemoteSource(Strict):
+    name: str = Field(description="Short name, shown in logs and `pipeline sources`; keep it stable.")
+    url: str
+    tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
+    max_items: int = Field(default=20, ge=1, le=1000)
+    author: str | None = Field(default=None, description="Author for items that name none.")
+    credit: str | None = Field(default=None, description="How the outputs credit the source (default: the feed's title).")
+
+    _url = field_validator("url")(_absolute_url)
+
+    @field_validator("name")
+    @classmethod
+    def _slug_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
+            raise ValueError("use lower-case letters, digits, - and _")
+        return value
+
+
+class Fetch(Strict):
+    timeout: float = Field(default=15.0, gt=0, description="Seconds for the whole fetch of one source.")
+    max_bytes: int = Field(default=5_000_000, gt=0, description="Largest (decompressed) feed accepted.")
+    concurrency: int = Field(default=4, ge=1, le=32)
+    user_agent: str = "newsletter-pipeline/0.1 (+https://pypi.org/project/newsletter-pipeline/)"
+
+
 class Job(Strict):
     cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
     timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
@@ -279,6 +304,8 @@ class Config(Strict):
     digest: Digest = Digest()
     delivery: Delivery | None = None
     schedule: Schedule = Schedule()
+    sources: list[RemoteSource] = Field(default_factory=list)
+    fetch: Fetch = Fetch()
     logging: Logging = Logging()
 
     # Set by load_config, not by the file.
@@ -287,6 +314,14 @@ class Config(Strict):
 
     def path(self, which: Literal["content", "templates", "output", "state"]) -> Path:
         return (self.root / getattr(self.paths, which)).resolve()
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> "Config":
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"sources: duplicate name {duplicates[0]!r}")
+        return self
 
     def resolve(self, path: Path) -> Path:
         return (self.root / path).resolve()

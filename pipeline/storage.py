@@ -111,7 +111,8 @@ runs = Table(
 sources = Table(
     "sources", metadata,
     Column("name", String(200), primary_key=True),
-    Column("url", Text, nullable=False),
+    Column("configured_url", Text, nullable=False),  # as in config.yaml
+    Column("url", Text, nullable=False),  # where it is now fetched from, after permanent redirects
     Column("etag", Text),
     Column("last_modified", Text),
     Column("fetched_at", UTCDateTime),
@@ -465,6 +466,56 @@ class Storage:
                  .order_by(subscribers.c.email).limit(limit))
         with self.engine.connect() as conn:
             return [(row.email, row.reply or "") for row in conn.execute(query)]
+
+    # -- remote sources -----------------------------------------------------------------------
+
+    def source_state(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sources).where(sources.c.name == name)).first()
+        return dict(row._mapping) if row else None
+
+    def all_source_states(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(select(sources).order_by(sources.c.name))]
+
+    def save_source_state(self, name: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(sources.c.name).where(sources.c.name == name)).first()
+            if exists:
+                conn.execute(update(sources).where(sources.c.name == name).values(**values))
+            else:
+                conn.execute(insert(sources).values(name=name, **{"item_count": 0, **values}))
+
+    def stored_source_items(self, name: str) -> list[dict[str, Any]]:
+        """What a source delivered before, newest first: used when it fails or answers 304."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(source_items).where(source_items.c.source == name)).all()
+        return [dict(row._mapping) for row in rows]
+
+    def merge_source_items(self, name: str, entries: list[tuple[str, str, dict[str, Any]]],
+                           now: datetime) -> dict[str, dict[str, Any]]:
+        """Store (item_id, content_hash, data) rows; a row whose hash is unchanged keeps its stored data.
+
+        Returns the stored row for every given id, so the caller sees first-seen times
+        and whether the content changed.
+        """
+        with self.engine.begin() as conn:
+            known = {row.item_id: dict(row._mapping) for row in conn.execute(
+                select(source_items).where(source_items.c.source == name,
+                                           source_items.c.item_id.in_([i for i, _, _ in entries])))}
+            for item_id, content_hash, data in entries:
+                row = known.get(item_id)
+                if row is None:
+                    values = {"source": name, "item_id": item_id, "first_seen": now, "content_hash": content_hash,
+                              "updated": None, "data": data}
+                    conn.execute(insert(source_items).values(**values))
+                    known[item_id] = values
+                elif row["content_hash"] != content_hash:
+                    values = {"content_hash": content_hash, "updated": now, "data": data}
+                    conn.execute(update(source_items).where(source_items.c.source == name,
+                                                            source_items.c.item_id == item_id).values(**values))
+                    row.update(values)
+        return known
 
     # -- runs ---------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline.build import build
 from pipeline.feeds import build_atom, build_feeds, build_rss
 from pipeline.items import Item
 from pipeline.sources import read_content

@@ -1,0 +1,405 @@
+"""Remote feeds (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.x) turned into clean Items.
+
+Fetching is polite and bounded: conditional GET with the stored ETag and
+Last-Modified, a whole-fetch deadline, a size limit on the decompressed body, a
+descriptive User-Agent, redirects followed (a permanent one moves the source).
+Every source is isolated: whatever goes wrong is one log line naming the source,
+and the items seen from it before stay in the outputs, because they live in the
+state database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import feedparser
+import httpx
+
+from ..config import Config, Fetch, RemoteSource
+from ..items import Image, Item, Source, clean_html, is_absolute_http, newest_first, plain_text
+from ..storage import Storage, utcnow
+
+log = logging.getLogger(__name__)
+
+PERMANENT_REDIRECTS = {301, 308}
+
+
+class SourceError(Exception):
+    """Why one source gave nothing new this time."""
+
+
+@dataclass
+class Fetched:
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    url: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    moved_to: str | None = None
+
+
+@dataclass
+class RawEntry:
+    """One entry as a feed gives it, in a shape common to every feed format."""
+
+    id: str | None
+    link: str | None
+    title: str
+    content_html: str
+    summary: str
+    published: datetime | None
+    updated: datetime | None
+    author: str | None
+    tags: list[str] = field(default_factory=list)
+    image: dict[str, Any] | None = None
+
+
+@dataclass
+class SourceReport:
+    name: str
+    ok: bool
+    status: str
+    items: list[Item]
+
+
+# -- fetching ------------------------------------------------------------------------------------
+
+def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any] | None) -> Fetched:
+    headers = {}
+    if state:
+        if state.get("etag"):
+            headers["If-None-Match"] = state["etag"]
+        if state.get("last_modified"):
+            headers["If-Modified-Since"] = state["last_modified"]
+    deadline = time.monotonic() + settings.timeout
+    try:
+        with client.stream("GET", url, headers=headers) as response:
+            moved = None
+            for hop in response.history:
+                if hop.status_code in PERMANENT_REDIRECTS:
+                    moved = str(response.url)
+            if response.status_code == 304:
+                return Fetched(304, url=str(response.url), moved_to=moved,
+                               etag=response.headers.get("etag") or (state or {}).get("etag"),
+                               last_modified=response.headers.get("last-modified") or (state or {}).get("last_modified"))
+            if response.status_code >= 400:
+                raise SourceError(f"HTTP {response.status_code} {response.reason_phrase}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > settings.max_bytes and "content-encoding" not in response.headers:
+                raise SourceError(f"response of {declared} bytes is over the limit of {settings.max_bytes}")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():  # decompressed: the limit holds for gzip bombs too
+                size += len(chunk)
+                if size > settings.max_bytes:
+                    raise SourceError(f"response is over the limit of {settings.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise SourceError(f"timed out after {settings.timeout:g}s")
+                chunks.append(chunk)
+            return Fetched(response.status_code, b"".join(chunks), response.headers.get("content-type", ""),
+                           str(response.url), response.headers.get("etag"), response.headers.get("last-modified"),
+                           moved)
+    except httpx.TimeoutException:
+        raise SourceError(f"timed out after {settings.timeout:g}s") from None
+    except httpx.TooManyRedirects:
+        raise SourceError("too many redirects") from None
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{type(exc).__name__}: {exc}") from None
+
+
+def make_client(settings: Fetch) -> httpx.Client:
+    timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
+    return httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5,
+                        headers={"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate",
+                                 "Accept": "application/atom+xml, application/rss+xml, application/feed+json, "
+                                           "application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"})
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+def _struct_to_datetime(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime(*value[:6], tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def _iso_to_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _looks_like_json(fetched: Fetched) -> bool:
+    kind = fetched.content_type.split(";")[0].strip().lower()
+    return kind in ("application/feed+json", "application/json") or fetched.body.lstrip()[:1] == b"{"
+
+
+def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntry]]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"not a feed: invalid JSON ({exc})") from None
+    if not isinstance(data, dict) or not str(data.get("version", "")).startswith("https://jsonfeed.org/version/"):
+        raise SourceError("not a feed: JSON without a JSON Feed version")
+    home = data.get("home_page_url") if isinstance(data.get("home_page_url"), str) else url
+    entries = []
+    for item in data.get("items") or []:
+        if not isinstance(item, dict):
+            continue
+        link = item.get("url") if isinstance(item.get("url"), str) else None
+        base = urljoin(url, link) if link else home
+        authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+        author = next((a.get("name") for a in authors if isinstance(a, dict) and a.get("name")), None)
+        image = item.get("image") or item.get("banner_image")
+        entries.append(RawEntry(
+            id=str(item["id"]) if item.get("id") not in (None, "") else None,
+            link=urljoin(url, link) if link else None,
+            title=str(item.get("title") or ""),
+            content_html=str(item.get("content_html") or "") or _text_to_html(str(item.get("content_text") or "")),
+            summary=str(item.get("summary") or ""),
+            published=_iso_to_datetime(item.get("date_published")),
+            updated=_iso_to_datetime(item.get("date_modified")),
+            author=author,
+            tags=[str(t) for t in item.get("tags") or [] if isinstance(t, (str, int))],
+            image={"url": urljoin(base, image)} if isinstance(image, str) else None,
+        ))
+    return {"title": data.get("title"), "link": home}, entries
+
+
+def _text_to_html(text: str) -> str:
+    import html
+
+    return "".join(f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
+
+
+def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, Any], list[RawEntry]]:
+    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type or "application/xml"})
+    if parsed.bozo and not parsed.entries and not parsed.get("version"):
+        raise SourceError(f"not a feed ({parsed.get('bozo_exception')})")
+    if not parsed.get("version") and not parsed.entries:
+        raise SourceError("not a feed (no RSS, Atom or RDF root element)")
+    if parsed.bozo:
+        log.info("feed %s is malformed (%s); read leniently", url, parsed.get("bozo_exception"))
+    entries = []
+    for entry in parsed.entries:
+        content = entry.get("content") or []
+        html_body = next((c.get("value", "") for c in content if "html" in c.get("type", "")), None)
+        if html_body is None:
+            html_body = content[0].get("value", "") if content else entry.get("summary", "")
+        image = None
+        for media in (entry.get("media_content") or []) + (entry.get("enclosures") or []):
+            kind = media.get("type", "") or ""
+            if kind.startswith("image/") or media.get("medium") == "image":
+                image = {"url": media.get("url") or media.get("href"), "type": kind or "image/jpeg",
+                         "length": media.get("length") or media.get("filesize"),
+                         "width": media.get("width"), "height": media.get("height")}
+                break
+        entries.append(RawEntry(
+            id=entry.get("id") or None,
+            link=entry.get("link") or None,
+            title=entry.get("title", ""),
+            content_html=html_body or "",
+            summary=entry.get("summary", "") if content else "",
+            published=_struct_to_datetime(entry.get("published_parsed") or entry.get("created_parsed")),
+            updated=_struct_to_datetime(entry.get("updated_parsed")),
+            author=entry.get("author") or None,
+            tags=[t.get("term") or t.get("label") for t in entry.get("tags") or [] if t.get("term") or t.get("label")],
+            image=image,
+        ))
+    return {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url}, entries
+
+
+def parse(fetched: Fetched) -> tuple[dict[str, Any], list[RawEntry]]:
+    if not fetched.body.strip():
+        raise SourceError("not a feed (empty response)")
+    if _looks_like_json(fetched):
+        return parse_json_feed(fetched.body, fetched.url)
+    return parse_xml_feed(fetched.body, fetched.url, fetched.content_type)
+
+
+# -- normalising ---------------------------------------------------------------------------------
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def item_id_for(raw: RawEntry) -> str:
+    """guid/id, else the link, else a hash of fields that do not change between fetches."""
+    if raw.id and raw.id.strip():
+        return raw.id.strip()
+    if raw.link and raw.link.strip():
+        return raw.link.strip()
+    stable = "\x00".join([raw.title, raw.published.isoformat() if raw.published else "", raw.content_html[:2000]])
+    return "urn:sha256:" + hashlib.sha256(stable.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def entry_data(raw: RawEntry, source: RemoteSource, feed: dict[str, Any], feed_url: str) -> dict[str, Any]:
+    """The item's fields as stored (JSON-ready); dates without a value are filled in from state later."""
+    home = feed.get("link") if isinstance(feed.get("link"), str) and is_absolute_http(urljoin(feed_url, feed["link"])) else feed_url
+    home = urljoin(feed_url, home)
+    link = urljoin(home, raw.link) if raw.link else home
+    if not is_absolute_http(link):
+        link = home
+    content = clean_html(raw.content_html or raw.summary, base_url=link)
+    summary_source = raw.summary or raw.content_html
+    summary = plain_text(summary_source)
+    if len(summary) > 400:
+        summary = summary[:400].rsplit(" ", 1)[0] + "…"
+    title = plain_text(raw.title) or summary[:80] or "(untitled)"
+    image = None
+    if raw.image and raw.image.get("url"):
+        url = urljoin(link, str(raw.image["url"]).strip())
+        if is_absolute_http(url):
+            image = {"url": url, "alt": title, "type": raw.image.get("type") or "image/jpeg",
+                     "length": _int_or_none(raw.image.get("length")) or 0,
+                     "width": _int_or_none(raw.image.get("width")), "height": _int_or_none(raw.image.get("height"))}
+    return {
+        "title": title,
+        "link": link,
+        "summary": summary or title,
+        "content_html": content or f"<p>{plain_text(title)}</p>",
+        "author": plain_text(raw.author) if raw.author else source.author,
+        "tags": [plain_text(t) for t in raw.tags if plain_text(t)],
+        "image": image,
+        "published": raw.published.isoformat() if raw.published else None,
+        "feed_updated": raw.updated.isoformat() if raw.updated else None,
+        "credit": source.credit or plain_text(feed.get("title") or "") or source.name,
+        "home": home,
+    }
+
+
+def content_hash(data: dict[str, Any]) -> str:
+    """What counts as a real change: not the feed's own 'updated' stamp."""
+    fields = {k: data[k] for k in ("title", "link", "summary", "content_html", "author", "tags", "image", "published")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def item_from_row(row: dict[str, Any], source: RemoteSource) -> Item:
+    data = row["data"]
+    first_seen = row["first_seen"]
+    published = _iso_to_datetime(data.get("published")) or first_seen
+    updated = None
+    if row.get("updated"):  # the content changed after we first saw it
+        feed_updated = _iso_to_datetime(data.get("feed_updated"))
+        updated = feed_updated if feed_updated and feed_updated > published else row["updated"]
+        if updated <= published:
+            updated = None
+    item_id = row["item_id"]
+    image = Image(**{k: v for k, v in data["image"].items() if v is not None}) if data.get("image") else None
+    return Item(
+        id=item_id,
+        slug=f"{source.name}-{hashlib.sha1(item_id.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}",
+        title=data["title"], link=data["link"], published=published, updated=updated, author=data.get("author"),
+        summary=data["summary"], content_html=data["content_html"], tags=tuple(data.get("tags") or ()),
+        image=image, source=Source(name=data.get("credit") or source.name, url=data.get("home")),
+    )
+
+
+def select_items(items: list[Item], source: RemoteSource) -> list[Item]:
+    if source.tags:
+        wanted = {t.lower() for t in source.tags}
+        items = [item for item in items if wanted & {t.lower() for t in item.tags}]
+    return newest_first(items)[: source.max_items]
+
+
+# -- one source, all sources ---------------------------------------------------------------------
+
+def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: dict | None):
+    url = state["url"] if state and state.get("configured_url") == source.url else source.url
+    fetched = fetch(client, url, settings, state if state and state.get("configured_url") == source.url else None)
+    if fetched.status == 304:
+        return fetched, None
+    return fetched, parse(fetched)
+
+
+def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[SourceReport]]:
+    """Fetch every configured source concurrently; store what they give; return items from all of them."""
+    if not config.sources:
+        return [], []
+    states = {source.name: storage.source_state(source.name) for source in config.sources}
+    with make_client(config.fetch) as client, ThreadPoolExecutor(max_workers=config.fetch.concurrency) as pool:
+        futures = {source.name: pool.submit(_fetch_and_parse, client, source, config.fetch, states[source.name])
+                   for source in config.sources}
+        outcomes = {}
+        for name, future in futures.items():
+            try:
+                outcomes[name] = future.result()
+            except SourceError as exc:
+                outcomes[name] = exc
+            except Exception as exc:  # noqa: BLE001 - one broken source must never stop the others
+                outcomes[name] = SourceError(f"{type(exc).__name__}: {exc}")
+    items: list[Item] = []
+    reports = []
+    now = utcnow()
+    for source in config.sources:
+        outcome = outcomes[source.name]
+        state = states[source.name] or {}
+        if isinstance(outcome, SourceError):
+            rows = storage.stored_source_items(source.name)
+            kept = select_items([item_from_row(row, source) for row in rows], source)
+            log.warning("source %s (%s): %s; keeping %d items seen before", source.name, source.url, outcome, len(kept))
+            storage.save_source_state(source.name, configured_url=source.url, url=state.get("url") or source.url,
+                                      fetched_at=now, status=f"error: {outcome}", item_count=len(kept))
+            reports.append(SourceReport(source.name, False, str(outcome), kept))
+            items.extend(kept)
+            continue
+        fetched, parsed = outcome
+        if fetched.moved_to:
+            log.warning("source %s moved permanently to %s; fetching it from there from now on", source.name, fetched.moved_to)
+        if parsed is None:
+            status = "not modified (304)"
+        else:
+            feed, entries = parsed
+            stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
+            unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
+            storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)
+            status = f"ok ({len(unique)} entries)"
+        kept = select_items([item_from_row(row, source) for row in storage.stored_source_items(source.name)], source)
+        storage.save_source_state(source.name, configured_url=source.url, url=fetched.moved_to or state.get("url") or source.url,
+                                  etag=fetched.etag, last_modified=fetched.last_modified, fetched_at=now,
+                                  status=status, item_count=len(kept))
+        log.info("source %s: %s, %d items", source.name, status, len(kept))
+        reports.append(SourceReport(source.name, True, status, kept))
+        items.extend(kept)
+    return items, reports
+
+
+def canonical_link(url: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def merge_items(*groups: list[Item]) -> list[Item]:
+    """One stream: the first item with a given id or canonical link wins (local content first)."""
+    seen_ids: set[str] = set()
+    seen_links: set[str] = set()
+    merged = []
+    for group in groups:
+        for item in group:
+            link = canonical_link(item.link)
+            if item.id in seen_ids or link in seen_links:
+                continue
+            seen_ids.add(item.id)
+            seen_links.add(link)
+            merged.append(item)
+    return merged

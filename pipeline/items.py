@@ -112,10 +112,10 @@ class Source(Model):
 
 
 class Item(Model):
-    id: str
-    slug: str
-    title: str
-    link: str
+    id: str = Field(min_length=1)
+    slug: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    link: str = Field(min_length=1)
     published: datetime
     updated: datetime | None = None
     author: str | None = None

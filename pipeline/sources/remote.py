@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +26,7 @@ import feedparser
 import httpx
 
 from ..config import Config, Fetch, RemoteSource
-from ..items import Image, Item, Source, clean_html, is_absolute_http, newest_first, plain_text
+from ..items import Image, Item, Source, clean_html, is_absolute_http, newest_first, plain_text, strip_xml_illegal
 from ..storage import Storage, utcnow
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any]
                 raise SourceError(f"HTTP {response.status_code} {response.reason_phrase}")
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > settings.max_bytes and "content-encoding" not in response.headers:
-                raise SourceError(f"response of {declared} bytes is over the limit of {settings.max_bytes}")
+                raise SourceError(f"response of {declared} bytes is over the limit of {settings.max_bytes} bytes")
             chunks, size = [], 0
             for chunk in response.iter_bytes():  # decompressed: the limit holds for gzip bombs too
                 size += len(chunk)
@@ -215,8 +217,9 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
             title=entry.get("title", ""),
             content_html=html_body or "",
             summary=entry.get("summary", "") if content else "",
-            published=_struct_to_datetime(entry.get("published_parsed") or entry.get("created_parsed")),
-            updated=_struct_to_datetime(entry.get("updated_parsed")),
+            # dict.get: feedparser's own get() maps a missing updated_parsed to published_parsed.
+            published=_struct_to_datetime(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed")),
+            updated=_struct_to_datetime(dict.get(entry, "updated_parsed")),
             author=entry.get("author") or None,
             tags=[t.get("term") or t.get("label") for t in entry.get("tags") or [] if t.get("term") or t.get("label")],
             image=image,
@@ -242,13 +245,22 @@ def _int_or_none(value: Any) -> int | None:
     return number if number > 0 else None
 
 
+_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+
+
 def item_id_for(raw: RawEntry) -> str:
-    """guid/id, else the link, else a hash of fields that do not change between fetches."""
-    if raw.id and raw.id.strip():
-        return raw.id.strip()
-    if raw.link and raw.link.strip():
-        return raw.link.strip()
-    stable = "\x00".join([raw.title, raw.published.isoformat() if raw.published else "", raw.content_html[:2000]])
+    """guid/id, else the link, else a hash of fields that do not change between fetches.
+
+    Atom needs ids that are IRIs; a guid that is not one (RSS allows any string) becomes
+    a name-based UUID of it, the same for every source that carries the same guid.
+    """
+    given = strip_xml_illegal(raw.id or "").strip()
+    if given:
+        return given if _IRI.match(given) else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, given)}"
+    link = strip_xml_illegal(raw.link or "").strip()
+    if link and is_absolute_http(link):
+        return link
+    stable = "\x00".join([raw.title, raw.published.isoformat() if raw.published else "", raw.content_html[:2000], link])
     return "urn:sha256:" + hashlib.sha256(stable.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -369,6 +381,8 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
             status = "not modified (304)"
         else:
             feed, entries = parsed
+            if not state:  # source_items rows need their source's row first
+                storage.save_source_state(source.name, configured_url=source.url, url=source.url, status="new")
             stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
             unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
             storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .delivery import EditionPlan, SendReport, latest_edition_items, prepare_edition, send_pending
+from .archive import archive_pages, site_pages
+from .delivery import EditionPlan, SendReport, edition_items, prepare_edition, send_pending
 from .digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
 from .feeds import build_feeds
 from .items import Item
@@ -51,20 +52,28 @@ def collect_items(config: Config, storage: Storage | None = None) -> list[Item]:
     return merge_items(local, remote)
 
 
-def plan_outputs(items: list[Item], config: Config, shown: list[Item] | None = None) -> tuple[dict[Path, bytes], Digest | None]:
+def plan_outputs(items: list[Item], config: Config, storage: Storage | None = None) -> tuple[dict[Path, bytes], Digest | None]:
     """The bytes of every output file, keyed by path; nothing is written here.
 
-    ``shown`` are the digest's items (the latest edition's); by default the newest ones.
+    The digest shows the latest edition when there is one (else the newest items);
+    with state, the archive pages of the editions are planned too.
     """
     out = config.path("output")
     files = {out / name: data for name, data in build_feeds(items, config).files().items()}
+    files.update(site_pages(config))
+    editions = storage.list_editions() if storage is not None and config.delivery is not None else []
     digest = None
-    chosen = shown if shown else digest_items(items, config)
+    if editions:
+        chosen, edition_id = edition_items(editions[0], items), editions[0].id
+    else:
+        chosen, edition_id = digest_items(items, config), None
     if chosen:
-        digest = render_digest(chosen, config)
+        digest = render_digest(chosen, config, edition_id)
         html, text = public_copy(digest, config)
         files[out / HTML_FILE] = html
         files[out / TEXT_FILE] = text
+    if config.delivery is not None:
+        files.update(archive_pages(editions, items, config))
     return files, digest
 
 
@@ -75,14 +84,13 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
     storage = storage or open_storage(config)
     try:
         items = collect_items(config, storage)
-        plan = shown = None
+        plan = None
         delivering = config.delivery is not None
         if delivering:
             plan = prepare_edition(items, storage, config, dry_run=dry_run) if send else None
             if plan and plan.reason and not plan.created:
                 log.info("edition: %s", plan.reason)
-            shown = latest_edition_items(items, storage)
-        files, digest = plan_outputs(items, config, shown)
+        files, digest = plan_outputs(items, config, storage)
         result = RunResult(items=items, digest=digest, files=files, edition=plan)
         if dry_run:
             return result

@@ -87,7 +87,7 @@ def prepare_edition(items: list[Item], storage: Storage, config: Config, *, dry_
         return EditionPlan(None, chosen, reason="no subscribers")
     if dry_run:
         return EditionPlan(edition_id, chosen, reason="would create the edition")
-    digest = render_digest(chosen, config)
+    digest = render_digest(chosen, config, edition_id)
     created = storage.create_edition(edition_id, [item.id for item in chosen], digest.subject,
                                      record_items=config.require_delivery().edition == "new")
     log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
@@ -313,7 +313,7 @@ def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: t
         chosen = edition_items(edition, items)
         if not chosen:
             raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
-        digest = render_digest(chosen, config)
+        digest = render_digest(chosen, config, edition_id)
         sender = Sender(config, storage, edition, digest, secret, transport or transport_for(config, edition_id),
                         stop=stop, progress=progress)
         report = sender.run()
@@ -343,11 +343,6 @@ def send_test(items: list[Item], storage: Storage, config: Config, address: str,
         raise PipelineError(f"test send to {address} failed: {exc}") from None
     finally:
         connection.close()
-
-
-def latest_edition_items(items: list[Item], storage: Storage) -> list[Item] | None:
-    edition = storage.latest_edition()
-    return edition_items(edition, items) if edition else None
 
 
 __all__ = ["SENT", "prepare_edition", "send_pending", "send_test", "edition_id_for", "SendReport"]

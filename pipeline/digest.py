@@ -23,6 +23,7 @@ from .items import Item, newest_first
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
 HTML_FILE = "digest.html"
+ARCHIVE_FOLDER = "archive"
 TEXT_FILE = "digest.txt"
 
 # Survives HTML escaping and CSS inlining unchanged; replaced per recipient.
@@ -107,8 +108,16 @@ def subject_for(items: list[Item], config: Config) -> str:
     return " ".join(subject.split())  # never a CR/LF in a header built from content
 
 
-def render_digest(items: list[Item], config: Config, view_url: str | None = None) -> Digest:
-    """Render the digest for these items (newest first) once; callers personalise the result."""
+def archive_url(config: Config, edition_id: str) -> str:
+    return config.site.url(f"{ARCHIVE_FOLDER}/{edition_id}.html")
+
+
+def render_digest(items: list[Item], config: Config, edition_id: str | None = None) -> Digest:
+    """Render the digest for these items (newest first) once; callers personalise the result.
+
+    The "view in browser" link points at the edition's archive page, or at the
+    latest digest for a preview that is not an edition yet.
+    """
     chosen = newest_first(items)
     if not chosen:
         raise ValueError("a digest needs at least one item")
@@ -123,7 +132,7 @@ def render_digest(items: list[Item], config: Config, view_url: str | None = None
         "edition_date": chosen[0].published,
         "preheader": config.digest.preheader or chosen[0].summary,
         "intro": config.digest.intro.format(organisation=org.display_name, count=len(chosen)),
-        "view_url": view_url or config.site.url(HTML_FILE),
+        "view_url": archive_url(config, edition_id) if edition_id else config.site.url(HTML_FILE),
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
     }
     html = inline_css(env.get_template(HTML_TEMPLATE).render(context))

@@ -20,6 +20,7 @@ RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
 JSON_FILE = "feed.json"
 STYLESHEET_FILE = "feed.xsl"
+STYLESHEET_PI = f'<?xml-stylesheet type="text/xsl" href="{STYLESHEET_FILE}"?>'.encode("ascii")
 
 # RSS 2.0 caps the channel image; larger values make the feed invalid, so they are left out.
 _RSS_IMAGE_MAX = (144, 400)
@@ -140,13 +141,23 @@ def _generator(items: list[Item], config: Config, self_file: str, html_type: str
     return fg
 
 
+def with_stylesheet(document: bytes) -> bytes:
+    """Add the xml-stylesheet instruction that lets a browser show the feed as a page.
+
+    Relative on purpose: browsers load XSLT only from the feed's own origin.
+    feedgen cannot write processing instructions, so it goes in after the declaration.
+    """
+    declaration, rest = document.split(b"?>", 1)
+    return declaration + b"?>\n" + STYLESHEET_PI + rest
+
+
 def build_rss(items: list[Item], config: Config) -> bytes:
-    return _generator(items, config, RSS_FILE, "CDATA").rss_str(pretty=True)
+    return with_stylesheet(_generator(items, config, RSS_FILE, "CDATA").rss_str(pretty=True))
 
 
 def build_atom(items: list[Item], config: Config) -> bytes:
     # "CDATA" is not an Atom content type: Atom gets escaped HTML with type="html".
-    return _generator(items, config, ATOM_FILE, "html").atom_str(pretty=True)
+    return with_stylesheet(_generator(items, config, ATOM_FILE, "html").atom_str(pretty=True))
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -354,6 +354,12 @@ class Storage:
             row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc()).limit(1)).first()
         return Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) if row else None
 
+    def list_editions(self) -> list[Edition]:
+        """Every edition, newest first (one row each; the archive index needs them all)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc())).all()
+        return [Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) for row in rows]
+
     def create_edition(self, edition_id: str, item_ids: list[str], subject: str, *, record_items: bool = True) -> bool:
         """Record an edition and queue one ledger row per current subscriber, in one transaction.
 

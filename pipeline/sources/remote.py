@@ -11,6 +11,7 @@ state database.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import re
@@ -184,8 +185,6 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
 
 
 def _text_to_html(text: str) -> str:
-    import html
-
     return "".join(f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
 
 
@@ -288,7 +287,7 @@ def entry_data(raw: RawEntry, source: RemoteSource, feed: dict[str, Any], feed_u
         "title": title,
         "link": link,
         "summary": summary or title,
-        "content_html": content or f"<p>{plain_text(title)}</p>",
+        "content_html": content or f"<p>{html.escape(title, quote=False)}</p>",  # title is plain text: escape it
         "author": plain_text(raw.author) if raw.author else source.author,
         "tags": [plain_text(t) for t in raw.tags if plain_text(t)],
         "image": image,

@@ -1,0 +1,64 @@
+"""The web side of the digest: one archive page per edition, the archive index, the site's home page.
+
+Archive pages are the edition's digest without any personal token; the email's
+"view in browser" link points at them.  A page is rendered when it is missing
+or belongs to the latest edition, so older pages are not re-rendered every run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .config import Config
+from .digest import ARCHIVE_FOLDER, archive_url, public_copy, render_digest, template_environment
+from .items import Item, newest_first
+from .storage import Edition
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.html"
+STYLESHEET = "feed.xsl"
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    id: str
+    subject: str
+    date: datetime
+    count: int
+    url: str
+
+
+def archive_pages(editions: list[Edition], items: list[Item], config: Config) -> dict[Path, bytes]:
+    out = config.path("output") / ARCHIVE_FOLDER
+    by_id = {item.id: item for item in items}
+    files: dict[Path, bytes] = {}
+    for position, edition in enumerate(editions):
+        path = out / f"{edition.id}.html"
+        if position > 0 and path.exists():
+            continue
+        chosen = newest_first([by_id[i] for i in edition.item_ids if i in by_id])
+        if not chosen:
+            log.warning("archive: edition %s has none of its items any more; page not rendered", edition.id)
+            continue
+        html, _text = public_copy(render_digest(chosen, config, edition.id), config)
+        files[path] = html
+    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id)) for e in editions]
+    env = template_environment(config.path("templates"))
+    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries)
+    files[out / INDEX_FILE] = index.encode("utf-8")
+    return files
+
+
+def site_pages(config: Config) -> dict[Path, bytes]:
+    """The home page that the feeds link to, and the stylesheet that makes the feeds readable in a browser."""
+    out = config.path("output")
+    env = template_environment(config.path("templates"))
+    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation)
+    return {
+        out / INDEX_FILE: home.encode("utf-8"),
+        out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),
+    }

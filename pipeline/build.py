@@ -78,7 +78,7 @@ def plan_outputs(items: list[Item], config: Config, storage: Storage | None = No
 
 
 def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, storage: Storage | None = None,
-                 stop: threading.Event | None = None, progress: bool | None = None) -> RunResult:
+                 stop: threading.Event | None = None, progress: bool | None = None, force: bool = False) -> RunResult:
     """Ingest, publish, and (when delivery is configured) create and send the edition."""
     own_storage = storage is None
     storage = storage or open_storage(config)
@@ -98,7 +98,7 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
         log.info("wrote %d of %d files (%d unchanged)", len(result.written), len(files),
                  len(files) - len(result.written))
         if send and delivering:
-            result.reports = send_pending(items, storage, config, stop=stop, progress=progress)
+            result.reports = send_pending(items, storage, config, stop=stop, progress=progress, force=force)
         return result
     finally:
         if own_storage:

@@ -79,8 +79,9 @@ def _report_sends(reports) -> None:
 @click.option("--no-send", is_flag=True, help="Write the feeds and digest but send no email.")
 @click.option("--job", "job_name", metavar="NAME", help="Run as the scheduled job NAME (its action; recorded under its name).")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
+@click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
 @pass_context
-def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: bool) -> None:
+def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: bool, force: bool) -> None:
     """Read the content, write the feeds and the digest, and send the new edition.
 
     Safe from cron: a second run while one is going exits at once with status 75.
@@ -97,7 +98,7 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
         if job_name not in config.schedule.jobs:
             raise PipelineError(f"{config.source_file}: schedule.jobs: no job named {job_name!r}")
         action = config.schedule.jobs[job_name].action
-    _summary, result = execute(config, job_name or "manual", action, wait=wait)
+    _summary, result = execute(config, job_name or "manual", action, wait=wait, force=force)
     _report_run(result, dry_run=False)
 
 
@@ -125,8 +126,9 @@ def validate(ctx: Context) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing, change nothing.")
 @click.option("--to", "to_address", metavar="ADDRESS",
               help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
+@click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None) -> None:
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool) -> None:
     """Create the edition if there are new items, then send whatever is still unsent."""
     from .delivery import prepare_edition, send_pending, send_test
     from .subscribers import normalise_address
@@ -151,9 +153,29 @@ def send(ctx: Context, dry_run: bool, to_address: str | None) -> None:
             if plan.reason == "would create the edition":
                 click.echo(f"would send the new edition to {storage.count_subscribers()} subscribers")
             return
-        _report_sends(send_pending(items, storage, config))
+        _report_sends(send_pending(items, storage, config, force=force))
     finally:
         storage.close()
+
+
+@cli.command()
+@pass_context
+def lint(ctx: Context) -> None:
+    """Check the next digest, a sample message and the feeds for what breaks email; exit 1 on problems."""
+    from .delivery import lint_next_edition
+    from .lint import LintFailed
+
+    config = ctx.config
+    config.require_delivery()
+    storage = open_storage(config)
+    try:
+        items = collect_items(config, storage)
+        chosen, findings = lint_next_edition(items, storage, config)
+    finally:
+        storage.close()
+    if findings:
+        raise LintFailed(findings)
+    click.echo(f"no problems found in the digest of {len(chosen)} items, its message and the feeds")
 
 
 @cli.group()

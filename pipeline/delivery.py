@@ -30,6 +30,7 @@ from .config import Config
 from .digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from .errors import ConfigError, PipelineError
 from .items import Item, newest_first
+from .lint import LintFailed, Sample, lint_outgoing
 from .mail import Envelope, MessageTemplate, Recipient, build_message, recipient_for
 from .storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
 from .transports import PermanentError, TransientError, Transport, transport_for
@@ -141,6 +142,39 @@ class RateLimiter:
             self.next = at + self.interval
         if at > now:
             time.sleep(at - now)
+
+
+SAMPLE_RECIPIENT = "subscriber@example.org"
+
+
+def sample_message(template: MessageTemplate, edition_id: str, config: Config, secret: bytes) -> Sample:
+    """The message one made-up recipient would get: what the pre-send checks look at."""
+    recipient = recipient_for(SAMPLE_RECIPIENT, edition_id, config.require_delivery(), secret, unsubscribe_base(config))
+    html, text = template.envelope.html, template.envelope.text
+    url = recipient.unsubscribe_url
+    return Sample(html.replace(UNSUBSCRIBE_PLACEHOLDER, url), text.replace(UNSUBSCRIBE_PLACEHOLDER, url),
+                  template.render(recipient))
+
+
+def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tuple[list[Item], list]:
+    """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
+    from .feeds import ATOM_FILE, RSS_FILE, build_feeds
+
+    delivery = config.require_delivery()
+    chosen = choose_items(items, storage, config)
+    latest = storage.latest_edition()
+    if not chosen and latest is not None:
+        chosen = edition_items(latest, items)
+    chosen = chosen or newest_first(items)[: config.digest.limit]
+    if not chosen:
+        raise PipelineError("no items to check")
+    edition_id = edition_id_for([item.id for item in chosen])
+    digest = render_digest(chosen, config, edition_id)
+    envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc))
+    secret = os.environ.get(delivery.secret_env, "").encode() or b"lint-only-secret-never-sent"
+    sample = sample_message(MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER), edition_id, config, secret)
+    feeds = build_feeds(items, config).files()
+    return chosen, lint_outgoing(sample, chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]})
 
 
 class LedgerWriter:
@@ -263,6 +297,9 @@ class Sender:
         finally:
             connection.close()
 
+    def sample(self) -> Sample:
+        return sample_message(self.template, self.edition.id, self.config, self.secret)
+
     def _render(self, claim: Claim) -> bytes:
         recipient = recipient_for(claim.email, self.edition.id, self.delivery, self.secret, self.unsubscribe_base)
         return self.template.render(recipient)
@@ -299,8 +336,9 @@ class Sender:
 
 
 def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: threading.Event | None = None,
-                 progress: bool | None = None, transport: Transport | None = None) -> list[SendReport]:
-    """Send every edition that still has unsent messages, oldest first."""
+                 progress: bool | None = None, transport: Transport | None = None,
+                 force: bool = False) -> list[SendReport]:
+    """Send every edition that still has unsent messages, oldest first, each after the pre-send checks."""
     reports = []
     pending = storage.editions_with_work()
     if not pending:
@@ -316,6 +354,11 @@ def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: t
         digest = render_digest(chosen, config, edition_id)
         sender = Sender(config, storage, edition, digest, secret, transport or transport_for(config, edition_id),
                         stop=stop, progress=progress)
+        findings = lint_outgoing(sender.sample(), chosen)
+        if findings and not force:
+            raise LintFailed(findings)
+        for finding in findings:
+            log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
         report = sender.run()
         log.info("edition %s: sent %d, failed %d, retried %d, skipped %d", edition_id, report.sent,
                  report.failed, report.retried, report.skipped)

@@ -76,7 +76,7 @@ def run_lock(config: Config, *, wait: bool = False, stop: threading.Event | None
 
 
 def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait: bool = False,
-            stop: threading.Event | None = None, progress: bool | None = None, storage=None):
+            stop: threading.Event | None = None, progress: bool | None = None, storage=None, force: bool = False):
     """One locked, recorded run of the pipeline; returns its summary and the RunResult."""
     from .build import open_storage, run_pipeline
 
@@ -87,7 +87,8 @@ def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait:
         started = time.monotonic()
         summary: dict[str, Any] = {"action": action}
         try:
-            result = run_pipeline(config, send=action == "run", stop=stop, progress=progress, storage=storage)
+            result = run_pipeline(config, send=action == "run", stop=stop, progress=progress, storage=storage,
+                                  force=force)
             summary.update(
                 items=len(result.items),
                 files_written=len(result.written),

@@ -313,6 +313,35 @@ def sources(ctx: Context, do_fetch: bool) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port).")
+@click.option("--screenshots", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead of serving: rebuild, write screenshots of the digest (phone, desktop, dark) here, exit.")
+@pass_context
+def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> None:
+    """Serve the outputs on localhost to look at them; rebuilds on each visit, never sends."""
+    config = ctx.config
+    if screenshots:
+        from .browser import screenshot_digest
+        from .digest import HTML_FILE
+
+        run_pipeline(config, send=False, progress=False)
+        for path in screenshot_digest(config.path("output") / HTML_FILE, screenshots):
+            click.echo(f"wrote {_shown(path)}")
+        return
+    from .preview import serve as serve_preview
+
+    server = serve_preview(config, host, port)
+    click.echo(f"preview on http://{host}:{server.server_port}/ (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@cli.command()
 @click.option("--now", "run_now", is_flag=True, help="Also run every job once right away.")
 @pass_context
 def serve(ctx: Context, run_now: bool) -> None:

@@ -1,0 +1,45 @@
+"""The web archive: one page per edition, an index newest first, and the email's "view in browser" link."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+from lxml import html as lxml_html
+
+from .conftest import run_cli, write_item
+
+BASE = "https://www.nationalmssociety.org/news-feed/"
+
+
+def _send_edition(project):
+    run_cli(project, "run", check=True)
+    return sorted((project / "outbox").iterdir(), key=lambda p: p.stat().st_mtime)
+
+
+def test_each_edition_has_an_archive_page_linked_from_the_email_and_the_index(project, secret):
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    (first,) = _send_edition(project)
+    write_item(project, "grants", 'title: "New research grants"\ndate: 2021-11-20T09:00:00-05:00')
+    second = next(p for p in _send_edition(project) if p != first)
+
+    archive = project / "public" / "archive"
+    assert (archive / f"{first.name}.html").exists() and (archive / f"{second.name}.html").exists()
+    index = lxml_html.fromstring((archive / "index.html").read_text())
+    assert index.xpath("//li/a/@href") == [f"{BASE}archive/{second.name}.html", f"{BASE}archive/{first.name}.html"]
+
+    message = message_from_bytes(next(second.glob("*.eml")).read_bytes(), policy=policy.default)
+    html = message.get_body(("html",)).get_content()
+    view = lxml_html.fromstring(html).xpath('//a[contains(., "View this email in your browser")]/@href')
+    assert view == [f"{BASE}archive/{second.name}.html"]
+
+    page = (archive / f"{second.name}.html").read_text()
+    assert "New research grants" in page and "Mesenchymal" not in page
+    assert "token=" not in page  # no personal unsubscribe link on the web
+
+
+def test_site_home_links_the_feeds_the_digest_and_the_archive(project):
+    run_cli(project, "run", "--no-send", check=True)
+    home = lxml_html.fromstring((project / "public" / "index.html").read_text())
+    links = set(home.xpath("//a/@href") + home.xpath("//link/@href"))
+    assert {f"{BASE}rss.xml", f"{BASE}atom.xml", f"{BASE}feed.json", f"{BASE}digest.html", f"{BASE}archive/"} <= links
+    assert home.xpath("//code/text()") == [f"{BASE}rss.xml", f"{BASE}atom.xml", f"{BASE}feed.json"]

@@ -6,6 +6,8 @@ so bad input never replaces a good previous output.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -18,7 +20,8 @@ from .delivery import EditionPlan, SendReport, edition_items, prepare_edition, s
 from .digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
 from .feeds import build_feeds
 from .items import Item
-from .output import write_all
+from . import __version__
+from .output import write_all, write_atomic
 from .sources import read_content
 from .sources.remote import merge_items, read_remote
 from .storage import Storage
@@ -26,6 +29,7 @@ from .storage import Storage
 log = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "PIPELINE_DATABASE_URL"
+FINGERPRINT_FILE = "outputs.json"
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RunResult:
     written: list[Path] = field(default_factory=list)
     edition: EditionPlan | None = None
     reports: list[SendReport] = field(default_factory=list)
+    skipped: bool = False  # nothing changed since the last run: nothing was parsed, rendered or written
 
 
 def open_storage(config: Config) -> Storage:
@@ -77,15 +82,66 @@ def plan_outputs(items: list[Item], config: Config, storage: Storage | None = No
     return files, digest
 
 
+def input_fingerprint(config: Config, storage: Storage, remote: list[Item]) -> str:
+    """Everything the outputs depend on, hashed: config, templates, content files, remote items,
+    editions, whether anyone is subscribed, and the program's version."""
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(config.source_file.read_bytes())
+    for folder, pattern in ((config.path("templates"), "**/*"), (config.path("content"), "*.md")):
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for item in remote:
+        digest.update(item.model_dump_json().encode())
+    digest.update(json.dumps([e.id for e in storage.list_editions()]).encode())
+    digest.update(b"subscribers" if storage.count_subscribers() else b"none")
+    return digest.hexdigest()
+
+
+def _record_path(config: Config) -> Path:
+    return config.path("state") / FINGERPRINT_FILE
+
+
+def _unchanged(config: Config, fingerprint: str) -> bool:
+    """True when the last run saw the same inputs and its outputs are still there, untouched."""
+    try:
+        record = json.loads(_record_path(config).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    if record.get("fingerprint") != fingerprint:
+        return False
+    for name, expected in record.get("outputs", {}).items():
+        path = Path(name)
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            return False
+    return True
+
+
+def _remember(config: Config, fingerprint: str, files: dict[Path, bytes]) -> None:
+    record = {"fingerprint": fingerprint,
+              "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
+    write_atomic(_record_path(config), json.dumps(record, indent=1, sort_keys=True).encode())
+
+
 def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, storage: Storage | None = None,
                  stop: threading.Event | None = None, progress: bool | None = None, force: bool = False) -> RunResult:
-    """Ingest, publish, and (when delivery is configured) create and send the edition."""
+    """Ingest, publish, and (when delivery is configured) create and send the edition.
+
+    When nothing the outputs depend on changed since the last run and no edition
+    has unsent messages, the run stops early: no parsing, rendering or writing.
+    """
     own_storage = storage is None
     storage = storage or open_storage(config)
     try:
-        items = collect_items(config, storage)
-        plan = None
         delivering = config.delivery is not None
+        remote = read_remote(config, storage)[0] if config.sources else []
+        has_work = delivering and send and bool(storage.editions_with_work())
+        if not dry_run and not has_work and _unchanged(config, input_fingerprint(config, storage, remote)):
+            log.info("nothing changed since the last run; outputs are up to date")
+            plan = EditionPlan(None, [], reason="no new items since the last edition") if delivering and send else None
+            return RunResult(items=[], digest=None, files={}, edition=plan, skipped=True)
+        items = merge_items(read_content(config), remote)
+        plan = None
         if delivering:
             plan = prepare_edition(items, storage, config, dry_run=dry_run) if send else None
             if plan and plan.reason and not plan.created:
@@ -99,6 +155,7 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
                  len(files) - len(result.written))
         if send and delivering:
             result.reports = send_pending(items, storage, config, stop=stop, progress=progress, force=force)
+        _remember(config, input_fingerprint(config, storage, remote), files)
         return result
     finally:
         if own_storage:

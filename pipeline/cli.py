@@ -103,7 +103,10 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
 
 
 def _report_run(result, dry_run: bool) -> None:
-    click.echo(f"{len(result.items)} items")
+    if result.skipped:
+        click.echo("nothing changed since the last run: outputs are up to date")
+    else:
+        click.echo(f"{len(result.items)} items")
     for path in result.files:
         state = "would write" if dry_run else ("wrote" if path in result.written else "unchanged")
         click.echo(f"{state:>11}  {_shown(path)}")

@@ -30,7 +30,32 @@ def test_second_run_changes_no_byte_and_touches_no_file(project):
     result = run_cli(project, "run", check=True)
     assert snapshot(project / "public") == before
     assert {p.name: p.stat().st_mtime_ns for p in (project / "public").iterdir()} == mtimes
-    assert result.stdout.count("unchanged") == len(OUTPUTS)
+    assert result.stdout.startswith("nothing changed since the last run: outputs are up to date")
+
+
+def test_unchanged_run_still_repairs_an_output_changed_by_hand(project):
+    run_cli(project, "run", check=True)
+    before = snapshot(project / "public")
+    (project / "public" / "rss.xml").write_text("damaged")
+    (project / "public" / "digest.txt").unlink()
+    result = run_cli(project, "run", check=True)
+    assert "wrote  public/rss.xml" in result.stdout and "wrote  public/digest.txt" in result.stdout
+    assert snapshot(project / "public") == before
+
+
+def test_template_change_rebuilds(project):
+    run_cli(project, "run", check=True)
+    css = project / "templates" / "digest.css"
+    css.write_text(css.read_text().replace("#1f5fa8", "#1f5fa9"))
+    result = run_cli(project, "run", check=True)
+    assert "wrote  public/digest.html" in result.stdout and "unchanged  public/rss.xml" in result.stdout
+
+
+def test_first_subscriber_after_an_unchanged_run_gets_the_edition(project, secret):
+    run_cli(project, "run", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    result = run_cli(project, "run", check=True)
+    assert "sent 1, failed 0" in result.stdout
 
 
 def test_failed_run_leaves_previous_outputs_intact(project):

@@ -113,7 +113,8 @@ def case_feeds(sizes, repeat) -> None:
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(8)
-        top = [line.strip() for line in out.getvalue().splitlines() if line.strip() and line.strip()[0].isdigit()][:8]
+        top = [" ".join(line.split()) for line in out.getvalue().splitlines()
+               if line.strip()[:1].isdigit() and "function calls" not in line][:8]
         print("  profile of build_feeds(1000 items), top functions by own time:")
         for line in top:
             print("   ", line)

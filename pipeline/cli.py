@@ -130,25 +130,27 @@ def validate(ctx: Context) -> None:
 @click.option("--to", "to_address", metavar="ADDRESS",
               help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
 @click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
+@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool) -> None:
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool) -> None:
     """Create the edition if there are new items, then send whatever is still unsent."""
     from .delivery import prepare_edition, send_pending, send_test
+    from .schedule import run_lock
     from .subscribers import normalise_address
 
     config = ctx.config
     config.require_delivery()
-    items = collect_items(config)
     storage = open_storage(config)
     try:
+        items = collect_items(config, storage)
         if to_address:
             address = normalise_address(to_address)
             reply = send_test(items, storage, config, address)
             click.echo(f"test copy sent to {address}: {reply}")
             return
-        plan = prepare_edition(items, storage, config, dry_run=dry_run)
-        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
         if dry_run:
+            plan = prepare_edition(items, storage, config, dry_run=True)
+            click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
             for edition_id in storage.editions_with_work():
                 counts = storage.ledger_counts(edition_id)
                 click.echo(f"edition {edition_id}: would send {counts['pending'] + counts['sending']}, "
@@ -156,7 +158,11 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool) -> No
             if plan.reason == "would create the edition":
                 click.echo(f"would send the new edition to {storage.count_subscribers()} subscribers")
             return
-        _report_sends(send_pending(items, storage, config, force=force))
+        # The same lock as `pipeline run` and the service: two senders must never share an edition.
+        with run_lock(config, wait=wait):
+            plan = prepare_edition(items, storage, config)
+            click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+            _report_sends(send_pending(items, storage, config, force=force))
     finally:
         storage.close()
 
@@ -270,6 +276,16 @@ def subscribers_export(ctx: Context, output: Path | None) -> None:
         storage.close()
 
 
+def _serve_until_interrupted(server, url: str) -> None:
+    click.echo(f"serving {url} (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @cli.command("serve-web")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
@@ -279,14 +295,10 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
     from .web import serve
 
     storage = open_storage(ctx.config)
-    server = serve(ctx.config, storage, host, port)
-    click.echo(f"serving http://{host}:{server.server_port}/unsubscribe (Ctrl-C to stop)", err=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server = serve(ctx.config, storage, host, port)
+        _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
     finally:
-        server.server_close()
         storage.close()
 
 
@@ -335,13 +347,7 @@ def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> Non
     from .preview import serve as serve_preview
 
     server = serve_preview(config, host, port)
-    click.echo(f"preview on http://{host}:{server.server_port}/ (Ctrl-C to stop)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve_until_interrupted(server, f"http://{host}:{server.server_port}/")
 
 
 @cli.command()

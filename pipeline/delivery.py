@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import make_msgid
 
 from tqdm import tqdm
@@ -38,6 +38,7 @@ from .transports import PermanentError, TransientError, Transport, transport_for
 log = logging.getLogger(__name__)
 
 MIN_SECRET_LENGTH = 16
+STALE_CLAIM = timedelta(minutes=15)
 MAX_RETRY_DELAY = 60.0
 
 
@@ -128,20 +129,21 @@ class SendReport:
 class RateLimiter:
     """Spaces messages evenly across all connections; 0 means no limit."""
 
-    def __init__(self, per_second: float):
+    def __init__(self, per_second: float, clock=time.monotonic, sleep=time.sleep):
         self.interval = 1.0 / per_second if per_second else 0.0
-        self.next = time.monotonic()
+        self.clock, self.sleep = clock, sleep
+        self.next = clock()
         self.lock = threading.Lock()
 
     def wait(self) -> None:
         if not self.interval:
             return
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             at = max(now, self.next)
             self.next = at + self.interval
         if at > now:
-            time.sleep(at - now)
+            self.sleep(at - now)
 
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
@@ -233,8 +235,10 @@ class Sender:
     """Sends one edition's pending ledger rows over a few reused connections."""
 
     def __init__(self, config: Config, storage: Storage, edition: Edition, digest: Digest, secret: bytes,
-                 transport: Transport, *, stop: threading.Event | None = None, progress: bool | None = None):
+                 transport: Transport, *, stop: threading.Event | None = None, progress: bool | None = None,
+                 exclusive: bool = True):
         self.config, self.storage, self.edition = config, storage, edition
+        self.exclusive = exclusive
         self.delivery = config.require_delivery()
         self.secret = secret
         self.transport = transport
@@ -249,7 +253,10 @@ class Sender:
 
     def run(self) -> SendReport:
         report = SendReport(self.edition.id)
-        released = self.storage.release_stale(self.edition.id, claimed_before=utcnow())
+        # Holding the run lock, every 'sending' row belongs to a sender that died. Workers that share
+        # a database without the lock (PostgreSQL) only take back claims older than a lease.
+        before = utcnow() if self.exclusive else utcnow() - STALE_CLAIM
+        released = self.storage.release_stale(self.edition.id, claimed_before=before)
         if released:
             log.warning("edition %s: %d messages were in flight when a sender stopped; sending them again "
                         "with their original Message-ID", self.edition.id, released)

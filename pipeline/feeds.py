@@ -204,7 +204,8 @@ def build_json_feed(items: list[Item], config: Config) -> bytes:
             entry["_source"] = item.source.model_dump(exclude_none=True)
         entries.append(entry)
     feed["items"] = entries
-    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # Compact: json's C encoder only runs without indent, and readers do not care.
+    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def build_feeds(items: list[Item], config: Config) -> FeedSet:

@@ -7,6 +7,7 @@ import datetime
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -26,6 +27,7 @@ def free_port() -> int:
 class Received:
     recipient: str
     raw: bytes
+    when: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> EmailMessage:

@@ -248,3 +248,32 @@ def test_missing_secret_stops_sending_with_a_clear_message(project, sink, monkey
     with pytest.raises(ConfigError, match=r"set \$PIPELINE_SECRET"):
         run_pipeline(config, progress=False)
     assert sink.handler.received == []
+
+
+def test_rate_limit_spaces_messages_evenly():
+    from pipeline.delivery import RateLimiter
+
+    now = [100.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    limiter = RateLimiter(10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        limiter.wait()
+    assert slept == [0.1, 0.1, 0.1, 0.1]  # the first goes at once, then one every 1/10 s
+    now[0] += 5  # an idle spell earns no burst beyond the next slot
+    limiter.wait()
+    limiter.wait()
+    assert slept[-1] == 0.1
+
+
+def test_rate_limit_applies_across_connections_on_a_real_send(project, secret, sink):
+    config = use_smtp(project, sink.port, rate_limit=50, concurrency=2)
+    add_subscribers(config, 10)
+    report = run_pipeline(config, progress=False).reports[0]
+    assert report.sent == 10
+    stamps = sorted(m.when for m in sink.handler.received)
+    assert stamps[-1] - stamps[0] >= 9 / 50 * 0.9  # ten messages at 50/s take at least ~0.18 s

@@ -167,6 +167,7 @@ def test_overlapping_runs_exit_with_the_documented_status_or_wait(project):
             second = run_cli(project, "run")
             assert second.returncode == EXIT_LOCKED == 75
             assert "another pipeline run holds" in second.stderr and "--wait" in second.stderr
+            assert run_cli(project, "send").returncode == EXIT_LOCKED  # sending takes the same lock
             waiting = _popen(project, "run", "--wait")
             with pytest.raises(subprocess.TimeoutExpired):
                 waiting.wait(timeout=0.3)  # still waiting for the lock

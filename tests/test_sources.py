@@ -113,6 +113,8 @@ def test_second_fetch_is_conditional_and_a_304_keeps_the_items(project, server):
     first = {i.id for i in _run(config).items}
     second = _run(config)
     assert server.requests["/blog"][1].get("If-None-Match") == '"v1"'
+    assert server.requests["/blog"][0]["User-Agent"].startswith("newsletter-pipeline/")
+    assert "gzip" in server.requests["/blog"][0]["Accept-Encoding"]
     assert second.skipped  # the 304 gave the same items: nothing to rebuild
     published = {e.id for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries}
     assert published == first

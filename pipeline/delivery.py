@@ -239,6 +239,8 @@ class Sender:
                  exclusive: bool = True):
         self.config, self.storage, self.edition = config, storage, edition
         self.exclusive = exclusive
+        self.abort = threading.Event()  # a sender hit an unexpected error: every sender stops
+        self.error: BaseException | None = None
         self.delivery = config.require_delivery()
         self.secret = secret
         self.transport = transport
@@ -272,7 +274,7 @@ class Sender:
         for thread in threads:
             thread.start()
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.abort.is_set():
                 claims = self.storage.claim(self.edition.id, self.delivery.batch_size, self.worker_id)
                 if not claims:
                     break
@@ -287,6 +289,8 @@ class Sender:
                 thread.join()
             bar.close()
             self.ledger.close()
+        if self.error is not None:
+            raise PipelineError(f"edition {self.edition.id}: sending stopped: {self.error}") from self.error
         report.stopped = self.stop.is_set()
         report.failures = self.storage.failures(self.edition.id)
         return report
@@ -296,13 +300,24 @@ class Sender:
         try:
             while (task := work.get()) is not None:
                 claim, message = task
-                if self.stop.is_set():  # not started: back to pending for the next run
-                    self.ledger.put(claim, PENDING, None, claim.attempts)
+                if self.stop.is_set() or self.abort.is_set():  # not started: back to pending for the next run
+                    self._release(claim)
                     continue
-                self._send_one(connection, claim, message, report)
+                try:
+                    self._send_one(connection, claim, message, report)
+                except Exception as exc:  # noqa: BLE001 - stop every sender, keep draining so none blocks
+                    log.error("edition %s: sender failed: %s", self.edition.id, exc)
+                    self.error = self.error or exc
+                    self.abort.set()
                 bar.update(1)
         finally:
             connection.close()
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            self.ledger.put(claim, PENDING, None, claim.attempts)
+        except PipelineError:
+            pass  # the ledger is down; the row stays 'sending' and the next run takes it back
 
     def sample(self) -> Sample:
         return sample_message(self.template, self.edition.id, self.config, self.secret)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, urlsplit
@@ -277,3 +278,51 @@ def test_rate_limit_applies_across_connections_on_a_real_send(project, secret, s
     assert report.sent == 10
     stamps = sorted(m.when for m in sink.handler.received)
     assert stamps[-1] - stamps[0] >= 9 / 50 * 0.9  # ten messages at 50/s take at least ~0.18 s
+
+
+class _BrokenAfter:
+    """A transport whose connections break unexpectedly (not an SMTP reply) after n messages."""
+
+    name = "smtp"
+
+    def __init__(self, n: int):
+        self.n, self.sent, self.lock = n, [], threading.Lock()
+
+    def connect(self):
+        transport = self
+
+        class Connection:
+            def send(self, sender, recipient, message, key):
+                with transport.lock:
+                    if len(transport.sent) >= transport.n:
+                        raise RuntimeError("disk on fire")
+                    transport.sent.append(recipient)
+                return "250 OK"
+
+            def close(self):
+                pass
+
+        return Connection()
+
+
+def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_finishes(project, secret, sink):
+    from pipeline.delivery import prepare_edition, send_pending
+    from pipeline.errors import PipelineError
+    from pipeline.sources import read_content
+
+    config = use_smtp(project, sink.port, concurrency=2)
+    addresses = add_subscribers(config, 50)
+    storage = open_storage(config)
+    try:
+        items = read_content(config)
+        prepare_edition(items, storage, config)
+        broken = _BrokenAfter(10)
+        with pytest.raises(PipelineError, match="sending stopped: disk on fire"):
+            send_pending(items, storage, config, transport=broken, progress=False)
+        counts = storage.ledger_counts(storage.latest_edition().id)
+        assert counts["sent"] == 10 and counts["pending"] + counts["sending"] == 40
+        reports = send_pending(items, storage, config, progress=False)  # the real server this time
+    finally:
+        storage.close()
+    assert reports[0].sent == 40
+    assert sorted(broken.sent + [m.recipient for m in sink.handler.received]) == addresses

@@ -19,10 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from filelock import FileLock, Timeout
 
@@ -90,7 +91,8 @@ def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait:
             result = run_pipeline(config, send=action == "run", stop=stop, progress=progress, storage=storage,
                                   force=force)
             summary.update(
-                items=len(result.items),
+                unchanged=result.skipped,
+                items=None if result.skipped else len(result.items),
                 files_written=len(result.written),
                 edition=result.edition.edition_id if result.edition else None,
                 edition_note=result.edition.reason if result.edition else None,
@@ -113,6 +115,8 @@ def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait:
 
 
 def _summary_line(summary: dict[str, Any]) -> str:
+    if summary.get("unchanged"):
+        return f"nothing changed since the last run, {summary.get('duration_s', 0):.2f}s"
     return (f"{summary.get('items', 0)} items, {summary.get('files_written', 0)} files written, "
             f"edition {summary.get('edition') or '-'}, sent {summary.get('sent', 0)}, "
             f"failed {summary.get('failed', 0)}, {summary.get('duration_s', 0):.2f}s"
@@ -198,32 +202,37 @@ def stored_next_run_times(config: Config) -> dict[str, datetime | None]:
 
 
 def serve(config: Config, *, run_now: bool = False, stop: threading.Event = STOP) -> int:
-    """Run the configured jobs until SIGTERM or SIGINT; returns the exit status (0)."""
+    """Run the configured jobs on a BlockingScheduler until SIGTERM or SIGINT; returns the exit status (0)."""
     if not config.schedule.jobs:
         raise PipelineError(f"{config.source_file}: schedule.jobs: no jobs configured")
+    scheduler = make_scheduler(config, BlockingScheduler)
 
-    def on_signal(signum, _frame):
-        log.info("received %s: finishing the current message, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    scheduler = make_scheduler(config)
-    scheduler.add_listener(lambda e: log.warning("job %s missed its run at %s (beyond its misfire grace time)",
-                                                 e.job_id, e.scheduled_run_time), EVENT_JOB_MISSED)
-    scheduler.add_listener(lambda e: log.error("job %s raised %s", e.job_id, e.exception), EVENT_JOB_ERROR)
-    scheduler.start(paused=True)
-    try:
+    def on_start(_event):
+        # Runs inside start(), with the job store open and the scheduler still paused.
         sync_jobs(scheduler, config)
         if run_now:
             for job in scheduler.get_jobs():
                 job.modify(next_run_time=datetime.now(timezone.utc))
-        scheduler.resume()
         for job in scheduler.get_jobs():
             log.info("job %s: next run at %s", job.id, job.next_run_time)
-        stop.wait()
-    finally:
+        scheduler.resume()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            return
+        log.info("received %s: finishing the current message, then stopping", signal.Signals(signum).name)
+        stop.set()  # the running job sees it between messages and returns at a safe point
         scheduler.pause()  # no new runs from here on
-        scheduler.shutdown(wait=True)  # the running job sees STOP and returns at a safe point
+        scheduler.shutdown(wait=True)  # waits for that job, then ends start()'s loop
+
+    scheduler.add_listener(on_start, EVENT_SCHEDULER_STARTED)
+    scheduler.add_listener(lambda e: log.warning("job %s missed its run at %s (beyond its misfire grace time)",
+                                                 e.job_id, e.scheduled_run_time), EVENT_JOB_MISSED)
+    scheduler.add_listener(lambda e: log.error("job %s raised %s", e.job_id, e.exception), EVENT_JOB_ERROR)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        scheduler.start(paused=True)  # blocks until a signal shuts it down
+    finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("service stopped")

@@ -47,7 +47,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("  none yet")
     for run in report["runs"]:
         s = run["summary"]
-        detail = (f"error: {s['error']}" if "error" in s else
+        detail = (f"error: {s['error']}" if "error" in s else "nothing changed" if s.get("unchanged") else
                   f"{s.get('items', 0)} items, {s.get('files_written', 0)} files written, "
                   f"edition {s.get('edition') or '-'}, sent {s.get('sent', 0)}, failed {s.get('failed', 0)}")
         lines.append(f"  {run['started_at']}  {run['job']:<16} {run['status']:<8} {detail}")

@@ -105,7 +105,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["rss.xml"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["send"], ["serve-web"], ["subscribers"],
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["send"], ["serve-web"], ["subscribers"], ["lint"],
+                                     ["preview"], ["serve"], ["status"], ["sources"],
                                      ["subscribers", "add"], ["subscribers", "remove"], ["subscribers", "list"],
                                      ["subscribers", "import"], ["subscribers", "export"]])
 def test_every_command_has_help(project, command):

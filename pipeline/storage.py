@@ -186,6 +186,21 @@ def database_url(state_folder: Path, override: str | None = None) -> str:
     return f"sqlite:///{state_folder / DATABASE_FILE}"
 
 
+def claim_statement(edition_id: str, limit: int, worker: str, now: datetime):
+    """One statement that takes pending rows for a worker.  On PostgreSQL the inner SELECT is
+    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting;
+    SQLite serialises writers, which gives the same guarantee."""
+    candidates = (select(deliveries.c.subscriber_id)
+                  .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING)
+                  .order_by(deliveries.c.subscriber_id).limit(limit)
+                  .with_for_update(skip_locked=True))
+    return (update(deliveries)
+            .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING,
+                   deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
+            .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
+            .returning(deliveries.c.subscriber_id, deliveries.c.attempts))
+
+
 class Storage:
     def __init__(self, url: str):
         self.url = url
@@ -411,18 +426,8 @@ class Storage:
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
         """Atomically move up to ``limit`` pending rows to 'sending' for this worker."""
-        now = utcnow()
-        candidates = (select(deliveries.c.subscriber_id)
-                      .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING)
-                      .order_by(deliveries.c.subscriber_id).limit(limit)
-                      .with_for_update(skip_locked=True))
         with self.engine.begin() as conn:
-            claimed = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING,
-                       deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
-                .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
-                .returning(deliveries.c.subscriber_id, deliveries.c.attempts)).all()
+            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow())).all()
             if not claimed:
                 return []
             attempts = {row.subscriber_id: row.attempts for row in claimed}

@@ -230,7 +230,7 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
 
 
 def case_send(count) -> None:
-    from pipeline.build import open_storage, run_pipeline
+    from pipeline.build import run_pipeline
     from pipeline.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
     from pipeline.mail import Envelope, MessageTemplate, recipient_for
 

@@ -121,10 +121,6 @@ class SendReport:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
-    def summary(self) -> dict:
-        return {"edition": self.edition_id, "sent": self.sent, "failed": self.failed, "retried": self.retried,
-                "skipped": self.skipped, "stopped": self.stopped}
-
 
 class RateLimiter:
     """Spaces messages evenly across all connections; 0 means no limit."""
@@ -409,5 +405,3 @@ def send_test(items: list[Item], storage: Storage, config: Config, address: str,
     finally:
         connection.close()
 
-
-__all__ = ["SENT", "prepare_edition", "send_pending", "send_test", "edition_id_for", "SendReport"]

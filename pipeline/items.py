@@ -153,6 +153,3 @@ def newest_first(items: list[Item]) -> list[Item]:
     """Order by publication date, newest first; the id breaks ties so the order is stable."""
     return sorted(items, key=lambda item: (item.published_utc, item.id), reverse=True)
 
-
-def absolute(url: str, base_url: str) -> str:
-    return urljoin(base_url, url)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from .config import Config

@@ -457,12 +457,6 @@ class Storage:
         """Hand claimed but unsent rows back, e.g. when a stop was asked for mid-batch."""
         self.record_results([(claim, PENDING, None, claim.attempts) for claim in claims])
 
-    def mark_sent(self, claim: Claim, reply: str, attempts: int) -> None:
-        self.record_results([(claim, SENT, reply, attempts)])
-
-    def mark_failed(self, claim: Claim, reply: str, attempts: int) -> None:
-        self.record_results([(claim, FAILED, reply, attempts)])
-
     def ledger_counts(self, edition_id: str) -> dict[str, int]:
         query = (select(deliveries.c.status, func.count()).where(deliveries.c.edition_id == edition_id)
                  .group_by(deliveries.c.status))

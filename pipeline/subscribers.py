@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,11 +109,6 @@ def _rows(storage: Storage) -> Iterator[dict[str, str]]:
             "subscribed_at": sub.subscribed_at.isoformat() if sub.subscribed_at else "",
             "unsubscribed_at": sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else "",
         }
-
-
-def status_counts(storage: Storage) -> Counter:
-    return Counter({"subscribed": storage.count_subscribers("subscribed"),
-                    "unsubscribed": storage.count_subscribers("unsubscribed")})
 
 
 def read_csv_file(storage: Storage, path: Path) -> ImportReport:

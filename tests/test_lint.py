@@ -6,11 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.build import open_storage, run_pipeline
 from pipeline.items import Item
 from pipeline.lint import lint_feed, lint_html, lint_message, lint_text
 
-from .conftest import add_subscribers, run_cli, use_smtp, write_item
+from .conftest import add_subscribers, run_cli, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink
 
 GOOD = """<!DOCTYPE html><html lang="en"><head><title>News</title><style>p{{color:red}}</style></head><body>

@@ -7,12 +7,10 @@ import logging
 
 import feedparser
 import pytest
-from lxml import etree
 
 from pipeline.build import open_storage, run_pipeline
 from pipeline.config import load_config
-from pipeline.feeds import build_feeds
-from pipeline.sources.remote import merge_items, read_remote
+from pipeline.sources.remote import merge_items
 
 from .conftest import run_cli, set_config
 from .feed_server import FeedServer, Response

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import textwrap
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -112,13 +114,36 @@ def archive_url(config: Config, edition_id: str) -> str:
     return config.site.url(f"{ARCHIVE_FOLDER}/{edition_id}.html")
 
 
+_rendered: OrderedDict = OrderedDict()
+_rendered_lock = threading.Lock()
+_RENDERED_KEEP = 8
+
+
 def render_digest(items: list[Item], config: Config, edition_id: str | None = None) -> Digest:
     """Render the digest for these items (newest first) once; callers personalise the result.
 
     The "view in browser" link points at the edition's archive page, or at the
-    latest digest for a preview that is not an edition yet.
+    latest digest for a preview that is not an edition yet.  One run needs the same
+    digest for the edition's subject, the web copy and the sending; it is a pure
+    function of its arguments, so the last few results are kept and reused.
     """
-    chosen = newest_first(items)
+    chosen = tuple(newest_first(items))
+    key = (id(config), edition_id, chosen)
+    with _rendered_lock:
+        hit = _rendered.get(key)
+        if hit is not None and hit[0] is config:
+            _rendered.move_to_end(key)
+            return hit[1]
+    digest = render_digest_uncached(list(chosen), config, edition_id)
+    with _rendered_lock:
+        _rendered[key] = (config, digest)
+        while len(_rendered) > _RENDERED_KEEP:
+            _rendered.popitem(last=False)
+    return digest
+
+
+def render_digest_uncached(chosen: list[Item], config: Config, edition_id: str | None = None) -> Digest:
+    """The rendering itself (items already newest first); benchmarks call it to measure a real render."""
     if not chosen:
         raise ValueError("a digest needs at least one item")
     env = template_environment(config.path("templates"))

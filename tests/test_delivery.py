@@ -171,36 +171,34 @@ def test_unsubscribed_address_is_never_mailed(project, secret, sink):
     assert sorted(sink.handler.by_recipient()) == ["reader00000@example.org", "reader00001@example.org"]
 
 
-def test_starttls_with_a_certificate_made_by_the_test(project, secret, tmp_path):
+@pytest.fixture
+def tls_sink(tmp_path):
+    """An SMTP server that requires STARTTLS with a certificate made for the test; yields it and the cert."""
     import ssl
 
     from .smtp_sink import self_signed_certificate
 
     cert, key = self_signed_certificate(tmp_path)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    handler = RecordingHandler()
-    with SmtpSink(handler, tls_context=server_context) as sink:
-        config = use_smtp(project, sink.port, security="starttls", ca_file=str(cert))
-        add_subscribers(config, 2)
-        report = run_pipeline(config, progress=False).reports[0]
-    assert report.sent == 2 and len(handler.received) == 2
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with SmtpSink(RecordingHandler(), tls_context=context) as sink:
+        yield sink, cert
 
 
-def test_starttls_refuses_an_untrusted_certificate(project, secret, tmp_path):
-    import ssl
+def test_starttls_with_a_certificate_made_by_the_test(project, secret, tls_sink):
+    sink, cert = tls_sink
+    config = use_smtp(project, sink.port, security="starttls", ca_file=str(cert))
+    add_subscribers(config, 2)
+    report = run_pipeline(config, progress=False).reports[0]
+    assert report.sent == 2 and len(sink.handler.received) == 2
 
-    from .smtp_sink import self_signed_certificate
 
-    cert, key = self_signed_certificate(tmp_path)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    handler = RecordingHandler()
-    with SmtpSink(handler, tls_context=server_context) as sink:
-        config = use_smtp(project, sink.port, security="starttls", max_attempts=1)
-        add_subscribers(config, 1)
-        report = run_pipeline(config, progress=False).reports[0]
-    assert report.sent == 0 and report.failed == 1 and handler.received == []
+def test_starttls_refuses_an_untrusted_certificate(project, secret, tls_sink):
+    sink, _cert = tls_sink
+    config = use_smtp(project, sink.port, security="starttls", max_attempts=1)
+    add_subscribers(config, 1)
+    report = run_pipeline(config, progress=False).reports[0]
+    assert report.sent == 0 and report.failed == 1 and sink.handler.received == []
     assert "CERTIFICATE_VERIFY_FAILED" in report.failures[0][1]
 
 

@@ -218,7 +218,8 @@ class Delivery(Strict):
 
 
 class RemoteSource(Strict):
-    name: str = Field(description="Short name, shown in logs and `pipeline sources`; keep it stable.")
+    name: str = Field(default="", description="Short name, shown in logs and `pipeline sources`; keep it stable "
+                                              "(default: made from the URL's host and path).")
     url: str
     tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
     max_items: int = Field(default=20, ge=1, le=1000)
@@ -230,9 +231,19 @@ class RemoteSource(Strict):
     @field_validator("name")
     @classmethod
     def _slug_name(cls, value: str) -> str:
-        if not re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
+        if value and not re.match(r"^[a-z0-9][a-z0-9_-]*$", value):
             raise ValueError("use lower-case letters, digits, - and _")
         return value
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "RemoteSource":
+        if not self.name:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
+            object.__setattr__(self, "name", slug[:60] or "source")
+        return self
 
 
 class Fetch(Strict):

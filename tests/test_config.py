@@ -68,3 +68,16 @@ def test_cli_names_the_config_problem_without_traceback(project):
 def test_missing_config_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_source_without_a_name_gets_one_from_its_url(project):
+    path = _edit(project, lambda d: d.update(sources=[{"url": "https://research.example.org/blog/feed.xml"},
+                                                      {"name": "partner", "url": "https://partner.example.org/"}]))
+    assert [s.name for s in load_config(path).sources] == ["research-example-org-blog-feed-xml", "partner"]
+
+
+def test_two_sources_with_one_name_are_refused(project):
+    path = _edit(project, lambda d: d.update(sources=[{"name": "a", "url": "https://x.example.org/"},
+                                                      {"name": "a", "url": "https://y.example.org/"}]))
+    with pytest.raises(ConfigError, match="sources: duplicate name 'a'"):
+        load_config(path)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,9 +131,7 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
     When nothing the outputs depend on changed since the last run and no edition
     has unsent messages, the run stops early: no parsing, rendering or writing.
     """
-    own_storage = storage is None
-    storage = storage or open_storage(config)
-    try:
+    with nullcontext(storage) if storage is not None else open_storage(config) as storage:
         delivering = config.delivery is not None
         remote = read_remote(config, storage)[0] if config.sources else []
         has_work = delivering and send and bool(storage.editions_with_work())
@@ -157,6 +156,3 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
             result.reports = send_pending(items, storage, config, stop=stop, progress=progress, force=force)
         _remember(config, input_fingerprint(config, storage, remote), files)
         return result
-    finally:
-        if own_storage:
-            storage.close()

@@ -140,8 +140,7 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
 
     config = ctx.config
     config.require_delivery()
-    storage = open_storage(config)
-    try:
+    with open_storage(config) as storage:
         items = collect_items(config, storage)
         if to_address:
             address = normalise_address(to_address)
@@ -163,8 +162,6 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
             plan = prepare_edition(items, storage, config)
             click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
             _report_sends(send_pending(items, storage, config, force=force))
-    finally:
-        storage.close()
 
 
 @cli.command()
@@ -176,12 +173,9 @@ def lint(ctx: Context) -> None:
 
     config = ctx.config
     config.require_delivery()
-    storage = open_storage(config)
-    try:
+    with open_storage(config) as storage:
         items = collect_items(config, storage)
         chosen, findings = lint_next_edition(items, storage, config)
-    finally:
-        storage.close()
     if findings:
         raise LintFailed(findings)
     click.echo(f"no problems found in the digest of {len(chosen)} items, its message and the feeds")
@@ -201,11 +195,8 @@ def subscribers_add(ctx: Context, address: str, name: str | None) -> None:
     from .subscribers import normalise_address
 
     email = normalise_address(address)
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         click.echo(f"{email}: {storage.add_subscriber(email, name, resubscribe=True)}")
-    finally:
-        storage.close()
 
 
 @subscribers.command("remove")
@@ -216,14 +207,11 @@ def subscribers_remove(ctx: Context, address: str) -> None:
     from .subscribers import normalise_address
 
     email = normalise_address(address)
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         if storage.get_subscriber(email) is None:
             raise PipelineError(f"{email}: not a subscriber")
         changed = storage.unsubscribe(email)
         click.echo(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
-    finally:
-        storage.close()
 
 
 @subscribers.command("list")
@@ -231,12 +219,9 @@ def subscribers_remove(ctx: Context, address: str) -> None:
 @pass_context
 def subscribers_list(ctx: Context, status: str | None) -> None:
     """List subscribers, one per line: address, status, name."""
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         for sub in storage.iter_subscribers(status):
             click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
-    finally:
-        storage.close()
 
 
 @subscribers.command("import")
@@ -246,11 +231,8 @@ def subscribers_import(ctx: Context, csv_file: Path) -> None:
     """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
     from .subscribers import read_csv_file
 
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         report = read_csv_file(storage, csv_file)
-    finally:
-        storage.close()
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
@@ -264,16 +246,13 @@ def subscribers_export(ctx: Context, output: Path | None) -> None:
     """Write all subscribers as CSV (email, name, status, dates, other columns)."""
     from .subscribers import export_csv
 
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         if output:
             with output.open("w", newline="", encoding="utf-8") as handle:
                 count = export_csv(storage, handle)
             click.echo(f"exported {count} subscribers to {output}", err=True)
         else:
             export_csv(storage, sys.stdout)
-    finally:
-        storage.close()
 
 
 def _serve_until_interrupted(server, url: str) -> None:
@@ -294,12 +273,9 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
     from .web import serve
 
-    storage = open_storage(ctx.config)
-    try:
+    with open_storage(ctx.config) as storage:
         server = serve(ctx.config, storage, host, port)
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
-    finally:
-        storage.close()
 
 
 @cli.command()
@@ -308,8 +284,7 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
 def sources(ctx: Context, do_fetch: bool) -> None:
     """List the remote sources: last fetch, status and item count."""
     config = ctx.config
-    storage = open_storage(config)
-    try:
+    with open_storage(config) as storage:
         if do_fetch:
             from .sources.remote import read_remote
 
@@ -323,8 +298,6 @@ def sources(ctx: Context, do_fetch: bool) -> None:
             click.echo(f"{source.name:<20} {state.get('url') or source.url:<48} "
                        f"{fetched.isoformat(timespec='seconds') if fetched else 'never fetched':<25} "
                        f"{state.get('status') or '-'}  {state.get('item_count', 0)} items")
-    finally:
-        storage.close()
 
 
 @cli.command()

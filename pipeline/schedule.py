@@ -77,41 +77,36 @@ def run_lock(config: Config, *, wait: bool = False, stop: threading.Event | None
 
 
 def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait: bool = False,
-            stop: threading.Event | None = None, progress: bool | None = None, storage=None, force: bool = False):
+            stop: threading.Event | None = None, progress: bool | None = None, force: bool = False):
     """One locked, recorded run of the pipeline; returns its summary and the RunResult."""
     from .build import open_storage, run_pipeline
 
-    with run_lock(config, wait=wait, stop=stop):
-        own = storage is None
-        storage = storage or open_storage(config)
+    with run_lock(config, wait=wait, stop=stop), open_storage(config) as storage:
         run_id = storage.start_run(job)
         started = time.monotonic()
         summary: dict[str, Any] = {"action": action}
         try:
             result = run_pipeline(config, send=action == "run", stop=stop, progress=progress, storage=storage,
                                   force=force)
-            summary.update(
-                unchanged=result.skipped,
-                items=None if result.skipped else len(result.items),
-                files_written=len(result.written),
-                edition=result.edition.edition_id if result.edition else None,
-                edition_note=result.edition.reason if result.edition else None,
-                sent=sum(r.sent for r in result.reports),
-                failed=sum(r.failed for r in result.reports),
-                retried=sum(r.retried for r in result.reports),
-                stopped=any(r.stopped for r in result.reports),
-            )
-            summary["duration_s"] = round(time.monotonic() - started, 3)
-            storage.finish_run(run_id, "ok", summary)
-            log.info("job %s: %s", job, _summary_line(summary))
-            return summary, result
         except BaseException as exc:
             summary.update(error=str(exc), duration_s=round(time.monotonic() - started, 3))
             storage.finish_run(run_id, "failed", summary)
             raise
-        finally:
-            if own:
-                storage.close()
+        summary.update(
+            unchanged=result.skipped,
+            items=None if result.skipped else len(result.items),
+            files_written=len(result.written),
+            edition=result.edition.edition_id if result.edition else None,
+            edition_note=result.edition.reason if result.edition else None,
+            sent=sum(r.sent for r in result.reports),
+            failed=sum(r.failed for r in result.reports),
+            retried=sum(r.retried for r in result.reports),
+            stopped=any(r.stopped for r in result.reports),
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        storage.finish_run(run_id, "ok", summary)
+        log.info("job %s: %s", job, _summary_line(summary))
+        return summary, result
 
 
 def _summary_line(summary: dict[str, Any]) -> str:

@@ -15,8 +15,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def collect_status(config: Config, runs: int = 10) -> dict[str, Any]:
-    storage = open_storage(config)
-    try:
+    with open_storage(config) as storage:
         edition = storage.latest_edition()
         stored = stored_next_run_times(config)
         computed = next_run_times(config)
@@ -37,8 +36,6 @@ def collect_status(config: Config, runs: int = 10) -> dict[str, Any]:
                                       "subject": edition.subject, "items": len(edition.item_ids),
                                       **storage.ledger_counts(edition.id)}
         return report
-    finally:
-        storage.close()
 
 
 def format_status(report: dict[str, Any]) -> str:

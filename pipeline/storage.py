@@ -219,6 +219,12 @@ class Storage:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- schema -------------------------------------------------------------------------------
 
     def schema_version(self) -> int:

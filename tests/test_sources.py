@@ -254,3 +254,17 @@ def test_merge_prefers_local_content(config):
     copy = local[0].model_copy(update={"title": "Copy from elsewhere", "id": "urn:other"})
     merged = merge_items(local, [copy])
     assert len(merged) == len(local) and merged[0].title == local[0].title
+
+
+def test_a_changed_source_url_never_goes_back_to_the_old_redirect_target(project, server):
+    config = _sources(project, server, old=server.redirect("/new"))
+    server.routes["/new"] = Response(body=RSS, headers={"ETag": '"n1"'})
+    _run(config)  # the source moved permanently to /new
+    server.routes["/third"] = Response(500, b"down for maintenance")
+    config = load_config(set_config(project, sources=[{"name": "old", "url": server.url("/third")}]))
+    _run(config)  # the new URL fails: its state must not inherit /new or its ETag
+    server.routes["/third"] = Response(body=RSS.replace(b"Volunteer day", b"Volunteers' day"))
+    _run(config)
+    assert len(server.requests["/new"]) == 1 and len(server.requests["/third"]) == 2
+    assert "If-None-Match" not in server.requests["/third"][0]
+    assert "Volunteers' day recap" in _published(project)

@@ -334,19 +334,35 @@ def select_items(items: list[Item], source: RemoteSource) -> list[Item]:
 
 # -- one source, all sources ---------------------------------------------------------------------
 
-def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: dict | None):
-    url = state["url"] if state and state.get("configured_url") == source.url else source.url
-    fetched = fetch(client, url, settings, state if state and state.get("configured_url") == source.url else None)
+def _current(state: dict | None, source: RemoteSource) -> dict:
+    """The stored state if it belongs to the URL configured now; a changed URL starts afresh
+    (no redirect target, ETag or Last-Modified carried over from the old one)."""
+    return state if state and state.get("configured_url") == source.url else {}
+
+
+def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: dict):
+    fetched = fetch(client, state.get("url") or source.url, settings, state)
     if fetched.status == 304:
         return fetched, None
     return fetched, parse(fetched)
+
+
+def _store_entries(storage: Storage, source: RemoteSource, fetched: Fetched, parsed, known: bool, now: datetime) -> str:
+    feed, entries = parsed
+    if not known:  # source_items rows need their source's row first
+        storage.save_source_state(source.name, configured_url=source.url, url=source.url, status="new")
+    stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
+    unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
+    storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)
+    return f"ok ({len(unique)} entries)"
 
 
 def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[SourceReport]]:
     """Fetch every configured source concurrently; store what they give; return items from all of them."""
     if not config.sources:
         return [], []
-    states = {source.name: storage.source_state(source.name) for source in config.sources}
+    rows = {source.name: storage.source_state(source.name) for source in config.sources}
+    states = {source.name: _current(rows[source.name], source) for source in config.sources}
     with make_client(config.fetch) as client, ThreadPoolExecutor(max_workers=config.fetch.concurrency) as pool:
         futures = {source.name: pool.submit(_fetch_and_parse, client, source, config.fetch, states[source.name])
                    for source in config.sources}
@@ -362,36 +378,29 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
     reports = []
     now = utcnow()
     for source in config.sources:
-        outcome = outcomes[source.name]
-        state = states[source.name] or {}
+        outcome, state = outcomes[source.name], states[source.name]
+        url = state.get("url") or source.url
         if isinstance(outcome, SourceError):
-            rows = storage.stored_source_items(source.name)
-            kept = select_items([item_from_row(row, source) for row in rows], source)
-            log.warning("source %s (%s): %s; keeping %d items seen before", source.name, source.url, outcome, len(kept))
-            storage.save_source_state(source.name, configured_url=source.url, url=state.get("url") or source.url,
-                                      fetched_at=now, status=f"error: {outcome}", item_count=len(kept))
-            reports.append(SourceReport(source.name, False, str(outcome), kept))
-            items.extend(kept)
-            continue
-        fetched, parsed = outcome
-        if fetched.moved_to:
-            log.warning("source %s moved permanently to %s; fetching it from there from now on", source.name, fetched.moved_to)
-        if parsed is None:
-            status = "not modified (304)"
+            ok, status = False, str(outcome)
+            values = {"url": url, "etag": state.get("etag"), "last_modified": state.get("last_modified"),
+                      "status": f"error: {outcome}"}
         else:
-            feed, entries = parsed
-            if not state:  # source_items rows need their source's row first
-                storage.save_source_state(source.name, configured_url=source.url, url=source.url, status="new")
-            stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
-            unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
-            storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)
-            status = f"ok ({len(unique)} entries)"
+            fetched, parsed = outcome
+            if fetched.moved_to:
+                log.warning("source %s moved permanently to %s; fetching it from there from now on",
+                            source.name, fetched.moved_to)
+            ok = True
+            status = ("not modified (304)" if parsed is None
+                      else _store_entries(storage, source, fetched, parsed, rows[source.name] is not None, now))
+            values = {"url": fetched.moved_to or url, "etag": fetched.etag, "last_modified": fetched.last_modified,
+                      "status": status}
         kept = select_items([item_from_row(row, source) for row in storage.stored_source_items(source.name)], source)
-        storage.save_source_state(source.name, configured_url=source.url, url=fetched.moved_to or state.get("url") or source.url,
-                                  etag=fetched.etag, last_modified=fetched.last_modified, fetched_at=now,
-                                  status=status, item_count=len(kept))
-        log.info("source %s: %s, %d items", source.name, status, len(kept))
-        reports.append(SourceReport(source.name, True, status, kept))
+        storage.save_source_state(source.name, configured_url=source.url, fetched_at=now, item_count=len(kept), **values)
+        if ok:
+            log.info("source %s: %s, %d items", source.name, status, len(kept))
+        else:
+            log.warning("source %s (%s): %s; keeping %d items seen before", source.name, source.url, status, len(kept))
+        reports.append(SourceReport(source.name, ok, status, kept))
         items.extend(kept)
     return items, reports
 

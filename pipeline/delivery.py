@@ -145,13 +145,24 @@ class RateLimiter:
 SAMPLE_RECIPIENT = "subscriber@example.org"
 
 
-def sample_message(template: MessageTemplate, edition_id: str, config: Config, secret: bytes) -> Sample:
+def sample_message(digest: Digest, template: MessageTemplate, edition_id: str, config: Config,
+                   secret: bytes) -> Sample:
     """The message one made-up recipient would get: what the pre-send checks look at."""
     recipient = recipient_for(SAMPLE_RECIPIENT, edition_id, config.require_delivery(), secret, unsubscribe_base(config))
-    html, text = template.envelope.html, template.envelope.text
-    url = recipient.unsubscribe_url
-    return Sample(html.replace(UNSUBSCRIBE_PLACEHOLDER, url), text.replace(UNSUBSCRIBE_PLACEHOLDER, url),
-                  template.render(recipient))
+    html, text = digest.with_unsubscribe(recipient.unsubscribe_url)
+    return Sample(html, text, template.render(recipient))
+
+
+def next_edition_items(items: list[Item], storage: Storage, config: Config) -> list[Item]:
+    """What a look before sending should show: the next edition, else the latest one, else the newest items."""
+    chosen = choose_items(items, storage, config)
+    latest = storage.latest_edition()
+    if not chosen and latest is not None:
+        chosen = edition_items(latest, items)
+    chosen = chosen or newest_first(items)[: config.digest.limit]
+    if not chosen:
+        raise PipelineError("no items to show")
+    return chosen
 
 
 def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tuple[list[Item], list]:
@@ -159,18 +170,12 @@ def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tu
     from .feeds import ATOM_FILE, RSS_FILE, build_feeds
 
     delivery = config.require_delivery()
-    chosen = choose_items(items, storage, config)
-    latest = storage.latest_edition()
-    if not chosen and latest is not None:
-        chosen = edition_items(latest, items)
-    chosen = chosen or newest_first(items)[: config.digest.limit]
-    if not chosen:
-        raise PipelineError("no items to check")
+    chosen = next_edition_items(items, storage, config)
     edition_id = edition_id_for([item.id for item in chosen])
     digest = render_digest(chosen, config, edition_id)
     envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc))
     secret = os.environ.get(delivery.secret_env, "").encode() or b"lint-only-secret-never-sent"
-    sample = sample_message(MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER), edition_id, config, secret)
+    sample = sample_message(digest, MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER), edition_id, config, secret)
     feeds = build_feeds(items, config).files()
     return chosen, lint_outgoing(sample, chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]})
 
@@ -242,6 +247,7 @@ class Sender:
         self.transport = transport
         self.stop = stop or threading.Event()
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.digest = digest
         envelope = Envelope.for_digest(digest, edition.id, self.delivery, edition.created_at)
         self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)  # render + inline + MIME: once
         self.unsubscribe_base = unsubscribe_base(config)
@@ -316,7 +322,7 @@ class Sender:
             pass  # the ledger is down; the row stays 'sending' and the next run takes it back
 
     def sample(self) -> Sample:
-        return sample_message(self.template, self.edition.id, self.config, self.secret)
+        return sample_message(self.digest, self.template, self.edition.id, self.config, self.secret)
 
     def _render(self, claim: Claim) -> bytes:
         recipient = recipient_for(claim.email, self.edition.id, self.delivery, self.secret, self.unsubscribe_base)
@@ -388,9 +394,7 @@ def send_test(items: list[Item], storage: Storage, config: Config, address: str,
               transport: Transport | None = None) -> str:
     """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
     delivery = config.require_delivery()
-    chosen = choose_items(items, storage, config) or newest_first(items)[: config.digest.limit]
-    if not chosen:
-        raise PipelineError("no items to send")
+    chosen = next_edition_items(items, storage, config)
     edition_id = "test-" + edition_id_for([item.id for item in chosen])
     digest = render_digest(chosen, config)
     envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc), subject_prefix="[TEST] ")

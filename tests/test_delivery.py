@@ -324,3 +324,15 @@ def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_fini
         storage.close()
     assert reports[0].sent == 40
     assert sorted(broken.sent + [m.recipient for m in sink.handler.received]) == addresses
+
+
+def test_test_send_with_nothing_new_shows_the_latest_edition(project, secret, sink):
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 1)
+    run_pipeline(config, progress=False)
+    write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
+    run_pipeline(config, progress=False)  # the latest edition holds just the new item
+    with open_storage(config) as storage:
+        send_test(read_content(config), storage, config, "editor@example.org")
+    html = sink.handler.received[-1].message.get_body(("html",)).get_content()
+    assert "New research grants announced" in html and "Mesenchymal" not in html

@@ -8,11 +8,14 @@ Relative paths are resolved against the folder holding the config file.
 from __future__ import annotations
 
 import re
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
@@ -199,8 +202,6 @@ class Delivery(Strict):
     @field_validator("from_", "unsubscribe_mailto")
     @classmethod
     def _has_address(cls, value: str) -> str:
-        from email.utils import parseaddr
-
         name, address = parseaddr(value)
         if "@" not in address or address.count("@") != 1:
             raise ValueError("must contain an email address")
@@ -208,8 +209,6 @@ class Delivery(Strict):
 
     @property
     def from_address(self) -> str:
-        from email.utils import parseaddr
-
         return parseaddr(self.from_)[1]
 
     @property
@@ -238,8 +237,6 @@ class RemoteSource(Strict):
     @model_validator(mode="after")
     def _default_name(self) -> "RemoteSource":
         if not self.name:
-            from urllib.parse import urlsplit
-
             parts = urlsplit(self.url)
             slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
             object.__setattr__(self, "name", slug[:60] or "source")
@@ -263,8 +260,6 @@ class Job(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -277,10 +272,6 @@ class Job(Strict):
         return self
 
     def trigger(self):
-        from zoneinfo import ZoneInfo
-
-        from apscheduler.triggers.cron import CronTrigger
-
         try:
             return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
         except ValueError as exc:

@@ -92,7 +92,7 @@ def lxml_rss(items, config) -> bytes:
 
 
 def case_feeds(sizes, repeat) -> None:
-    from pipeline.feeds import build_feeds, build_rss
+    from pipeline.publish.feeds import build_feeds, build_rss
 
     print("feeds: RSS + Atom + JSON Feed through the pipeline vs RSS written with lxml directly")
     with workdir() as folder:
@@ -124,9 +124,9 @@ def case_feeds(sizes, repeat) -> None:
 # -- digest -------------------------------------------------------------------------------------
 
 def case_digest(sizes, recipients, repeat) -> None:
-    from pipeline.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest, render_digest_uncached
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest, render_digest_uncached
     from pipeline.items import newest_first
-    from pipeline.mail import Envelope, MessageTemplate, build_message, recipient_for
+    from pipeline.mail.message import Envelope, MessageTemplate, build_message, recipient_for
 
     print("digest: render + inline once; per-recipient personalisation vs the naive path")
     with workdir() as folder:
@@ -233,8 +233,8 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
 
 def case_send(count) -> None:
     from pipeline.build import run_pipeline
-    from pipeline.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
-    from pipeline.mail import Envelope, MessageTemplate, recipient_for
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+    from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
 
     print(f"send: {count} messages to an aiosmtpd sink in another process, pipeline vs plain smtplib")
     os.environ["PIPELINE_SECRET"] = SECRET
@@ -295,7 +295,7 @@ def case_memory(subscriber_sizes, feed_items) -> None:
                 record(f"peak RSS send to {n} subscribers", mb=mb)
             config = data.make_project(folder / "feeds-mem", limit=feed_items)
             code = ("import sys; from bench import data; from pipeline.config import load_config; "
-                    "from pipeline.feeds import build_feeds; c = load_config(sys.argv[1]); "
+                    "from pipeline.publish.feeds import build_feeds; c = load_config(sys.argv[1]); "
                     "build_feeds(data.make_items(c, int(sys.argv[2])), c)")  # argv[0] is "-c"
             mb = peak_rss_mb(["-c", code, str(config.source_file), str(feed_items)])
             baseline = peak_rss_mb(["-c", code, str(config.source_file), "0"])

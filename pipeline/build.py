@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .archive import archive_pages, site_pages
-from .delivery import EditionPlan, SendReport, edition_items, prepare_edition, send_pending
-from .digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
-from .feeds import build_feeds
+from .publish.site import archive_pages, site_pages
+from .delivery.engine import EditionPlan, SendReport, edition_items, prepare_edition, send_pending
+from .publish.digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
+from .publish.feeds import build_feeds
 from .items import Item
 from . import __version__
-from .output import write_all, write_atomic
+from .publish.output import write_all, write_atomic
 from .sources import read_content
 from .sources.remote import merge_items, read_remote
-from .storage import Storage
+from .state.storage import Storage
 
 log = logging.getLogger(__name__)
 

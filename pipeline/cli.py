@@ -86,7 +86,7 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
 
     Safe from cron: a second run while one is going exits at once with status 75.
     """
-    from .schedule import execute
+    from .service.scheduler import execute
 
     config = ctx.config
     if dry_run:
@@ -134,8 +134,8 @@ def validate(ctx: Context) -> None:
 @pass_context
 def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool) -> None:
     """Create the edition if there are new items, then send whatever is still unsent."""
-    from .delivery import prepare_edition, send_pending, send_test
-    from .schedule import run_lock
+    from .delivery.engine import prepare_edition, send_pending, send_test
+    from .service.scheduler import run_lock
     from .subscribers import normalise_address
 
     config = ctx.config
@@ -168,8 +168,8 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
 @pass_context
 def lint(ctx: Context) -> None:
     """Check the next digest, a sample message and the feeds for what breaks email; exit 1 on problems."""
-    from .delivery import lint_next_edition
-    from .lint import LintFailed
+    from .delivery.engine import lint_next_edition
+    from .mail.lint import LintFailed
 
     config = ctx.config
     config.require_delivery()
@@ -271,7 +271,7 @@ def _serve_until_interrupted(server, url: str) -> None:
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
-    from .web import serve
+    from .service.web import serve
 
     with open_storage(ctx.config) as storage:
         server = serve(ctx.config, storage, host, port)
@@ -310,14 +310,14 @@ def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> Non
     """Serve the outputs on localhost to look at them; rebuilds on each visit, never sends."""
     config = ctx.config
     if screenshots:
-        from .browser import screenshot_digest
-        from .digest import HTML_FILE
+        from .service.browser import screenshot_digest
+        from .publish.digest import HTML_FILE
 
         run_pipeline(config, send=False, progress=False)
         for path in screenshot_digest(config.path("output") / HTML_FILE, screenshots):
             click.echo(f"wrote {_shown(path)}")
         return
-    from .preview import serve as serve_preview
+    from .service.preview import serve as serve_preview
 
     server = serve_preview(config, host, port)
     _serve_until_interrupted(server, f"http://{host}:{server.server_port}/")
@@ -328,7 +328,7 @@ def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> Non
 @pass_context
 def serve(ctx: Context, run_now: bool) -> None:
     """Run the scheduled jobs as a long-running service (stop with SIGTERM or Ctrl-C)."""
-    from .schedule import serve as serve_jobs
+    from .service.scheduler import serve as serve_jobs
 
     config = ctx.config
     if logging.getLogger().level > logging.INFO:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .build import open_storage
 from .config import Config
-from .schedule import next_run_times, stored_next_run_times
+from .service.scheduler import next_run_times, stored_next_run_times
 
 
 def _iso(moment: datetime | None) -> str | None:

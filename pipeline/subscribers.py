@@ -12,7 +12,7 @@ from typing import TextIO
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import PipelineError
-from .storage import Storage
+from .state.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from pipeline.browser import VIEWS, View, chromium, open_page
-from pipeline.preview import make_app, serve
+from pipeline.service.browser import VIEWS, View, chromium, open_page
+from pipeline.service.preview import make_app, serve
 
 from .conftest import run_cli
 

@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.build import open_storage, run_pipeline
 from pipeline.config import load_config
-from pipeline.delivery import send_test
-from pipeline.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
-from pipeline.mail import Envelope, HeaderInjection, MessageTemplate, build_message, read_token, recipient_for
+from pipeline.delivery.engine import send_test
+from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, read_token, recipient_for
 from pipeline.sources import read_content
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
@@ -250,7 +250,7 @@ def test_missing_secret_stops_sending_with_a_clear_message(project, sink, monkey
 
 
 def test_rate_limit_spaces_messages_evenly():
-    from pipeline.delivery import RateLimiter
+    from pipeline.delivery.engine import RateLimiter
 
     now = [100.0]
     slept = []
@@ -304,7 +304,7 @@ class _BrokenAfter:
 
 
 def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_finishes(project, secret, sink):
-    from pipeline.delivery import prepare_edition, send_pending
+    from pipeline.delivery.engine import prepare_edition, send_pending
     from pipeline.errors import PipelineError
     from pipeline.sources import read_content
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from lxml import html as lxml_html
 
-from pipeline.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER, render_digest,
+from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER, render_digest,
                              render_digest_uncached)
 from pipeline.items import newest_first
 from pipeline.items import Item

@@ -10,7 +10,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline.feeds import STYLESHEET_PI, build_atom, build_feeds, build_rss
+from pipeline.publish.feeds import STYLESHEET_PI, build_atom, build_feeds, build_rss
 from pipeline.items import Item
 from pipeline.sources import read_content
 

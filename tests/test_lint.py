@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from pipeline.items import Item
-from pipeline.lint import lint_feed, lint_html, lint_message, lint_text
+from pipeline.mail.lint import lint_feed, lint_html, lint_message, lint_text
 
 from .conftest import add_subscribers, run_cli, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink
@@ -83,7 +83,7 @@ def test_list_unsubscribe_must_be_plain_ascii_on_the_wire():
 
 
 def test_feed_items_with_relative_urls_are_caught(config):
-    from pipeline.feeds import build_rss
+    from pipeline.publish.feeds import build_rss
     from pipeline.sources import read_content
 
     good = build_rss(read_content(config), config)

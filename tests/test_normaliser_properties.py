@@ -13,7 +13,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from pipeline.config import RemoteSource, load_config
-from pipeline.feeds import build_atom, build_json_feed, build_rss
+from pipeline.publish.feeds import build_atom, build_json_feed, build_rss
 from pipeline.sources.remote import RawEntry, entry_data, item_from_row, item_id_for
 
 from .conftest import REPO

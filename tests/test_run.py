@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output import write_atomic
+from pipeline.publish.output import write_atomic
 
 from .conftest import run_cli, snapshot, write_item
 

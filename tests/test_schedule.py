@@ -16,11 +16,11 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.interval import IntervalTrigger
 
-from pipeline import schedule
+from pipeline.service import scheduler as schedule
 from pipeline.build import open_storage
 from pipeline.config import Job, load_config
 from pipeline.errors import ConfigError
-from pipeline.schedule import EXIT_LOCKED, make_scheduler, sync_jobs
+from pipeline.service.scheduler import EXIT_LOCKED, make_scheduler, sync_jobs
 
 from .conftest import SECRET, add_subscribers, run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink
@@ -83,7 +83,7 @@ def test_background_scheduler_runs_the_real_job_and_writes_the_feeds(project):
     scheduler.add_listener(lambda event: done.set(), EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     scheduler.start()
     try:
-        scheduler.add_job("pipeline.schedule:run_job", IntervalTrigger(seconds=1), args=[str(config.source_file), "refresh"],
+        scheduler.add_job("pipeline.service.scheduler:run_job", IntervalTrigger(seconds=1), args=[str(config.source_file), "refresh"],
                           id="refresh", next_run_time=datetime.now(timezone.utc))
         assert done.wait(timeout=30)
     finally:

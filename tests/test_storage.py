@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.dialects import postgresql
 
-from pipeline.storage import SCHEMA_VERSION, Storage, claim_statement
+from pipeline.state.storage import SCHEMA_VERSION, Storage, claim_statement
 
 
 def _storage(tmp_path) -> Storage:

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from pipeline.build import open_storage, run_pipeline
-from pipeline.mail import make_token
-from pipeline.web import serve
+from pipeline.mail.message import make_token
+from pipeline.service.web import serve
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink

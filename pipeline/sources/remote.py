@@ -28,7 +28,7 @@ import httpx
 
 from ..config import Config, Fetch, RemoteSource
 from ..items import Image, Item, Source, clean_html, is_absolute_http, newest_first, plain_text, strip_xml_illegal
-from ..storage import Storage, utcnow
+from ..state.storage import Storage, utcnow
 
 log = logging.getLogger(__name__)
 

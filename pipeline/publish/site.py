@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .config import Config
+from ..config import Config
 from .digest import ARCHIVE_FOLDER, archive_url, public_copy, render_digest, template_environment
-from .items import Item, newest_first
-from .storage import Edition
+from ..items import Item, newest_first
+from ..state.storage import Edition
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
-from .config import Config
-from .items import Item, newest_first
+from ..config import Config
+from ..items import Item, newest_first
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"

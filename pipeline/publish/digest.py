@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import jinja2
 from premailer import Premailer
 
-from .config import Config
-from .items import Item, newest_first
+from ..config import Config
+from ..items import Item, newest_first
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"

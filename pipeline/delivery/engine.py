@@ -26,13 +26,13 @@ from email.utils import make_msgid
 
 from tqdm import tqdm
 
-from .config import Config
-from .digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
-from .errors import ConfigError, PipelineError
-from .items import Item, newest_first
-from .lint import LintFailed, Sample, lint_outgoing
-from .mail import Envelope, MessageTemplate, Recipient, build_message, recipient_for
-from .storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
+from ..config import Config
+from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
+from ..errors import ConfigError, PipelineError
+from ..items import Item, newest_first
+from ..mail.lint import LintFailed, Sample, lint_outgoing
+from ..mail.message import Envelope, MessageTemplate, Recipient, build_message, recipient_for
+from ..state.storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
 from .transports import PermanentError, TransientError, Transport, transport_for
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def next_edition_items(items: list[Item], storage: Storage, config: Config) -> l
 
 def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tuple[list[Item], list]:
     """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
-    from .feeds import ATOM_FILE, RSS_FILE, build_feeds
+    from ..publish.feeds import ATOM_FILE, RSS_FILE, build_feeds
 
     delivery = config.require_delivery()
     chosen = next_edition_items(items, storage, config)

@@ -13,11 +13,11 @@ from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from .config import Config
-from .delivery import signing_secret
-from .digest import template_environment
-from .mail import read_token
-from .storage import Storage
+from ..config import Config
+from ..delivery.engine import signing_secret
+from ..publish.digest import template_environment
+from ..mail.message import read_token
+from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import ssl
 from pathlib import Path
 from typing import Protocol
 
-from .config import Config, Smtp
-from .errors import ConfigError
-from .output import write_atomic
+from ..config import Config, Smtp
+from ..errors import ConfigError
+from ..publish.output import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 import mimetypes
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from .config import Config
-from .digest import template_environment
+from ..config import Config
+from ..publish.digest import template_environment
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ iframe{border:1px solid #ccc;height:80vh}.html{width:640px}.text{width:600px;bac
 
 
 def make_app(config: Config, rebuild=None):
-    from .build import run_pipeline
+    from ..build import run_pipeline
 
     public = config.path("output")
     env = template_environment(config.path("templates"))

@@ -27,8 +27,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from filelock import FileLock, Timeout
 
-from .config import Config, load_config
-from .errors import PipelineError
+from ..config import Config, load_config
+from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run_lock(config: Config, *, wait: bool = False, stop: threading.Event | None
 def execute(config: Config, job: str = MANUAL_JOB, action: str = "run", *, wait: bool = False,
             stop: threading.Event | None = None, progress: bool | None = None, force: bool = False):
     """One locked, recorded run of the pipeline; returns its summary and the RunResult."""
-    from .build import open_storage, run_pipeline
+    from ..build import open_storage, run_pipeline
 
     with run_lock(config, wait=wait, stop=stop), open_storage(config) as storage:
         run_id = storage.start_run(job)
@@ -168,7 +168,7 @@ def sync_jobs(scheduler: BaseScheduler, config: Config) -> None:
         if (existing is not None and str(existing.trigger) == str(trigger) and list(existing.args) == [config_path, name]
                 and existing.misfire_grace_time == grace):
             continue
-        scheduler.add_job("pipeline.schedule:run_job", trigger, args=[config_path, name], id=name, name=name,
+        scheduler.add_job("pipeline.service.scheduler:run_job", trigger, args=[config_path, name], id=name, name=name,
                           replace_existing=True, misfire_grace_time=grace)
         log.info("scheduled job %s: %s (%s)", name, spec.cron, spec.timezone)
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
-from .digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
-from .errors import PipelineError
-from .items import Item
+from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
+from ..errors import PipelineError
+from ..items import Item
 
 ALLOWED_SCHEMES = {"http", "https", "mailto", "tel"}
 FORBIDDEN_ELEMENTS = {"script", "form", "iframe"}

@@ -25,8 +25,8 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from urllib.parse import urlencode
 
-from .config import Delivery
-from .digest import Digest
+from ..config import Delivery
+from ..publish.digest import Digest
 
 CONTENT_POLICY = policy.SMTP  # CRLF, 78-column folding for the headers we let it fold
 WIRE_POLICY = policy.SMTP.clone(refold_source="none")  # raw headers stay exactly as written

@@ -46,6 +46,25 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
+class UserError(click.ClickException):
+    """A ``PipelineError`` as click shows it: one ``Error: ...`` line, the error's exit status."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PipelineGroup(click.Group):
+    """Turns user-fixable errors into one line and an exit status, for the console script
+    and for click's ``CliRunner`` alike (so tests see exactly what an operator sees)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            raise UserError(str(exc), getattr(exc, "exit_code", 1)) from None
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -53,7 +72,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, envvar="PIPELINE_CONFIG", help="Config file; relative paths in it are relative to it.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug); overrides logging.level.")
@@ -351,11 +370,9 @@ def status(ctx: Context, as_json: bool, runs: int) -> None:
 
 
 def main() -> None:
+    """The console script: click's own handling, except that Ctrl-C exits 130 like other Unix tools."""
     try:
-        cli.main(standalone_mode=False, prog_name="pipeline")
-    except PipelineError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(getattr(exc, "exit_code", 1))
+        cli.main(prog_name="pipeline", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from pipeline.service.browser import VIEWS, View, chromium, open_page
-from pipeline.service.preview import make_app, serve
+from pipeline.service.preview import make_app, make_preview_server
 
 from .conftest import run_cli
 
@@ -114,7 +114,7 @@ def test_preview_writes_the_same_screenshots_for_a_person(project, tmp_path):
 def preview(project):
     from pipeline.config import load_config
 
-    server = serve(load_config(project / "config.yaml"), "127.0.0.1", 0)
+    server = make_preview_server(load_config(project / "config.yaml"), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

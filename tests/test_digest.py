@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from lxml import html as lxml_html
 
-from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER, render_digest,
-                             render_digest_uncached)
+from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER,
+                                     render_digest)
 from pipeline.items import newest_first
 from pipeline.items import Item
 from pipeline.sources import read_content
@@ -119,11 +119,6 @@ def test_subject_is_one_line_from_the_lead_item(digest):
 def test_rendering_is_deterministic(config):
     items = read_content(config)
     ordered = newest_first(items)
-    first, second = render_digest_uncached(ordered, config), render_digest_uncached(ordered, config)
+    first, second = render_digest(ordered, config), render_digest(ordered, config)
     assert first is not second and first == second
 
-
-def test_one_run_renders_each_digest_once(config):
-    items = read_content(config)
-    assert render_digest(items, config, "e1") is render_digest(list(reversed(items)), config, "e1")
-    assert render_digest(items, config, "e2") is not render_digest(items, config, "e1")

@@ -42,7 +42,8 @@ def test_unsubscribing_skips_the_queued_message(tmp_path):
     store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
     store.create_edition("e1", ["urn:x:1"], "Subject")
     store.unsubscribe("b@example.org")
-    assert store.ledger_counts("e1") == {"pending": 1, "sending": 0, "sent": 0, "failed": 0, "skipped": 1}
+    assert store.ledger_counts("e1") == {"pending": 1, "sending": 0, "sent": 0, "failed": 0, "deferred": 0,
+                                         "skipped": 1}
     assert [c.email for c in store.claim("e1", 10, "w")] == ["a@example.org"]
     store.close()
 
@@ -51,4 +52,5 @@ def test_on_postgresql_the_claim_skips_rows_other_workers_hold():
     statement = claim_statement("e1", 10, "worker-a", datetime(2021, 11, 4, tzinfo=timezone.utc))
     sql = " ".join(str(statement.compile(dialect=postgresql.dialect())).split())
     assert "UPDATE deliveries SET status=" in sql
-    assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts")
+    assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts, "
+                                                                "deliveries.first_attempt_at")

@@ -16,18 +16,22 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    bindparam, create_engine, event, func, insert, literal, select, update,
+    and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
 
+from ..errors import PipelineError
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
-PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+# A ledger row: pending -> sending -> sent | failed | deferred (due again at retry_at) | skipped (unsubscribed).
+PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED = "pending", "sending", "sent", "failed", "deferred", "skipped"
+LEDGER_STATUSES = (PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED)
 
 
 def utcnow() -> datetime:
@@ -95,6 +99,8 @@ deliveries = Table(
     Column("claimed_by", String(100)),
     Column("claimed_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("retry_at", UTCDateTime),  # schema 3: when a deferred row is due again
+    Column("first_attempt_at", UTCDateTime),  # schema 3: deferrals give up this long after it
     Index("deliveries_by_status", "edition_id", "status"),
 )
 
@@ -139,8 +145,23 @@ def _migrate_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[sources, source_items])
 
 
+def _add_column(conn: Connection, table: Table, name: str) -> None:
+    column = table.c[name]
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+
+
+def _migrate_3(conn: Connection) -> None:
+    from sqlalchemy import inspect
+
+    present = {column["name"] for column in inspect(conn).get_columns("deliveries")}
+    for name in ("retry_at", "first_attempt_at"):
+        if name not in present:  # a new database got them from schema 1's create_all
+            _add_column(conn, deliveries, name)
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 @dataclass(frozen=True)
@@ -165,10 +186,35 @@ class Edition:
 
 @dataclass(frozen=True)
 class Claim:
+    """A ledger row a worker holds while it sends that one message."""
+
     edition_id: str
     subscriber_id: int
     email: str
     attempts: int
+    worker: str = ""
+    first_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed message; recorded before the connection sends the next."""
+
+    claim: Claim
+    status: str  # SENT, FAILED, DEFERRED or PENDING (handed back unsent)
+    reply: str | None
+    attempts: int
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    job: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    summary: dict[str, Any]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -191,14 +237,20 @@ def claim_statement(edition_id: str, limit: int, worker: str, now: datetime):
     FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting;
     SQLite serialises writers, which gives the same guarantee."""
     candidates = (select(deliveries.c.subscriber_id)
-                  .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING)
+                  .where(deliveries.c.edition_id == edition_id, _due(now))
                   .order_by(deliveries.c.subscriber_id).limit(limit)
                   .with_for_update(skip_locked=True))
     return (update(deliveries)
-            .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING,
+            .where(deliveries.c.edition_id == edition_id, _due(now),
                    deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
             .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
-            .returning(deliveries.c.subscriber_id, deliveries.c.attempts))
+            .returning(deliveries.c.subscriber_id, deliveries.c.attempts, deliveries.c.first_attempt_at))
+
+
+def _due(now: datetime):
+    """Rows to send now: pending ones, and deferred ones whose retry time has come."""
+    return or_(deliveries.c.status == PENDING,
+               and_(deliveries.c.status == DEFERRED, deliveries.c.retry_at <= now))
 
 
 class Storage:
@@ -241,7 +293,8 @@ class Storage:
                 conn.execute(insert(schema_info).values(version=0))
                 current = 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(f"state database has schema {current}, newer than this program ({SCHEMA_VERSION})")
+                raise PipelineError(f"state database has schema {current}, newer than this program "
+                                    f"({SCHEMA_VERSION}); upgrade newsletter-pipeline")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 log.info("migrating state database to schema %d", version)
                 MIGRATIONS[version](conn)
@@ -333,7 +386,8 @@ class Storage:
                 ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
                 conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.subscriber_id == ids, deliveries.c.status == PENDING)
+                    .where(deliveries.c.subscriber_id == ids,
+                           deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
                     .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
             return bool(result.rowcount)
 
@@ -408,12 +462,23 @@ class Storage:
             conn.execute(update(editions).where(editions.c.id == edition_id).values(recipients=count))
         return True
 
-    def editions_with_work(self) -> list[str]:
-        """Editions that still have unsent messages, oldest first."""
+    def editions_with_work(self, now: datetime | None = None) -> list[str]:
+        """Editions with messages to send now (pending, left in flight, or deferred and due), oldest first."""
+        now = now or utcnow()
         query = (select(editions.c.id)
                  .where(select(deliveries.c.subscriber_id)
                         .where(deliveries.c.edition_id == editions.c.id,
-                               deliveries.c.status.in_([PENDING, SENDING])).exists())
+                               or_(deliveries.c.status == SENDING, _due(now))).exists())
+                 .order_by(editions.c.created_at, editions.c.id))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def editions_unsettled(self) -> list[str]:
+        """Editions with any message not yet sent, failed or skipped (due now or deferred), oldest first."""
+        query = (select(editions.c.id)
+                 .where(select(deliveries.c.subscriber_id)
+                        .where(deliveries.c.edition_id == editions.c.id,
+                               deliveries.c.status.in_([PENDING, SENDING, DEFERRED])).exists())
                  .order_by(editions.c.created_at, editions.c.id))
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
@@ -431,18 +496,31 @@ class Storage:
         return result.rowcount
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
-        """Atomically move up to ``limit`` pending rows to 'sending' for this worker."""
+        """Atomically move up to ``limit`` due rows to 'sending' for this worker."""
         with self.engine.begin() as conn:
             claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow())).all()
             if not claimed:
                 return []
-            attempts = {row.subscriber_id: row.attempts for row in claimed}
-            rows = conn.execute(select(subscribers.c.id, subscribers.c.email)
-                                .where(subscribers.c.id.in_(list(attempts))).order_by(subscribers.c.id)).all()
-        return [Claim(edition_id, row.id, row.email, attempts[row.id]) for row in rows]
+            rows = {row.subscriber_id: row for row in claimed}
+            emails = conn.execute(select(subscribers.c.id, subscribers.c.email)
+                                  .where(subscribers.c.id.in_(list(rows))).order_by(subscribers.c.id)).all()
+        return [Claim(edition_id, row.id, row.email, rows[row.id].attempts, worker, rows[row.id].first_attempt_at)
+                for row in emails]
 
-    def record_results(self, results: list[tuple[Claim, str, str | None, int]]) -> None:
-        """Record many (claim, status, reply, attempts) outcomes in one transaction (group commit)."""
+    def begin_attempt(self, claim: Claim) -> bool:
+        """Mark the start of one send attempt; False when the row is no longer this worker's to send
+        (the subscriber unsubscribed after the claim, or the claim was taken back)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.edition_id == claim.edition_id, deliveries.c.subscriber_id == claim.subscriber_id,
+                       deliveries.c.status == SENDING, deliveries.c.claimed_by == claim.worker)
+                .values(claimed_at=now, first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now)))
+        return bool(result.rowcount)
+
+    def record_results(self, results: list[Outcome]) -> None:
+        """Record outcomes in one transaction; a row is only changed by the worker that holds it."""
         if not results:
             return
         now = utcnow()
@@ -450,25 +528,28 @@ class Storage:
             update(deliveries)
             .where(deliveries.c.edition_id == bindparam("b_edition"),
                    deliveries.c.subscriber_id == bindparam("b_subscriber"),
-                   deliveries.c.status == SENDING)
+                   deliveries.c.status == SENDING, deliveries.c.claimed_by == bindparam("b_worker"))
             .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
-                    updated_at=now, claimed_by=None, claimed_at=None))
+                    retry_at=bindparam("b_retry_at"), updated_at=now, claimed_by=None, claimed_at=None))
         with self.engine.begin() as conn:
             conn.execute(statement, [
-                {"b_edition": claim.edition_id, "b_subscriber": claim.subscriber_id, "b_status": status,
-                 "b_reply": reply, "b_attempts": attempts}
-                for claim, status, reply, attempts in results])
+                {"b_edition": o.claim.edition_id, "b_subscriber": o.claim.subscriber_id, "b_worker": o.claim.worker,
+                 "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at}
+                for o in results])
 
-    def release(self, claims: list[Claim]) -> None:
-        """Hand claimed but unsent rows back, e.g. when a stop was asked for mid-batch."""
-        self.record_results([(claim, PENDING, None, claim.attempts) for claim in claims])
+    def next_retry(self, edition_id: str) -> datetime | None:
+        """When the earliest deferred message of an edition is due."""
+        query = (select(func.min(deliveries.c.retry_at))
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == DEFERRED))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
 
     def ledger_counts(self, edition_id: str) -> dict[str, int]:
         query = (select(deliveries.c.status, func.count()).where(deliveries.c.edition_id == edition_id)
                  .group_by(deliveries.c.status))
         with self.engine.connect() as conn:
             counts = {status: count for status, count in conn.execute(query)}
-        return {status: counts.get(status, 0) for status in (PENDING, SENDING, SENT, FAILED, SKIPPED)}
+        return {status: counts.get(status, 0) for status in LEDGER_STATUSES}
 
     def failures(self, edition_id: str, limit: int = 50) -> list[tuple[str, str]]:
         query = (select(subscribers.c.email, deliveries.c.reply)
@@ -540,8 +621,7 @@ class Storage:
             conn.execute(update(runs).where(runs.c.id == run_id)
                          .values(finished_at=utcnow(), status=status, summary=summary))
 
-    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_runs(self, limit: int = 10) -> list[RunRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
-        return [{"id": r.id, "job": r.job, "started_at": r.started_at, "finished_at": r.finished_at,
-                 "status": r.status, "summary": r.summary} for r in rows]
+        return [RunRecord(r.id, r.job, r.started_at, r.finished_at, r.status, dict(r.summary or {})) for r in rows]

@@ -14,6 +14,20 @@ from pipeline.config import Config, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    """In-process commands configure logging (level, handlers); each test starts from the same state."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the repository's config, templates and content that a test may change freely."""

@@ -40,7 +40,7 @@ from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, R
 log = logging.getLogger(__name__)
 
 MANUAL_JOB = "manual"
-Action = Literal["run", "feeds", "send"]
+Action = Literal["run", "feeds", "send", "retry"]
 
 
 # -- the parts every use case shares ------------------------------------------------------------
@@ -136,8 +136,9 @@ def action_for(config: Config, job: str | None) -> Action:
 
 def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, wait: bool = False,
         force: bool = False, stop: threading.Event | None = None, progress: bool | None = None) -> RunOutcome:
-    """One locked, recorded run: ``run`` publishes and sends, ``feeds`` only publishes, ``send`` only
-    sends (and writes the archive pages its messages link to)."""
+    """One locked, recorded run: ``run`` publishes and sends, ``feeds`` only publishes, ``send`` makes the
+    new edition (if any) and sends what is due, ``retry`` only sends what is already queued and due.
+    ``send`` and ``retry`` write just the archive pages their messages link to."""
     action = action or action_for(config, job)
     with run_lock(config.path("state"), wait=wait, stop=stop), open_storage(config) as storage:
         run_id = storage.start_run(job)
@@ -177,7 +178,7 @@ def publish(config: Config, *, wait: bool = True) -> RunOutcome:
 def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop: threading.Event | None,
          progress: bool | None) -> RunOutcome:
     delivering = config.delivery is not None
-    sending = delivering and action in ("run", "send")
+    sending = delivering and action in ("run", "send", "retry")
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(storage.editions_with_work())
@@ -190,7 +191,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
             return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
-    if sending:
+    if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.subject)
         if outcome.edition.reason and not outcome.edition.created:
             log.info("edition: %s", outcome.edition.reason)

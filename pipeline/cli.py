@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import PipelineError
 from .logs import configure_logging
 
+DEFAULT_CONFIG = "config.yaml"  # as pipeline.config has it; not imported, so --help needs no pydantic
+
 if TYPE_CHECKING:
+    from .config import Config
     from .app import RunOutcome
     from .delivery.engine import SendReport
 
@@ -43,6 +45,8 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from .config import load_config
+
             self._config = load_config(self.config_path)
             settings = self._config.logging
             log_file = self.log_file or (self._config.resolve(settings.file) if settings.file else None)
@@ -151,7 +155,7 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
     if dry_run:
         _report_run(app.dry_run(ctx.config, send=not no_send), dry_run=True)
         return
-    action = "feeds" if no_send else None
+    action: app.Action | None = "feeds" if no_send else None
     outcome = app.run(ctx.config, job=job_name or app.MANUAL_JOB, action=action, wait=wait, force=force)
     _report_run(outcome)
     _exit_for(outcome)
@@ -173,8 +177,10 @@ def validate(ctx: Context) -> None:
               help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
 @click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
+@click.option("--queued-only", is_flag=True, help="Create no new edition; only send messages already queued and due "
+                                                  "(deferred retries, interrupted sends).")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool) -> None:
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool) -> None:
     """Create the edition if there are new items, then send whatever is due (deferred retries too).
 
     A recorded run like `pipeline run`, which also writes the archive pages the
@@ -198,7 +204,7 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
         if plan.reason == "would create the edition":
             click.echo(f"would send the new edition to {preview.subscribers} subscribers")
         return
-    outcome = app.run(config, action="send", wait=wait, force=force)
+    outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
     if outcome.edition is not None:
         plan = outcome.edition
         click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")

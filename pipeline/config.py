@@ -258,9 +258,10 @@ class Fetch(Strict):
 class Job(Strict):
     cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
     timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
-    action: Literal["run", "feeds", "send"] = Field(
+    action: Literal["run", "feeds", "send", "retry"] = Field(
         default="run", description="run: feeds, digest and sending; feeds: feeds and digest only, no email; "
-                                   "send: send what is due (new edition, deferred retries), outputs untouched.")
+                                   "send: a new edition if there is one, then whatever is due; retry: only "
+                                   "messages already queued and due (deferred ones, interrupted sends).")
     misfire_grace_time: int | None = Field(default=None, ge=1, description="Overrides schedule.misfire_grace_time.")
 
     @field_validator("timezone")

@@ -216,7 +216,7 @@ def test_status_json_reports_the_runs_that_just_happened(project, secret):
     report = json.loads(run_cli(project, "status", "--json", check=True).stdout)
     assert [(r["job"], r["status"]) for r in report["runs"]] == [("refresh-feeds", "ok"), ("manual", "ok")]
     assert report["runs"][1]["summary"]["sent"] == 1 and report["runs"][0]["summary"]["action"] == "feeds"
-    assert {j["name"] for j in report["jobs"]} == {"refresh-feeds", "weekly-digest"}
+    assert {j["name"] for j in report["jobs"]} == {"refresh-feeds", "weekly-digest", "retry-deferred"}
     assert all(j["next_run"] for j in report["jobs"])
     assert report["last_edition"]["sent"] == 1 and report["subscribers"]["subscribed"] == 1
     text = run_cli(project, "status", check=True).stdout

@@ -128,3 +128,16 @@ def test_an_unknown_job_is_refused_by_the_command_and_by_the_scheduler_alike(pro
     result = _invoke(project, "run", "--job", "nope")
     assert result.exit_code == 1 and "schedule.jobs: no job named 'nope'" in result.output
     assert not (project / "public" / "rss.xml").exists()  # it did not silently run as 'run'
+
+
+def test_help_and_version_start_without_the_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.cli import main; sys.argv = ['pipeline', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('sqlalchemy', 'premailer', 'feedgen', 'pydantic', 'lxml') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    # a fresh interpreter is the point: what `pipeline --help` imports
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out

@@ -107,3 +107,19 @@ def test_status_counts_every_ledger_state(project, secret):
         _invoke(project, "run")
     line = next(line for line in _invoke(project, "status").output.splitlines() if line.startswith("Last edition"))
     assert "sent 1, failed 1, deferred 1, pending 0, sending 0" in line and "next retry" in line
+
+
+def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(project, secret):
+    from .conftest import write_item
+
+    handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 1}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, max_attempts=1, defer_delay=0)
+        add_subscribers(config, 2)
+        assert _invoke(project, "run").exit_code == 2  # one delivered, one deferred
+        write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
+        result = _invoke(project, "send", "--queued-only")
+        assert result.exit_code == 0, result.output
+    assert sorted(m.recipient for m in handler.received) == ["reader00000@example.org", "reader00001@example.org"]
+    with app.open_storage(config) as storage:
+        assert len(storage.list_editions()) == 1  # the new item waits for the next real run

@@ -35,7 +35,7 @@ from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs,
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
-from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage
+from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage, StoredDigest
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,9 @@ class RunContext:
             self.renders += 1
         return self._digests[key]
 
-    def subject(self, edition_id: str, items: list[Item]) -> str:
-        return self.digest(items, edition_id).subject
+    def stored(self, edition_id: str, items: list[Item]) -> StoredDigest:
+        digest = self.digest(items, edition_id)
+        return StoredDigest(digest.subject, digest.html, digest.text)
 
     def web_digest(self, editions: list[Edition]) -> Digest | None:
         """What the site shows: the latest edition, else the newest items."""
@@ -162,7 +163,7 @@ def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
         ctx = RunContext(config, storage, merge_items(local, remote))
         outcome = RunOutcome("run" if send else "feeds", items=ctx.items)
         if config.delivery is not None and send:
-            outcome.edition = plan_edition(ctx.items, storage, config, ctx.subject, dry_run=True)
+            outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         editions = storage.list_editions() if config.delivery is not None else []
         outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
         outcome.renders = ctx.renders
@@ -192,7 +193,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and action != "retry":
-        outcome.edition = plan_edition(ctx.items, storage, config, ctx.subject)
+        outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
             log.info("edition: %s", outcome.edition.reason)
     editions = storage.list_editions() if delivering else []
@@ -235,9 +236,12 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
         if edition is None:
             continue
         chosen = items_of(edition, ctx.items)
-        if not chosen:
-            raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
-        mail = EditionMail(ctx.digest(chosen, edition_id), edition_id, edition.created_at, config, secret)
+        stored = storage.edition_digest(edition_id)  # the bytes the edition was made with
+        if stored is None:  # an edition made before digests were stored: render it from its items
+            if not chosen:
+                raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
+            stored = ctx.stored(edition_id, chosen)
+        mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
         findings = lint_outgoing(mail.sample(), chosen)
         if findings and not force:
             raise LintFailed(findings)
@@ -279,7 +283,7 @@ def send_dry_run(config: Config) -> SendPreview:
     with open_storage(config) as storage:
         local, remote = read_items(config, storage, fetch=False)
         ctx = RunContext(config, storage, merge_items(local, remote))
-        plan = plan_edition(ctx.items, storage, config, ctx.subject, dry_run=True)
+        plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
         return SendPreview(plan, due, storage.count_subscribers(SUBSCRIBED))
 

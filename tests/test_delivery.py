@@ -16,6 +16,7 @@ from pipeline.config import load_config
 from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, recipient_for
 from pipeline.mail.tokens import read_token
+from pipeline.state.storage import StoredDigest
 from pipeline.sources import read_content
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
@@ -329,7 +330,7 @@ def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_fini
     addresses = add_subscribers(config, 50)
     app.run(config, action="feeds", progress=False)
     with open_storage(config) as storage:  # create the edition, then send it through a transport that breaks
-        storage.create_edition("e1", ["urn:x:1"], "Subject")
+        storage.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
         broken = _BrokenAfter(10)
         sender = Sender(storage, "e1", lambda claim: b"Subject: x\r\n\r\nbody\r\n", broken,
                         SendSettings("news@nationalmssociety.org", connections=2), progress=False)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.dialects import postgresql
 
-from pipeline.state.storage import SCHEMA_VERSION, Storage, claim_statement
+from pipeline.state.storage import SCHEMA_VERSION, Storage, StoredDigest, claim_statement
 
 
 def _storage(tmp_path) -> Storage:
@@ -25,8 +25,8 @@ def test_a_new_database_is_migrated_to_the_current_schema_once(tmp_path):
 def test_claims_never_overlap_and_cover_every_row(tmp_path):
     store = _storage(tmp_path)
     store.merge_subscribers([(f"r{n}@example.org", None, {}) for n in range(25)])
-    assert store.create_edition("e1", ["urn:x:1"], "Subject")
-    assert not store.create_edition("e1", ["urn:x:1"], "Subject")  # a rerun of the same edition
+    assert store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    assert not store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))  # a rerun of the same edition
     first = store.claim("e1", 10, "worker-a")
     second = store.claim("e1", 10, "worker-b")
     third = store.claim("e1", 10, "worker-c")
@@ -40,7 +40,7 @@ def test_claims_never_overlap_and_cover_every_row(tmp_path):
 def test_unsubscribing_skips_the_queued_message(tmp_path):
     store = _storage(tmp_path)
     store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
-    store.create_edition("e1", ["urn:x:1"], "Subject")
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
     store.unsubscribe("b@example.org")
     assert store.ledger_counts("e1") == {"pending": 1, "sending": 0, "sent": 0, "failed": 0, "deferred": 0,
                                          "skipped": 1}

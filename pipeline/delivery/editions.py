@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..errors import PipelineError
 from ..items import Item, newest_first
-from ..state.storage import SUBSCRIBED, Edition, Storage
+from ..state.storage import SUBSCRIBED, Edition, Storage, StoredDigest
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,13 @@ class EditionPlan:
     reason: str = ""
 
 
-def plan_edition(items: list[Item], storage: Storage, config: Config, subject: Callable[[str, list[Item]], str], *,
-                 dry_run: bool = False) -> EditionPlan:
+def plan_edition(items: list[Item], storage: Storage, config: Config,
+                 digest: Callable[[str, list[Item]], StoredDigest], *, dry_run: bool = False) -> EditionPlan:
     """Create the next edition if there is something new and someone to send it to.
 
-    ``subject(edition_id, items)`` gives the edition's subject; the caller renders
-    the digest once and keeps it for everything else the run does with it.
+    ``digest(edition_id, items)`` gives the edition's rendered digest, stored with it so
+    any worker sends the same bytes; the caller renders it once and keeps it for
+    everything else the run does with it.
     """
     chosen = next_items(items, storage, config)
     if not chosen:
@@ -85,9 +86,10 @@ def plan_edition(items: list[Item], storage: Storage, config: Config, subject: C
         return EditionPlan(None, chosen, reason="no subscribers")
     if dry_run:
         return EditionPlan(edition_id, chosen, reason="would create the edition")
-    created = storage.create_edition(edition_id, [item.id for item in chosen], subject(edition_id, chosen),
+    created = storage.create_edition(edition_id, [item.id for item in chosen], digest(edition_id, chosen),
                                      record_items=config.require_delivery().edition == "new")
     edition = storage.get_edition(edition_id)
     log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
              edition.recipients if edition else 0)
-    return EditionPlan(edition_id, chosen, created=created, reason="new edition")
+    return EditionPlan(edition_id, chosen, created=created,
+                       reason="new edition" if created else "edition made by another process")

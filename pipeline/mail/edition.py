@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.utils import make_msgid
+from typing import Protocol
 
 from ..config import Config
-from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
+from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
 from .message import Envelope, MessageTemplate, Recipient, recipient_for
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
+
+
+class DigestParts(Protocol):
+    """A rendered digest (fresh, or as stored with its edition), with the unsubscribe placeholder in it."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def html(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 def unsubscribe_base(config: Config) -> str:
@@ -20,7 +34,7 @@ def unsubscribe_base(config: Config) -> str:
 class EditionMail:
     """Render + inline + MIME happen once here; ``render`` only fills in one recipient."""
 
-    def __init__(self, digest: Digest, edition_id: str, date: datetime, config: Config, secret: bytes,
+    def __init__(self, digest: DigestParts, edition_id: str, date: datetime, config: Config, secret: bytes,
                  subject_prefix: str = ""):
         self.digest, self.edition_id, self.secret = digest, edition_id, secret
         self.delivery = config.require_delivery()
@@ -43,5 +57,7 @@ class EditionMail:
     def sample(self) -> Sample:
         """The message one made-up recipient would get: what the pre-send checks look at."""
         recipient = self.recipient(SAMPLE_RECIPIENT)
-        html, text = self.digest.with_unsubscribe(recipient.unsubscribe_url)
+        url = recipient.unsubscribe_url
+        html, text = self.digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, url), self.digest.text.replace(
+            UNSUBSCRIBE_PLACEHOLDER, url)
         return Sample(html, text, self.template.render(recipient))

@@ -22,13 +22,16 @@ from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from ..config import Delivery
 from ..errors import PipelineError
-from ..publish.digest import Digest
 from .addresses import ascii_address
 from .tokens import make_token
+
+if TYPE_CHECKING:
+    from .edition import DigestParts
 
 CONTENT_POLICY = policy.SMTP  # CRLF, 78-column folding for the headers we let it fold
 WIRE_POLICY = policy.SMTP.clone(refold_source="none")  # raw headers stay exactly as written
@@ -92,7 +95,7 @@ class Envelope:
     delivery: Delivery
 
     @classmethod
-    def for_digest(cls, digest: Digest, edition_id: str, delivery: Delivery, date: datetime,
+    def for_digest(cls, digest: DigestParts, edition_id: str, delivery: Delivery, date: datetime,
                    subject_prefix: str = "") -> Envelope:
         return cls(subject=subject_prefix + digest.subject, html=digest.html, text=digest.text, date=date,
                    boundary=f"=_edition_{edition_id}", delivery=delivery)

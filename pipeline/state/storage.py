@@ -24,7 +24,7 @@ from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
@@ -87,6 +87,24 @@ edition_items = Table(
     "edition_items", metadata,
     Column("item_id", String(1000), primary_key=True),  # an item goes out in one edition only
     Column("edition_id", String(64), ForeignKey("editions.id"), nullable=False),
+)
+
+edition_digests = Table(  # schema 4: the rendered digest, so any worker sends the same bytes without content
+    "edition_digests", metadata,
+    Column("edition_id", String(64), ForeignKey("editions.id"), primary_key=True),
+    Column("variant", String(200), primary_key=True, default=""),  # "" is the whole edition
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+workers = Table(  # schema 4: send workers and their heartbeats, for leases, the shared rate and status
+    "workers", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(300), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
 )
 
 deliveries = Table(
@@ -160,8 +178,12 @@ def _migrate_3(conn: Connection) -> None:
             _add_column(conn, deliveries, name)
 
 
+def _migrate_4(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[edition_digests, workers])
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 @dataclass(frozen=True)
@@ -182,6 +204,15 @@ class Edition:
     subject: str
     item_ids: list[str]
     recipients: int
+
+
+@dataclass(frozen=True)
+class StoredDigest:
+    """An edition's digest as it was rendered when the edition was made (placeholder for the unsubscribe URL)."""
+
+    subject: str
+    html: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -435,18 +466,22 @@ class Storage:
             rows = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc())).all()
         return [Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) for row in rows]
 
-    def create_edition(self, edition_id: str, item_ids: list[str], subject: str, *, record_items: bool = True) -> bool:
-        """Record an edition and queue one ledger row per current subscriber, in one transaction.
+    def create_edition(self, edition_id: str, item_ids: list[str], digest: StoredDigest, *,
+                       record_items: bool = True) -> bool:
+        """Record an edition, its rendered digest, and one ledger row per current subscriber, in one transaction.
 
-        Returns False when the edition exists already (a rerun), changing nothing.
-        The queue is filled with INSERT ... SELECT, so no subscriber list passes through Python.
+        Returns False when the edition exists already (a rerun, or another process won the race),
+        changing nothing.  The queue is filled with INSERT ... SELECT, so no subscriber list
+        passes through Python.
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            if conn.execute(select(editions.c.id).where(editions.c.id == edition_id)).first():
+            created = conn.execute(self._insert_ignoring_conflicts(editions, ["id"]).values(
+                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0))
+            if not created.rowcount:
                 return False
-            conn.execute(insert(editions).values(id=edition_id, created_at=now, subject=subject,
-                                                 item_ids=item_ids, recipients=0))
+            conn.execute(insert(edition_digests).values(edition_id=edition_id, variant="", subject=digest.subject,
+                                                        html=digest.html, text=digest.text))
             if record_items:
                 conn.execute(insert(edition_items), [{"item_id": i, "edition_id": edition_id} for i in item_ids])
             queued = conn.execute(insert(deliveries).from_select(
@@ -461,6 +496,22 @@ class Storage:
                                      .where(deliveries.c.edition_id == edition_id)).scalar_one()
             conn.execute(update(editions).where(editions.c.id == edition_id).values(recipients=count))
         return True
+
+    def _insert_ignoring_conflicts(self, table: Table, keys: list[str]):
+        """INSERT ... ON CONFLICT DO NOTHING: of several processes inserting the same row, one wins, none fails."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def edition_digest(self, edition_id: str, variant: str = "") -> StoredDigest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(edition_digests).where(edition_digests.c.edition_id == edition_id,
+                                                             edition_digests.c.variant == variant)).first()
+        return StoredDigest(row.subject, row.html, row.text) if row else None
 
     def editions_with_work(self, now: datetime | None = None) -> list[str]:
         """Editions with messages to send now (pending, left in flight, or deferred and due), oldest first."""

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from .config import Config
 from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
 from .delivery.engine import SendReport, Sender, SendSettings
+from .delivery.topics import lint_variants, variant_mails, variant_renderer
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError
@@ -242,13 +243,14 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
                 raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
             stored = ctx.stored(edition_id, chosen)
         mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
-        findings = lint_outgoing(mail.sample(), chosen)
+        mails = variant_mails(storage, mail, config)  # per-topic digests, if subscribers chose topics
+        findings = lint_outgoing(mail.sample(), chosen) + lint_variants(mails, chosen, config)
         if findings and not force:
             raise LintFailed(findings)
         for finding in findings:
             log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
         chosen_transport = transport or transport_for(config, edition_id)
-        sender = Sender(storage, edition_id, lambda claim: mail.render(claim.email), chosen_transport,
+        sender = Sender(storage, edition_id, variant_renderer(storage, edition_id, mails), chosen_transport,
                         SendSettings.for_delivery(delivery, chosen_transport), stop=stop, progress=progress)
         report = sender.run()
         report.failures = storage.failures(edition_id)

@@ -233,35 +233,42 @@ def subscribers() -> None:
 @subscribers.command("add")
 @click.argument("address")
 @click.option("--name", help="The subscriber's name.")
+@click.option("--topics", help="Comma-separated topic names from config.yaml (default: everything).")
+@click.option("--confirmed", is_flag=True, help="The person has already agreed: subscribe at once (recorded as the "
+                                                "operator's word). Without it, they get a confirmation email.")
 @pass_context
-def subscribers_add(ctx: Context, address: str, name: str | None) -> None:
-    """Subscribe ADDRESS (also resubscribes an address that had unsubscribed)."""
+def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | None, confirmed: bool) -> None:
+    """Subscribe ADDRESS through double opt-in, or at once with --confirmed (also resubscribes)."""
     from .app import open_storage
-    from .mail.addresses import normalise_address
+    from .signup import operator_add
 
-    email = normalise_address(address)
+    chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics is not None else None
     with open_storage(ctx.config) as storage:
-        click.echo(f"{email}: {storage.add_subscriber(email, name, resubscribe=True)}")
+        email, outcome = operator_add(ctx.config, storage, address, name, chosen, confirmed=confirmed)
+        click.echo(f"{email}: {outcome}")
 
 
 @subscribers.command("remove")
 @click.argument("address")
+@click.option("--via", type=click.Choice(["operator", "mailto"]), default="operator", show_default=True,
+              help="How the request came (kept in the consent history): mailto for the unsubscribe mailbox.")
 @pass_context
-def subscribers_remove(ctx: Context, address: str) -> None:
+def subscribers_remove(ctx: Context, address: str, via: str) -> None:
     """Unsubscribe ADDRESS; it is never mailed again, and no import resubscribes it."""
     from .app import open_storage
     from .mail.addresses import normalise_address
+    from .signup import unsubscribe
 
     email = normalise_address(address)
     with open_storage(ctx.config) as storage:
         if storage.get_subscriber(email) is None:
             raise PipelineError(f"{email}: not a subscriber")
-        changed = storage.unsubscribe(email)
+        changed = unsubscribe(storage, email, via)
         click.echo(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
 
 
 @subscribers.command("list")
-@click.option("--status", type=click.Choice(["subscribed", "unsubscribed"]), help="Only this status.")
+@click.option("--status", type=click.Choice(["subscribed", "pending", "unsubscribed"]), help="Only this status.")
 @pass_context
 def subscribers_list(ctx: Context, status: str | None) -> None:
     """List subscribers, one per line: address, status, name."""
@@ -274,18 +281,45 @@ def subscribers_list(ctx: Context, status: str | None) -> None:
 
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--confirmed", is_flag=True, help="Every new row has already agreed: subscribe them at once (recorded "
+                                                "as the operator's word). Without it, each gets a confirmation email.")
 @pass_context
-def subscribers_import(ctx: Context, csv_file: Path) -> None:
+def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
     """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
     from .app import open_storage
     from .subscribers import read_csv_file
 
     with open_storage(ctx.config) as storage:
-        report = read_csv_file(storage, csv_file)
+        report = read_csv_file(storage, csv_file, ctx.config, confirmed=confirmed)
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
-               f"duplicates {report.duplicates}, invalid {len(report.invalid)}")
+               f"duplicates {report.duplicates}, invalid {len(report.invalid)}"
+               + ("" if confirmed else f", confirmations sent {report.confirmations}"))
+
+
+@subscribers.command("show")
+@click.argument("address")
+@pass_context
+def subscribers_show(ctx: Context, address: str) -> None:
+    """Show ADDRESS with its topics and its consent history: when, how, and the consent text shown."""
+    from .app import open_storage
+    from .signup import describe_event, show
+
+    with open_storage(ctx.config) as storage:
+        report = show(storage, address)
+    if report is None:
+        raise PipelineError(f"{address.strip()}: not a subscriber")
+    p = report.profile
+    click.echo(f"{p.email}\t{p.status}\t{p.name or ''}")
+    click.echo(f"topics: {', '.join(p.topics) or 'everything'}")
+    for label, moment in (("confirmed", p.confirmed_at), ("paused until", p.paused_until),
+                          ("unsubscribed", p.unsubscribed_at)):
+        if moment:
+            click.echo(f"{label}: {moment.isoformat(timespec='seconds')}")
+    click.echo("consent history:" if report.history else "consent history: none recorded")
+    for event in report.history:
+        click.echo(f"  {describe_event(event)}")
 
 
 @subscribers.command("export")

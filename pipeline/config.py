@@ -305,6 +305,56 @@ class Logging(Strict):
     file: Path | None = Field(default=None, description="Also write log lines to this file.")
 
 
+class Topic(Strict):
+    """A topic readers can choose: the items it covers are those with one of its tags."""
+
+    description: str = ""
+    tags: list[str] = Field(min_length=1, description="Item tags this topic covers (compared case-insensitively).")
+    label: str | None = Field(default=None, description="How forms name it (default: the topic's name).")
+
+
+class Signup(Strict):
+    """Self-service signup with double opt-in, and what protects it from bots (see README, "Signup")."""
+
+    web_url: str | None = Field(default=None, description="Public URL of the web app (default: the folder of "
+                                                          "digest.unsubscribe_url, i.e. <base_url>).")
+    consent_text: str = Field(default="Yes, email me {site_title}. I can unsubscribe at any time.",
+                              description="The consent line shown by the form; recorded with every signup.")
+    confirm_hours: float = Field(default=48.0, gt=0, description="How long a confirmation link works.")
+    resend_minutes: float = Field(default=60.0, ge=0, description="A pending address gets at most one "
+                                                                  "confirmation mail this often.")
+    min_fill_seconds: float = Field(default=3.0, ge=0, description="Forms sent faster than this are refused.")
+    max_form_age_hours: float = Field(default=24.0, gt=0, description="Signed form timestamps older than this "
+                                                                      "are asked to submit again.")
+    ip_limit: int = Field(default=10, ge=1, description="Signups accepted per client IP per hour.")
+    address_limit: int = Field(default=3, ge=1, description="Signups accepted per address per hour.")
+    confirmations_per_hour: int = Field(default=200, ge=1, description="Confirmation mails sent per hour, "
+                                                                       "in all (the list-bombing brake).")
+    blocked_domains: list[str] = Field(default_factory=list, description="Address domains refused (and "
+                                                                         "their subdomains).")
+    check_deliverability: bool = Field(default=True, description="Look up the domain's MX (DNS) before mailing.")
+    deliverability_timeout: float = Field(default=5.0, gt=0, description="Seconds for that DNS lookup.")
+    client_ip_header: str | None = Field(default=None, description='e.g. "X-Forwarded-For" behind a proxy '
+                                                                   "you run: its last address is the client.")
+    embed_origins: list[str] = Field(default_factory=list, description="Origins allowed to frame the form "
+                                                                       "and post it (https://example.org).")
+    welcome: bool = Field(default=False, description="Send a welcome message after confirmation.")
+    preferences_days: int = Field(default=365, ge=1, description="How long a digest's preferences link works.")
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r}: an origin is scheme and host only, e.g. https://example.org")
+        return [origin.lower() for origin in value]
+
+    @field_validator("blocked_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [domain.strip().lower().lstrip("@") for domain in value if domain.strip()]
+
+
 class Config(Strict):
     site: Site
     organisation: Organisation
@@ -316,6 +366,8 @@ class Config(Strict):
     sources: list[RemoteSource] = Field(default_factory=list)
     fetch: Fetch = Fetch()
     logging: Logging = Logging()
+    signup: Signup = Signup()
+    topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
 
     # Set by load_config, not by the file.
     root: Path = Path(".")
@@ -331,6 +383,14 @@ class Config(Strict):
         if duplicates:
             raise ValueError(f"sources: duplicate name {duplicates[0]!r}")
         return self
+
+    @field_validator("topics")
+    @classmethod
+    def _topic_names(cls, value: dict[str, Topic]) -> dict[str, Topic]:
+        for name in value:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+                raise ValueError(f"topic name {name!r}: use lower-case letters, digits, - and _")
+        return value
 
     def resolve(self, path: Path) -> Path:
         return (self.root / path).resolve()

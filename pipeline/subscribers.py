@@ -9,14 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from typing import TYPE_CHECKING
+
 from .errors import PipelineError
 from .mail.addresses import AddressError, normalise_address
-from .state.storage import Storage
+from .state.storage import PENDING_CONFIRMATION, SUBSCRIBED, Storage
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 1000
 EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "unsubscribed_at"]
+CONSENT_COLUMNS = ["topics", "confirmed_at", "consent_history"]  # schema 5: after any attribute columns
 
 
 @dataclass
@@ -26,13 +32,17 @@ class ImportReport:
     kept_unsubscribed: int = 0
     duplicates: int = 0
     invalid: list[str] = field(default_factory=list)
+    confirmations: int = 0
 
 
-def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportReport:
+def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Config | None = None, *,
+               confirmed: bool = True) -> ImportReport:
     """Merge a CSV (header row, an ``email`` column) into the subscribers.
 
     Other columns are kept as attributes; ``name`` becomes the name.  A bad row is
     reported with its line number and skipped; an unsubscribed address stays so.
+    With a ``config``, every new row gets a consent record, and unless ``confirmed``
+    (the operator's explicit word) it is pending and is sent a confirmation email.
     """
     reader = csv.DictReader(handle)
     columns = [c.strip().lower() for c in reader.fieldnames or []]
@@ -43,7 +53,13 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
     batch: list[tuple[str, str | None, dict[str, str]]] = []
 
     def flush() -> None:
-        counts = storage.merge_subscribers(batch)
+        new = sorted({email for email, _, _ in batch} - storage.known_emails([e for e, _, _ in batch])) \
+            if config is not None and batch else []
+        counts = storage.merge_subscribers(batch, status=SUBSCRIBED if confirmed else PENDING_CONFIRMATION)
+        if config is not None:
+            from .signup import record_import
+
+            report.confirmations += record_import(config, storage, new, confirmed=confirmed, source=source)
         report.added += counts["added"]
         report.updated += counts["updated"]
         report.kept_unsubscribed += counts["unsubscribed"]
@@ -70,20 +86,46 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
 
 
 def export_csv(storage: Storage, handle: TextIO) -> int:
-    """Write every subscriber as CSV, streaming: one pass finds the extra columns, one writes."""
+    """Write every subscriber as CSV, streaming: one pass finds the extra columns, one writes.
+    The last columns are the topics, the confirmation time and the consent history (one event a line)."""
     extra = sorted({key for row in _rows(storage) for key in row} - set(EXPORT_COLUMNS))
-    writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS + extra, extrasaction="ignore")
+    writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS + extra + CONSENT_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     count = 0
-    for row in _rows(storage):
-        writer.writerow(row)
-        count += 1
+    for rows in _batches(_rows(storage, ids=True), IMPORT_BATCH):
+        histories = storage.consent_histories([int(row["_id"]) for row in rows])
+        profiles = storage.profiles([int(row["_id"]) for row in rows])
+        for row in rows:
+            subscriber_id = int(row.pop("_id"))
+            profile = profiles.get(subscriber_id)
+            writer.writerow({**row, **_consent_columns(profile, histories[subscriber_id])})
+            count += 1
     return count
 
 
-def _rows(storage: Storage) -> Iterator[dict[str, str]]:
+def _consent_columns(profile, history) -> dict[str, str]:
+    from .signup import describe_event
+
+    return {"topics": ",".join(profile.topics) if profile else "",
+            "confirmed_at": profile.confirmed_at.isoformat() if profile and profile.confirmed_at else "",
+            "consent_history": "\n".join(describe_event(event) for event in history)}
+
+
+def _batches(rows: Iterator[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
+    batch: list[dict[str, str]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _rows(storage: Storage, ids: bool = False) -> Iterator[dict[str, str]]:
     for sub in storage.iter_subscribers():
         yield {
+            **({"_id": str(sub.id)} if ids else {}),
             **{k: str(v) for k, v in sub.attributes.items()},
             "email": sub.email,
             "name": sub.name or "",
@@ -93,6 +135,7 @@ def _rows(storage: Storage) -> Iterator[dict[str, str]]:
         }
 
 
-def read_csv_file(storage: Storage, path: Path) -> ImportReport:
+def read_csv_file(storage: Storage, path: Path, config: Config | None = None, *,
+                  confirmed: bool = True) -> ImportReport:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return import_csv(storage, handle, source=str(path))
+        return import_csv(storage, handle, source=str(path), config=config, confirmed=confirmed)

@@ -136,7 +136,7 @@ def test_feeds_read_well_in_a_browser_through_their_stylesheet(browser, preview,
 
 
 def test_preview_index_links_everything_and_rebuilds_without_sending(project, preview, secret):
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     page = urllib.request.urlopen(preview + "/", timeout=30).read().decode()
     for link in ("/digest.html", "/digest.txt", "/rss.xml", "/atom.xml", "/feed.json", "/archive/"):
         assert f'href="{link}"' in page

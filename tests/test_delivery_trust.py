@@ -21,10 +21,10 @@ def test_an_internationalised_domain_is_stored_once_and_mailed_in_its_ascii_form
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        assert _invoke(project, "subscribers", "add", "User@Bücher.example").output.strip() == \
+        assert _invoke(project, "subscribers", "add", "User@Bücher.example", "--confirmed").output.strip() == \
             "user@xn--bcher-kva.example: added"
         # the same address written in punycode is the same subscriber
-        assert "updated" in _invoke(project, "subscribers", "add", "user@xn--bcher-kva.example").output
+        assert "updated" in _invoke(project, "subscribers", "add", "user@xn--bcher-kva.example", "--confirmed").output
         result = _invoke(project, "run")
     assert result.exit_code == 0, result.output
     received = handler.by_recipient()
@@ -36,7 +36,7 @@ def test_a_non_ascii_local_part_goes_out_where_the_server_offers_smtputf8(projec
     handler = RecordingHandler()
     with SmtpSink(handler, smtputf8=True) as sink:
         config = use_smtp(project, sink.port)
-        _invoke(project, "subscribers", "add", "josé@example.org")
+        _invoke(project, "subscribers", "add", "josé@example.org", "--confirmed")
         result = _invoke(project, "run")
     assert result.exit_code == 0, result.output
     (message,) = handler.received
@@ -48,7 +48,7 @@ def test_a_non_ascii_local_part_fails_alone_where_the_server_lacks_smtputf8(proj
     with SmtpSink(handler, smtputf8=False) as sink:
         config = use_smtp(project, sink.port)
         addresses = add_subscribers(config, 2)
-        _invoke(project, "subscribers", "add", "josé@example.org")
+        _invoke(project, "subscribers", "add", "josé@example.org", "--confirmed")
         result = _invoke(project, "run")
         assert result.exit_code == 2, result.output  # partial: some delivered, one failed
         assert "failed: josé@example.org" in result.output and "SMTPUTF8" in result.output

@@ -11,11 +11,11 @@ from .conftest import run_cli
 def _import(project, text: str):
     path = project / "list.csv"
     path.write_text(text, encoding="utf-8")
-    return run_cli(project, "subscribers", "import", str(path))
+    return run_cli(project, "subscribers", "import", str(path), "--confirmed")
 
 
 def test_add_normalises_and_lists(project):
-    assert run_cli(project, "subscribers", "add", " Jane.Doe@Example.ORG ", "--name", "Jane", check=True).stdout \
+    assert run_cli(project, "subscribers", "add", " Jane.Doe@Example.ORG ", "--name", "Jane", "--confirmed", check=True).stdout \
         == "jane.doe@example.org: added\n"
     assert run_cli(project, "subscribers", "list", check=True).stdout == "jane.doe@example.org\tsubscribed\tJane\n"
 
@@ -50,14 +50,15 @@ def test_reimport_does_not_resubscribe_an_unsubscribed_address(project):
 
 
 def test_explicit_add_resubscribes(project):
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     run_cli(project, "subscribers", "remove", "ann@example.org", check=True)
-    assert run_cli(project, "subscribers", "add", "ann@example.org", check=True).stdout == "ann@example.org: resubscribed\n"
+    assert run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True).stdout == "ann@example.org: resubscribed\n"
 
 
 def test_export_to_a_file_round_trips(project, tmp_path):
     _import(project, "email,name\nann@example.org,Ann\n")
     out = tmp_path / "out.csv"
     run_cli(project, "subscribers", "export", "-o", str(out), check=True)
-    assert out.read_text().splitlines()[0] == "email,name,status,subscribed_at,unsubscribed_at"
+    assert out.read_text().splitlines()[0] == \
+        "email,name,status,subscribed_at,unsubscribed_at,topics,confirmed_at,consent_history"
     assert out.read_text().splitlines()[1].startswith("ann@example.org,Ann,subscribed,")

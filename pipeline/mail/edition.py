@@ -7,7 +7,7 @@ from email.utils import make_msgid
 from typing import Protocol
 
 from ..config import Config
-from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER
+from ..publish.digest import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
 from .message import Envelope, MessageTemplate, Recipient, recipient_for
 
@@ -37,22 +37,30 @@ class EditionMail:
     def __init__(self, digest: DigestParts, edition_id: str, date: datetime, config: Config, secret: bytes,
                  subject_prefix: str = ""):
         self.digest, self.edition_id, self.secret = digest, edition_id, secret
+        self.config, self.date = config, date
         self.delivery = config.require_delivery()
         self.base = unsubscribe_base(config)
         envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix)
         self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
 
-    def recipient(self, email: str) -> Recipient:
-        return recipient_for(email, self.edition_id, self.delivery, self.secret, self.base)
+    def recipient(self, email: str, subscriber_id: int | None = None) -> Recipient:
+        """The personal values; with a subscriber id, the signed preferences link (dated from the
+        edition, so a resend after a crash carries the same bytes), else the generic preferences page."""
+        from ..signup import preferences_url, web_url
 
-    def render(self, email: str) -> bytes:
-        return self.template.render(self.recipient(email))
+        base = recipient_for(email, self.edition_id, self.delivery, self.secret, self.base)
+        preferences = (preferences_url(self.config, self.secret, subscriber_id, self.date)
+                       if subscriber_id is not None else web_url(self.config) + "preferences")
+        return Recipient(base.email, base.unsubscribe_url, base.message_id, preferences)
+
+    def render(self, email: str, subscriber_id: int | None = None) -> bytes:
+        return self.template.render(self.recipient(email, subscriber_id))
 
     def render_once(self, email: str) -> bytes:
         """A one-off copy (a test send): a fresh Message-ID, so clients never thread it with the real one."""
         base = self.recipient(email)
         return self.template.render(Recipient(base.email, base.unsubscribe_url,
-                                              make_msgid(domain=self.delivery.sending_domain)))
+                                              make_msgid(domain=self.delivery.sending_domain), base.preferences_url))
 
     def sample(self) -> Sample:
         """The message one made-up recipient would get: what the pre-send checks look at."""
@@ -60,4 +68,6 @@ class EditionMail:
         url = recipient.unsubscribe_url
         html, text = self.digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, url), self.digest.text.replace(
             UNSUBSCRIBE_PLACEHOLDER, url)
+        html = html.replace(PREFERENCES_PLACEHOLDER, recipient.preferences_url)
+        text = text.replace(PREFERENCES_PLACEHOLDER, recipient.preferences_url)
         return Sample(html, text, self.template.render(recipient))

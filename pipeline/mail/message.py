@@ -62,6 +62,15 @@ class Recipient:
     email: str
     unsubscribe_url: str
     message_id: str
+    preferences_url: str = ""  # the signed "Manage preferences" link; "" leaves the bodies' placeholder alone
+
+
+def _with_preferences(body: str, recipient: Recipient) -> str:
+    if not recipient.preferences_url:
+        return body
+    from ..publish.digest import PREFERENCES_PLACEHOLDER
+
+    return body.replace(PREFERENCES_PLACEHOLDER, recipient.preferences_url)
 
 
 def message_id_for(edition_id: str, email: str, domain: str) -> str:
@@ -115,9 +124,10 @@ def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) ->
     msg["List-Id"] = _header_value(d.list_id)
     msg.set_raw("List-Unsubscribe", _header_value(list_unsubscribe(recipient.unsubscribe_url, d)))
     msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
-    msg.set_content(envelope.text.replace(placeholder, recipient.unsubscribe_url), charset="utf-8", cte="base64")
-    msg.add_alternative(envelope.html.replace(placeholder, recipient.unsubscribe_url), subtype="html",
-                        charset="utf-8", cte="base64")
+    msg.set_content(_with_preferences(envelope.text.replace(placeholder, recipient.unsubscribe_url), recipient),
+                    charset="utf-8", cte="base64")
+    msg.add_alternative(_with_preferences(envelope.html.replace(placeholder, recipient.unsubscribe_url), recipient),
+                        subtype="html", charset="utf-8", cte="base64")
     msg.set_boundary(envelope.boundary)
     return msg.as_bytes(policy=WIRE_POLICY)
 
@@ -177,7 +187,7 @@ class MessageTemplate:
             "TO": _header_value(recipient.email).encode("utf-8"),  # UTF-8 only for an SMTPUTF8 local part
             "MID": _header_value(recipient.message_id).encode("ascii"),
             "LU": _header_value(list_unsubscribe(url, self.envelope.delivery)).encode("ascii"),
-            "TEXT": _base64_body(url.join(self._text_parts)),
-            "HTML": _base64_body(url.join(self._html_parts)),
+            "TEXT": _base64_body(_with_preferences(url.join(self._text_parts), recipient)),
+            "HTML": _base64_body(_with_preferences(url.join(self._html_parts), recipient)),
         }
         return b"".join(values[p] if isinstance(p, str) else p for p in self._pieces)

@@ -28,6 +28,7 @@ TEXT_FILE = "digest.txt"
 
 # Survives HTML escaping and CSS inlining unchanged; replaced per recipient.
 UNSUBSCRIBE_PLACEHOLDER = "__UNSUBSCRIBE_URL__"
+PREFERENCES_PLACEHOLDER = "__PREFERENCES_URL__"  # the signed "Manage preferences" link, also per recipient
 
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT = 16 * 1024
@@ -44,6 +45,10 @@ class Digest:
     def with_unsubscribe(self, url: str) -> tuple[str, str]:
         """HTML and text with the unsubscribe placeholder filled in."""
         return self.html.replace(UNSUBSCRIBE_PLACEHOLDER, url), self.text.replace(UNSUBSCRIBE_PLACEHOLDER, url)
+
+    def with_links(self, unsubscribe: str, preferences: str) -> tuple[str, str]:
+        html, text = self.with_unsubscribe(unsubscribe)
+        return html.replace(PREFERENCES_PLACEHOLDER, preferences), text.replace(PREFERENCES_PLACEHOLDER, preferences)
 
 
 def longdate(moment: datetime) -> str:
@@ -132,6 +137,7 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
         "intro": config.digest.intro.format(organisation=org.display_name, count=len(chosen)),
         "view_url": archive_url(config, edition_id) if edition_id else config.site.url(HTML_FILE),
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        "preferences_url": PREFERENCES_PLACEHOLDER,
     }
     html = inline_css(env.get_template(HTML_TEMPLATE).render(context))
     text = env.get_template(TEXT_TEMPLATE).render(context)
@@ -140,5 +146,8 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
 
 def public_copy(digest: Digest, config: Config) -> tuple[bytes, bytes]:
     """The web copy of a digest: no personal token, the unsubscribe link points at the generic page."""
-    html, text = digest.with_unsubscribe(config.digest.unsubscribe_url or config.site.url("unsubscribe"))
+    from ..signup import web_url
+
+    html, text = digest.with_links(config.digest.unsubscribe_url or config.site.url("unsubscribe"),
+                                   web_url(config) + "preferences")
     return html.encode("utf-8"), text.encode("utf-8")

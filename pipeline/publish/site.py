@@ -54,7 +54,8 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
         files[path] = html
     entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id)) for e in editions]
     env = template_environment(config.path("templates"))
-    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries)
+    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries,
+                                                    signup_form=_signup_form(config))
     files[out / INDEX_FILE] = index.encode("utf-8")
     return files
 
@@ -63,8 +64,16 @@ def site_pages(config: Config) -> dict[Path, bytes]:
     """The home page that the feeds link to, and the stylesheet that makes the feeds readable in a browser."""
     out = config.path("output")
     env = template_environment(config.path("templates"))
-    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation)
+    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
+                                                 signup_form=_signup_form(config))
     return {
         out / INDEX_FILE: home.encode("utf-8"),
         out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),
     }
+
+
+def _signup_form(config: Config):
+    """The signup form the site's pages show (static: no form stamp; the app asks once more)."""
+    from ..service.signup import form_view
+
+    return form_view(config)

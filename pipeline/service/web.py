@@ -43,22 +43,65 @@ def _one_click(environ) -> bool:
     return values.get("List-Unsubscribe") == ["One-Click"]
 
 
-def make_app(config: Config, storage: Storage):
+def security_headers(config: Config, frame: bool = False) -> list[tuple[str, str]]:
+    """Headers of every page: a strict CSP; only pages meant for embedding may be framed, and only by
+    the origins in ``signup.embed_origins``."""
+    ancestors = " ".join(["'self'", *config.signup.embed_origins]) if frame else "'none'"
+    headers = [("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+                                           f"form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"),
+               ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+               ("Cache-Control", "no-store")]
+    if not frame:
+        headers.append(("X-Frame-Options", "DENY"))
+    elif not config.signup.embed_origins:
+        headers.append(("X-Frame-Options", "SAMEORIGIN"))
+    return headers
+
+
+def _form_body(environ) -> dict[str, list[str]] | None:
+    """The urlencoded POST body, or None when it is larger than MAX_BODY."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY:
+        return None
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    return parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+
+
+def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
+    """The whole web app: unsubscribe, and the signup pages (``service/signup.py``)."""
+    from ..signup import Signups, utcnow
+    from .signup import PATHS as SIGNUP_PATHS, SignupPages
+
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
     env = template_environment(config.path("templates"))
 
-    def page(start_response, status: str, **context):
-        body = env.get_template("unsubscribe.html").render(
+    def respond(start_response, status: str, template: str, frame: bool = False, **context):
+        body = env.get_template(template).render(
             site=config.site, organisation=config.organisation, mailto=delivery.unsubscribe_mailto, **context)
         data = body.encode("utf-8")
         start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
-                                ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                                ("Referrer-Policy", "no-referrer")])
+                                *security_headers(config, frame)])
         return [data]
 
+    def page(start_response, status: str, **context):
+        return respond(start_response, status, "unsubscribe.html", **context)
+
+    signup_pages = SignupPages(config, Signups(config, storage, clock=clock or utcnow, transport=transport,
+                                               secret=secret), respond)
+
     def unsubscribe_app(environ, start_response):
-        if environ.get("PATH_INFO", "") != UNSUBSCRIBE_PATH:
+        path = environ.get("PATH_INFO", "")
+        if path in SIGNUP_PATHS:
+            body = _form_body(environ) if environ.get("REQUEST_METHOD") == "POST" else {}
+            if body is None:
+                return page(start_response, "413 Content Too Large", state="error", heading="Too large",
+                            message="The request was too large.")
+            return signup_pages(environ, start_response, path, body)
+        if path != UNSUBSCRIBE_PATH:
             return page(start_response, "404 Not Found", state="error", heading="Not found", message="No such page.")
         method = environ.get("REQUEST_METHOD", "GET")
         token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
@@ -77,7 +120,9 @@ def make_app(config: Config, storage: Storage):
         if not _one_click(environ):
             return page(start_response, "400 Bad Request", state="error", heading="Invalid request",
                         message="The request did not ask to unsubscribe.")
-        changed = storage.unsubscribe(email)
+        from ..signup import unsubscribe
+
+        changed = unsubscribe(storage, email, "one-click")  # recorded in the consent history
         log.info("one-click unsubscribe%s", "" if changed else " (already unsubscribed)")
         return page(start_response, "200 OK", state="done", heading="You are unsubscribed", email=email)
 

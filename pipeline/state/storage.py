@@ -24,11 +24,12 @@ from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
+PENDING_CONFIRMATION = "pending"  # schema 5: signed up, not yet confirmed; never mailed an edition
 # A ledger row: pending -> sending -> sent | failed | deferred (due again at retry_at) | skipped (unsubscribed).
 PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED = "pending", "sending", "sent", "failed", "deferred", "skipped"
 LEDGER_STATUSES = (PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED)
@@ -155,6 +156,91 @@ source_items = Table(
 )
 
 
+# -- schema 5: signup, consent, topics (issue 13) ------------------------------------------------
+# Columns added to existing tables (NULL means: the default) and the tables of their own.
+
+subscribers.append_column(Column("topics_key", String(200)))  # sorted topic names joined by ","; "" or NULL: all
+subscribers.append_column(Column("paused_until", UTCDateTime))  # no edition is queued for them before this
+subscribers.append_column(Column("confirmed_at", UTCDateTime))  # when the double opt-in (or the operator) confirmed
+subscribers.append_column(Column("confirm_sent_at", UTCDateTime))  # last confirmation mail: resend at most hourly
+deliveries.append_column(Column("variant", String(200)))  # which edition_digests variant this row gets; NULL: ""
+
+signup_tokens = Table(  # confirmation links: a random token, stored only as its SHA-256
+    "signup_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("purpose", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Index("signup_tokens_by_subscriber", "subscriber_id"),
+)
+
+consent_events = Table(  # every subscribe, confirm, preference change and unsubscribe (GDPR Art. 7)
+    "consent_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(20), nullable=False),  # subscribe, confirm, preferences, unsubscribe
+    Column("method", String(20), nullable=False),  # form, import, operator, one-click, mailto, preferences, link
+    Column("consent_text", Text),
+    Column("detail", JSON, nullable=False, default=dict),
+    Index("consent_events_by_subscriber", "subscriber_id", "id"),
+)
+
+rate_events = Table(  # hits counted by the signup rate limits (keys are hashed IPs, addresses, or global)
+    "rate_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(100), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("rate_events_by_key", "key", "at"),
+)
+
+
+def _not_paused(now: datetime):
+    """Subscribers who take editions now: not paused, or their pause is over."""
+    return or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
+
+
+def topics_key(names: list[str] | tuple[str, ...] | set[str]) -> str:
+    """The one stored form of a topic choice (and the digest variant's name): sorted, joined by ","."""
+    return ",".join(sorted({name for name in names if name}))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A subscriber as signup and the preferences page see them."""
+
+    id: int
+    email: str
+    name: str | None
+    status: str
+    topics: tuple[str, ...]  # empty: everything
+    paused_until: datetime | None
+    confirmed_at: datetime | None
+    confirm_sent_at: datetime | None
+    subscribed_at: datetime | None
+    unsubscribed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ConsentEvent:
+    at: datetime
+    action: str
+    method: str
+    consent_text: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EditionVariants:
+    """Per-topic digests of one edition: each subscribers' topic choice (``topics_key``) gets a variant
+    ("" the whole edition) or None (none of their topics has news: no message)."""
+
+    routes: dict[str, str | None]
+    digests: dict[str, StoredDigest]
+
+
 def _migrate_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[subscribers, editions, edition_items, deliveries, runs])
 
@@ -182,8 +268,21 @@ def _migrate_4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[edition_digests, workers])
 
 
+def _migrate_5(conn: Connection) -> None:
+    """Signup, consent and topics: new columns on subscribers and deliveries, three tables."""
+    from sqlalchemy import inspect
+
+    for table, names in ((subscribers, ("topics_key", "paused_until", "confirmed_at", "confirm_sent_at")),
+                         (deliveries, ("variant",))):
+        present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name not in present:  # a new database got them from schema 1's create_all
+                _add_column(conn, table, name)
+    metadata.create_all(conn, tables=[signup_tokens, consent_events, rate_events])
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 
 
 @dataclass(frozen=True)
@@ -373,10 +472,12 @@ class Storage:
             conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
             return outcome
 
-    def merge_subscribers(self, rows: list[tuple[str, str | None, dict[str, Any]]]) -> dict[str, int]:
-        """Merge a batch of (email, name, attributes) in one transaction: new ones are added,
-        known ones updated, unsubscribed ones left unsubscribed.  One round trip per batch,
-        not per subscriber, so large imports stay fast."""
+    def merge_subscribers(self, rows: list[tuple[str, str | None, dict[str, Any]]], *,
+                          status: str = SUBSCRIBED) -> dict[str, int]:
+        """Merge a batch of (email, name, attributes) in one transaction: new ones are added
+        (with ``status``: pending when the import asks them to confirm), known ones updated,
+        unsubscribed ones left unsubscribed.  One round trip per batch, not per subscriber,
+        so large imports stay fast."""
         now = utcnow()
         counts = {"added": 0, "updated": 0, "unsubscribed": 0}
         if not rows:
@@ -385,8 +486,8 @@ class Storage:
             known = {row.email: row for row in conn.execute(
                 select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.attributes)
                 .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
-            new = [{"email": email, "name": name, "attributes": attributes, "status": SUBSCRIBED,
-                    "subscribed_at": now, "updated_at": now}
+            new = [{"email": email, "name": name, "attributes": attributes, "status": status,
+                    "subscribed_at": now if status == SUBSCRIBED else None, "updated_at": now}
                    for email, name, attributes in rows if email not in known]
             if new:
                 conn.execute(insert(subscribers), new)
@@ -467,7 +568,7 @@ class Storage:
         return [Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) for row in rows]
 
     def create_edition(self, edition_id: str, item_ids: list[str], digest: StoredDigest, *,
-                       record_items: bool = True) -> bool:
+                       record_items: bool = True, variants: EditionVariants | None = None) -> bool:
         """Record an edition, its rendered digest, and one ledger row per current subscriber, in one transaction.
 
         Returns False when the edition exists already (a rerun, or another process won the race),
@@ -484,13 +585,16 @@ class Storage:
                                                         html=digest.html, text=digest.text))
             if record_items:
                 conn.execute(insert(edition_items), [{"item_id": i, "edition_id": edition_id} for i in item_ids])
-            queued = conn.execute(insert(deliveries).from_select(
-                ["edition_id", "subscriber_id", "status", "attempts", "updated_at"],
-                select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
-                       literal(0, Integer), literal(now, UTCDateTime))
-                .where(subscribers.c.status == SUBSCRIBED),
-            ))
-            count = queued.rowcount if queued.rowcount is not None and queued.rowcount >= 0 else None
+            if variants is not None and variants.routes:  # per-topic digests: see "signup, consent, topics"
+                count = self._queue_variants(conn, edition_id, now, variants)
+            else:
+                queued = conn.execute(insert(deliveries).from_select(
+                    ["edition_id", "subscriber_id", "status", "attempts", "updated_at"],
+                    select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
+                           literal(0, Integer), literal(now, UTCDateTime))
+                    .where(subscribers.c.status == SUBSCRIBED, _not_paused(now)),
+                ))
+                count = queued.rowcount if queued.rowcount is not None and queued.rowcount >= 0 else None
             if count is None:
                 count = conn.execute(select(func.count()).select_from(deliveries)
                                      .where(deliveries.c.edition_id == edition_id)).scalar_one()
@@ -676,3 +780,235 @@ class Storage:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
         return [RunRecord(r.id, r.job, r.started_at, r.finished_at, r.status, dict(r.summary or {})) for r in rows]
+
+    # -- signup, consent, topics ----------------------------------------------------------------
+
+    @staticmethod
+    def _profile(row) -> Profile:
+        return Profile(row.id, row.email, row.name, row.status,
+                       tuple(t for t in (row.topics_key or "").split(",") if t), row.paused_until,
+                       row.confirmed_at, row.confirm_sent_at, row.subscribed_at, row.unsubscribed_at)
+
+    def profile(self, email: str | None = None, subscriber_id: int | None = None) -> Profile | None:
+        where = subscribers.c.email == email if email is not None else subscribers.c.id == subscriber_id
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(where)).first()
+        return self._profile(row) if row else None
+
+    def start_signup(self, email: str, name: str | None, topics: str, now: datetime) -> tuple[str, Profile]:
+        """Record a signup: 'new' (a new or unsubscribed address, now pending), 'pending' (still
+        unconfirmed) or 'active' (already subscribed: nothing changes, so the form reveals nothing)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+            if row is None:
+                conn.execute(insert(subscribers).values(
+                    email=email, name=name, attributes={}, status=PENDING_CONFIRMATION, topics_key=topics,
+                    updated_at=now))
+                state = "new"
+            elif row.status == SUBSCRIBED:
+                state = "active"
+            else:
+                values: dict[str, Any] = {"status": PENDING_CONFIRMATION, "topics_key": topics, "updated_at": now}
+                if name:
+                    values["name"] = name
+                if row.status == UNSUBSCRIBED:
+                    values["confirm_sent_at"] = None  # a fresh opt-in: not throttled by an old confirmation
+                conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+                state = "pending" if row.status == PENDING_CONFIRMATION else "new"
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
+        return state, self._profile(row)
+
+    def operator_add(self, email: str, name: str | None, topics: str | None, *, confirmed: bool,
+                     now: datetime) -> tuple[str, Profile]:
+        """An operator's single add: 'added', 'updated', 'resubscribed' (confirmed) or 'pending'
+        (waits for the subscriber's own confirmation)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+            values: dict[str, Any] = {"updated_at": now}
+            if name:
+                values["name"] = name
+            if topics is not None:
+                values["topics_key"] = topics
+            if confirmed and (row is None or row.status != SUBSCRIBED):
+                values.update(status=SUBSCRIBED, subscribed_at=now, unsubscribed_at=None, confirmed_at=now)
+            elif not confirmed and (row is None or row.status != SUBSCRIBED):
+                values.update(status=PENDING_CONFIRMATION)
+            if row is None:
+                conn.execute(insert(subscribers).values(email=email, attributes={}, **values))
+                outcome = "added" if confirmed else "pending"
+            else:
+                conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+                outcome = ("updated" if row.status == SUBSCRIBED else
+                           "resubscribed" if confirmed and row.status == UNSUBSCRIBED else
+                           "added" if confirmed else "pending")
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
+        return outcome, self._profile(row)
+
+    def known_emails(self, emails: list[str]) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(subscribers.c.email).where(subscribers.c.email.in_(emails))).scalars())
+
+    def ids_for(self, emails: list[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {row.email: row.id for row in conn.execute(
+                select(subscribers.c.email, subscribers.c.id).where(subscribers.c.email.in_(emails)))}
+
+    def issue_token(self, subscriber_id: int, token_hash: str, purpose: str, now: datetime,
+                    expires_at: datetime) -> None:
+        """Store a confirmation token (its hash only) and note when the confirmation went out."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(signup_tokens).values(token_hash=token_hash, subscriber_id=subscriber_id,
+                                                      purpose=purpose, created_at=now, expires_at=expires_at))
+            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                         .values(confirm_sent_at=now, updated_at=now))
+
+    def token_state(self, token_hash: str, purpose: str, now: datetime) -> tuple[str, Profile | None]:
+        """'valid', 'used', 'expired' or 'unknown', and whose token it is; changes nothing (for GETs)."""
+        with self.engine.connect() as conn:
+            token = conn.execute(select(signup_tokens).where(signup_tokens.c.token_hash == token_hash,
+                                                             signup_tokens.c.purpose == purpose)).first()
+            if token is None:
+                return "unknown", None
+            row = conn.execute(select(subscribers).where(subscribers.c.id == token.subscriber_id)).one()
+        state = "used" if token.used_at is not None else "expired" if token.expires_at <= now else "valid"
+        return state, self._profile(row)
+
+    def use_confirmation(self, token_hash: str, now: datetime) -> tuple[str, Profile | None]:
+        """Spend a confirmation token: 'confirmed' makes the subscriber active and spends every other
+        confirmation token of theirs; 'used', 'expired' and 'unknown' change nothing."""
+        with self.engine.begin() as conn:
+            token = conn.execute(select(signup_tokens).where(signup_tokens.c.token_hash == token_hash,
+                                                             signup_tokens.c.purpose == "confirm")).first()
+            if token is None:
+                return "unknown", None
+            if token.used_at is None and token.expires_at > now:
+                spent = conn.execute(update(signup_tokens)
+                                     .where(signup_tokens.c.token_hash == token_hash, signup_tokens.c.used_at.is_(None))
+                                     .values(used_at=now))
+                if spent.rowcount:
+                    conn.execute(update(signup_tokens)
+                                 .where(signup_tokens.c.subscriber_id == token.subscriber_id,
+                                        signup_tokens.c.purpose == "confirm", signup_tokens.c.used_at.is_(None))
+                                 .values(used_at=now))
+                    conn.execute(update(subscribers)
+                                 .where(subscribers.c.id == token.subscriber_id,
+                                        subscribers.c.status == PENDING_CONFIRMATION)
+                                 .values(status=SUBSCRIBED, subscribed_at=now, unsubscribed_at=None,
+                                         confirmed_at=now, updated_at=now))
+                    row = conn.execute(select(subscribers).where(subscribers.c.id == token.subscriber_id)).one()
+                    return "confirmed", self._profile(row)
+            row = conn.execute(select(subscribers).where(subscribers.c.id == token.subscriber_id)).one()
+        return ("used" if token.used_at is not None or token.expires_at > now else "expired"), self._profile(row)
+
+    def set_preferences(self, subscriber_id: int, topics: str, paused_until: datetime | None, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                         .values(topics_key=topics, paused_until=paused_until, updated_at=now))
+
+    def record_consent(self, subscriber_id: int, action: str, method: str, consent_text: str | None,
+                       detail: dict[str, Any] | None = None, now: datetime | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(consent_events).values(subscriber_id=subscriber_id, at=now or utcnow(), action=action,
+                                                       method=method, consent_text=consent_text,
+                                                       detail=detail or {}))
+
+    def record_consents(self, rows: list[dict[str, Any]]) -> None:
+        """Many consent events in one transaction (an import's batch)."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(consent_events), [{"detail": {}, **row} for row in rows])
+
+    def consent_histories(self, subscriber_ids: list[int]) -> dict[int, list[ConsentEvent]]:
+        """Each subscriber's consent events, oldest first."""
+        found: dict[int, list[ConsentEvent]] = {i: [] for i in subscriber_ids}
+        if not subscriber_ids:
+            return found
+        query = (select(consent_events).where(consent_events.c.subscriber_id.in_(subscriber_ids))
+                 .order_by(consent_events.c.subscriber_id, consent_events.c.id))
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                found[row.subscriber_id].append(ConsentEvent(row.at, row.action, row.method, row.consent_text,
+                                                             dict(row.detail or {})))
+        return found
+
+    def hit_rate(self, key: str, limit: int, window_start: datetime, now: datetime) -> bool:
+        """Count one hit against ``key`` if fewer than ``limit`` happened since ``window_start``;
+        False (and nothing counted) when the limit is reached.  Old hits of the key are dropped."""
+        with self.engine.begin() as conn:
+            conn.execute(rate_events.delete().where(rate_events.c.key == key, rate_events.c.at < window_start))
+            used = conn.execute(select(func.count()).select_from(rate_events)
+                                .where(rate_events.c.key == key, rate_events.c.at >= window_start)).scalar_one()
+            if used >= limit:
+                return False
+            conn.execute(insert(rate_events).values(key=key, at=now))
+            return True
+
+    def topic_keys_in_use(self, now: datetime) -> list[str]:
+        """The distinct topic choices of subscribers who would get an edition now ("" for everything)."""
+        query = (select(func.coalesce(subscribers.c.topics_key, "")).distinct()
+                 .where(subscribers.c.status == SUBSCRIBED, _not_paused(now)))
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
+
+    def _queue_variants(self, conn: Connection, edition_id: str, now: datetime, variants: EditionVariants) -> int:
+        """Queue one ledger row per receiving subscriber, naming the variant their topics get."""
+        for variant, digest in variants.digests.items():
+            if variant:
+                conn.execute(insert(edition_digests).values(edition_id=edition_id, variant=variant,
+                                                            subject=digest.subject, html=digest.html,
+                                                            text=digest.text))
+        key = func.coalesce(subscribers.c.topics_key, "")
+        count = 0
+        for topics, variant in sorted(variants.routes.items()):
+            if variant is None:
+                continue
+            queued = conn.execute(insert(deliveries).from_select(
+                ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
+                select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
+                       literal(0, Integer), literal(now, UTCDateTime), literal(variant, String))
+                .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key == topics)))
+            count += queued.rowcount or 0
+        unrouted = [topics for topics in variants.routes]  # choices made after planning get the whole edition
+        queued = conn.execute(insert(deliveries).from_select(
+            ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
+            select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
+                   literal(0, Integer), literal(now, UTCDateTime), literal("", String))
+            .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key.not_in(unrouted))))
+        return count + (queued.rowcount or 0)
+
+    def edition_variants(self, edition_id: str) -> dict[str, StoredDigest]:
+        """An edition's per-topic digests (not the whole-edition one)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(edition_digests).where(edition_digests.c.edition_id == edition_id,
+                                                              edition_digests.c.variant != "")).all()
+        return {row.variant: StoredDigest(row.subject, row.html, row.text) for row in rows}
+
+    def claimed_variants(self, edition_id: str, from_subscriber: int, limit: int) -> dict[int, str]:
+        """The variants of claimed rows from this subscriber on (a sender's batch), in one query."""
+        query = (select(deliveries.c.subscriber_id, deliveries.c.variant)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id >= from_subscriber,
+                        deliveries.c.status == SENDING)
+                 .order_by(deliveries.c.subscriber_id).limit(limit))
+        with self.engine.connect() as conn:
+            return {row.subscriber_id: row.variant or "" for row in conn.execute(query)}
+
+    def delivery_variant(self, edition_id: str, subscriber_id: int) -> str:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(deliveries.c.variant).where(
+                deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscriber_id)).scalar()
+        return value or ""
+
+    def withdraw_pending(self, subscriber_id: int, now: datetime) -> bool:
+        """A pending signup withdrawn: unsubscribed, and its confirmation links spent."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id,
+                                                             subscribers.c.status == PENDING_CONFIRMATION)
+                                   .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
+            conn.execute(update(signup_tokens).where(signup_tokens.c.subscriber_id == subscriber_id,
+                                                     signup_tokens.c.used_at.is_(None)).values(used_at=now))
+        return bool(changed)
+
+    def profiles(self, subscriber_ids: list[int]) -> dict[int, Profile]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(subscribers).where(subscribers.c.id.in_(subscriber_ids))).all()
+        return {row.id: self._profile(row) for row in rows}

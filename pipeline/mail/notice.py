@@ -1,0 +1,57 @@
+"""One-off messages to one person: the signup confirmation and the welcome message.
+
+They are transactional (asked for by the recipient), so they carry no List-Unsubscribe;
+they share the digest's organisation footer through their own small templates,
+``signup_email.html`` and ``signup_email.txt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Literal
+
+from ..config import Config
+from ..publish.digest import inline_css, template_environment
+from .addresses import ascii_address
+from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
+
+Kind = Literal["confirm", "welcome"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A rendered one-off message, ready for a transport."""
+
+    recipient: str  # the wire form of the address
+    subject: str
+    message: bytes
+
+
+def build_notice(config: Config, kind: Kind, email: str, *, link: str, now: datetime,
+                 expires: datetime | None = None, topics: list[str] | None = None) -> Notice:
+    """Render the confirmation (``link`` confirms) or welcome (``link`` is the latest edition or the site)."""
+    delivery = config.require_delivery()
+    env = template_environment(config.path("templates"))
+    title = config.site.title
+    subject = f"Confirm your subscription to {title}" if kind == "confirm" else f"Welcome to {title}"
+    context = {"site": config.site, "organisation": config.organisation, "kind": kind, "subject": subject,
+               "email": email, "link": link, "expires": expires, "topics": topics or [],
+               "consent_text": config.signup.consent_text.format(site_title=title)}
+    html = inline_css(env.get_template("signup_email.html").render(context))
+    text = env.get_template("signup_email.txt").render(context)
+    msg = EmailMessage(policy=CONTENT_POLICY)
+    msg["From"] = _header_value(delivery.from_)
+    if delivery.reply_to:
+        msg["Reply-To"] = _header_value(delivery.reply_to)
+    wire = ascii_address(email) if email.split("@")[0].isascii() else email
+    msg.set_raw("To", _header_value(wire))
+    msg["Subject"] = _header_value(subject)
+    msg.set_raw("Date", formatdate(now.timestamp(), usegmt=True))
+    msg.set_raw("Message-ID", make_msgid(domain=delivery.sending_domain))
+    msg.set_raw("Auto-Submitted", "auto-generated")  # no vacation replies to a confirmation
+    msg.set_content(text, charset="utf-8", cte="base64")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
+    return Notice(wire, subject, msg.as_bytes(policy=WIRE_POLICY))

@@ -240,9 +240,11 @@ def subscribers() -> None:
 def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | None, confirmed: bool) -> None:
     """Subscribe ADDRESS through double opt-in, or at once with --confirmed (also resubscribes)."""
     from .app import open_storage
+    from .mail.addresses import normalise_address
     from .signup import operator_add
 
     chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics is not None else None
+    address = normalise_address(address)  # a bad address is refused before the state is opened
     with open_storage(ctx.config) as storage:
         email, outcome = operator_add(ctx.config, storage, address, name, chosen, confirmed=confirmed)
         click.echo(f"{email}: {outcome}")

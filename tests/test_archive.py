@@ -17,7 +17,7 @@ def _send_edition(project):
 
 
 def test_each_edition_has_an_archive_page_linked_from_the_email_and_the_index(project, secret):
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     (first,) = _send_edition(project)
     write_item(project, "grants", 'title: "New research grants"\ndate: 2021-11-20T09:00:00-05:00')
     second = next(p for p in _send_edition(project) if p != first)

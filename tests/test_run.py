@@ -53,7 +53,7 @@ def test_template_change_rebuilds(project):
 
 def test_first_subscriber_after_an_unchanged_run_gets_the_edition(project, secret):
     run_cli(project, "run", check=True)
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     result = run_cli(project, "run", check=True)
     assert "sent 1, failed 0" in result.stdout
 
@@ -123,8 +123,8 @@ def test_console_script_is_installed():
 def test_default_file_transport_writes_one_eml_per_subscriber(project, secret):
     from email import message_from_bytes, policy
 
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
-    run_cli(project, "subscribers", "add", "bob@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
+    run_cli(project, "subscribers", "add", "bob@example.org", "--confirmed", check=True)
     result = run_cli(project, "run", check=True, env={**os.environ, "PIPELINE_SECRET": secret})
     assert "sent 2, failed 0" in result.stdout
     (edition,) = (project / "outbox").iterdir()
@@ -135,7 +135,7 @@ def test_default_file_transport_writes_one_eml_per_subscriber(project, secret):
 
 
 def test_send_dry_run_sends_and_records_nothing(project, secret):
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     result = run_cli(project, "send", "--dry-run", check=True)
     assert "would send the new edition to 1 subscribers" in result.stdout
     assert not (project / "outbox").exists()

@@ -210,7 +210,7 @@ def test_service_stops_cleanly_on_sigterm_mid_send_and_the_next_run_finishes(pro
 
 
 def test_status_json_reports_the_runs_that_just_happened(project, secret):
-    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     run_cli(project, "run", check=True)
     run_cli(project, "run", "--job", "refresh-feeds", check=True)
     report = json.loads(run_cli(project, "status", "--json", check=True).stdout)

@@ -27,7 +27,7 @@ class Clock:
     """The app's clock: moved by the tests, never slept on."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)  # then only moved by the test
 
     def __call__(self) -> datetime:
         return self.now

@@ -24,10 +24,15 @@ from .delivery.transports import PermanentError, TransientError, Transport, tran
 from .environment import signing_secret
 from .mail.addresses import AddressError, normalise_address
 from .mail.notice import Kind, build_notice
-from .mail.signup_tokens import (hash_token, make_form_stamp, make_preferences_token, new_confirmation_token,
-                                 read_form_stamp, read_preferences_token)
-from .state.storage import (PENDING_CONFIRMATION, SUBSCRIBED, ConsentEvent, Profile, Storage,
-                            topics_key)
+from .mail.signup_tokens import (
+    hash_token,
+    make_form_stamp,
+    make_preferences_token,
+    new_confirmation_token,
+    read_form_stamp,
+    read_preferences_token,
+)
+from .state.storage import PENDING_CONFIRMATION, SUBSCRIBED, ConsentEvent, Profile, Storage, topics_key
 
 log = logging.getLogger(__name__)
 

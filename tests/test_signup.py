@@ -257,7 +257,8 @@ def test_blocked_domains_invalid_addresses_cross_site_posts_and_large_bodies_are
     blocked = client.signup(clock, "x@sub.mailinator.com")
     assert blocked.status == 400 and "cannot be used" in blocked.body and 'aria-invalid="true"' in blocked.body
     invalid = client.signup(clock, "not-an-address", ip="203.0.113.8")
-    assert invalid.status == 400 and 'role="alert"' in invalid.body and 'aria-describedby="signup-error"' in invalid.body
+    assert invalid.status == 400 and 'role="alert"' in invalid.body
+    assert 'aria-describedby="signup-error"' in invalid.body
     stamp = client.stamp()
     clock.advance(seconds=5)
     cross = client.request("POST", "/subscribe", {"email": "c@example.org", "stamp": stamp},

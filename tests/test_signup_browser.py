@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from email import policy
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from wsgiref.simple_server import make_server
 
 import pytest

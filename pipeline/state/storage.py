@@ -585,8 +585,9 @@ class Storage:
                                                         html=digest.html, text=digest.text))
             if record_items:
                 conn.execute(insert(edition_items), [{"item_id": i, "edition_id": edition_id} for i in item_ids])
+            count: int | None = None
             if variants is not None and variants.routes:  # per-topic digests: see "signup, consent, topics"
-                count = self._queue_variants(conn, edition_id, now, variants)
+                self._queue_variants(conn, edition_id, now, variants)
             else:
                 queued = conn.execute(insert(deliveries).from_select(
                     ["edition_id", "subscriber_id", "status", "attempts", "updated_at"],
@@ -950,7 +951,7 @@ class Storage:
         with self.engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
 
-    def _queue_variants(self, conn: Connection, edition_id: str, now: datetime, variants: EditionVariants) -> int:
+    def _queue_variants(self, conn: Connection, edition_id: str, now: datetime, variants: EditionVariants) -> None:
         """Queue one ledger row per receiving subscriber, naming the variant their topics get."""
         for variant, digest in variants.digests.items():
             if variant:
@@ -958,23 +959,20 @@ class Storage:
                                                             subject=digest.subject, html=digest.html,
                                                             text=digest.text))
         key = func.coalesce(subscribers.c.topics_key, "")
-        count = 0
-        for topics, variant in sorted(variants.routes.items()):
-            if variant is None:
+        for topics, routed in sorted(variants.routes.items()):
+            if routed is None:
                 continue
-            queued = conn.execute(insert(deliveries).from_select(
+            conn.execute(insert(deliveries).from_select(
                 ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
                 select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
-                       literal(0, Integer), literal(now, UTCDateTime), literal(variant, String))
+                       literal(0, Integer), literal(now, UTCDateTime), literal(routed, String))
                 .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key == topics)))
-            count += queued.rowcount or 0
-        unrouted = [topics for topics in variants.routes]  # choices made after planning get the whole edition
-        queued = conn.execute(insert(deliveries).from_select(
+        unrouted = list(variants.routes)  # choices made after planning get the whole edition
+        conn.execute(insert(deliveries).from_select(
             ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
             select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
                    literal(0, Integer), literal(now, UTCDateTime), literal("", String))
             .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key.not_in(unrouted))))
-        return count + (queued.rowcount or 0)
 
     def edition_variants(self, edition_id: str) -> dict[str, StoredDigest]:
         """An edition's per-topic digests (not the whole-edition one)."""

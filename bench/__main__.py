@@ -307,10 +307,10 @@ def case_memory(subscriber_sizes, feed_items) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="feeds, digest, rerun, send, memory (default: all)")
+                        help="feeds, digest, rerun, send, memory, signup, topics (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    cases = args.cases or ["feeds", "digest", "rerun", "send", "memory"]
+    cases = args.cases or ["feeds", "digest", "rerun", "send", "memory", "signup", "topics"]
     quick = args.quick
     started = time.perf_counter()
     if "feeds" in cases:
@@ -323,6 +323,18 @@ def main() -> None:
         case_send(2000 if quick else 10000)
     if "memory" in cases:
         case_memory([1000, 10000] if quick else [1000, 100000], 1000 if quick else 10000)
+    if "signup" in cases or "topics" in cases:  # issue 13: bench/signup.py
+        from .signup import case_signup, case_topic_send
+
+        os.environ["PIPELINE_SECRET"] = SECRET
+        sink = Sink()
+        try:
+            if "signup" in cases:
+                case_signup(300 if quick else 2000, sink.port, record, workdir)
+            if "topics" in cases:
+                case_topic_send(2000 if quick else 10000, _send_project, sink, record, workdir)
+        finally:
+            sink.close()
     elapsed = time.perf_counter() - started
     result = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

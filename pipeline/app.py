@@ -368,7 +368,8 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             "last_edition": None,
             "editions_with_unsent": [],
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
-                            "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
+                            "unsubscribed": storage.count_subscribers(UNSUBSCRIBED),
+                            "pending": storage.count_subscribers("pending")},  # signed up, not yet confirmed
         }
         if latest:
             report["last_edition"] = _edition_row(storage, latest)

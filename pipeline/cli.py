@@ -459,7 +459,8 @@ def format_status(report: dict) -> str:
     for other in report["editions_with_unsent"]:
         lines.append(f"Unsent messages in edition {_edition_line(other)}")
     subs = report["subscribers"]
-    lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
+    lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed"
+                 + (f", {subs['pending']} pending confirmation" if subs.get("pending") else ""))
     return "\n".join(lines)
 
 

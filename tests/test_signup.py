@@ -348,3 +348,30 @@ def test_schema_5_is_recorded_and_new_tables_exist(config):
         assert storage.schema_version() == 5
         tables = set(inspect(storage.engine).get_table_names())
     assert {"signup_tokens", "consent_events", "rate_events"} <= tables
+
+
+def test_a_schema_4_database_migrates_to_5_keeping_its_subscribers(tmp_path):
+    from sqlalchemy import create_engine, inspect, text
+
+    from pipeline.state.storage import Storage
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Storage(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # take the database back to what schema 4 had
+        for table in ("signup_tokens", "consent_events", "rate_events"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        for table, column in (("subscribers", "topics_key"), ("subscribers", "paused_until"),
+                              ("subscribers", "confirmed_at"), ("subscribers", "confirm_sent_at"),
+                              ("deliveries", "variant")):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("UPDATE schema_info SET version = 4"))
+        conn.execute(text("INSERT INTO subscribers (email, attributes, status, updated_at) "
+                          "VALUES ('old@example.org', '{}', 'subscribed', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    with Storage(url) as storage:
+        assert storage.schema_version() == 5
+        assert {c["name"] for c in inspect(storage.engine).get_columns("deliveries")} >= {"variant"}
+        profile = storage.profile(email="old@example.org")
+        assert profile.status == "subscribed" and profile.topics == () and profile.paused_until is None
+        assert storage.topic_keys_in_use(datetime.now(timezone.utc)) == [""]

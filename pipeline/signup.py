@@ -32,7 +32,7 @@ from .mail.signup_tokens import (
     read_form_stamp,
     read_preferences_token,
 )
-from .state.storage import PENDING_CONFIRMATION, SUBSCRIBED, ConsentEvent, Profile, Storage, topics_key
+from .state.storage import PENDING_CONFIRMATION, ConsentEvent, Profile, Storage, topics_key
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,3 @@ def describe_event(event: ConsentEvent) -> str:
     if event.consent_text:
         parts.append(f'consent text: "{event.consent_text}"')
     return "; ".join(parts)
-
-
-__all__ = ["SUBSCRIBED", "PAUSES", "Signups", "SignupForm", "SignupResult", "ConfirmResult", "operator_add",
-           "record_import", "show", "unsubscribe", "describe_event", "web_url", "preferences_url"]

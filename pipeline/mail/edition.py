@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Protocol
 
@@ -10,6 +10,7 @@ from ..config import Config
 from ..publish.digest import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
 from .message import Envelope, MessageTemplate, Recipient, recipient_for
+from .signup_tokens import make_preferences_token
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
 
@@ -36,21 +37,24 @@ class EditionMail:
 
     def __init__(self, digest: DigestParts, edition_id: str, date: datetime, config: Config, secret: bytes,
                  subject_prefix: str = ""):
+        from ..signup import web_url
+
         self.digest, self.edition_id, self.secret = digest, edition_id, secret
         self.config, self.date = config, date
+        # The preferences link is dated from the edition, so a resend after a crash carries the same bytes.
+        self.preferences_page = web_url(config) + "preferences"
+        self.preferences_expire = date + timedelta(days=config.signup.preferences_days)
         self.delivery = config.require_delivery()
         self.base = unsubscribe_base(config)
         envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix)
         self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
 
     def recipient(self, email: str, subscriber_id: int | None = None) -> Recipient:
-        """The personal values; with a subscriber id, the signed preferences link (dated from the
-        edition, so a resend after a crash carries the same bytes), else the generic preferences page."""
-        from ..signup import preferences_url, web_url
-
+        """The personal values; with a subscriber id, the signed preferences link, else the generic page."""
         base = recipient_for(email, self.edition_id, self.delivery, self.secret, self.base)
-        preferences = (preferences_url(self.config, self.secret, subscriber_id, self.date)
-                       if subscriber_id is not None else web_url(self.config) + "preferences")
+        preferences = self.preferences_page
+        if subscriber_id is not None:  # the token is URL-safe as it is
+            preferences += "?token=" + make_preferences_token(self.secret, subscriber_id, self.preferences_expire)
         return Recipient(base.email, base.unsubscribe_url, base.message_id, preferences)
 
     def render(self, email: str, subscriber_id: int | None = None) -> bytes:

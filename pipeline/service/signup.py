@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Config
@@ -37,7 +37,6 @@ class FormView:
     chosen: tuple[str, ...] = ()
     error: str = ""
     notice: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def form_view(config: Config, **values) -> FormView:

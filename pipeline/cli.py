@@ -356,7 +356,8 @@ def _serve_until_interrupted(server, url: str) -> None:
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
-    """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
+    """Run the web app: one-click unsubscribe, signup, confirmation, preferences (for development; use a
+    WSGI server in production)."""
     from .app import open_storage
     from .service.web import make_web_server
 

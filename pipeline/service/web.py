@@ -137,5 +137,5 @@ class _QuietHandler(WSGIRequestHandler):
 
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025):
     server = make_server(host, port, make_app(config, storage), handler_class=_QuietHandler)
-    log.info("unsubscribe endpoint on http://%s:%d%s", host, server.server_port, UNSUBSCRIBE_PATH)
+    log.info("web app (unsubscribe, subscribe, confirm, preferences) on http://%s:%d/", host, server.server_port)
     return server

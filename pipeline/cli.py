@@ -213,6 +213,37 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
 
 
 @cli.command()
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (instead of waiting for more).")
+@pass_context
+def worker(ctx: Context, once: bool) -> None:
+    """Send due messages of every edition until stopped (SIGTERM or Ctrl-C); makes no editions or outputs.
+
+    Run any number of workers, on any number of machines, against one PostgreSQL database
+    ($PIPELINE_DATABASE_URL); on SQLite one sends at a time.
+    """
+    import signal
+    import threading
+
+    from . import app
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("pipeline").info("received %s: finishing the current message, then stopping",
+                                           signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = app.work(ctx.config, stop=stop, once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"worker {report.worker}: stopped")
+    _report_sends(report.reports)
+
+
+@cli.command()
 @pass_context
 def lint(ctx: Context) -> None:
     """Check the next digest, a sample message and the feeds for what breaks email; exit 1 on problems."""

@@ -195,6 +195,8 @@ class Delivery(Strict):
     transport: Literal["file", "smtp"] = "file"
     outbox: Path = Path("outbox")
     batch_size: int = Field(default=200, ge=1, le=10000)
+    lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
+                                 "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
 
     @field_validator("from_", "reply_to", "list_id", "unsubscribe_mailto")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,15 +17,24 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
+    Select, and_, any_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
+# Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
+MIGRATION_LOCK_KEY = 0x5049_5045_0001
+RUN_LOCK_KEY = 0x5049_5045_0002
+LEADER_LOCK_KEY = 0x5049_5045_0003
+WORK_CHANNEL = "pipeline_work"
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
@@ -239,6 +249,17 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    held: int  # rows it holds in 'sending'
+    oldest_claim: datetime | None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     id: int
     job: str
@@ -263,17 +284,36 @@ def database_url(state_folder: Path, override: str | None = None) -> str:
     return f"sqlite:///{state_folder / DATABASE_FILE}"
 
 
-def claim_statement(edition_id: str, limit: int, worker: str, now: datetime):
-    """One statement that takes pending rows for a worker.  On PostgreSQL the inner SELECT is
-    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting;
-    SQLite serialises writers, which gives the same guarantee."""
+class ArrayOf(ColumnElement[Any]):
+    """PostgreSQL's ``ARRAY(subquery)``: the subquery runs once, before the outer statement."""
+
+    inherit_cache = True
+    _traverse_internals = [("query", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, query: Select[Any]):
+        self.query = query
+        self.type = ARRAY(Integer)
+
+
+@compiles(ArrayOf)
+def _compile_array_of(element: ArrayOf, compiler: Any, **kw: Any) -> str:
+    return f"ARRAY({compiler.process(element.query, **kw)})"
+
+
+def claim_statement(edition_id: str, limit: int, worker: str, now: datetime, dialect: str = "sqlite"):
+    """One statement that takes due rows for a worker.  On PostgreSQL the inner SELECT is
+    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting,
+    and it is written ``= ANY(ARRAY(...))`` so the planner runs it once even right after an
+    edition was made, before the table has statistics (``IN (...)`` became a nested loop
+    that took every row).  SQLite serialises writers, which gives the same guarantee."""
     candidates = (select(deliveries.c.subscriber_id)
                   .where(deliveries.c.edition_id == edition_id, _due(now))
                   .order_by(deliveries.c.subscriber_id).limit(limit)
                   .with_for_update(skip_locked=True))
+    chosen = (deliveries.c.subscriber_id == any_(ArrayOf(candidates)) if dialect == "postgresql"
+              else deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
     return (update(deliveries)
-            .where(deliveries.c.edition_id == edition_id, _due(now),
-                   deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
+            .where(deliveries.c.edition_id == edition_id, _due(now), chosen)
             .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
             .returning(deliveries.c.subscriber_id, deliveries.c.attempts, deliveries.c.first_attempt_at))
 
@@ -282,6 +322,19 @@ def _due(now: datetime):
     """Rows to send now: pending ones, and deferred ones whose retry time has come."""
     return or_(deliveries.c.status == PENDING,
                and_(deliveries.c.status == DEFERRED, deliveries.c.retry_at <= now))
+
+
+class WorkListener:
+    def __init__(self, connection: Any):
+        self.connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        """True when work was announced within ``timeout`` seconds; False otherwise (or on SQLite)."""
+        if self.connection is None:
+            return False
+        for _notice in self.connection.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
 
 
 class Storage:
@@ -316,8 +369,16 @@ class Storage:
                 return 0
             return conn.execute(select(schema_info.c.version)).scalar_one_or_none() or 0
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     def migrate(self) -> None:
+        """Bring the schema up to date, once, even when several processes start together: on
+        PostgreSQL under a transaction-level advisory lock; SQLite serialises writers itself."""
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             metadata.create_all(conn, tables=[schema_info])
             current = conn.execute(select(schema_info.c.version)).scalar_one_or_none()
             if current is None:
@@ -477,8 +538,9 @@ class Storage:
         now = utcnow()
         with self.engine.begin() as conn:
             created = conn.execute(self._insert_ignoring_conflicts(editions, ["id"]).values(
-                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0))
-            if not created.rowcount:
+                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0)
+                .returning(editions.c.id)).first()
+            if created is None:
                 return False
             conn.execute(insert(edition_digests).values(edition_id=edition_id, variant="", subject=digest.subject,
                                                         html=digest.html, text=digest.text))
@@ -513,13 +575,16 @@ class Storage:
                                                              edition_digests.c.variant == variant)).first()
         return StoredDigest(row.subject, row.html, row.text) if row else None
 
-    def editions_with_work(self, now: datetime | None = None) -> list[str]:
-        """Editions with messages to send now (pending, left in flight, or deferred and due), oldest first."""
+    def editions_with_work(self, now: datetime | None = None, stale_before: datetime | None = None) -> list[str]:
+        """Editions with messages to send now, oldest first: pending, deferred and due, or left in
+        flight by a sender that is gone (claimed before ``stale_before``, by default: any)."""
         now = now or utcnow()
+        stale = deliveries.c.status == SENDING
+        if stale_before is not None:
+            stale = and_(stale, deliveries.c.claimed_at <= stale_before)
         query = (select(editions.c.id)
                  .where(select(deliveries.c.subscriber_id)
-                        .where(deliveries.c.edition_id == editions.c.id,
-                               or_(deliveries.c.status == SENDING, _due(now))).exists())
+                        .where(deliveries.c.edition_id == editions.c.id, or_(stale, _due(now))).exists())
                  .order_by(editions.c.created_at, editions.c.id))
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
@@ -549,7 +614,7 @@ class Storage:
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
         """Atomically move up to ``limit`` due rows to 'sending' for this worker."""
         with self.engine.begin() as conn:
-            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow())).all()
+            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow(), self.dialect)).all()
             if not claimed:
                 return []
             rows = {row.subscriber_id: row for row in claimed}
@@ -587,6 +652,61 @@ class Storage:
                 {"b_edition": o.claim.edition_id, "b_subscriber": o.claim.subscriber_id, "b_worker": o.claim.worker,
                  "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at}
                 for o in results])
+
+    def renew_leases(self, worker: str) -> int:
+        """Extend the lease on every row this worker holds: it is alive and still sending them."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.status == SENDING, deliveries.c.claimed_by == worker)
+                                .values(claimed_at=utcnow())).rowcount
+
+    def heartbeat(self, worker: str, host: str, pid: int) -> None:
+        """Record that a send worker is alive (its row is made on the first beat)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            beat = conn.execute(update(workers).where(workers.c.id == worker).values(heartbeat_at=now))
+            if not beat.rowcount:
+                conn.execute(self._insert_ignoring_conflicts(workers, ["id"]).values(
+                    id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now))
+
+    def forget_worker(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(workers.delete().where(workers.c.id == worker))
+
+    def live_workers(self, since: datetime) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is newer than ``since``, with how many rows each holds."""
+        held = (select(deliveries.c.claimed_by, func.count().label("held"), func.min(deliveries.c.claimed_at)
+                       .label("oldest")).where(deliveries.c.status == SENDING).group_by(deliveries.c.claimed_by)
+                .subquery())
+        query = (select(workers, held.c.held, held.c.oldest).outerjoin(held, held.c.claimed_by == workers.c.id)
+                 .where(workers.c.heartbeat_at >= since).order_by(workers.c.started_at))
+        with self.engine.connect() as conn:
+            return [WorkerRecord(r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.held or 0,
+                                 UTCDateTime().process_result_value(r.oldest, self.engine.dialect)
+                                 if isinstance(r.oldest, datetime) else None)
+                    for r in conn.execute(query)]
+
+    @contextmanager
+    def work_listener(self) -> Iterator[WorkListener]:
+        """Something idle workers wait on: PostgreSQL notifications (LISTEN before looking for work,
+        so no notification falls in between), or nothing on SQLite (the caller polls with backoff)."""
+        if self.dialect != "postgresql":
+            yield WorkListener(None)
+            return
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {WORK_CHANNEL}")
+            yield WorkListener(driver)
+        finally:
+            raw.close()
+
+    def notify_work(self) -> None:
+        """Wake idle workers (PostgreSQL LISTEN/NOTIFY); SQLite workers poll."""
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(text(f"NOTIFY {WORK_CHANNEL}"))
 
     def next_retry(self, edition_id: str) -> datetime | None:
         """When the earliest deferred message of an edition is due."""

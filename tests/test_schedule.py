@@ -107,7 +107,7 @@ def test_job_store_keeps_the_schedule_and_a_missed_run_is_coalesced_into_one(pro
     planned = first.get_job("refresh").next_run_time
     first.shutdown()
     # The service was down while three runs were due: move the stored time back 44 minutes.
-    store = SQLAlchemyJobStore(url=jobs_url(config.path("state")))
+    store = SQLAlchemyJobStore(url=jobs_url(config.path("state"), os.environ.get("PIPELINE_DATABASE_URL")))
     store.start(make_scheduler(config), "default")
     job = store.lookup_job("refresh")
     assert job.next_run_time == planned  # the store kept the schedule across the stop
@@ -134,7 +134,8 @@ def test_job_store_keeps_the_schedule_and_a_missed_run_is_coalesced_into_one(pro
     finally:
         second.shutdown(wait=True)
     assert len(runs) == 1
-    assert stored_next_run_times(config.path("state"))["refresh"] > datetime.now(timezone.utc)
+    assert stored_next_run_times(config.path("state"), os.environ.get("PIPELINE_DATABASE_URL"))["refresh"] > \
+        datetime.now(timezone.utc)
 
 
 def test_changed_cron_replaces_the_stored_job(project):

@@ -26,9 +26,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# Libraries that are chatty at INFO: kept quiet unless debugging.
+QUIET_LIBRARIES = ("apscheduler", "mail.log", "sqlalchemy")
+
+_installed: list[logging.Handler] = []  # the handlers the last configure_logging call put on the root logger
+
+
 def configure_logging(level: str | int = "WARNING", fmt: str = "text", file: Path | None = None) -> None:
+    """Log to stderr (and ``file``) at ``level``.  A second call replaces what the first set up and
+    leaves alone the handlers others put on the root logger (a host application, a test runner)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    while _installed:
+        handler = _installed.pop()
         root.removeHandler(handler)
         handler.close()
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
@@ -39,7 +48,7 @@ def configure_logging(level: str | int = "WARNING", fmt: str = "text", file: Pat
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+        _installed.append(handler)
     root.setLevel(level)
-    # Libraries that are chatty at INFO: keep them quiet unless debugging.
-    for name in ("apscheduler", "mail.log", "sqlalchemy"):
+    for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

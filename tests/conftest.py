@@ -82,7 +82,7 @@ def run_cli(project: Path, *args: str, check: bool = False, timeout: float = 120
     previous = os.getcwd()
     os.chdir(project)
     try:
-        with _logging_restored():
+        with logging_restored():
             worker = threading.Thread(target=invoke, name=f"pipeline {' '.join(args)}", daemon=True)
             worker.start()
             worker.join(timeout)
@@ -101,7 +101,7 @@ def run_cli(project: Path, *args: str, check: bool = False, timeout: float = 120
 
 
 @contextmanager
-def _logging_restored() -> Iterator[None]:
+def logging_restored() -> Iterator[None]:
     """Undo what the command's logging set-up did to this process: its handlers write to
     streams that are closed once the command returns, and its levels would leak into later tests."""
     from pipeline.logs import QUIET_LIBRARIES

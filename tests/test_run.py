@@ -109,7 +109,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
 
 
 def _command_paths(group: click.Group = cli, parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command and subcommand of the command line, as the words that name it ("" for the group)."""
+    """Every command and subcommand of the command line, as the words that name it (none for the group itself)."""
     paths = [parent]
     for name, command in sorted(group.commands.items()):
         if isinstance(command, click.Group):
@@ -140,7 +140,7 @@ def test_every_command_is_documented_in_the_readme(command):
 
 @pytest.mark.parametrize("launcher", [[str(Path(sys.executable).parent / "pipeline")], [sys.executable, "-m", "pipeline"]],
                          ids=["console script", "python -m pipeline"])
-def test_console_script_is_installed(launcher):
+def test_console_script_and_python_m_pipeline_start(launcher):
     result = subprocess.run([*launcher, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("pipeline, version")
 

@@ -19,7 +19,8 @@ from .config import Config
 from .publish.site import archive_pages, site_pages
 from .delivery.engine import EditionPlan, SendReport, edition_items, prepare_edition, send_pending
 from .publish.digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
-from .publish.feeds import build_feeds
+from .publish.feeds import feed_files
+from .publish.websub import ping_hub
 from .items import Item
 from . import __version__
 from .publish.output import write_all, write_atomic
@@ -65,8 +66,8 @@ def plan_outputs(items: list[Item], config: Config, storage: Storage | None = No
     with state, the archive pages of the editions are planned too.
     """
     out = config.path("output")
-    files = {out / name: data for name, data in build_feeds(items, config).files().items()}
-    files.update(site_pages(config))
+    files = {out / name: data for name, data in feed_files(items, config).items()}
+    files.update(site_pages(config, items))
     editions = storage.list_editions() if storage is not None and config.delivery is not None else []
     digest = None
     if editions:
@@ -150,6 +151,7 @@ def run_pipeline(config: Config, *, dry_run: bool = False, send: bool = True, st
         if dry_run:
             return result
         result.written = write_all(files)
+        ping_hub(config, result.written)
         log.info("wrote %d of %d files (%d unchanged)", len(result.written), len(files),
                  len(files) - len(result.written))
         if send and delivering:

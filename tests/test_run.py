@@ -13,7 +13,10 @@ from pipeline.publish.output import write_atomic
 
 from .conftest import run_cli, snapshot, write_item
 
-OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl", "index.html", "rss.xml"]
+TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
+          for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
+OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
+                  "index.html", "rss.xml", *TOPICS])
 
 
 def test_run_writes_the_feeds_and_the_digest(project):

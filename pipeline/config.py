@@ -54,7 +54,9 @@ class Site(Strict):
     logo: Logo | None = None
     icon: str | None = None
     feed_icon: str | None = Field(
-        default=None, description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.")
+        default=None,
+        description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.",
+    )
     id_prefix: str | None = Field(
         default=None,
         description="Prefix of item ids made from slugs; set once and never change it.",

@@ -53,7 +53,8 @@ def ping_hub(config: Config, written: list[Path]) -> PingReport:
     if not urls:
         return report
     try:
-        with httpx.Client(timeout=config.feeds.websub_timeout, headers={"User-Agent": config.fetch.user_agent}) as client:
+        headers = {"User-Agent": config.fetch.user_agent}
+        with httpx.Client(timeout=config.feeds.websub_timeout, headers=headers) as client:
             for url in urls:
                 try:
                     response = client.post(hub, data={"hub.mode": "publish", "hub.url": url})

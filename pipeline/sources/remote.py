@@ -173,7 +173,8 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
         authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
         author = next((a.get("name") for a in authors if isinstance(a, dict) and a.get("name")), None)
         image = item.get("image") or item.get("banner_image")
-        attachments = [a for a in item.get("attachments") or [] if isinstance(a, dict) and isinstance(a.get("url"), str)]
+        attachments = [a for a in item.get("attachments") or []
+                       if isinstance(a, dict) and isinstance(a.get("url"), str)]
         enclosure = next(({"url": urljoin(base, a["url"]), "type": a.get("mime_type"), "length": a.get("size_in_bytes")}
                           for a in attachments), None)
         entries.append(RawEntry(
@@ -243,7 +244,8 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
             title_html="html" in title_type,
             summary_html="html" in summary_type or not content,
         ))
-    return {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url, "id": parsed.feed.get("id")}, entries
+    feed = {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url, "id": parsed.feed.get("id")}
+    return feed, entries
 
 
 def parse(fetched: Fetched) -> tuple[dict[str, Any], list[RawEntry]]:

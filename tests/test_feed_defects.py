@@ -215,6 +215,16 @@ def test_an_undated_remote_item_has_the_same_whole_second_date_in_every_format(p
     assert json_feed_problems((public / "feed.json").read_bytes()) == []
 
 
+def test_undated_items_seen_in_one_fetch_get_distinct_dates_in_feed_order(project, server):
+    items = "".join(f"<item><title>Undated {n}</title><link>https://news.example.org/u{n}</link>"
+                    "<description>d</description></item>" for n in (1, 2, 3))
+    run_pipeline(_remote(project, server, _rss(items)), progress=False)
+    published = _published(project)
+    dates = [published[f"Undated {n}"]["date_published"] for n in (1, 2, 3)]
+    assert dates == sorted(set(dates), reverse=True)
+    assert atom_problems((project / "public" / "atom.xml").read_bytes()) == []
+
+
 # the W3C error that started it all ----------------------------------------------------------------
 
 def test_an_item_with_one_image_has_media_content_without_a_group(config):

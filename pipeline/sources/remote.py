@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -345,7 +345,7 @@ def content_hash(data: dict[str, Any]) -> str:
 def item_from_row(row: dict[str, Any], source: RemoteSource) -> Item:
     data = row["data"]
     first_seen = row["first_seen"]
-    published = _iso_to_datetime(data.get("published")) or first_seen
+    published = _iso_to_datetime(data.get("published")) or first_seen - timedelta(seconds=data.get("seen_order", 0))
     updated = None
     if row.get("updated"):  # the content changed after we first saw it
         feed_updated = _iso_to_datetime(data.get("feed_updated"))
@@ -394,6 +394,10 @@ def _store_entries(storage: Storage, source: RemoteSource, fetched: Fetched, par
     if not known:  # source_items rows need their source's row first
         storage.save_source_state(source.name, configured_url=source.url, url=source.url, status="new")
     stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
+    for position, (_item_id, data) in enumerate(stored):
+        # Undated entries seen in one fetch would share one first-seen second (the W3C validator warns about
+        # equal atom:updated values); the feed's order, kept with the row, spaces them a second apart.
+        data["seen_order"] = position
     unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
     storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)
     return f"ok ({len(unique)} entries)"

@@ -8,8 +8,10 @@ from urllib.parse import parse_qs
 
 
 class HubServer:
-    def __init__(self, status: int = 204):
+    def __init__(self, status: int = 204, hang: bool = False):
         self.status = status
+        self.release = threading.Event()  # a hanging hub answers only when the test ends
+        self.hang = hang
         self.pings: list[dict[str, list[str]]] = []
         self.lock = threading.Lock()
         hub = self
@@ -26,6 +28,8 @@ class HubServer:
                 form["content-type"] = [self.headers.get("Content-Type", "")]
                 with hub.lock:  # recorded before answering: when the ping returns, the test sees it
                     hub.pings.append(form)
+                if hub.hang:
+                    hub.release.wait(timeout=30)
                 self.send_response(hub.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -44,5 +48,6 @@ class HubServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()

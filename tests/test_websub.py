@@ -91,6 +91,15 @@ def test_a_hub_that_refuses_costs_one_log_line(project, caplog):
     assert "HTTP 500" in line
 
 
+def test_a_hub_that_never_answers_is_given_up_after_the_timeout(project, caplog):
+    with HubServer(hang=True) as silent, caplog.at_level(logging.WARNING, logger="pipeline"):
+        config = load_config(set_config(project, **{"feeds.websub_hub": silent.url, "feeds.websub_timeout": 0.3}))
+        run_pipeline(config, progress=False)
+        assert len(silent.pings) == 1  # a hub that timed out once is not asked eleven more times
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.publish.websub"]
+    assert "12 of 12 pings failed" in line and "Timeout" in line
+
+
 def test_without_a_hub_the_feeds_name_none(project):
     run_pipeline(load_config(project / "config.yaml"), progress=False)
     assert b'rel="hub"' not in (project / "public" / "rss.xml").read_bytes()

@@ -58,7 +58,6 @@ class FeedSpec:
     rss_file: str = RSS_FILE
     atom_file: str = ATOM_FILE
     json_file: str | None = JSON_FILE
-    tag: str | None = None
 
     def path(self, name: str) -> str:
         return self.folder + name
@@ -435,7 +434,7 @@ def topics(items: list[Item], config: Config) -> list[Topic]:
             continue
         if allowed is None and len(by_slug[slug]) < settings.min_items:
             continue
-        label = sorted(spellings[slug].items(), key=lambda pair: (-pair[1], pair[0]))[0][0]
+        label = min(spellings[slug].items(), key=lambda pair: (-pair[1], pair[0]))[0]  # commonest spelling
         chosen.append(Topic(slug, label, tuple(by_slug[slug])))
     return chosen
 
@@ -448,7 +447,7 @@ def topic_spec(topic: Topic, config: Config) -> FeedSpec:
     site = config.site
     return FeedSpec(folder=topic.folder, title=f"{site.title}: {topic.label}",
                     description=f"Items tagged “{topic.label}” from {site.title}.", page=topic.folder,
-                    hub=config.feeds.websub_hub, ttl=feed_ttl(config), tag=topic.label)
+                    hub=config.feeds.websub_hub, ttl=feed_ttl(config))
 
 
 def feed_set(items: list[Item], config: Config, spec: FeedSpec) -> dict[str, bytes]:

@@ -34,6 +34,7 @@ from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
+from .publish.websub import ping_hub
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
@@ -208,6 +209,8 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
 
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)
+    if publishing:
+        ping_hub(config, outcome.written)
     log.info("wrote %d of %d files (%d unchanged)", len(outcome.written), len(outcome.files),
              len(outcome.files) - len(outcome.written))
     if sending:

@@ -7,6 +7,7 @@ Relative paths are resolved against the folder holding the config file.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from email.utils import parseaddr
 from pathlib import Path
@@ -52,6 +53,10 @@ class Site(Strict):
     description: str
     logo: Logo | None = None
     icon: str | None = None
+    feed_icon: str | None = Field(
+        default=None,
+        description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.",
+    )
     id_prefix: str | None = Field(
         default=None,
         description="Prefix of item ids made from slugs; set once and never change it.",
@@ -62,6 +67,7 @@ class Site(Strict):
     )
 
     _base = field_validator("base_url")(_absolute_url)
+    _feed_icon = field_validator("feed_icon")(lambda value: None if value is None else _absolute_url(value))
 
     @field_validator("base_url")
     @classmethod
@@ -130,11 +136,28 @@ class Paths(Strict):
     state: Path = Path(".state")
 
 
+class Topics(Strict):
+    """Which tags get their own feeds (public/tags/<slug>/...)."""
+
+    enabled: bool = True
+    allow: list[str] | None = Field(
+        default=None, description="Only these tags get feeds (matched by slug); default: every tag with min_items.")
+    min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
+
+
 class Feeds(Strict):
     limit: int = Field(default=20, gt=0, description="How many of the newest items the feeds carry.")
     author_email: str | None = Field(
         default=None, description="RSS <author> needs an address; without it, dc:creator carries the name."
     )
+    topics: Topics = Topics()
+    archive: bool = Field(default=True, description="Older items stay reachable in RFC 5005 archive documents.")
+    ttl: int | None = Field(
+        default=None, gt=0, description="Minutes readers may cache a feed; default: the shortest schedule interval.")
+    websub_hub: str | None = Field(default=None, description="WebSub hub to advertise and ping after a feed changes.")
+    websub_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per hub ping.")
+
+    _hub = field_validator("websub_hub")(lambda value: None if value is None else _absolute_url(value))
 
 
 class DigestSettings(Strict):
@@ -246,7 +269,10 @@ class RemoteSource(Strict):
         if not self.name:
             parts = urlsplit(self.url)
             slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
-            object.__setattr__(self, "name", slug[:60] or "source")
+            if len(slug) > 60:  # cut, but keep names of similar long URLs apart
+                digest = hashlib.sha1(self.url.encode("utf-8")).hexdigest()[:8]
+                slug = f"{slug[:51].rstrip('-')}-{digest}"
+            object.__setattr__(self, "name", slug or "source")
         return self
 
 

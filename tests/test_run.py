@@ -16,7 +16,10 @@ from pipeline.publish.output import write_atomic
 
 from .conftest import REPO, run_cli, snapshot, write_item
 
-OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl", "index.html", "rss.xml"]
+TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
+          for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
+OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
+                  "index.html", "rss.xml", *TOPICS])
 
 
 def test_run_writes_the_feeds_and_the_digest(project):
@@ -90,7 +93,8 @@ def test_adding_an_item_changes_the_outputs(project):
     run_cli(project, "run", check=True)
     after = snapshot(project / "public")
     changed = {name for name in OUTPUTS if after[name] != before[name]}
-    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.json", "rss.xml"}  # not the static pages
+    # not the static pages, nor topic feeds of tags the new item does not have
+    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml"}
     assert b"A newer story" in after["rss.xml"]
 
 

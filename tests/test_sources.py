@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 
 import feedparser
 import pytest
@@ -199,11 +200,13 @@ def test_control_characters_and_undeclared_entities_are_survived(project, server
         assert feedparser.parse((project / "public" / name).read_bytes()).bozo == 0
 
 
-def test_undated_item_keeps_its_first_seen_date(project, server):
+def test_undated_item_keeps_its_first_seen_date(project, server, monkeypatch):
     config = _sources(project, server, und=Response(body=UNDATED))
     _run(config)
     first = _published(project)["No date here"]["date_published"]
     server.routes["/und"] = Response(body=UNDATED.replace(b"<description>Body", b"<description>Body, edited"))
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)  # dates are whole seconds: edit a minute later
+    monkeypatch.setattr("pipeline.sources.remote.utcnow", lambda: later)
     _run(config)
     second = _published(project)["No date here"]
     assert second["date_published"] == first and first.endswith("+00:00")

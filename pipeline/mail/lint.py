@@ -37,6 +37,7 @@ RULES = {
     "list-unsubscribe-ascii": "List-Unsubscribe is not plain ASCII on the wire",
     "list-unsubscribe-missing": "no List-Unsubscribe / List-Unsubscribe-Post header",
     "feed-relative-url": "a feed item with a relative URL",
+    "feed-url-iri": "a feed URL with spaces or non-ASCII characters (an IRI where a URL is expected)",
 }
 
 
@@ -164,9 +165,11 @@ def lint_feed(data: bytes, name: str) -> list[Finding]:
     for xpath in _FEED_URL_XPATHS:
         for found in root.xpath(xpath):
             url = str(found.text if hasattr(found, "text") else found).strip()
+            element = found if hasattr(found, "sourceline") else found.getparent()
             if url and not _scheme_ok(url):
-                element = found if hasattr(found, "sourceline") else found.getparent()
                 findings.append(Finding("feed-relative-url", _where(name, element), url))
+            elif " " in url or not url.isascii():
+                findings.append(Finding("feed-url-iri", _where(name, element), url))
     html_nodes = root.xpath("//*[local-name()='encoded' or (local-name()='content' and namespace-uri()='http://www.w3.org/2005/Atom')]")
     for node in html_nodes:
         if not (node.text or "").strip():

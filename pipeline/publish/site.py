@@ -16,6 +16,7 @@ from ..config import Config
 from collections.abc import Callable
 
 from ..items import Item, newest_first
+from .feeds import topics
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, public_copy, template_environment
 
@@ -59,11 +60,13 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
     return files
 
 
-def site_pages(config: Config) -> dict[Path, bytes]:
-    """The home page that the feeds link to, and the stylesheet that makes the feeds readable in a browser."""
+def site_pages(config: Config, items: list[Item] | None = None) -> dict[Path, bytes]:
+    """The home page that the feeds link to (with the topic feeds of these items), and the
+    stylesheet that still makes the feeds readable in browsers that run XSLT."""
     out = config.path("output")
     env = template_environment(config.path("templates"))
-    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation)
+    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
+                                                 topics=topics(items or [], config))
     return {
         out / INDEX_FILE: home.encode("utf-8"),
         out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),

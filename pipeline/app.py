@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from .config import Config
 from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
-from .delivery.engine import SendReport, Sender, SendSettings
+from .delivery.engine import Sender, SendReport, SendSettings
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError
@@ -34,8 +34,8 @@ from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
-from .publish.websub import ping_hub
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.websub import ping_hub
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock

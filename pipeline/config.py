@@ -11,7 +11,7 @@ import hashlib
 import re
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -253,7 +253,8 @@ class RemoteSource(Strict):
     tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
     max_items: int = Field(default=20, ge=1, le=1000)
     author: str | None = Field(default=None, description="Author for items that name none.")
-    credit: str | None = Field(default=None, description="How the outputs credit the source (default: the feed's title).")
+    credit: str | None = Field(default=None,
+                               description="How the outputs credit the source (default: the feed's title).")
 
     _url = field_validator("url")(_absolute_url)
 
@@ -265,7 +266,7 @@ class RemoteSource(Strict):
         return value
 
     @model_validator(mode="after")
-    def _default_name(self) -> "RemoteSource":
+    def _default_name(self) -> RemoteSource:
         if not self.name:
             parts = urlsplit(self.url)
             slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
@@ -302,7 +303,7 @@ class Job(Strict):
         return value
 
     @model_validator(mode="after")
-    def _valid_cron(self) -> "Job":
+    def _valid_cron(self) -> Job:
         self.trigger()
         return self
 
@@ -353,7 +354,7 @@ class Config(Strict):
         return (self.root / getattr(self.paths, which)).resolve()
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> "Config":
+    def _unique_source_names(self) -> Config:
         names = [source.name for source in self.sources]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -369,7 +370,7 @@ class Config(Strict):
         return self.delivery
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "missing":

@@ -145,7 +145,7 @@ class Image(Model):
         return value.lower() if value else None
 
     @model_validator(mode="after")
-    def _typed(self) -> "Image":
+    def _typed(self) -> Image:
         if self.type is None:
             guessed = guess_type(self.url)
             object.__setattr__(self, "type", guessed if guessed and guessed.startswith("image/") else "image/jpeg")

@@ -6,8 +6,6 @@ import inspect
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import traceback
 from collections.abc import Iterator, Mapping

@@ -89,7 +89,7 @@ def rss_problems(data: bytes) -> list[str]:
             problems.append(f"channel: exactly one non-empty <{name}> required")
     if not _absolute(channel.findtext("link") or ""):
         problems.append("channel/link must be an absolute URL")
-    selfs = [l for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "self"]
+    selfs = [link for link in channel.findall(f"{{{ATOM}}}link") if link.get("rel") == "self"]
     if len(selfs) != 1 or not _absolute(selfs[0].get("href", "")):
         problems.append("channel: one atom:link rel=self with an absolute href recommended")
     if not LANGUAGE.match(channel.findtext("language") or ""):
@@ -190,7 +190,7 @@ def atom_problems(data: bytes) -> list[str]:
     one(root, "title", "feed")
     check_date(one(root, "updated", "feed"), "feed/updated")
     check_links(root, "feed")
-    if not [l for l in root.findall(f"{{{ATOM}}}link") if l.get("rel") == "self"]:
+    if not [link for link in root.findall(f"{{{ATOM}}}link") if link.get("rel") == "self"]:
         problems.append("feed: a rel=self link is recommended")
     problems += _link_rel_problems(root, f"{{{ATOM}}}link", "feed")
     feed_author = root.find(f"{{{ATOM}}}author") is not None
@@ -229,7 +229,7 @@ def atom_problems(data: bytes) -> list[str]:
             kind = content.get("type", "text")
             if kind not in ("text", "html", "xhtml") and "/" not in kind:
                 problems.append(f"{where}: content type {kind!r} is not text, html, xhtml or a MIME type")
-        if content is None and not [l for l in entry.findall(f"{{{ATOM}}}link") if l.get("rel", "alternate") == "alternate"]:
+        if content is None and not [link for link in entry.findall(f"{{{ATOM}}}link") if link.get("rel", "alternate") == "alternate"]:
             problems.append(f"{where}: an entry without content needs an alternate link")
     return problems
 

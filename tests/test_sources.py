@@ -59,10 +59,10 @@ HOSTILE = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Hostile</t
 &lt;a href="javascript:alert(3)"&gt;click&lt;/a&gt;&lt;iframe src="https://evil.example.org/frame"&gt;&lt;/iframe&gt;
 &lt;style&gt;body{display:none}&lt;/style&gt;&lt;/p&gt;</description></item></channel></rss>"""
 
-CONTROL = ("""<?xml version="1.0"?><rss version="2.0"><channel><title>Control</title><link>https://ctl.example.org/</link>
+CONTROL = (b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Control</title><link>https://ctl.example.org/</link>
 <description>d</description><item><title>Bell\x07 and &nbsp;non-breaking &copy; 2021</title>
 <link>https://ctl.example.org/1</link><pubDate>Wed, 10 Nov 2021 12:00:00 GMT</pubDate>
-<description>Text with \x01 control \x1b characters &amp; an &undeclared; entity</description></item></channel></rss>""").encode()
+<description>Text with \x01 control \x1b characters &amp; an &undeclared; entity</description></item></channel></rss>""")
 
 UNDATED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Undated</title><link>https://und.example.org/</link>
 <description>d</description><item><title>No date here</title><link>https://und.example.org/1</link>

@@ -110,7 +110,7 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
         thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)  # quick to shut down
         thread.start()
         try:
-            local = "http://127.0.0.1:%d/unsubscribe?%s" % (server.server_port, urllib.parse.urlsplit(unsubscribe_url).query)
+            local = f"http://127.0.0.1:{server.server_port}/unsubscribe?{urllib.parse.urlsplit(unsubscribe_url).query}"
             assert _request(local, ONE_CLICK, FORM)[0] == 200
         finally:
             server.shutdown()

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
-from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 from ..errors import PipelineError
 from ..items import Item
+from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 
 ALLOWED_SCHEMES = {"http", "https", "mailto", "tel"}
 FORBIDDEN_ELEMENTS = {"script", "form", "iframe"}
@@ -87,7 +87,8 @@ def lint_html(markup: str, name: str = "digest.html") -> list[Finding]:
     for style in doc.iter("style"):
         style_size = len((style.text or "").encode("utf-8"))
         if style_size > STYLE_BLOCK_LIMIT:
-            findings.append(Finding("style-size", _where(name, style), f"{style_size:,} bytes (limit {STYLE_BLOCK_LIMIT:,})"))
+            findings.append(Finding("style-size", _where(name, style),
+                                    f"{style_size:,} bytes (limit {STYLE_BLOCK_LIMIT:,})"))
     for element in doc.iter(*FORBIDDEN_ELEMENTS):
         findings.append(Finding("forbidden-element", _where(name, element), f"<{element.tag}>"))
     for link in doc.iter("link"):
@@ -177,9 +178,9 @@ def lint_feed(data: bytes, name: str) -> list[Finding]:
         fragment = lxml_html.fragment_fromstring(node.text, create_parent="div")
         for element in fragment.iter():
             for attribute in ("href", "src"):
-                url = element.get(attribute) if isinstance(element.tag, str) else None
-                if url is not None and not _scheme_ok(url):
-                    findings.append(Finding("feed-relative-url", _where(name, node), f"{attribute}={url!r}"))
+                link: str | None = element.get(attribute) if isinstance(element.tag, str) else None
+                if link is not None and not _scheme_ok(link):
+                    findings.append(Finding("feed-relative-url", _where(name, node), f"{attribute}={link!r}"))
     return findings
 
 
@@ -193,7 +194,7 @@ def lint_edition(html: str, text: str, items: list[Item], message: bytes | None 
     return findings
 
 
-def lint_outgoing(sample: "Sample", items: list[Item], feeds: dict[str, bytes] | None = None) -> list[Finding]:
+def lint_outgoing(sample: Sample, items: list[Item], feeds: dict[str, bytes] | None = None) -> list[Finding]:
     return lint_edition(sample.html, sample.text, items, sample.message, feeds)
 
 

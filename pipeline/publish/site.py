@@ -8,17 +8,16 @@ or belongs to the latest edition, so older pages are not re-rendered every run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..config import Config
-from collections.abc import Callable
-
 from ..items import Item, newest_first
-from .feeds import topics
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, public_copy, template_environment
+from .feeds import topics
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
@@ -53,9 +52,11 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
             continue
         html, _text = public_copy(render(chosen, edition.id), config)
         files[path] = html
-    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id)) for e in editions]
+    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id))
+               for e in editions]
     env = template_environment(config.path("templates"))
-    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries)
+    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation,
+                                                    editions=entries)
     files[out / INDEX_FILE] = index.encode("utf-8")
     return files
 

@@ -18,17 +18,17 @@ from datetime import datetime, timezone
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from filelock import FileLock, Timeout
 
 from .. import app
 from ..config import Config, load_config
-from ..errors import PipelineError
 from ..environment import database_url
+from ..errors import PipelineError
 from ..state.jobs import jobs_url
 from ..state.lock import RunLocked, advisory_lock
 
@@ -81,7 +81,8 @@ def sync_jobs(scheduler: BaseScheduler, config: Config) -> None:
         trigger = spec.trigger()
         grace = spec.misfire_grace_time or config.schedule.misfire_grace_time
         existing = scheduler.get_job(name)
-        if (existing is not None and str(existing.trigger) == str(trigger) and list(existing.args) == [config_path, name]
+        if (existing is not None and str(existing.trigger) == str(trigger)
+                and list(existing.args) == [config_path, name]
                 and existing.misfire_grace_time == grace and existing.func_ref == JOB_FUNCTION):
             continue
         scheduler.add_job(JOB_FUNCTION, trigger, args=[config_path, name], id=name, name=name,

@@ -40,9 +40,7 @@ _FrontMatterLoader.yaml_implicit_resolvers = {
 def _parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, date):
-        raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
-    elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+    elif isinstance(value, date) or isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
     elif isinstance(value, str):
         try:
@@ -110,7 +108,8 @@ def _split(text: str, shown: str) -> _Document:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 1
-        raise ContentError(shown, line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", exc)
+        raise ContentError(shown, line, None, f"front matter is not valid YAML: {problem}") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):

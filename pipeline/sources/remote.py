@@ -27,8 +27,19 @@ import feedparser
 import httpx
 
 from ..config import Config, Fetch, RemoteSource
-from ..items import (Enclosure, Image, Item, Source, clean_html, guess_type, html_to_text, is_absolute_http,
-                     newest_first, plain_text, strip_xml_illegal)
+from ..items import (
+    Enclosure,
+    Image,
+    Item,
+    Source,
+    clean_html,
+    guess_type,
+    html_to_text,
+    is_absolute_http,
+    newest_first,
+    plain_text,
+    strip_xml_illegal,
+)
 from ..state.storage import Storage, utcnow
 
 log = logging.getLogger(__name__)
@@ -97,11 +108,13 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any]
             if response.status_code == 304:
                 return Fetched(304, url=str(response.url), moved_to=moved,
                                etag=response.headers.get("etag") or (state or {}).get("etag"),
-                               last_modified=response.headers.get("last-modified") or (state or {}).get("last_modified"))
+                               last_modified=response.headers.get("last-modified")
+                               or (state or {}).get("last_modified"))
             if response.status_code >= 400:
                 raise SourceError(f"HTTP {response.status_code} {response.reason_phrase}")
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > settings.max_bytes and "content-encoding" not in response.headers:
+            if (declared and declared.isdigit() and int(declared) > settings.max_bytes
+                    and "content-encoding" not in response.headers):
                 raise SourceError(f"response of {declared} bytes is over the limit of {settings.max_bytes} bytes")
             chunks, size = [], 0
             for chunk in response.iter_bytes():  # decompressed: the limit holds for gzip bombs too
@@ -136,7 +149,8 @@ def _struct_to_datetime(value) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime(*value[:6], tzinfo=timezone.utc)
+        year, month, day, hour, minute, second = value[:6]
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except (TypeError, ValueError):
         return None
 
@@ -187,7 +201,7 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
             updated=_iso_to_datetime(item.get("date_modified")),
             author=author,
             tags=[str(t) for t in item.get("tags") or [] if isinstance(t, (str, int))],
-            image={"url": urljoin(base, image)} if isinstance(image, str) else None,
+            image={"url": urljoin(str(base or ""), image)} if isinstance(image, str) else None,
             enclosure=enclosure,
             title_html=False,  # JSON Feed titles and summaries are plain text by definition
             summary_html=False,
@@ -200,7 +214,8 @@ def _text_to_html(text: str) -> str:
 
 
 def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, Any], list[RawEntry]]:
-    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type or "application/xml"})
+    parsed = feedparser.parse(body, response_headers={"content-location": url,
+                                                      "content-type": content_type or "application/xml"})
     if parsed.bozo and not parsed.entries and not parsed.get("version"):
         raise SourceError(f"not a feed ({parsed.get('bozo_exception')})")
     if not parsed.get("version") and not parsed.entries:
@@ -287,7 +302,8 @@ def item_id_for(raw: RawEntry) -> str:
 
 def entry_data(raw: RawEntry, source: RemoteSource, feed: dict[str, Any], feed_url: str) -> dict[str, Any]:
     """The item's fields as stored (JSON-ready); dates without a value are filled in from state later."""
-    home = feed.get("link") if isinstance(feed.get("link"), str) and is_absolute_http(urljoin(feed_url, feed["link"])) else feed_url
+    feed_link = feed.get("link")
+    home = feed_link if isinstance(feed_link, str) and is_absolute_http(urljoin(feed_url, feed_link)) else feed_url
     home = urljoin(feed_url, home)
     link = urljoin(home, strip_xml_illegal(raw.link).strip()) if raw.link else ""
     own_link = is_absolute_http(link)
@@ -441,7 +457,8 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
             values = {"url": fetched.moved_to or url, "etag": fetched.etag, "last_modified": fetched.last_modified,
                       "status": status}
         kept = select_items([item_from_row(row, source) for row in storage.stored_source_items(source.name)], source)
-        storage.save_source_state(source.name, configured_url=source.url, fetched_at=now, item_count=len(kept), **values)
+        storage.save_source_state(source.name, configured_url=source.url, fetched_at=now, item_count=len(kept),
+                                  **values)
         if ok:
             log.info("source %s: %s, %d items", source.name, status, len(kept))
         else:

@@ -17,8 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    Select, and_, any_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
@@ -520,7 +542,8 @@ class Storage:
 
     def latest_edition(self) -> Edition | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc()).limit(1)).first()
+            row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc())
+                               .limit(1)).first()
         return Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) if row else None
 
     def list_editions(self) -> list[Edition]:
@@ -630,9 +653,8 @@ class Storage:
     def _alive(self, conn: Connection, worker: str) -> bool:
         """True while the worker's process holds its liveness lock."""
         key = {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)}
-        if conn.execute(text("SELECT pg_try_advisory_xact_lock(:space, :key)"), key).scalar_one():
-            return False  # nobody holds it: that worker is gone (the lock ends with this transaction)
-        return True
+        # Taking it means nobody holds it: that worker is gone (the lock ends with this transaction).
+        return not conn.execute(text("SELECT pg_try_advisory_xact_lock(:space, :key)"), key).scalar_one()
 
     @contextmanager
     def liveness(self, worker: str) -> Iterator[None]:
@@ -736,7 +758,7 @@ class Storage:
             return
         raw = self.engine.raw_connection()
         try:
-            driver = raw.driver_connection
+            driver: Any = raw.driver_connection  # psycopg's own connection: LISTEN needs autocommit
             driver.autocommit = True
             driver.execute(f"LISTEN {WORK_CHANNEL}")
             yield WorkListener(driver)

@@ -7,10 +7,11 @@ Relative paths are resolved against the folder holding the config file.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +53,10 @@ class Site(Strict):
     description: str
     logo: Logo | None = None
     icon: str | None = None
+    feed_icon: str | None = Field(
+        default=None,
+        description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.",
+    )
     id_prefix: str | None = Field(
         default=None,
         description="Prefix of item ids made from slugs; set once and never change it.",
@@ -62,6 +67,7 @@ class Site(Strict):
     )
 
     _base = field_validator("base_url")(_absolute_url)
+    _feed_icon = field_validator("feed_icon")(lambda value: None if value is None else _absolute_url(value))
 
     @field_validator("base_url")
     @classmethod
@@ -130,11 +136,28 @@ class Paths(Strict):
     state: Path = Path(".state")
 
 
+class Topics(Strict):
+    """Which tags get their own feeds (public/tags/<slug>/...)."""
+
+    enabled: bool = True
+    allow: list[str] | None = Field(
+        default=None, description="Only these tags get feeds (matched by slug); default: every tag with min_items.")
+    min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
+
+
 class Feeds(Strict):
     limit: int = Field(default=20, gt=0, description="How many of the newest items the feeds carry.")
     author_email: str | None = Field(
         default=None, description="RSS <author> needs an address; without it, dc:creator carries the name."
     )
+    topics: Topics = Topics()
+    archive: bool = Field(default=True, description="Older items stay reachable in RFC 5005 archive documents.")
+    ttl: int | None = Field(
+        default=None, gt=0, description="Minutes readers may cache a feed; default: the shortest schedule interval.")
+    websub_hub: str | None = Field(default=None, description="WebSub hub to advertise and ping after a feed changes.")
+    websub_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per hub ping.")
+
+    _hub = field_validator("websub_hub")(lambda value: None if value is None else _absolute_url(value))
 
 
 class DigestSettings(Strict):
@@ -195,6 +218,8 @@ class Delivery(Strict):
     transport: Literal["file", "smtp"] = "file"
     outbox: Path = Path("outbox")
     batch_size: int = Field(default=200, ge=1, le=10000)
+    lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
+                                 "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
 
     @field_validator("from_", "reply_to", "list_id", "unsubscribe_mailto")
@@ -228,7 +253,8 @@ class RemoteSource(Strict):
     tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
     max_items: int = Field(default=20, ge=1, le=1000)
     author: str | None = Field(default=None, description="Author for items that name none.")
-    credit: str | None = Field(default=None, description="How the outputs credit the source (default: the feed's title).")
+    credit: str | None = Field(default=None,
+                               description="How the outputs credit the source (default: the feed's title).")
 
     _url = field_validator("url")(_absolute_url)
 
@@ -240,11 +266,14 @@ class RemoteSource(Strict):
         return value
 
     @model_validator(mode="after")
-    def _default_name(self) -> "RemoteSource":
+    def _default_name(self) -> RemoteSource:
         if not self.name:
             parts = urlsplit(self.url)
             slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
-            object.__setattr__(self, "name", slug[:60] or "source")
+            if len(slug) > 60:  # cut, but keep names of similar long URLs apart
+                digest = hashlib.sha1(self.url.encode("utf-8")).hexdigest()[:8]
+                slug = f"{slug[:51].rstrip('-')}-{digest}"
+            object.__setattr__(self, "name", slug or "source")
         return self
 
 
@@ -274,7 +303,7 @@ class Job(Strict):
         return value
 
     @model_validator(mode="after")
-    def _valid_cron(self) -> "Job":
+    def _valid_cron(self) -> Job:
         self.trigger()
         return self
 
@@ -309,7 +338,8 @@ class Topic(Strict):
     """A topic readers can choose: the items it covers are those with one of its tags."""
 
     description: str = ""
-    tags: list[str] = Field(min_length=1, description="Item tags this topic covers (compared case-insensitively).")
+    tags: list[str] = Field(min_length=1, description="Item tags this topic covers (matched by slug, as the tag "
+                                                       "feeds are: case, accents and punctuation do not matter).")
     label: str | None = Field(default=None, description="How forms name it (default: the topic's name).")
 
 
@@ -377,7 +407,7 @@ class Config(Strict):
         return (self.root / getattr(self.paths, which)).resolve()
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> "Config":
+    def _unique_source_names(self) -> Config:
         names = [source.name for source in self.sources]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -401,7 +431,7 @@ class Config(Strict):
         return self.delivery
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "missing":

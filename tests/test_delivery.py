@@ -13,11 +13,11 @@ import pytest
 from pipeline import app
 from pipeline.app import open_storage
 from pipeline.config import load_config
-from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, recipient_for
 from pipeline.mail.tokens import read_token
-from pipeline.state.storage import StoredDigest
+from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
+from pipeline.state.storage import StoredDigest
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import Behaviour, RecordingHandler, SmtpSink

@@ -35,7 +35,7 @@ def test_an_internationalised_domain_is_stored_once_and_mailed_in_its_ascii_form
 def test_a_non_ascii_local_part_goes_out_where_the_server_offers_smtputf8(project, secret):
     handler = RecordingHandler()
     with SmtpSink(handler, smtputf8=True) as sink:
-        config = use_smtp(project, sink.port)
+        use_smtp(project, sink.port)
         _invoke(project, "subscribers", "add", "josé@example.org", "--confirmed")
         result = _invoke(project, "run")
     assert result.exit_code == 0, result.output

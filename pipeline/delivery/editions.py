@@ -88,10 +88,11 @@ def plan_edition(items: list[Item], storage: Storage, config: Config,
         return EditionPlan(edition_id, chosen, reason="would create the edition")
     from .topics import plan_variants
 
-    whole = digest(edition_id, chosen)
-    created = storage.create_edition(edition_id, [item.id for item in chosen], whole,
+    created = storage.create_edition(edition_id, [item.id for item in chosen], digest(edition_id, chosen),
                                      record_items=config.require_delivery().edition == "new",
                                      variants=plan_variants(edition_id, chosen, storage, config, digest))
+    if created:
+        storage.notify_work()  # idle workers on other machines start at once
     edition = storage.get_edition(edition_id)
     log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
              edition.recipients if edition else 0)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..errors import PipelineError
-from ..items import Item
+from ..items import Item, tag_slug
 from ..mail.edition import EditionMail
 from ..mail.lint import Finding, lint_outgoing
 from ..state.storage import Claim, EditionVariants, Storage, StoredDigest, utcnow
@@ -29,12 +29,13 @@ def topic_names(key: str) -> list[str]:
 
 
 def items_for_topics(items: list[Item], key: str, config: Config) -> list[Item]:
-    """The items a topic choice covers, in the given order; every item for "" (or only unknown topics)."""
+    """The items a topic choice covers, in the given order; every item for "" (or only unknown topics).
+    Tags match by their slug, as the per-tag feeds do (``Stem Cells`` and ``stem cells`` are one tag)."""
     names = [name for name in topic_names(key) if name in config.topics]
     if not names:
         return list(items)
-    tags = {tag.lower() for name in names for tag in config.topics[name].tags}
-    return [item for item in items if tags & {tag.lower() for tag in item.tags}]
+    tags = {tag_slug(tag) for name in names for tag in config.topics[name].tags}
+    return [item for item in items if tags & {tag_slug(tag) for tag in item.tags}]
 
 
 def plan_variants(edition_id: str, chosen: list[Item], storage: Storage, config: Config,

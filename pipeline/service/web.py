@@ -15,8 +15,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..config import Config
 from ..environment import signing_secret
-from ..publish.digest import template_environment
 from ..mail.tokens import read_token
+from ..publish.digest import template_environment
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def _one_click(environ) -> bool:
     body = environ["wsgi.input"].read(length) if length else b""
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type.startswith("multipart/form-data"):
-        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+        message = BytesParser(policy=HTTP).parsebytes(head + body)
         for part in message.iter_parts():
             if part.get_param("name", header="content-disposition") == "List-Unsubscribe":
                 return part.get_content().strip() == "One-Click"
@@ -73,7 +74,8 @@ def _form_body(environ) -> dict[str, list[str]] | None:
 def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     """The whole web app: unsubscribe, and the signup pages (``service/signup.py``)."""
     from ..signup import Signups, utcnow
-    from .signup import PATHS as SIGNUP_PATHS, SignupPages
+    from .signup import PATHS as SIGNUP_PATHS
+    from .signup import SignupPages
 
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))

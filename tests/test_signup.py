@@ -375,3 +375,27 @@ def test_a_schema_4_database_migrates_to_5_keeping_its_subscribers(tmp_path):
         profile = storage.profile(email="old@example.org")
         assert profile.status == "subscribed" and profile.topics == () and profile.paused_until is None
         assert storage.topic_keys_in_use(datetime.now(timezone.utc)) == [""]
+
+
+def test_concurrent_hits_on_one_rate_limit_never_pass_it(config):
+    import threading
+
+    now = datetime.now(timezone.utc)
+    with open_storage(config) as storage:
+        results: list[bool] = []
+        lock = threading.Lock()
+        go = threading.Event()
+
+        def hit() -> None:
+            go.wait()
+            passed = storage.hit_rate("ip:same", 5, now - timedelta(hours=1), now)
+            with lock:
+                results.append(passed)
+
+        threads = [threading.Thread(target=hit) for _ in range(24)]
+        for thread in threads:
+            thread.start()
+        go.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert len(results) == 24 and results.count(True) == 5

@@ -1117,8 +1117,12 @@ class Storage:
 
     def hit_rate(self, key: str, limit: int, window_start: datetime, now: datetime) -> bool:
         """Count one hit against ``key`` if fewer than ``limit`` happened since ``window_start``;
-        False (and nothing counted) when the limit is reached.  Old hits of the key are dropped."""
+        False (and nothing counted) when the limit is reached.  Old hits of the key are dropped.
+        Hits on one key are serialised (SQLite: one writer; PostgreSQL: a transaction advisory lock),
+        so concurrent requests never let more than ``limit`` through."""
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "rate:" + key})
             conn.execute(rate_events.delete().where(rate_events.c.key == key, rate_events.c.at < window_start))
             used = conn.execute(select(func.count()).select_from(rate_events)
                                 .where(rate_events.c.key == key, rate_events.c.at >= window_start)).scalar_one()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,11 @@ rate_events = Table(  # hits counted by the signup rate limits (keys are hashed 
     Column("key", String(100), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Index("rate_events_by_key", "key", "at"),
+    Index("rate_events_by_time", "at"),  # hits older than a day are dropped, whatever their key
 )
+
+
+RATE_MEMORY = timedelta(days=1)  # how long rate-limit hits are kept (the limits count per hour)
 
 
 def _not_paused(now: datetime):
@@ -1117,13 +1121,13 @@ class Storage:
 
     def hit_rate(self, key: str, limit: int, window_start: datetime, now: datetime) -> bool:
         """Count one hit against ``key`` if fewer than ``limit`` happened since ``window_start``;
-        False (and nothing counted) when the limit is reached.  Old hits of the key are dropped.
+        False (and nothing counted) when the limit is reached.  Hits older than a day are dropped.
         Hits on one key are serialised (SQLite: one writer; PostgreSQL: a transaction advisory lock),
         so concurrent requests never let more than ``limit`` through."""
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "rate:" + key})
-            conn.execute(rate_events.delete().where(rate_events.c.key == key, rate_events.c.at < window_start))
+            conn.execute(rate_events.delete().where(rate_events.c.at < min(window_start, now - RATE_MEMORY)))
             used = conn.execute(select(func.count()).select_from(rate_events)
                                 .where(rate_events.c.key == key, rate_events.c.at >= window_start)).scalar_one()
             if used >= limit:

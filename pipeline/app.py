@@ -39,7 +39,16 @@ from .publish.websub import ping_hub
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
-from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage, StoredDigest
+from .state.storage import (
+    LEDGER_STATUSES,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    Edition,
+    RunRecord,
+    SourceState,
+    Storage,
+    StoredDigest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -510,12 +519,12 @@ def sources(config: Config, *, fetch: bool = False) -> tuple[int, list[SourceRow
     with open_storage(config) as storage:
         if fetch and config.sources:
             read_remote(config, storage)
-        states = {state["name"]: state for state in storage.all_source_states()}
+        states = {state.name: state for state in storage.all_source_states()}
     rows = []
     for source in config.sources:
-        state = states.get(source.name) or {}
-        rows.append(SourceRow(source.name, state.get("url") or source.url, state.get("fetched_at"),
-                              state.get("status") or "-", state.get("item_count", 0)))
+        state = states.get(source.name) or SourceState(source.name)
+        rows.append(SourceRow(source.name, state.url or source.url, state.fetched_at, state.status or "-",
+                              state.item_count))
     return len(read_content(config)), rows
 
 

@@ -192,7 +192,9 @@ class Smtp(Strict):
     password_env: str = Field(default="PIPELINE_SMTP_PASSWORD",
                               description="Name of the environment variable holding the password.")
     ca_file: Path | None = Field(default=None, description="Extra CA certificate(s) to trust (PEM).")
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="Seconds for each network operation.")
+    data_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for the server's reply after "
+                                                                 "a message's body (RFC 5321 suggests 10 minutes).")
     concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
     rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
     max_attempts: int = Field(default=5, ge=1, le=20, description="Quick tries of a message within one run; "

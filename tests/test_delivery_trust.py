@@ -123,3 +123,27 @@ def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(proj
     assert sorted(m.recipient for m in handler.received) == ["reader00000@example.org", "reader00001@example.org"]
     with app.open_storage(config) as storage:
         assert len(storage.list_editions()) == 1  # the new item waits for the next real run
+
+
+def test_a_server_that_refuses_the_sender_stops_the_send_with_one_error(project, secret):
+    handler = RecordingHandler(Behaviour(refuse_sender="530 5.7.0 Authentication required"))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 50)
+        result = _invoke(project, "run")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if "530 5.7.0" in line]
+    assert len(errors) == 2 and errors[-1].startswith("Error: "), result.output  # one log line, one error
+    with app.open_storage(config) as storage:
+        counts = storage.ledger_counts(storage.latest_edition().id)
+    assert counts["failed"] == 0 and counts["pending"] == 50  # nobody is failed for the server's refusal
+
+
+def test_a_slow_reply_after_the_body_is_waited_for_not_resent(project, secret):
+    handler = RecordingHandler(Behaviour(reply_delay=0.6))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, concurrency=1, timeout=0.2, data_timeout=5)
+        addresses = add_subscribers(config, 2)
+        result = _invoke(project, "run")
+    assert result.exit_code == 0, result.output
+    assert sorted(m.recipient for m in handler.received) == addresses  # each once

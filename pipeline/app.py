@@ -206,6 +206,9 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
             return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
+    if sending and storage.count_subscribers(SUBSCRIBED):
+        # Refuse a missing or weak secret before anything is queued that could not then be sent.
+        signing_secret(config.require_delivery().secret_env, config.path("state"))
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:

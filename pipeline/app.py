@@ -505,7 +505,17 @@ def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
     counts = storage.ledger_counts(edition.id)
     return {"id": edition.id, "created_at": _iso(edition.created_at), "subject": edition.subject,
             "items": len(edition.item_ids), **{status: counts[status] for status in LEDGER_STATUSES},
-            "next_retry": _iso(storage.next_retry(edition.id))}
+            "next_retry": _iso(storage.next_retry(edition.id)),
+            "top_failures": [{"reply": reply, "count": count} for reply, count in storage.failure_reasons(edition.id)]}
+
+
+def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, int]:
+    """Put the failed messages of an edition (default: the latest) back in the queue; returns how many."""
+    with open_storage(config) as storage:
+        edition = storage.get_edition(edition_id) if edition_id else storage.latest_edition()
+        if edition is None:
+            raise PipelineError(f"no edition {edition_id}" if edition_id else "no edition has been made yet")
+        return edition.id, storage.requeue_failed(edition.id)
 
 
 @dataclass

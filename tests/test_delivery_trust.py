@@ -147,3 +147,17 @@ def test_a_slow_reply_after_the_body_is_waited_for_not_resent(project, secret):
         result = _invoke(project, "run")
     assert result.exit_code == 0, result.output
     assert sorted(m.recipient for m in handler.received) == addresses  # each once
+
+
+def test_status_names_the_top_failure_reasons_and_retry_failed_queues_them_again(project, secret):
+    handler = RecordingHandler(Behaviour(reject={"reader00000@example.org", "reader00001@example.org"}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 3)
+        assert _invoke(project, "run").exit_code == 2
+        assert "2 x 550 5.1.1 No such user here" in _invoke(project, "status").output
+        handler.behaviour.reject.clear()  # the mailboxes exist now
+        again = _invoke(project, "send", "--retry-failed")
+    assert again.exit_code == 0, again.output
+    assert "2 failed messages queued again" in again.output
+    assert sorted(m.recipient for m in handler.received) == [f"reader{n:05d}@example.org" for n in range(3)]

@@ -796,6 +796,22 @@ class Storage:
             with self.engine.begin() as conn:
                 conn.execute(text(f"NOTIFY {WORK_CHANNEL}"))
 
+    def requeue_failed(self, edition_id: str) -> int:
+        """Put an edition's failed rows back in the queue, on purpose (``send --retry-failed``)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED)
+                                .values(status=PENDING, retry_at=None, first_attempt_at=None,
+                                        reply=None, updated_at=utcnow())).rowcount
+
+    def failure_reasons(self, edition_id: str, limit: int = 5) -> list[tuple[str, int]]:
+        """The most common replies of failed and deferred rows, most frequent first."""
+        query = (select(deliveries.c.reply, func.count().label("n"))
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status.in_([FAILED, DEFERRED]))
+                 .group_by(deliveries.c.reply).order_by(func.count().desc(), deliveries.c.reply).limit(limit))
+        with self.engine.connect() as conn:
+            return [(row.reply or "", row.n) for row in conn.execute(query)]
+
     def next_retry(self, edition_id: str) -> datetime | None:
         """When the earliest deferred message of an edition is due."""
         query = (select(func.min(deliveries.c.retry_at))

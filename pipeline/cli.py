@@ -361,7 +361,7 @@ def _serve_until_interrupted(server, url: str) -> None:
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
-    """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
+    """Run the one-click unsubscribe endpoint on waitress (put it behind your HTTPS reverse proxy)."""
     from .app import open_storage
     from .service.web import make_web_server
 

@@ -389,7 +389,8 @@ class WorkListener:
 class Storage:
     def __init__(self, url: str):
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
+        # Statement parameters (subscriber addresses) never reach a log, even at -vv.
+        kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)

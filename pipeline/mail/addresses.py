@@ -13,7 +13,6 @@ from email_validator import EmailNotValidError, validate_email
 
 from ..errors import PipelineError
 
-
 MAX_LOCAL_PART = 64
 
 

@@ -13,7 +13,7 @@ from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
 
 from ..config import Config
-from ..environment import signing_secret
+from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import template_environment
 from ..state.storage import Storage
@@ -63,6 +63,7 @@ def _one_click(body: bytes, environ: dict) -> bool:
 def make_app(config: Config, storage: Storage):
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
+    previous = previous_secrets(delivery.secret_env)
     env = template_environment(config.path("templates"))
 
     def page(start_response, status: str, **context):
@@ -81,7 +82,7 @@ def make_app(config: Config, storage: Storage):
         token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
         if method in ("GET", "HEAD") and not token:
             return page(start_response, "200 OK", state="info", heading="Unsubscribe")
-        email = read_token(secret, token) if token else None
+        email = read_token(secret, token, previous) if token else None
         if email is None:
             return page(start_response, "400 Bad Request", state="error", heading="Invalid link",
                         message="This unsubscribe link is not valid. Please use the link from your email.")

@@ -40,7 +40,16 @@ from .publish.websub import ping_hub
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
-from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage, StoredDigest
+from .state.storage import (
+    LEDGER_STATUSES,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    Edition,
+    RunRecord,
+    SourceState,
+    Storage,
+    StoredDigest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +207,9 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
             return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
+    if sending and storage.count_subscribers(SUBSCRIBED):
+        # Refuse a missing or weak secret before anything is queued that could not then be sent.
+        signing_secret(config.require_delivery().secret_env, config.path("state"))
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
@@ -496,7 +508,17 @@ def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
     counts = storage.ledger_counts(edition.id)
     return {"id": edition.id, "created_at": _iso(edition.created_at), "subject": edition.subject,
             "items": len(edition.item_ids), **{status: counts[status] for status in LEDGER_STATUSES},
-            "next_retry": _iso(storage.next_retry(edition.id))}
+            "next_retry": _iso(storage.next_retry(edition.id)),
+            "top_failures": [{"reply": reply, "count": count} for reply, count in storage.failure_reasons(edition.id)]}
+
+
+def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, int]:
+    """Put the failed messages of an edition (default: the latest) back in the queue; returns how many."""
+    with open_storage(config) as storage:
+        edition = storage.get_edition(edition_id) if edition_id else storage.latest_edition()
+        if edition is None:
+            raise PipelineError(f"no edition {edition_id}" if edition_id else "no edition has been made yet")
+        return edition.id, storage.requeue_failed(edition.id)
 
 
 @dataclass
@@ -513,12 +535,12 @@ def sources(config: Config, *, fetch: bool = False) -> tuple[int, list[SourceRow
     with open_storage(config) as storage:
         if fetch and config.sources:
             read_remote(config, storage)
-        states = {state["name"]: state for state in storage.all_source_states()}
+        states = {state.name: state for state in storage.all_source_states()}
     rows = []
     for source in config.sources:
-        state = states.get(source.name) or {}
-        rows.append(SourceRow(source.name, state.get("url") or source.url, state.get("fetched_at"),
-                              state.get("status") or "-", state.get("item_count", 0)))
+        state = states.get(source.name) or SourceState(source.name)
+        rows.append(SourceRow(source.name, state.url or source.url, state.fetched_at, state.status or "-",
+                              state.item_count))
     return len(read_content(config)), rows
 
 

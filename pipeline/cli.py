@@ -182,8 +182,11 @@ def validate(ctx: Context) -> None:
               help="If another run holds the lock, wait for it instead of exiting with status 75.")
 @click.option("--queued-only", is_flag=True, help="Create no new edition; only send messages already queued and due "
                                                   "(deferred retries, interrupted sends).")
+@click.option("--retry-failed", "retry_edition", is_flag=False, flag_value="latest", default=None, metavar="[EDITION]",
+              help="First put the failed messages of EDITION (default: the latest) back in the queue.")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool) -> None:
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool,
+         retry_edition: str | None) -> None:
     """Create the edition if there are new items, then send whatever is due (deferred retries too).
 
     A recorded run like `pipeline run`, which also writes the archive pages the
@@ -207,6 +210,9 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
         if plan.reason == "would create the edition":
             click.echo(f"would send the new edition to {preview.subscribers} subscribers")
         return
+    if retry_edition:
+        edition_id, count = app.retry_failed(config, None if retry_edition == "latest" else retry_edition)
+        click.echo(f"edition {edition_id}: {count} failed messages queued again")
     outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
     if outcome.edition is not None:
         plan = outcome.edition
@@ -391,8 +397,8 @@ def _serve_until_interrupted(server, url: str) -> None:
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
-    """Run the web app: one-click unsubscribe, signup, confirmation, preferences (for development; use a
-    WSGI server in production)."""
+    """Run the web app (one-click unsubscribe, signup, confirmation, preferences) on waitress (put it
+    behind your HTTPS reverse proxy)."""
     from .app import open_storage
     from .service.web import make_web_server
 
@@ -472,7 +478,10 @@ def _edition_line(edition: dict) -> str:
     line = (f"{edition['id']} of {edition['created_at']}, {edition['items']} items: sent {edition['sent']}, "
             f"failed {edition['failed']}, deferred {edition['deferred']}, pending {edition['pending']}, "
             f"sending {edition['sending']}, skipped (unsubscribed) {edition['skipped']}")
-    return line + (f"; next retry {edition['next_retry']}" if edition.get("next_retry") else "")
+    line += f"; next retry {edition['next_retry']}" if edition.get("next_retry") else ""
+    for failure in edition.get("top_failures", []):
+        line += f"\n    {failure['count']} x {failure['reply']}"
+    return line
 
 
 def format_status(report: dict) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from email.utils import parseaddr
+from email.utils import formataddr, parseaddr
 from pathlib import Path
+from string import Formatter
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -35,6 +36,65 @@ def _absolute_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError("must be an absolute http(s) URL")
     return value
+
+
+_URL_IN_HEADER_UNSAFE = re.compile(r"[\s<>,\"\\]")
+
+
+def _header_url(value: str) -> str:
+    """A URL that goes into a header (List-Unsubscribe): absolute, ASCII (an IDN host becomes its
+    A-label, other characters are percent-encoded), and nothing that could end the URI or add another."""
+    _absolute_url(value)
+    if not value.isascii():
+        import idna
+
+        parts = urlsplit(value)
+        try:
+            host = idna.encode(parts.hostname or "", uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"host cannot be written in ASCII: {exc}") from None
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        value = urlunsplit((parts.scheme, netloc, quote(parts.path, safe="/%"), quote(parts.query, safe="=&%"),
+                            quote(parts.fragment, safe="%")))
+    if _URL_IN_HEADER_UNSAFE.search(value):
+        raise ValueError("must not contain spaces, line breaks, <, >, commas or quotes")
+    return value
+
+
+def _check_fields(template: str, allowed: set[str]) -> str:
+    """A str.format template may only name the fields it will be given."""
+    try:
+        names = {field.split(".")[0].split("[")[0] for _text, field, _spec, _conv in Formatter().parse(template)
+                 if field is not None}
+    except ValueError as exc:
+        raise ValueError(f"not a valid template: {exc}") from None
+    unknown = sorted(names - allowed)
+    if "" in names:
+        raise ValueError("use named fields, e.g. {site_title}")
+    if unknown:
+        raise ValueError(f"unknown field {{{unknown[0]}}}; use {', '.join('{' + n + '}' for n in sorted(allowed))}")
+    return template
+
+
+def _address_header(value: str) -> str:
+    """"Name <address>" with a valid address; an internationalised domain becomes its A-label."""
+    from .mail.addresses import AddressError, normalise_address
+
+    name, address = parseaddr(value)
+    if not address or address.count("@") != 1:
+        raise ValueError("must contain an email address")
+    try:
+        ascii_form = normalise_address(address)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from None
+    if not ascii_form.isascii():
+        raise ValueError(f"{address!r}: the part before @ must be ASCII in a sender or list address")
+    local, domain = address.rsplit("@", 1)
+    ascii_domain = ascii_form.rsplit("@", 1)[1]
+    if domain == ascii_domain:
+        return value  # as written
+    rewritten = f"{local}@{ascii_domain}"  # the local part keeps its case
+    return formataddr((name, rewritten)) if name else rewritten
 
 
 class Logo(Strict):
@@ -181,7 +241,17 @@ class DigestSettings(Strict):
     def _one_line(cls, value: str) -> str:
         if _HEADER_UNSAFE.search(value):
             raise ValueError("must be a single line")
-        return value
+        return _check_fields(value, {"site_title", "lead_title", "date", "count"})
+
+    @field_validator("intro")
+    @classmethod
+    def _intro_fields(cls, value: str) -> str:
+        return _check_fields(value, {"organisation", "count"})
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsubscribe_url(cls, value: str | None) -> str | None:
+        return None if value is None else _header_url(value)
 
 
 class Smtp(Strict):
@@ -192,7 +262,9 @@ class Smtp(Strict):
     password_env: str = Field(default="PIPELINE_SMTP_PASSWORD",
                               description="Name of the environment variable holding the password.")
     ca_file: Path | None = Field(default=None, description="Extra CA certificate(s) to trust (PEM).")
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="Seconds for each network operation.")
+    data_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for the server's reply after "
+                                                                 "a message's body (RFC 5321 suggests 10 minutes).")
     concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
     rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
     max_attempts: int = Field(default=5, ge=1, le=20, description="Quick tries of a message within one run; "
@@ -229,12 +301,25 @@ class Delivery(Strict):
             raise ValueError("must be a single line (no CR or LF)")
         return value
 
-    @field_validator("from_", "unsubscribe_mailto")
+    @field_validator("from_", "reply_to")
     @classmethod
-    def _has_address(cls, value: str) -> str:
-        name, address = parseaddr(value)
-        if "@" not in address or address.count("@") != 1:
-            raise ValueError("must contain an email address")
+    def _valid_address(cls, value: str | None) -> str | None:
+        return None if value is None else _address_header(value)
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _bare_address(cls, value: str) -> str:
+        address = _address_header(value)
+        if "<" in address or " " in address:
+            raise ValueError("must be a bare address, e.g. unsubscribe@example.org")
+        return address
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, value: str) -> str:
+        match = re.search(r"<([^<>\s]+)>\s*$", value)
+        if not match or not match.group(1).isascii() or "." not in match.group(1):
+            raise ValueError('must end with the list\'s id in angle brackets, e.g. "News <news.example.org>"')
         return value
 
     @property

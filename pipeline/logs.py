@@ -52,3 +52,6 @@ def configure_logging(level: str | int = "WARNING", fmt: str = "text", file: Pat
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    # SQL statements at -vv, but never the rows they return (subscriber addresses); the engine
+    # hides statement parameters itself.
+    logging.getLogger("sqlalchemy").setLevel(logging.INFO if root.level <= logging.DEBUG else logging.WARNING)

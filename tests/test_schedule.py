@@ -161,7 +161,7 @@ def _popen(project, *args):
 
 def _waits_for_the_lock(process: subprocess.Popen) -> bool:
     """True once the process logs that it is waiting for the lock (with -vv); False if it ends first."""
-    return any("waiting for" in line and "pipeline.lock" in line for line in process.stderr)
+    return any("waiting for" in line and "lock" in line for line in process.stderr)
 
 
 def test_overlapping_runs_exit_with_the_documented_status_or_wait(project):

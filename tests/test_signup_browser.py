@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 from email import message_from_bytes, policy
-from wsgiref.simple_server import make_server
 
 import pytest
 
@@ -13,7 +12,7 @@ from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.browser import View, chromium, open_page
 from pipeline.service.preview import make_preview_server
-from pipeline.service.web import _QuietHandler, make_app
+from pipeline.service.web import WebServer, make_app
 
 from .conftest import run_cli, set_config, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink, free_port
@@ -53,7 +52,7 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
         assert handler.count == 1
         clock = Clock()
         storage = open_storage(config)
-        web = make_server("127.0.0.1", web_port, make_app(config, storage, clock=clock), handler_class=_QuietHandler)
+        web = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", web_port)
         site = make_preview_server(config, "127.0.0.1", site_port)
         _serve(web), _serve(site)
         try:

@@ -119,7 +119,7 @@ def test_second_fetch_is_conditional_and_a_304_keeps_the_items(project, server):
     published = {e.id for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries}
     assert published == first
     storage = open_storage(config)
-    assert storage.source_state("blog")["status"] == "not modified (304)"
+    assert storage.source_state("blog").status == "not modified (304)"
     storage.close()
 
 
@@ -162,7 +162,7 @@ def test_gzip_and_permanent_redirect(project, server):
     result = _run(config)
     assert "Volunteer day recap" in {i.title for i in result.items}
     storage = open_storage(config)
-    assert storage.source_state("old")["url"] == server.url("/new")
+    assert storage.source_state("old").url == server.url("/new")
     storage.close()
     _run(config)
     assert len(server.requests["/old"]) == 1 and len(server.requests["/new"]) == 2  # fetched from the new place

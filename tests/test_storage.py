@@ -57,3 +57,30 @@ def test_on_postgresql_the_claim_skips_rows_other_workers_hold():
     assert "UPDATE deliveries SET status=" in sql
     assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts, "
                                                                 "deliveries.first_attempt_at")
+
+
+def test_an_unsubscribe_withdraws_a_row_a_sender_already_claimed(backend):
+    store = _storage(backend)
+    store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    claims = {c.email: c for c in store.claim("e1", 10, "w1")}
+    store.unsubscribe("b@example.org")
+    assert store.begin_attempt(claims["a@example.org"]) is True
+    assert store.begin_attempt(claims["b@example.org"]) is False  # the sender must not send it
+    assert store.ledger_counts("e1")["skipped"] == 1
+    store.close()
+
+
+def test_only_the_worker_that_holds_a_row_records_its_outcome(backend):
+    from pipeline.state.storage import SENT, Outcome
+
+    store = _storage(backend)
+    store.merge_subscribers([("a@example.org", None, {})])
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    (claim,) = store.claim("e1", 10, "w1")
+    impostor = type(claim)(claim.edition_id, claim.subscriber_id, claim.email, claim.attempts, "w2")
+    store.record_results([Outcome(impostor, SENT, "250 OK", 1)])
+    assert store.ledger_counts("e1")["sending"] == 1  # w2 does not own it: nothing changed
+    store.record_results([Outcome(claim, SENT, "250 OK", 1)])
+    assert store.ledger_counts("e1")["sent"] == 1
+    store.close()

@@ -121,3 +121,81 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
         app.run(config, progress=False)
     later = handler.received[2:]
     assert len(later) == 1 and later[0].recipient != leaving
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    import socket
+
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
+
+
+def test_a_slow_client_does_not_hold_up_anyone_else(endpoint):
+    import socket
+
+    url, _storage = endpoint
+    parts = urllib.parse.urlsplit(url)
+    slow = [socket.create_connection((parts.hostname, parts.port)) for _ in range(20)]  # more than the threads
+    try:
+        for sock in slow:
+            sock.sendall(b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\n")  # and never finish the request
+        with urllib.request.urlopen(url, timeout=5) as response:  # someone else is served at once
+            assert response.status == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", b"400"), ("209715200", b"413")])
+def test_a_bad_or_huge_body_is_refused_before_it_is_read(endpoint, length, status):
+    url, _storage = endpoint
+    head = (f"POST /unsubscribe?token=x HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+    reply = _raw_request(url, head + b"List-Unsubscribe=One-Click")
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == status, reply[:200]
+
+
+def test_the_app_never_trusts_content_length_under_any_wsgi_server():
+    import io
+
+    from pipeline.service.web import MAX_BODY, BadBody, read_body
+
+    for declared, status in (("-1", "400"), ("12x", "400"), (str(MAX_BODY + 1), "413")):
+        with pytest.raises(BadBody, match=status):
+            read_body({"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b"x" * (MAX_BODY + 10))})
+    assert read_body({"CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abcdef")}) == b"abc"
+
+
+def test_unsubscribe_tokens_reveal_nothing_and_survive_a_key_change():
+    import base64
+
+    from pipeline.mail.tokens import read_token
+
+    old, new = b"old-secret-0123456789abcdef", b"new-secret-0123456789abcdef"
+    token = make_token(old, "jane.doe@example.org")
+    padded = token.split(".", 1)[1] + "=" * (-len(token.split(".", 1)[1]) % 4)
+    assert b"jane" not in base64.urlsafe_b64decode(padded) and "jane" not in token
+    assert make_token(old, "jane.doe@example.org") == token  # one link per address, also when resent
+    assert read_token(new, token) is None
+    assert read_token(new, token, previous=[old]) == "jane.doe@example.org"
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert read_token(old, tampered) is None
+
+
+def test_links_in_mail_sent_before_tokens_became_opaque_still_work():
+    import base64
+    import hashlib
+    import hmac
+
+    from pipeline.mail.tokens import read_token
+
+    secret = b"test-secret-0123456789abcdef"
+    email = "jane.doe@example.org"
+    signature = hmac.new(secret, b"unsubscribe\x00" + email.encode(), hashlib.sha256).digest()[:18]
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    assert read_token(secret, f"{b64(email.encode())}.{b64(signature)}") == email

@@ -256,9 +256,12 @@ class Sender:
             connection.close()
 
     def _fail(self, exc: BaseException) -> None:
-        log.error("edition %s: sender failed: %s", self.edition_id, exc)
-        if self.error is None:
-            self.error = exc
+        with self.report._lock:
+            first = self.error is None
+            if first:
+                self.error = exc
+        if first:  # the other connections stop because of it: one error, said once
+            log.error("edition %s: sending stopped: %s", self.edition_id, exc)
         self.abort.set()
 
     def _record(self, outcome: Outcome) -> None:
@@ -305,6 +308,8 @@ class Sender:
                 reply = connection.send(self.settings.envelope_from, claim.email, message,
                                         key=str(claim.subscriber_id))
             except PermanentError as exc:
+                if exc.whole_send:  # the server refuses us, not this recipient: stop, fail nobody
+                    raise PipelineError(f"the mail server refuses the sender: {exc}") from None
                 log.warning("edition %s: %s refused: %s", self.edition_id, claim.email, exc)
                 self.report.add(failed=1)
                 self._record(Outcome(claim, FAILED, str(exc), attempts))

@@ -1,4 +1,5 @@
-"""One-click unsubscribe (RFC 8058) as a small WSGI app, servable by any WSGI server.
+"""The web app: one-click unsubscribe (RFC 8058) and the signup pages (``service/signup.py``), as one
+WSGI app, servable by any WSGI server.
 
 GET only shows a confirmation page: mail security scanners follow every link in a
 message, and a GET that unsubscribed would unsubscribe people who never asked.
@@ -11,10 +12,9 @@ import logging
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..config import Config
-from ..environment import signing_secret
+from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import template_environment
 from ..state.storage import Storage
@@ -25,13 +25,30 @@ MAX_BODY = 64 * 1024
 UNSUBSCRIBE_PATH = "/unsubscribe"
 
 
-def _one_click(environ) -> bool:
+class BadBody(Exception):
+    """A request body the app will not read: its status says why (400 malformed, 413 too large)."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
+    """The request body, never trusting Content-Length: a malformed or negative one is refused, and at
+    most ``limit`` bytes are read whatever it says (the production server enforces the same limit)."""
+    declared = environ.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit():
+        raise BadBody("400 Bad Request")
+    if int(declared) > limit:
+        raise BadBody("413 Content Too Large")
+    body = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
+    if len(body) > limit:
+        raise BadBody("413 Content Too Large")
+    return body
+
+
+def _one_click(body: bytes, environ: dict) -> bool:
     """True when the POST body carries List-Unsubscribe=One-Click (urlencoded or multipart)."""
-    try:
-        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_BODY)
-    except ValueError:
-        return False
-    body = environ["wsgi.input"].read(length) if length else b""
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type.startswith("multipart/form-data"):
         head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
@@ -59,16 +76,12 @@ def security_headers(config: Config, frame: bool = False) -> list[tuple[str, str
     return headers
 
 
-def _form_body(environ) -> dict[str, list[str]] | None:
-    """The urlencoded POST body, or None when it is larger than MAX_BODY."""
+def _form_body(environ) -> dict[str, list[str]]:
+    """The urlencoded POST body as fields (``read_body``'s limits; BadBody otherwise)."""
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > MAX_BODY:
-        return None
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
-    return parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+        return parse_qs(read_body(environ).decode("utf-8", "replace"), max_num_fields=50)
+    except ValueError:  # more fields than any form of ours has
+        raise BadBody("400 Bad Request") from None
 
 
 def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
@@ -79,6 +92,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
 
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
+    previous = previous_secrets(delivery.secret_env)
     env = template_environment(config.path("templates"))
 
     def respond(start_response, status: str, template: str, frame: bool = False, **context):
@@ -98,18 +112,19 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     def unsubscribe_app(environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path in SIGNUP_PATHS:
-            body = _form_body(environ) if environ.get("REQUEST_METHOD") == "POST" else {}
-            if body is None:
-                return page(start_response, "413 Content Too Large", state="error", heading="Too large",
-                            message="The request was too large.")
-            return signup_pages(environ, start_response, path, body)
+            try:
+                fields = _form_body(environ) if environ.get("REQUEST_METHOD") == "POST" else {}
+            except BadBody as exc:
+                return page(start_response, exc.status, state="error", heading="Invalid request",
+                            message="The request was refused.")
+            return signup_pages(environ, start_response, path, fields)
         if path != UNSUBSCRIBE_PATH:
             return page(start_response, "404 Not Found", state="error", heading="Not found", message="No such page.")
         method = environ.get("REQUEST_METHOD", "GET")
         token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
         if method in ("GET", "HEAD") and not token:
             return page(start_response, "200 OK", state="info", heading="Unsubscribe")
-        email = read_token(secret, token) if token else None
+        email = read_token(secret, token, previous) if token else None
         if email is None:
             return page(start_response, "400 Bad Request", state="error", heading="Invalid link",
                         message="This unsubscribe link is not valid. Please use the link from your email.")
@@ -119,7 +134,12 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
         if method != "POST":
             return page(start_response, "405 Method Not Allowed", state="error", heading="Not allowed",
                         message="Use the button on the unsubscribe page.")
-        if not _one_click(environ):
+        try:
+            body = read_body(environ)
+        except BadBody as exc:
+            return page(start_response, exc.status, state="error", heading="Invalid request",
+                        message="The request was refused.")
+        if not _one_click(body, environ):
             return page(start_response, "400 Bad Request", state="error", heading="Invalid request",
                         message="The request did not ask to unsubscribe.")
         from ..signup import unsubscribe
@@ -131,13 +151,32 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     return unsubscribe_app
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
-        # Request lines carry tokens; keep them out of the logs.
-        log.debug("%s %s", self.command, self.path.split("?", 1)[0])
+class WebServer:
+    """The WSGI app on waitress, a production server from PyPI: a pool of threads behind an
+    asynchronous front, so a slow client holds no thread; request bodies over the limit are
+    refused (413) before the app sees them, and idle connections are closed."""
+
+    def __init__(self, app, host: str, port: int, *, threads: int = 8, channel_timeout: int = 30):
+        from waitress.server import create_server
+
+        self.server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=MAX_BODY,
+                                    channel_timeout=channel_timeout, ident="newsletter-pipeline",
+                                    expose_tracebacks=False, clear_untrusted_proxy_headers=True)
+        self.server_port = int(self.server.effective_port)
+
+    def serve_forever(self, *_poll_interval: float) -> None:
+        self.server.run()
+
+    def shutdown(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
+
+    def server_close(self) -> None:
+        pass
 
 
-def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025):
-    server = make_server(host, port, make_app(config, storage), handler_class=_QuietHandler)
+def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
+    """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
+    server = WebServer(make_app(config, storage), host, port)
     log.info("web app (unsubscribe, subscribe, confirm, preferences) on http://%s:%d/", host, server.server_port)
     return server

@@ -40,7 +40,7 @@ from ..items import (
     plain_text,
     strip_xml_illegal,
 )
-from ..state.storage import Storage, utcnow
+from ..state.storage import SourceState, Storage, StoredEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class SourceReport:
 
 # -- fetching ------------------------------------------------------------------------------------
 
-def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any] | None) -> Fetched:
+def fetch(client: httpx.Client, url: str, settings: Fetch, state: SourceState | None) -> Fetched:
     headers = {}
     if state:
-        if state.get("etag"):
-            headers["If-None-Match"] = state["etag"]
-        if state.get("last_modified"):
-            headers["If-Modified-Since"] = state["last_modified"]
+        if state.etag:
+            headers["If-None-Match"] = state.etag
+        if state.last_modified:
+            headers["If-Modified-Since"] = state.last_modified
     deadline = time.monotonic() + settings.timeout
     try:
         with client.stream("GET", url, headers=headers) as response:
@@ -107,9 +107,9 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any]
                     moved = str(response.url)
             if response.status_code == 304:
                 return Fetched(304, url=str(response.url), moved_to=moved,
-                               etag=response.headers.get("etag") or (state or {}).get("etag"),
+                               etag=response.headers.get("etag") or (state.etag if state else None),
                                last_modified=response.headers.get("last-modified")
-                               or (state or {}).get("last_modified"))
+                               or (state.last_modified if state else None))
             if response.status_code >= 400:
                 raise SourceError(f"HTTP {response.status_code} {response.reason_phrase}")
             declared = response.headers.get("content-length")
@@ -358,17 +358,17 @@ def content_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def item_from_row(row: dict[str, Any], source: RemoteSource) -> Item:
-    data = row["data"]
-    first_seen = row["first_seen"]
+def item_from_row(row: StoredEntry, source: RemoteSource) -> Item:
+    data = row.data
+    first_seen = row.first_seen
     published = _iso_to_datetime(data.get("published")) or first_seen - timedelta(seconds=data.get("seen_order", 0))
     updated = None
-    if row.get("updated"):  # the content changed after we first saw it
+    if row.updated:  # the content changed after we first saw it
         feed_updated = _iso_to_datetime(data.get("feed_updated"))
-        updated = feed_updated if feed_updated and feed_updated > published else row["updated"]
+        updated = feed_updated if feed_updated and feed_updated > published else row.updated
         if updated <= published:
             updated = None
-    item_id = row["item_id"]
+    item_id = row.item_id
     image = Image(**{k: v for k, v in data["image"].items() if v is not None}) if data.get("image") else None
     enclosure = Enclosure(**data["enclosure"]) if data.get("enclosure") else None
     own_link = data.get("own_link", data["link"] != data.get("home"))  # rows stored before own_link existed
@@ -392,14 +392,14 @@ def select_items(items: list[Item], source: RemoteSource) -> list[Item]:
 
 # -- one source, all sources ---------------------------------------------------------------------
 
-def _current(state: dict | None, source: RemoteSource) -> dict:
+def _current(state: SourceState | None, source: RemoteSource) -> SourceState:
     """The stored state if it belongs to the URL configured now; a changed URL starts afresh
     (no redirect target, ETag or Last-Modified carried over from the old one)."""
-    return state if state and state.get("configured_url") == source.url else {}
+    return state if state and state.configured_url == source.url else SourceState(source.name)
 
 
-def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: dict):
-    fetched = fetch(client, state.get("url") or source.url, settings, state)
+def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: SourceState):
+    fetched = fetch(client, state.url or source.url, settings, state)
     if fetched.status == 304:
         return fetched, None
     return fetched, parse(fetched)
@@ -441,10 +441,10 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
     now = utcnow()
     for source in config.sources:
         outcome, state = outcomes[source.name], states[source.name]
-        url = state.get("url") or source.url
+        url = state.url or source.url
         if isinstance(outcome, SourceError):
             ok, status = False, str(outcome)
-            values = {"url": url, "etag": state.get("etag"), "last_modified": state.get("last_modified"),
+            values = {"url": url, "etag": state.etag, "last_modified": state.last_modified,
                       "status": f"error: {outcome}"}
         else:
             fetched, parsed = outcome

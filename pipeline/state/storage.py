@@ -376,6 +376,31 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class SourceState:
+    """What the pipeline remembers about one remote source between fetches."""
+
+    name: str
+    configured_url: str = ""  # as in config.yaml when this state was saved
+    url: str | None = None  # where it is fetched from now, after permanent redirects
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: datetime | None = None
+    status: str | None = None
+    item_count: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One entry a source delivered, as stored: first seen, content hash, JSON-ready fields."""
+
+    item_id: str
+    first_seen: datetime
+    data: dict[str, Any]
+    updated: datetime | None = None
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
 class WorkerRecord:
     id: str
     host: str
@@ -467,7 +492,8 @@ class WorkListener:
 class Storage:
     def __init__(self, url: str):
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
+        # Statement parameters (subscriber addresses) never reach a log, even at -vv.
+        kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)
@@ -880,6 +906,22 @@ class Storage:
             with self.engine.begin() as conn:
                 conn.execute(text(f"NOTIFY {WORK_CHANNEL}"))
 
+    def requeue_failed(self, edition_id: str) -> int:
+        """Put an edition's failed rows back in the queue, on purpose (``send --retry-failed``)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED)
+                                .values(status=PENDING, retry_at=None, first_attempt_at=None,
+                                        reply=None, updated_at=utcnow())).rowcount
+
+    def failure_reasons(self, edition_id: str, limit: int = 5) -> list[tuple[str, int]]:
+        """The most common replies of failed and deferred rows, most frequent first."""
+        query = (select(deliveries.c.reply, func.count().label("n"))
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status.in_([FAILED, DEFERRED]))
+                 .group_by(deliveries.c.reply).order_by(func.count().desc(), deliveries.c.reply).limit(limit))
+        with self.engine.connect() as conn:
+            return [(row.reply or "", row.n) for row in conn.execute(query)]
+
     def next_retry(self, edition_id: str) -> datetime | None:
         """When the earliest deferred message of an edition is due."""
         query = (select(func.min(deliveries.c.retry_at))
@@ -904,14 +946,19 @@ class Storage:
 
     # -- remote sources -----------------------------------------------------------------------
 
-    def source_state(self, name: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _source_state(row: Any) -> SourceState:
+        return SourceState(row.name, row.configured_url, row.url, row.etag, row.last_modified, row.fetched_at,
+                           row.status, row.item_count or 0)
+
+    def source_state(self, name: str) -> SourceState | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(sources).where(sources.c.name == name)).first()
-        return dict(row._mapping) if row else None
+        return self._source_state(row) if row else None
 
-    def all_source_states(self) -> list[dict[str, Any]]:
+    def all_source_states(self) -> list[SourceState]:
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(select(sources).order_by(sources.c.name))]
+            return [self._source_state(row) for row in conn.execute(select(sources).order_by(sources.c.name))]
 
     def save_source_state(self, name: str, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -921,36 +968,31 @@ class Storage:
             else:
                 conn.execute(insert(sources).values(name=name, **{"item_count": 0, **values}))
 
-    def stored_source_items(self, name: str) -> list[dict[str, Any]]:
-        """What a source delivered before, newest first: used when it fails or answers 304."""
+    def stored_source_items(self, name: str) -> list[StoredEntry]:
+        """What a source delivered before: used when it fails or answers 304."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(source_items).where(source_items.c.source == name)).all()
-        return [dict(row._mapping) for row in rows]
+        return [StoredEntry(row.item_id, row.first_seen, dict(row.data), row.updated, row.content_hash)
+                for row in rows]
 
-    def merge_source_items(self, name: str, entries: list[tuple[str, str, dict[str, Any]]],
-                           now: datetime) -> dict[str, dict[str, Any]]:
-        """Store (item_id, content_hash, data) rows; a row whose hash is unchanged keeps its stored data.
-
-        Returns the stored row for every given id, so the caller sees first-seen times
-        and whether the content changed.
-        """
+    def merge_source_items(self, name: str, entries: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
+        """Store (item_id, content_hash, data) rows: new ones are first seen now; a row whose hash changed
+        gets the new data and an updated time; an unchanged one keeps what it had."""
         with self.engine.begin() as conn:
-            known = {row.item_id: dict(row._mapping) for row in conn.execute(
-                select(source_items).where(source_items.c.source == name,
-                                           source_items.c.item_id.in_([i for i, _, _ in entries])))}
+            known = dict(conn.execute(
+                select(source_items.c.item_id, source_items.c.content_hash)
+                .where(source_items.c.source == name,
+                       source_items.c.item_id.in_([i for i, _, _ in entries]))).all())
             for item_id, content_hash, data in entries:
-                row = known.get(item_id)
-                if row is None:
-                    values = {"source": name, "item_id": item_id, "first_seen": now, "content_hash": content_hash,
-                              "updated": None, "data": data}
-                    conn.execute(insert(source_items).values(**values))
-                    known[item_id] = values
-                elif row["content_hash"] != content_hash:
-                    values = {"content_hash": content_hash, "updated": now, "data": data}
-                    conn.execute(update(source_items).where(source_items.c.source == name,
-                                                            source_items.c.item_id == item_id).values(**values))
-                    row.update(values)
-        return known
+                if item_id not in known:
+                    conn.execute(insert(source_items).values(source=name, item_id=item_id, first_seen=now,
+                                                             content_hash=content_hash, updated=None, data=data))
+                    known[item_id] = content_hash
+                elif known[item_id] != content_hash:
+                    conn.execute(update(source_items)
+                                 .where(source_items.c.source == name, source_items.c.item_id == item_id)
+                                 .values(content_hash=content_hash, updated=now, data=data))
+                    known[item_id] = content_hash
 
     # -- runs ---------------------------------------------------------------------------------
 

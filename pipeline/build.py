@@ -20,6 +20,7 @@ from .publish.site import archive_pages, site_pages
 from .delivery.engine import EditionPlan, SendReport, edition_items, prepare_edition, send_pending
 from .publish.digest import HTML_FILE, TEXT_FILE, Digest, digest_items, public_copy, render_digest
 from .publish.feeds import build_feeds
+from .publish.images import image_files
 from .items import Item
 from . import __version__
 from .publish.output import write_all, write_atomic
@@ -67,6 +68,7 @@ def plan_outputs(items: list[Item], config: Config, storage: Storage | None = No
     out = config.path("output")
     files = {out / name: data for name, data in build_feeds(items, config).files().items()}
     files.update(site_pages(config))
+    files.update(image_files(items, config))
     editions = storage.list_editions() if storage is not None and config.delivery is not None else []
     digest = None
     if editions:

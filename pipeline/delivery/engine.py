@@ -30,7 +30,7 @@ from ..config import Config
 from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from ..errors import ConfigError, PipelineError
 from ..items import Item, newest_first
-from ..mail.lint import LintFailed, Sample, lint_outgoing
+from ..mail.lint import LintFailed, Sample, blocks_sending, lint_outgoing
 from ..mail.message import Envelope, MessageTemplate, Recipient, build_message, recipient_for
 from ..state.storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
 from .transports import PermanentError, TransientError, Transport, transport_for
@@ -177,7 +177,7 @@ def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tu
     secret = os.environ.get(delivery.secret_env, "").encode() or b"lint-only-secret-never-sent"
     sample = sample_message(digest, MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER), edition_id, config, secret)
     feeds = build_feeds(items, config).files()
-    return chosen, lint_outgoing(sample, chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]})
+    return chosen, lint_outgoing(sample, chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]}, config)
 
 
 class LedgerWriter:
@@ -378,8 +378,8 @@ def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: t
         digest = render_digest(chosen, config, edition_id)
         sender = Sender(config, storage, edition, digest, secret, transport or transport_for(config, edition_id),
                         stop=stop, progress=progress)
-        findings = lint_outgoing(sender.sample(), chosen)
-        if findings and not force:
+        findings = lint_outgoing(sender.sample(), chosen, config=config)
+        if blocks_sending(findings, force):
             raise LintFailed(findings)
         for finding in findings:
             log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)

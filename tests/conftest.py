@@ -29,13 +29,14 @@ def write_image(path: Path, width: int, height: int, colour: str = "#4a6d8c") ->
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the repository's config, templates and content that a test may change freely.
+    """A copy of the repository's config, templates and content that a test may change freely."""
+    return make_project(tmp_path / "site")
 
-    It adds what the seed lacks and sending requires: a postal address, the MESEMS
-    story's image file and a local logo file, each at the size the config and content declare.
-    """
-    root = tmp_path / "site"
-    root.mkdir()
+
+def make_project(root: Path) -> Path:
+    """Copy config, templates and content into root, adding what the seed lacks and sending requires:
+    a postal address, the MESEMS story's image file and a local logo file, each at its declared size."""
+    root.mkdir(parents=True)
     shutil.copy(REPO / "config.yaml", root / "config.yaml")
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "content", root / "content")

@@ -13,7 +13,8 @@ from pipeline.publish.output import write_atomic
 
 from .conftest import run_cli, snapshot, write_item
 
-OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl", "index.html", "rss.xml"]
+OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl",
+           "images/mesems-trial.jpg", "index.html", "logo.png", "rss.xml"]
 
 
 def test_run_writes_the_feeds_and_the_digest(project):

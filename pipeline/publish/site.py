@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..config import Config
-from .digest import ARCHIVE_FOLDER, archive_url, public_copy, render_digest, template_environment
+from .digest import ARCHIVE_FOLDER, archive_url, edition_day, public_copy, render_digest, template_environment
 from ..items import Item, newest_first
 from ..state.storage import Edition
 
@@ -46,7 +46,9 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config) ->
             continue
         html, _text = public_copy(render_digest(chosen, config, edition.id), config)
         files[path] = html
-    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id)) for e in editions]
+    # The date of an edition is when it was created, as readers in digest.timezone count days.
+    entries = [ArchiveEntry(e.id, e.subject, edition_day(e.created_at, config), len(e.item_ids), archive_url(config, e.id))
+               for e in editions]
     env = template_environment(config.path("templates"))
     index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries)
     files[out / INDEX_FILE] = index.encode("utf-8")

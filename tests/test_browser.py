@@ -15,7 +15,7 @@ from pipeline.mail.colour import contrast, luminance, parse_colour
 from pipeline.service.browser import VIEWS, View, chromium, open_page, show_digest
 from pipeline.service.preview import make_app, serve
 
-from .conftest import SECRET, make_project, run_cli
+from .conftest import SECRET, make_project, run_cli, set_config
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,7 @@ LAYOUT = """() => {
   const images = [...document.images].map(i => i.getBoundingClientRect());
   const story = document.querySelector('img.item-image').getBoundingClientRect();
   return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, left: c.left, width: c.width,
+          text: document.querySelector('.item-summary').getBoundingClientRect().width,
           imgRight: Math.max(...images.map(r => r.right)), storyImage: [story.width, story.height]};
 }"""
 
@@ -80,11 +81,11 @@ SCHEMES = ["light", "dark", "outlook-dark"]
 VARIANTS = ["as-sent", "styles-stripped", "images-blocked"]
 
 
-def _show(browser, site: Path, width: int, scheme: str, variant: str):
+def _show(browser, site: Path, width: int, scheme: str, variant: str, name: str = SENT):
     view = View(f"{width}-{scheme}-{variant}", width, 800, "dark" if scheme == "dark" else "light",
                 images=variant != "images-blocked", styles=variant != "styles-stripped")
     page = open_page(browser, view)
-    show_digest(page, site / "public" / SENT, view)
+    show_digest(page, site / "public" / name, view)
     if scheme == "outlook-dark":
         page.evaluate(OUTLOOK_DARK)
     return page
@@ -103,6 +104,7 @@ def test_the_digest_fits_and_every_text_reads_at_4_5_to_1(browser, site, width, 
     assert box["scroll"] <= width, box  # no horizontal scrolling
     assert box["width"] == min(width, 600), box  # below 600 px the column fills the viewport
     assert abs(box["left"] - (width - box["width"]) / 2) <= 1, box  # above, it is centred
+    assert box["text"] >= box["width"] - 48, box  # text runs nearly edge to edge: 24 px padding at most
     assert box["imgRight"] <= width, box
     story_width, story_height = box["storyImage"]
     assert abs(story_height - story_width * 630 / 1200) <= 2, box  # the 1200x630 photo keeps its shape, even blocked
@@ -123,6 +125,18 @@ def test_dark_mode_really_switches_to_a_dark_palette(browser, site):
             page.context.close()
     assert luminance(parse_colour(light_bg)) > 0.9 and luminance(parse_colour(dark_bg)) < 0.05
     assert (dark_bg, dark_text) == (outlook_bg, outlook_text) != (light_bg, light_text)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_masthead_without_a_logo_reads_at_4_5_to_1(browser, project, scheme):
+    set_config(project, **{"site.logo": None})
+    run_cli(project, "run", "--no-send", check=True)
+    page = _show(browser, project, 375, scheme, "as-sent", "digest.html")
+    try:
+        (title,) = [p for p in page.evaluate(TEXT_PAIRS) if p["text"] == "National MS Society"]
+    finally:
+        page.context.close()
+    assert contrast(parse_colour(title["color"]), parse_colour(title["background"])) >= 4.5, title
 
 
 def test_the_published_images_are_shown(browser, site):

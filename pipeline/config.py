@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -110,9 +110,14 @@ class Social(Strict):
     def _absolute(cls, value: str | None) -> str | None:
         return None if value is None else _absolute_url(value)
 
+    LABELS: ClassVar[dict[str, str]] = {"facebook": "Facebook", "x": "X (formerly Twitter)", "instagram": "Instagram", "youtube": "YouTube"}
+
     def links(self) -> list[tuple[str, str]]:
-        labels = {"facebook": "Facebook", "x": "X (formerly Twitter)", "instagram": "Instagram", "youtube": "YouTube"}
-        return [(labels[name], url) for name, url in self if url]
+        return [(self.LABELS[name], url) for name, url in self if url]
+
+    def icons(self) -> list[tuple[str, str, str]]:
+        """(name, label, url) per network: the digest shows templates/icons/<name>.png, published at icons/<name>.png."""
+        return [(name, self.LABELS[name], url) for name, url in self if url]
 
 
 class Organisation(Strict):

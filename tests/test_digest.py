@@ -18,8 +18,8 @@ MESEMS_FACTS = [
     "MESEMS", "144 people", "15 sites in 9 countries", "24 weeks",
     "Safety, tolerability, and activity of mesenchymal stem cells versus placebo",
 ]
-FOOTER_FACTS = ["1-800-344-4867", "13-5661935", "National Multiple Sclerosis Society", "Facebook", "Instagram",
-                "YouTube", "You receive this because you subscribed to National MS Society News"]
+FOOTER_FACTS = ["1-800-344-4867", "13-5661935", "National Multiple Sclerosis Society",
+                "You receive this because you subscribed to National MS Society News"]
 
 
 @pytest.fixture
@@ -153,6 +153,15 @@ def test_phone_and_dates_do_not_break_across_lines(digest):
     nowrap = [_words(s.text_content()) for s in doc.xpath('//span[contains(@class, "nowrap")]')]
     assert "Call 1-800-344-4867" in nowrap and "November 4, 2021" in nowrap
     assert all("white-space:nowrap" in _style(s) for s in doc.xpath('//span[contains(@class, "nowrap")]'))
+
+
+def test_social_links_are_small_icons_with_alt_text_and_lines_in_the_text_part(digest):
+    icons = lxml_html.fromstring(digest.html).xpath('//a[contains(@class, "social-link")]/img')
+    assert [(i.get("alt"), i.get("width"), i.get("height")) for i in icons] == [
+        ("Facebook", "24", "24"), ("X (formerly Twitter)", "24", "24"), ("Instagram", "24", "24"), ("YouTube", "24", "24")]
+    assert icons[0].get("src") == "https://www.nationalmssociety.org/news-feed/icons/facebook.png"
+    assert icons[0].getparent().get("href") == "https://www.facebook.com/nationalmssociety"
+    assert "Facebook: https://www.facebook.com/nationalmssociety" in digest.text
 
 
 def test_the_footer_is_compact(digest):

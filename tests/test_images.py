@@ -22,6 +22,7 @@ def test_content_images_and_the_local_logo_are_copied_into_the_output(project):
     public = project / "public"
     assert (public / "images" / "mesems-trial.jpg").read_bytes() == (project / "content" / "images" / "mesems-trial.jpg").read_bytes()
     assert (public / "logo.png").read_bytes() == (project / "assets" / "logo.png").read_bytes()
+    assert (public / "icons" / "x.png").read_bytes() == (project / "templates" / "icons" / "x.png").read_bytes()
 
 
 def test_a_missing_image_file_is_logged_and_the_rest_is_still_built(project, config, caplog):
@@ -45,4 +46,5 @@ def test_a_logo_file_must_be_published_under_the_site(project):
 
 def test_only_images_the_outputs_use_are_copied(project, config):
     (project / "content" / "images" / "draft-photo.jpg").write_bytes(b"not referenced")
-    assert sorted(path.name for path in image_files(read_content(config), config)) == ["logo.png", "mesems-trial.jpg"]
+    assert sorted(path.name for path in image_files(read_content(config), config)) == [
+        "facebook.png", "instagram.png", "logo.png", "mesems-trial.jpg", "x.png", "youtube.png"]

@@ -14,6 +14,7 @@ from pipeline.publish.output import write_atomic
 from .conftest import run_cli, snapshot, write_item
 
 OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl",
+           "icons/facebook.png", "icons/instagram.png", "icons/x.png", "icons/youtube.png",
            "images/mesems-trial.jpg", "index.html", "logo.png", "rss.xml"]
 
 

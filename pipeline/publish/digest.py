@@ -36,6 +36,8 @@ UNSUBSCRIBE_PLACEHOLDER = "__UNSUBSCRIBE_URL__"
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT = 16 * 1024
 
+ICON_SIZE = 24  # footer social icons, shown at 24 px from 48 px files
+
 # The column is 600 px with 24 px padding; an image never gets a width attribute wider than its cell.
 IMAGE_CELL_WIDTH = 552
 CONTENTS_FROM = 4  # editions with more items than 3 open with an "In this issue" list
@@ -206,6 +208,19 @@ def entry_for(item: Item, config: Config) -> Entry:
     return Entry(item, byline(item, config), box, short_citation(item.citation))
 
 
+@dataclass(frozen=True)
+class SocialIcon:
+    label: str
+    url: str   # the network's page
+    src: str   # the published icon
+
+
+def social_icons(config: Config) -> list[SocialIcon]:
+    from .images import social_icon_url
+
+    return [SocialIcon(label, url, social_icon_url(name, config)) for name, label, url in config.organisation.social.icons()]
+
+
 def edition_day(moment: datetime, config: Config) -> datetime:
     """A moment as the readers' calendar shows it: in digest.timezone."""
     return moment.astimezone(ZoneInfo(config.digest.timezone))
@@ -241,6 +256,8 @@ def render_digest_uncached(chosen: list[Item], config: Config, edition_id: str |
         "preferences_url": config.digest.preferences_url,
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
         "logo_box": image_box(logo.url, logo.width, logo.height, config, cell=600 - 48) if logo else None,
+        "social_icons": social_icons(config),
+        "icon_size": ICON_SIZE,
     }
     html = inline_css(env.get_template(HTML_TEMPLATE).render(context))
     text = env.get_template(TEXT_TEMPLATE).render(context)

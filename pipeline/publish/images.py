@@ -2,7 +2,8 @@
 
 An image URL under ``site.base_url`` is a promise that the file is published
 there.  Item images are looked up in the content folder at the same relative
-path (``images/x.jpg`` → ``content/images/x.jpg``), the logo at ``site.logo.file``;
+path (``images/x.jpg`` → ``content/images/x.jpg``), the logo at ``site.logo.file``,
+the footer's social icons in the templates folder (``templates/icons/``);
 the build copies them into the output folder, and lint checks they exist and
 that the sizes written in the markup are their real ones.
 """
@@ -52,9 +53,17 @@ def locate(url: str, config: Config) -> LocalImage | None:
     candidates = []
     if logo is not None and logo.file is not None and logo.url == url:
         candidates.append(config.resolve(logo.file))
-    candidates += [_inside(config.path("content"), rel), target]
+    candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel), target]
     source = next((path for path in candidates if path is not None and path.is_file()), None)
     return LocalImage(url, source, target)
+
+
+ICON_FOLDER = "icons"
+
+
+def social_icon_url(name: str, config: Config) -> str:
+    """Where a social network's footer icon is published (from templates/icons/<name>.png)."""
+    return config.site.url(f"{ICON_FOLDER}/{name}.png")
 
 
 def site_images(items: list[Item], config: Config) -> list[LocalImage]:
@@ -62,6 +71,7 @@ def site_images(items: list[Item], config: Config) -> list[LocalImage]:
     urls = [item.image.url for item in items if item.image is not None]
     if config.site.logo is not None:
         urls.append(config.site.logo.url)
+    urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
     found = [locate(url, config) for url in dict.fromkeys(urls)]
     return [image for image in found if image is not None]
 

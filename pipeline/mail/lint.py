@@ -16,7 +16,7 @@ from lxml import html as lxml_html
 
 from ..config import Config
 from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
-from ..publish.images import locate, real_size
+from ..publish.images import locate, real_size, relative_to_site
 from ..errors import PipelineError
 from ..items import Item
 from .colour import contrast, parse_colour
@@ -199,10 +199,11 @@ def lint_images(markup: str, config: Config, name: str = "digest.html") -> list[
         if local is None:
             continue
         if local.source is None:
+            rel = relative_to_site(src, config)
+            logo = ", site.logo.file" if config.site.logo and config.site.logo.url == src else ""
             findings.append(Finding("img-missing", _where(name, image),
-                                    f"{src} has no file (looked for {local.target.name} in the content folder"
-                                    f"{', site.logo.file' if config.site.logo and config.site.logo.url == src else ''}"
-                                    " and the output folder)"))
+                                    f"{src} has no file: looked for {rel} in the content, templates and output "
+                                    f"folders{logo}"))
             continue
         size = real_size(local.source)
         if size is None:

@@ -124,7 +124,7 @@ def case_feeds(sizes, repeat) -> None:
 # -- digest -------------------------------------------------------------------------------------
 
 def case_digest(sizes, recipients, repeat) -> None:
-    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest, render_digest_uncached
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
     from pipeline.items import newest_first
     from pipeline.mail.message import Envelope, MessageTemplate, build_message, recipient_for
 
@@ -134,7 +134,7 @@ def case_digest(sizes, recipients, repeat) -> None:
             config = data.make_project(folder / f"digest-{n}", limit=n)
             items = data.make_items(config, n)
             ordered = newest_first(items)
-            record(f"digest render+inline n={n}", ms=median_ms(lambda: render_digest_uncached(ordered, config), repeat))
+            record(f"digest render+inline n={n}", ms=median_ms(lambda: render_digest(ordered, config), repeat))
         config = data.make_project(folder / "personal", limit=10)
         items = data.make_items(config, 10)
         date = datetime(2021, 11, 5, tzinfo=timezone.utc)
@@ -152,7 +152,7 @@ def case_digest(sizes, recipients, repeat) -> None:
 
         def naive():
             for i in range(sample):
-                d = render_digest_uncached(newest_first(items), config)  # really rendered each time
+                d = render_digest(newest_first(items), config)  # really rendered each time
                 e = Envelope.for_digest(d, "0123456789abcdef", config.delivery, date)
                 build_message(e, recipient_for(f"r{i}@example.org", "0123456789abcdef", config.delivery, secret, base),
                               UNSUBSCRIBE_PLACEHOLDER)
@@ -169,14 +169,14 @@ def case_digest(sizes, recipients, repeat) -> None:
 # -- unchanged rerun ----------------------------------------------------------------------------
 
 def case_rerun(count, repeat) -> None:
-    from pipeline.build import run_pipeline
+    from pipeline import app
 
     print(f"rerun: `pipeline run` on {count} items, full build after a change vs nothing changed")
     with workdir() as folder:
         config = data.make_project(folder / "rerun", limit=50)
         config = config.model_copy(update={"feeds": config.feeds.model_copy(update={"limit": count})})
         data.write_content(config, count)
-        run_pipeline(config, progress=False)
+        app.run(config, progress=False)
         target = config.path("content") / "item-00000.md"
         original = target.read_text()
         flip = [0]
@@ -185,16 +185,16 @@ def case_rerun(count, repeat) -> None:
             flip[0] += 1
             target.write_text(original.replace("---\n", f"---\nsummary: change {flip[0]}\n", 1)
                               if flip[0] % 2 else original)
-            result = run_pipeline(config, progress=False)
+            result = app.run(config, progress=False)
             assert result.written, "a change must rewrite outputs"
 
         def unchanged():
-            result = run_pipeline(config, progress=False)
+            result = app.run(config, progress=False)
             assert not result.written, "an unchanged run must write nothing"
 
         full = median_ms(changed, repeat)
         target.write_text(original)
-        run_pipeline(config, progress=False)
+        app.run(config, progress=False)
         same = median_ms(unchanged, repeat)
         record(f"rerun {count} items", full_ms=full, unchanged_ms=same, unchanged_vs_full=same / full)
 
@@ -218,7 +218,7 @@ class Sink:
 
 
 def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
-    from pipeline.build import open_storage
+    from pipeline.app import open_storage
 
     config = data.make_project(folder, limit=10, **{
         "transport": "smtp", "smtp.host": "127.0.0.1", "smtp.port": port, "smtp.security": "none",
@@ -232,7 +232,7 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
 
 
 def case_send(count) -> None:
-    from pipeline.build import run_pipeline
+    from pipeline import app
     from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
 
@@ -262,7 +262,7 @@ def case_send(count) -> None:
                 config = _send_project(folder / f"c{concurrency}", sink.port, count, concurrency)
                 before = sink.count()
                 start = time.perf_counter()
-                report = run_pipeline(config, progress=False).reports[0]
+                report = app.run(config, progress=False).reports[0]
                 seconds = time.perf_counter() - start
                 assert report.sent == count and sink.count() - before == count
                 record(f"send pipeline x{count} concurrency={concurrency}", msgs_per_s=count / seconds,

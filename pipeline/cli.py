@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
-from .build import collect_items, open_storage, run_pipeline
-from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import PipelineError
 from .logs import configure_logging
+
+DEFAULT_CONFIG = "config.yaml"  # as pipeline.config has it; not imported, so --help needs no pydantic
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .app import RunOutcome
+    from .delivery.engine import SendReport
+
+# The heavy imports (SQLAlchemy, premailer, feedgen) happen inside the commands that need them,
+# so `pipeline --help` and `pipeline --version` start fast.
 
 log = logging.getLogger("pipeline")
 
@@ -36,6 +45,8 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from .config import load_config
+
             self._config = load_config(self.config_path)
             settings = self._config.logging
             log_file = self.log_file or (self._config.resolve(settings.file) if settings.file else None)
@@ -85,16 +96,49 @@ def cli(ctx: click.Context, config_path: Path, verbose: int, log_format: str | N
     ctx.obj = Context(config_path, verbose, log_format, log_file)
 
 
-def _report_sends(reports) -> None:
+EXIT_PARTIAL = 2  # some messages were delivered, some failed or were deferred
+
+
+def _report_sends(reports: list[SendReport]) -> None:
     for report in reports:
         click.echo(f"edition {report.edition_id}: sent {report.sent}, failed {report.failed}, "
-                   f"retried {report.retried}, skipped {report.skipped}" + (" (stopped early)" if report.stopped else ""))
+                   f"deferred {report.deferred}, retried {report.retried}, already done {report.done_before}"
+                   + (f", withdrawn {report.withdrawn}" if report.withdrawn else "")
+                   + (" (stopped early)" if report.stopped else ""))
+        if report.unreachable:
+            click.echo(f"  the mail server could not be reached: {report.unreachable}")
+        if report.next_retry:
+            click.echo(f"  deferred messages are due again from {report.next_retry.isoformat(timespec='seconds')}; "
+                       "`pipeline send` (or a scheduled send job) retries them")
         for email, reply in report.failures[:20]:
             click.echo(f"  failed: {email}: {reply}")
 
 
+def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
+    if outcome.unchanged:
+        click.echo("nothing changed since the last run: outputs are up to date")
+    else:
+        click.echo(f"{len(outcome.items)} items")
+    for path in outcome.files:
+        state = "would write" if dry_run else ("wrote" if path in outcome.written else "unchanged")
+        click.echo(f"{state:>11}  {_shown(path)}")
+    if outcome.edition is not None:
+        plan = outcome.edition
+        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+    _report_sends(outcome.reports)
+
+
+def _exit_for(outcome: RunOutcome) -> None:
+    """Non-zero when messages failed or were deferred, so cron and systemd notice."""
+    if outcome.status == "failed":
+        raise UserError("no message could be delivered (see above; `pipeline status` shows the ledger)", 1)
+    if outcome.status == "partial":
+        raise UserError("some messages failed or were deferred (see above)", EXIT_PARTIAL)
+
+
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write and send nothing.")
+@click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write, fetch and send "
+                                              "nothing (remote items are those of the last fetch).")
 @click.option("--no-send", is_flag=True, help="Write the feeds and digest but send no email.")
 @click.option("--job", "job_name", metavar="NAME", help="Run as the scheduled job NAME (its action; recorded under its name).")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
@@ -104,97 +148,109 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
     """Read the content, write the feeds and the digest, and send the new edition.
 
     Safe from cron: a second run while one is going exits at once with status 75.
+    Exits 2 when some messages failed or were deferred, 1 when none could be delivered.
     """
-    from .service.scheduler import execute
+    from . import app
 
-    config = ctx.config
     if dry_run:
-        result = run_pipeline(config, dry_run=True, send=not no_send)
-        _report_run(result, dry_run=True)
+        _report_run(app.dry_run(ctx.config, send=not no_send), dry_run=True)
         return
-    action = "feeds" if no_send else "run"
-    if job_name:
-        if job_name not in config.schedule.jobs:
-            raise PipelineError(f"{config.source_file}: schedule.jobs: no job named {job_name!r}")
-        action = config.schedule.jobs[job_name].action
-    _summary, result = execute(config, job_name or "manual", action, wait=wait, force=force)
-    _report_run(result, dry_run=False)
-
-
-def _report_run(result, dry_run: bool) -> None:
-    if result.skipped:
-        click.echo("nothing changed since the last run: outputs are up to date")
-    else:
-        click.echo(f"{len(result.items)} items")
-    for path in result.files:
-        state = "would write" if dry_run else ("wrote" if path in result.written else "unchanged")
-        click.echo(f"{state:>11}  {_shown(path)}")
-    if result.edition is not None:
-        plan = result.edition
-        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
-    _report_sends(result.reports)
+    action: app.Action | None = "feeds" if no_send else None
+    outcome = app.run(ctx.config, job=job_name or app.MANUAL_JOB, action=action, wait=wait, force=force)
+    _report_run(outcome)
+    _exit_for(outcome)
 
 
 @cli.command()
 @pass_context
 def validate(ctx: Context) -> None:
     """Check the config and every content file; write nothing."""
-    config = ctx.config
-    items = collect_items(config)
-    click.echo(f"{config.source_file}: ok; {len(items)} content items ok")
+    from . import app
+
+    count = app.validate(ctx.config)
+    click.echo(f"{ctx.config.source_file}: ok; {count} content items ok")
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing, change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send, fetch and change nothing.")
 @click.option("--to", "to_address", metavar="ADDRESS",
               help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
 @click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
+@click.option("--queued-only", is_flag=True, help="Create no new edition; only send messages already queued and due "
+                                                  "(deferred retries, interrupted sends).")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool) -> None:
-    """Create the edition if there are new items, then send whatever is still unsent."""
-    from .delivery.engine import prepare_edition, send_pending, send_test
-    from .service.scheduler import run_lock
-    from .subscribers import normalise_address
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool) -> None:
+    """Create the edition if there are new items, then send whatever is due (deferred retries too).
+
+    A recorded run like `pipeline run`, which also writes the archive pages the
+    messages link to, but leaves the feeds and the web digest alone.
+    """
+    from . import app
 
     config = ctx.config
     config.require_delivery()
-    with open_storage(config) as storage:
-        items = collect_items(config, storage)
-        if to_address:
-            address = normalise_address(to_address)
-            reply = send_test(items, storage, config, address)
-            click.echo(f"test copy sent to {address}: {reply}")
-            return
-        if dry_run:
-            plan = prepare_edition(items, storage, config, dry_run=True)
-            click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
-            for edition_id in storage.editions_with_work():
-                counts = storage.ledger_counts(edition_id)
-                click.echo(f"edition {edition_id}: would send {counts['pending'] + counts['sending']}, "
-                           f"already sent {counts['sent']}")
-            if plan.reason == "would create the edition":
-                click.echo(f"would send the new edition to {storage.count_subscribers()} subscribers")
-            return
-        # The same lock as `pipeline run` and the service: two senders must never share an edition.
-        with run_lock(config, wait=wait):
-            plan = prepare_edition(items, storage, config)
-            click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
-            _report_sends(send_pending(items, storage, config, force=force))
+    if to_address:
+        reply = app.send_test(config, to_address)
+        click.echo(f"test copy sent to {to_address}: {reply}")
+        return
+    if dry_run:
+        preview = app.send_dry_run(config)
+        plan = preview.edition
+        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+        for edition_id, counts in preview.due.items():
+            click.echo(f"edition {edition_id}: would send {counts['pending'] + counts['sending']}, "
+                       f"deferred {counts['deferred']}, already sent {counts['sent']}")
+        if plan.reason == "would create the edition":
+            click.echo(f"would send the new edition to {preview.subscribers} subscribers")
+        return
+    outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
+    if outcome.edition is not None:
+        plan = outcome.edition
+        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+    _report_sends(outcome.reports)
+    _exit_for(outcome)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (instead of waiting for more).")
+@pass_context
+def worker(ctx: Context, once: bool) -> None:
+    """Send due messages of every edition until stopped (SIGTERM or Ctrl-C); makes no editions or outputs.
+
+    Run any number of workers, on any number of machines, against one PostgreSQL database
+    ($PIPELINE_DATABASE_URL); on SQLite one sends at a time.
+    """
+    import signal
+    import threading
+
+    from . import app
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("pipeline").info("received %s: finishing the current message, then stopping",
+                                           signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = app.work(ctx.config, stop=stop, once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"worker {report.worker}: stopped")
+    _report_sends(report.reports)
 
 
 @cli.command()
 @pass_context
 def lint(ctx: Context) -> None:
     """Check the next digest, a sample message and the feeds for what breaks email; exit 1 on problems."""
-    from .delivery.engine import lint_next_edition
+    from . import app
     from .mail.lint import LintFailed
 
-    config = ctx.config
-    config.require_delivery()
-    with open_storage(config) as storage:
-        items = collect_items(config, storage)
-        chosen, findings = lint_next_edition(items, storage, config)
+    chosen, findings = app.lint(ctx.config)
     if findings:
         raise LintFailed(findings)
     click.echo(f"no problems found in the digest of {len(chosen)} items, its message and the feeds")
@@ -211,7 +267,8 @@ def subscribers() -> None:
 @pass_context
 def subscribers_add(ctx: Context, address: str, name: str | None) -> None:
     """Subscribe ADDRESS (also resubscribes an address that had unsubscribed)."""
-    from .subscribers import normalise_address
+    from .app import open_storage
+    from .mail.addresses import normalise_address
 
     email = normalise_address(address)
     with open_storage(ctx.config) as storage:
@@ -223,7 +280,8 @@ def subscribers_add(ctx: Context, address: str, name: str | None) -> None:
 @pass_context
 def subscribers_remove(ctx: Context, address: str) -> None:
     """Unsubscribe ADDRESS; it is never mailed again, and no import resubscribes it."""
-    from .subscribers import normalise_address
+    from .app import open_storage
+    from .mail.addresses import normalise_address
 
     email = normalise_address(address)
     with open_storage(ctx.config) as storage:
@@ -238,6 +296,8 @@ def subscribers_remove(ctx: Context, address: str) -> None:
 @pass_context
 def subscribers_list(ctx: Context, status: str | None) -> None:
     """List subscribers, one per line: address, status, name."""
+    from .app import open_storage
+
     with open_storage(ctx.config) as storage:
         for sub in storage.iter_subscribers(status):
             click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
@@ -248,6 +308,7 @@ def subscribers_list(ctx: Context, status: str | None) -> None:
 @pass_context
 def subscribers_import(ctx: Context, csv_file: Path) -> None:
     """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
+    from .app import open_storage
     from .subscribers import read_csv_file
 
     with open_storage(ctx.config) as storage:
@@ -263,6 +324,7 @@ def subscribers_import(ctx: Context, csv_file: Path) -> None:
 @pass_context
 def subscribers_export(ctx: Context, output: Path | None) -> None:
     """Write all subscribers as CSV (email, name, status, dates, other columns)."""
+    from .app import open_storage
     from .subscribers import export_csv
 
     with open_storage(ctx.config) as storage:
@@ -290,10 +352,11 @@ def _serve_until_interrupted(server, url: str) -> None:
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
-    from .service.web import serve
+    from .app import open_storage
+    from .service.web import make_web_server
 
     with open_storage(ctx.config) as storage:
-        server = serve(ctx.config, storage, host, port)
+        server = make_web_server(ctx.config, storage, host, port)
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
 
 
@@ -302,21 +365,13 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
 @pass_context
 def sources(ctx: Context, do_fetch: bool) -> None:
     """List the remote sources: last fetch, status and item count."""
-    config = ctx.config
-    with open_storage(config) as storage:
-        if do_fetch:
-            from .sources.remote import read_remote
+    from . import app
 
-            read_remote(config, storage)
-        states = {state["name"]: state for state in storage.all_source_states()}
-        local = collect_items(config)
-        click.echo(f"{'content':<20} {'(local files)':<48} {'-':<25} ok  {len(local)} items")
-        for source in config.sources:
-            state = states.get(source.name) or {}
-            fetched = state.get("fetched_at")
-            click.echo(f"{source.name:<20} {state.get('url') or source.url:<48} "
-                       f"{fetched.isoformat(timespec='seconds') if fetched else 'never fetched':<25} "
-                       f"{state.get('status') or '-'}  {state.get('item_count', 0)} items")
+    local, rows = app.sources(ctx.config, fetch=do_fetch)
+    click.echo(f"{'content':<20} {'(local files)':<48} {'-':<25} ok  {local} items")
+    for row in rows:
+        fetched = row.fetched_at.isoformat(timespec="seconds") if row.fetched_at else "never fetched"
+        click.echo(f"{row.name:<20} {row.url:<48} {fetched:<25} {row.status}  {row.item_count} items")
 
 
 @cli.command()
@@ -327,18 +382,20 @@ def sources(ctx: Context, do_fetch: bool) -> None:
 @pass_context
 def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> None:
     """Serve the outputs on localhost to look at them; rebuilds on each visit, never sends."""
+    from . import app
+
     config = ctx.config
     if screenshots:
-        from .service.browser import screenshot_digest
         from .publish.digest import HTML_FILE
+        from .service.browser import screenshot_digest
 
-        run_pipeline(config, send=False, progress=False)
+        app.publish(config)
         for path in screenshot_digest(config.path("output") / HTML_FILE, screenshots):
             click.echo(f"wrote {_shown(path)}")
         return
-    from .service.preview import serve as serve_preview
+    from .service.preview import make_preview_server
 
-    server = serve_preview(config, host, port)
+    server = make_preview_server(config, host, port)
     _serve_until_interrupted(server, f"http://{host}:{server.server_port}/")
 
 
@@ -347,12 +404,12 @@ def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> Non
 @pass_context
 def serve(ctx: Context, run_now: bool) -> None:
     """Run the scheduled jobs as a long-running service (stop with SIGTERM or Ctrl-C)."""
-    from .service.scheduler import serve as serve_jobs
+    from .service.scheduler import run_service
 
     config = ctx.config
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a service reports every run
-    serve_jobs(config, run_now=run_now)
+    run_service(config, run_now=run_now)
 
 
 @cli.command()
@@ -360,13 +417,45 @@ def serve(ctx: Context, run_now: bool) -> None:
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
 @pass_context
 def status(ctx: Context, as_json: bool, runs: int) -> None:
-    """Recent runs, next scheduled runs, the last edition and the subscriber count."""
+    """Recent runs, next scheduled runs, editions with unsent messages, and the subscriber count."""
     import json
 
-    from .status import collect_status, format_status
+    from . import app
 
-    report = collect_status(ctx.config, runs)
+    report = app.status(ctx.config, runs)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else format_status(report))
+
+
+def _edition_line(edition: dict) -> str:
+    line = (f"{edition['id']} of {edition['created_at']}, {edition['items']} items: sent {edition['sent']}, "
+            f"failed {edition['failed']}, deferred {edition['deferred']}, pending {edition['pending']}, "
+            f"sending {edition['sending']}, skipped (unsubscribed) {edition['skipped']}")
+    return line + (f"; next retry {edition['next_retry']}" if edition.get("next_retry") else "")
+
+
+def format_status(report: dict) -> str:
+    lines = ["Recent runs:"]
+    if not report["runs"]:
+        lines.append("  none yet")
+    for run in report["runs"]:
+        s = run["summary"]
+        detail = (f"error: {s['error']}" if "error" in s else "nothing changed" if s.get("unchanged") else
+                  f"{s.get('action', 'run')}: {s.get('items') or 0} items, {s.get('files_written', 0)} files "
+                  f"written, edition {s.get('edition') or '-'}, sent {s.get('sent', 0)}, "
+                  f"failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")
+        lines.append(f"  {run['started_at']}  {run['job']:<16} {run['status']:<8} {detail}")
+    lines.append("Scheduled jobs:")
+    if not report["jobs"]:
+        lines.append("  none configured")
+    for job in report["jobs"]:
+        lines.append(f"  {job['name']:<16} {job['cron']!r} {job['timezone']} ({job['action']}): next {job['next_run']}")
+    edition = report["last_edition"]
+    lines.append(f"Last edition: {_edition_line(edition)}" if edition else "Last edition: none yet")
+    for other in report["editions_with_unsent"]:
+        lines.append(f"Unsent messages in edition {_edition_line(other)}")
+    subs = report["subscribers"]
+    lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
+    return "\n".join(lines)
 
 
 def main() -> None:

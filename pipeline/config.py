@@ -157,7 +157,7 @@ class Feeds(Strict):
     )
 
 
-class Digest(Strict):
+class DigestSettings(Strict):
     limit: int = Field(default=10, gt=0)
     subject: str = Field(
         default="{site_title}: {lead_title}",
@@ -202,8 +202,13 @@ class Smtp(Strict):
     timeout: float = Field(default=30.0, gt=0)
     concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
     rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
-    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Quick tries of a message within one run; "
+                                                                   "then it is deferred to a later run.")
     retry_delay: float = Field(default=2.0, ge=0, description="First retry delay in seconds; doubles per attempt.")
+    defer_delay: float = Field(default=300.0, ge=0, description="Seconds before a deferred message is due again; "
+                                                                 "doubles per deferral, at most an hour.")
+    retry_for_hours: float = Field(default=72.0, gt=0, description="Give a message up as failed when it has been "
+                                                                    "refused temporarily for this long.")
 
 
 class Delivery(Strict):
@@ -220,6 +225,8 @@ class Delivery(Strict):
     transport: Literal["file", "smtp"] = "file"
     outbox: Path = Path("outbox")
     batch_size: int = Field(default=200, ge=1, le=10000)
+    lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
+                                 "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
 
     @field_validator("from_", "reply_to", "list_id", "unsubscribe_mailto")
@@ -291,8 +298,10 @@ def _iana_timezone(value: str) -> str:
 class Job(Strict):
     cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
     timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
-    action: Literal["run", "feeds"] = Field(
-        default="run", description="run: feeds, digest and sending; feeds: feeds and digest only, no email.")
+    action: Literal["run", "feeds", "send", "retry"] = Field(
+        default="run", description="run: feeds, digest and sending; feeds: feeds and digest only, no email; "
+                                   "send: a new edition if there is one, then whatever is due; retry: only "
+                                   "messages already queued and due (deferred ones, interrupted sends).")
     misfire_grace_time: int | None = Field(default=None, ge=1, description="Overrides schedule.misfire_grace_time.")
 
     @field_validator("timezone")
@@ -337,7 +346,7 @@ class Config(Strict):
     organisation: Organisation
     paths: Paths = Paths()
     feeds: Feeds = Feeds()
-    digest: Digest = Digest()
+    digest: DigestSettings = DigestSettings()
     delivery: Delivery | None = None
     schedule: Schedule = Schedule()
     sources: list[RemoteSource] = Field(default_factory=list)

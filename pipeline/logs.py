@@ -26,16 +26,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _OwnHandler(logging.StreamHandler):
+    """Marks the handlers this module added, so configuring again replaces only those."""
+
+
+class _OwnFileHandler(logging.FileHandler):
+    pass
+
+
 def configure_logging(level: str | int = "WARNING", fmt: str = "text", file: Path | None = None) -> None:
+    """Idempotent: called again (the config's settings, or another in-process command), it replaces
+    the handlers it added before and leaves anyone else's (a test's capture) alone."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+        if isinstance(handler, (_OwnHandler, _OwnFileHandler)):
+            root.removeHandler(handler)
+            handler.close()
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_OwnHandler(sys.stderr)]
     if file is not None:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+        handlers.append(_OwnFileHandler(file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)

@@ -9,32 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from email_validator import EmailNotValidError, validate_email
-
 from .errors import PipelineError
+from .mail.addresses import AddressError, normalise_address
 from .state.storage import Storage
 
 log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 1000
 EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "unsubscribed_at"]
-
-
-class AddressError(PipelineError):
-    pass
-
-
-def normalise_address(address: str) -> str:
-    """Validated address in one canonical form, ASCII only so headers stay raw.
-
-    The whole address is lower-cased: local parts are case-sensitive on paper, but no
-    mailbox provider treats them so, and "Ann@" and "ann@" must not get two copies.
-    """
-    try:
-        result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise AddressError(f"{address.strip()!r}: {exc}") from None
-    return result.normalized.lower()
 
 
 @dataclass

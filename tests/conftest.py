@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,71 @@ def write_image(path: Path, width: int, height: int, colour: str = "#4a6d8c") ->
     return path
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    """In-process commands configure logging (level, handlers); each test starts from the same state."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+# Test modules whose tests run on both state backends.  The rest (feeds, content, config, lint,
+# digest rendering, the browser, the in-memory engine) never touch the database in a way that
+# could differ, so they run once.
+BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
+                 "test_run", "test_schedule", "test_sources", "test_storage", "test_subscribers", "test_web"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        names = ["sqlite", "postgresql"] if module in BOTH_BACKENDS else ["sqlite"]
+        if module == "test_postgres":
+            names = ["postgresql"]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str  # the SQLAlchemy URL the test's state lives in
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from .postgres import Cluster, server_binaries
+
+    binaries = server_binaries()
+    if binaries is None:
+        message = "no PostgreSQL server binaries (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must run the PostgreSQL tests")
+        pytest.skip(f"{message}; CI runs these")
+    cluster = Cluster(binaries).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def backend(request, monkeypatch, tmp_path: Path) -> Backend:
+    """The state database of one test: SQLite in the project's state folder, or a fresh PostgreSQL database
+    (given to the code, and to any subprocess, through $PIPELINE_DATABASE_URL)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_cluster").new_database()
+        monkeypatch.setenv("PIPELINE_DATABASE_URL", url)
+        return Backend("postgresql", url)
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+    return Backend("sqlite", f"sqlite:///{tmp_path / 'site' / '.state' / 'pipeline.db'}")
+
+
+@pytest.fixture
+def project(tmp_path: Path, backend: Backend) -> Path:
     """A copy of the repository's config, templates and content that a test may change freely."""
     return make_project(tmp_path / "site")
 
@@ -105,7 +170,7 @@ def use_smtp(project: Path, port: int, **smtp) -> Config:
 
 
 def add_subscribers(config: Config, count: int, prefix: str = "reader") -> list[str]:
-    from pipeline.build import open_storage
+    from pipeline.app import open_storage
 
     storage = open_storage(config)
     try:

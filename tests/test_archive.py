@@ -48,7 +48,7 @@ def test_site_home_links_the_feeds_the_digest_and_the_archive(project):
 def test_the_archive_dates_each_edition_by_its_creation_in_the_configured_timezone(project, secret):
     from zoneinfo import ZoneInfo
 
-    from pipeline.build import open_storage
+    from pipeline.app import open_storage
     from pipeline.config import load_config
     from pipeline.publish.digest import longdate
 

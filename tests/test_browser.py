@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from email import message_from_bytes, policy
 import urllib.request
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from axe_playwright_python.sync_playwright import Axe
 
 from pipeline.mail.colour import contrast, luminance, parse_colour
 from pipeline.service.browser import VIEWS, View, chromium, open_page, show_digest
-from pipeline.service.preview import make_app, serve
+from pipeline.service.preview import make_app, make_preview_server
 
 from .conftest import SECRET, make_project, run_cli, set_config
 
@@ -188,7 +188,7 @@ def test_preview_writes_the_same_screenshots_for_a_person(project, tmp_path):
 def preview(project):
     from pipeline.config import load_config
 
-    server = serve(load_config(project / "config.yaml"), "127.0.0.1", 0)
+    server = make_preview_server(load_config(project / "config.yaml"), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

@@ -10,11 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline.build import open_storage, run_pipeline
+from pipeline import app
+from pipeline.app import open_storage
 from pipeline.config import load_config
-from pipeline.delivery.engine import send_test
 from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
-from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, read_token, recipient_for
+from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, recipient_for
+from pipeline.mail.tokens import read_token
+from pipeline.state.storage import StoredDigest
 from pipeline.sources import read_content
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
@@ -26,6 +28,12 @@ def sink():
     handler = RecordingHandler()
     with SmtpSink(handler) as server:
         yield server
+
+
+def _unsubscribe_url(raw: bytes) -> str:
+    match = re.match(rb"<(https://[^>]+)>", _raw_header(raw, "List-Unsubscribe"))
+    assert match
+    return match.group(1).decode()
 
 
 def _header_block(raw: bytes) -> bytes:
@@ -42,7 +50,7 @@ def _raw_header(raw: bytes, name: str) -> bytes:
 def test_each_subscriber_gets_a_compliant_multipart_message(project, secret, sink):
     config = use_smtp(project, sink.port)
     addresses = add_subscribers(config, 3)
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     received = sink.handler.by_recipient()
     assert sorted(received) == addresses
     for address, (message,) in received.items():
@@ -65,7 +73,7 @@ def test_each_subscriber_gets_a_compliant_multipart_message(project, secret, sin
 def test_list_unsubscribe_is_plain_ascii_on_the_wire_and_personal(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     urls = set()
     for message in sink.handler.received:
         value = _raw_header(message.raw, "List-Unsubscribe")
@@ -94,7 +102,7 @@ def test_fast_personalisation_gives_the_same_bytes_as_building_each_message(conf
 def test_thousand_subscribers_get_exactly_one_message_each(project, secret, sink):
     config = use_smtp(project, sink.port, concurrency=4)
     addresses = add_subscribers(config, 1000)
-    result = run_pipeline(config, progress=False)
+    result = app.run(config, progress=False)
     assert (result.reports[0].sent, result.reports[0].failed) == (1000, 0)
     received = sink.handler.by_recipient()
     assert sorted(received) == addresses
@@ -106,7 +114,7 @@ def test_temporary_refusals_are_retried_and_sent_once(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        report = run_pipeline(config, progress=False).reports[0]
+        report = app.run(config, progress=False).reports[0]
     assert (report.sent, report.failed, report.retried) == (3, 0, 2)
     assert [len(m) for m in handler.by_recipient().values()] == [1, 1, 1]
 
@@ -116,7 +124,7 @@ def test_permanent_refusal_marks_only_that_subscriber_failed(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        report = run_pipeline(config, progress=False).reports[0]
+        report = app.run(config, progress=False).reports[0]
     assert (report.sent, report.failed) == (2, 1)
     assert report.failures == [("reader00001@example.org", "550 5.1.1 No such user here")]
     assert sorted(handler.by_recipient()) == ["reader00000@example.org", "reader00002@example.org"]
@@ -127,32 +135,35 @@ def test_dropped_connection_is_reopened_and_nothing_is_lost(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, concurrency=1)
         addresses = add_subscribers(config, 10)
-        report = run_pipeline(config, progress=False).reports[0]
+        report = app.run(config, progress=False).reports[0]
     assert (report.sent, report.failed, report.retried) == (10, 0, 2)
     assert sorted(handler.by_recipient()) == addresses
     assert all(len(m) == 1 for m in handler.by_recipient().values())
 
 
-def test_retries_give_up_after_max_attempts(project, secret):
+def test_a_message_still_refused_after_max_attempts_is_deferred_to_a_later_run(project, secret):
     handler = RecordingHandler(Behaviour(defer={"reader00000@example.org": 99}))
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, max_attempts=3)
         add_subscribers(config, 1)
-        report = run_pipeline(config, progress=False).reports[0]
-    assert (report.sent, report.failed, report.retried) == (0, 1, 2)
-    assert report.failures[0][1].startswith("gave up after 3 attempts: 451")
+        outcome = app.run(config, progress=False)
+    report = outcome.reports[0]
+    assert (report.sent, report.failed, report.deferred, report.retried) == (0, 0, 1, 2)
+    assert outcome.status == "failed" and report.next_retry is not None
+    with open_storage(config) as storage:
+        assert storage.ledger_counts(report.edition_id)["deferred"] == 1
 
 
 def test_rerun_without_new_content_sends_nothing_and_one_new_item_sends_just_it(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     assert len(sink.handler.received) == 2
-    second = run_pipeline(config, progress=False)
+    second = app.run(config, progress=False)
     assert second.reports == [] and second.edition.reason == "no new items since the last edition"
     assert len(sink.handler.received) == 2
     write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
-    third = run_pipeline(config, progress=False)
+    third = app.run(config, progress=False)
     assert [i.slug for i in third.edition.items] == ["new-grant"]
     new_messages = sink.handler.received[2:]
     assert len(new_messages) == 2
@@ -167,7 +178,7 @@ def test_unsubscribed_address_is_never_mailed(project, secret, sink):
     storage = open_storage(config)
     storage.unsubscribe("reader00002@example.org")
     storage.close()
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     assert sorted(sink.handler.by_recipient()) == ["reader00000@example.org", "reader00001@example.org"]
 
 
@@ -189,7 +200,7 @@ def test_starttls_with_a_certificate_made_by_the_test(project, secret, tls_sink)
     sink, cert = tls_sink
     config = use_smtp(project, sink.port, security="starttls", ca_file=str(cert))
     add_subscribers(config, 2)
-    report = run_pipeline(config, progress=False).reports[0]
+    report = app.run(config, progress=False).reports[0]
     assert report.sent == 2 and len(sink.handler.received) == 2
 
 
@@ -197,24 +208,21 @@ def test_starttls_refuses_an_untrusted_certificate(project, secret, tls_sink):
     sink, _cert = tls_sink
     config = use_smtp(project, sink.port, security="starttls", max_attempts=1)
     add_subscribers(config, 1)
-    report = run_pipeline(config, progress=False).reports[0]
-    assert report.sent == 0 and report.failed == 1 and sink.handler.received == []
-    assert "CERTIFICATE_VERIFY_FAILED" in report.failures[0][1]
+    report = app.run(config, progress=False).reports[0]
+    assert report.sent == 0 and report.deferred == 1 and sink.handler.received == []
+    assert "CERTIFICATE_VERIFY_FAILED" in (report.unreachable or "")
 
 
 def test_test_send_goes_to_one_address_and_is_not_recorded(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    storage = open_storage(config)
-    try:
-        send_test(read_content(config), storage, config, "editor@example.org")
+    app.send_test(config, "editor@example.org")
+    with open_storage(config) as storage:
         assert storage.latest_edition() is None
-    finally:
-        storage.close()
     (message,) = sink.handler.received
     assert message.recipient == "editor@example.org"
     assert message.message["Subject"].startswith("[TEST] National MS Society News")
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     assert len(sink.handler.received) == 3  # the real edition still goes to both subscribers
 
 
@@ -232,20 +240,31 @@ def test_content_cannot_inject_headers_through_the_subject(project, secret, sink
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
     write_item(project, "evil", 'title: "Big news\\r\\nBcc: victim@example.org"\ndate: 2022-01-01T00:00:00Z')
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     raw = sink.handler.received[0].raw
     assert b"\r\nBcc:" not in _header_block(raw)
     assert sink.handler.received[0].message["Subject"] == "National MS Society News: Big news Bcc: victim@example.org"
 
 
-def test_missing_secret_stops_sending_with_a_clear_message(project, sink, monkeypatch):
-    from pipeline.errors import ConfigError
-
+def test_without_a_secret_in_the_environment_one_is_generated_into_the_state_folder(project, sink, monkeypatch):
     monkeypatch.delenv("PIPELINE_SECRET", raising=False)
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
-    with pytest.raises(ConfigError, match=r"set \$PIPELINE_SECRET"):
-        run_pipeline(config, progress=False)
+    app.run(config, progress=False)
+    secret_file = config.path("state") / "secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    token = parse_qs(urlsplit(_unsubscribe_url(sink.handler.received[0].raw)).query)["token"][0]
+    assert read_token(secret_file.read_bytes().strip(), token) == "reader00000@example.org"
+
+
+def test_a_short_secret_in_the_environment_stops_sending_with_a_clear_message(project, sink, monkeypatch):
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setenv("PIPELINE_SECRET", "short")
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 1)
+    with pytest.raises(ConfigError, match=r"\$PIPELINE_SECRET is set but shorter than 16 characters"):
+        app.run(config, progress=False)
     assert sink.handler.received == []
 
 
@@ -272,7 +291,7 @@ def test_rate_limit_spaces_messages_evenly():
 def test_rate_limit_applies_across_connections_on_a_real_send(project, secret, sink):
     config = use_smtp(project, sink.port, rate_limit=50, concurrency=2)
     add_subscribers(config, 10)
-    report = run_pipeline(config, progress=False).reports[0]
+    report = app.run(config, progress=False).reports[0]
     assert report.sent == 10
     stamps = sorted(m.when for m in sink.handler.received)
     assert stamps[-1] - stamps[0] >= 9 / 50 * 0.9  # ten messages at 50/s take at least ~0.18 s
@@ -304,35 +323,36 @@ class _BrokenAfter:
 
 
 def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_finishes(project, secret, sink):
-    from pipeline.delivery.engine import prepare_edition, send_pending
+    from pipeline.delivery.engine import Sender, SendSettings
     from pipeline.errors import PipelineError
-    from pipeline.sources import read_content
 
     config = use_smtp(project, sink.port, concurrency=2)
     addresses = add_subscribers(config, 50)
-    storage = open_storage(config)
-    try:
-        items = read_content(config)
-        prepare_edition(items, storage, config)
+    app.run(config, action="feeds", progress=False)
+    with open_storage(config) as storage:  # create the edition, then send it through a transport that breaks
+        storage.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
         broken = _BrokenAfter(10)
+        sender = Sender(storage, "e1", lambda claim: b"Subject: x\r\n\r\nbody\r\n", broken,
+                        SendSettings("news@nationalmssociety.org", connections=2), progress=False)
         with pytest.raises(PipelineError, match="sending stopped: disk on fire"):
-            send_pending(items, storage, config, transport=broken, progress=False)
-        counts = storage.ledger_counts(storage.latest_edition().id)
-        assert counts["sent"] == 10 and counts["pending"] + counts["sending"] == 40
-        reports = send_pending(items, storage, config, progress=False)  # the real server this time
-    finally:
-        storage.close()
-    assert reports[0].sent == 40
+            sender.run()
+        counts = storage.ledger_counts("e1")
+        assert counts["sent"] == 10 and counts["pending"] == 40 and counts["sending"] == 0
+        from pipeline.delivery.transports import transport_for
+
+        real = transport_for(config, "e1")
+        report = Sender(storage, "e1", lambda claim: b"Subject: x\r\n\r\nbody\r\n", real,
+                        SendSettings.for_delivery(config.require_delivery(), real), progress=False).run()
+    assert report.sent == 40
     assert sorted(broken.sent + [m.recipient for m in sink.handler.received]) == addresses
 
 
 def test_test_send_with_nothing_new_shows_the_latest_edition(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
-    run_pipeline(config, progress=False)
+    app.run(config, progress=False)
     write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
-    run_pipeline(config, progress=False)  # the latest edition holds just the new item
-    with open_storage(config) as storage:
-        send_test(read_content(config), storage, config, "editor@example.org")
+    app.run(config, progress=False)  # the latest edition holds just the new item
+    app.send_test(config, "editor@example.org")
     html = sink.handler.received[-1].message.get_body(("html",)).get_content()
     assert "New research grants announced" in html and "Mesenchymal" not in html

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from lxml import html as lxml_html
 
-from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER, render_digest,
-                             render_digest_uncached)
+from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER,
+                                     render_digest)
 from pipeline.items import newest_first
 from pipeline.items import Item
 from pipeline.sources import read_content
@@ -133,7 +133,7 @@ def test_the_citation_is_one_short_line_with_a_link_to_the_full_one(digest):
 def test_the_author_is_shown_only_when_it_is_not_the_organisation(config):
     items = newest_first(read_content(config))
     guest = items[1].model_copy(update={"author": "Dr. Jane Researcher"})
-    digest = render_digest_uncached([items[0], guest], config)
+    digest = render_digest([items[0], guest], config)
     metas = [_words(p.text_content()) for p in lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "item-meta")]')]
     assert metas == ["November 4, 2021", "November 2, 2021 · Dr. Jane Researcher"]
     assert "November 2, 2021 - Dr. Jane Researcher" in digest.text and "National MS Society\n" not in digest.text
@@ -144,7 +144,7 @@ def test_the_edition_has_an_h1_and_more_than_three_items_get_an_in_this_issue_li
     assert [h.text_content() for h in doc.xpath("//h1")] == ["National MS Society News"]
     assert len(doc.xpath('//ol[contains(@class, "contents-list")]/li')) == 4
     assert "In this issue:\n- International Mesenchymal" in digest.text
-    three = render_digest_uncached(newest_first(read_content(config))[:3], config)
+    three = render_digest(newest_first(read_content(config))[:3], config)
     assert "In this issue" not in three.html and "In this issue" not in three.text
 
 
@@ -173,7 +173,7 @@ def test_the_footer_is_compact(digest):
 def test_the_edition_date_is_the_editions_in_the_configured_timezone(config):
     items = newest_first(read_content(config))
     created = datetime(2021, 11, 8, 3, 30, tzinfo=timezone.utc)  # still Sunday 7 November in New York
-    digest = render_digest_uncached(items, config, "e1", edition_date=created)
+    digest = render_digest(items, config, "e1", edition_date=created)
     edition = lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "edition-date")]')[0]
     assert _words(edition.text_content()) == "November 7, 2021"
     assert digest.text.splitlines()[1] == "November 7, 2021"
@@ -198,7 +198,7 @@ def test_ten_long_items_stay_under_gmail_clipping(config):
         "summary": "A long summary sentence about a trial, its participants and its findings. " * 8,
         "published": lead.published.replace(day=n + 1),
     }) for n in range(config.digest.limit)]
-    digest = render_digest_uncached(newest_first(long_items), config)
+    digest = render_digest(newest_first(long_items), config)
     assert len(digest.html.encode()) < GMAIL_CLIP_BYTES
 
 
@@ -242,11 +242,6 @@ def test_subject_is_one_line_from_the_lead_item(digest):
 def test_rendering_is_deterministic(config):
     items = read_content(config)
     ordered = newest_first(items)
-    first, second = render_digest_uncached(ordered, config), render_digest_uncached(ordered, config)
+    first, second = render_digest(ordered, config), render_digest(ordered, config)
     assert first is not second and first == second
 
-
-def test_one_run_renders_each_digest_once(config):
-    items = read_content(config)
-    assert render_digest(items, config, "e1") is render_digest(list(reversed(items)), config, "e1")
-    assert render_digest(items, config, "e2") is not render_digest(items, config, "e1")

@@ -17,10 +17,12 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.interval import IntervalTrigger
 
 from pipeline.service import scheduler as schedule
-from pipeline.build import open_storage
+from pipeline.app import open_storage
 from pipeline.config import Job, load_config
 from pipeline.errors import ConfigError
-from pipeline.service.scheduler import EXIT_LOCKED, make_scheduler, sync_jobs
+from pipeline.service.scheduler import make_scheduler, sync_jobs
+from pipeline.state.jobs import jobs_url, stored_next_run_times
+from pipeline.state.lock import EXIT_LOCKED
 
 from .conftest import SECRET, add_subscribers, run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink
@@ -94,7 +96,7 @@ def test_background_scheduler_runs_the_real_job_and_writes_the_feeds(project):
         (run,) = storage.recent_runs()
     finally:
         storage.close()
-    assert (run["job"], run["status"], run["summary"]["action"]) == ("refresh", "ok", "feeds")
+    assert (run.job, run.status, run.summary["action"]) == ("refresh", "ok", "feeds")
 
 
 def test_job_store_keeps_the_schedule_and_a_missed_run_is_coalesced_into_one(project):
@@ -105,7 +107,7 @@ def test_job_store_keeps_the_schedule_and_a_missed_run_is_coalesced_into_one(pro
     planned = first.get_job("refresh").next_run_time
     first.shutdown()
     # The service was down while three runs were due: move the stored time back 44 minutes.
-    store = SQLAlchemyJobStore(url=schedule.jobs_url(config))
+    store = SQLAlchemyJobStore(url=jobs_url(config.path("state")))
     store.start(make_scheduler(config), "default")
     job = store.lookup_job("refresh")
     assert job.next_run_time == planned  # the store kept the schedule across the stop
@@ -132,7 +134,7 @@ def test_job_store_keeps_the_schedule_and_a_missed_run_is_coalesced_into_one(pro
     finally:
         second.shutdown(wait=True)
     assert len(runs) == 1
-    assert schedule.stored_next_run_times(config)["refresh"] > datetime.now(timezone.utc)
+    assert stored_next_run_times(config.path("state"))["refresh"] > datetime.now(timezone.utc)
 
 
 def test_changed_cron_replaces_the_stored_job(project):
@@ -214,7 +216,7 @@ def test_status_json_reports_the_runs_that_just_happened(project, secret):
     report = json.loads(run_cli(project, "status", "--json", check=True).stdout)
     assert [(r["job"], r["status"]) for r in report["runs"]] == [("refresh-feeds", "ok"), ("manual", "ok")]
     assert report["runs"][1]["summary"]["sent"] == 1 and report["runs"][0]["summary"]["action"] == "feeds"
-    assert {j["name"] for j in report["jobs"]} == {"refresh-feeds", "weekly-digest"}
+    assert {j["name"] for j in report["jobs"]} == {"refresh-feeds", "weekly-digest", "retry-deferred"}
     assert all(j["next_run"] for j in report["jobs"])
     assert report["last_edition"]["sent"] == 1 and report["subscribers"]["subscribed"] == 1
     text = run_cli(project, "status", check=True).stdout

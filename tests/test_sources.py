@@ -8,7 +8,8 @@ import logging
 import feedparser
 import pytest
 
-from pipeline.build import open_storage, run_pipeline
+from pipeline import app
+from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.sources.remote import merge_items
 
@@ -75,7 +76,7 @@ def _sources(project, server, **routes):
 
 
 def _run(config):
-    return run_pipeline(config, progress=False)
+    return app.run(config, progress=False)
 
 
 def _published(project) -> dict[str, dict]:
@@ -113,7 +114,7 @@ def test_second_fetch_is_conditional_and_a_304_keeps_the_items(project, server):
     assert server.requests["/blog"][1].get("If-None-Match") == '"v1"'
     assert server.requests["/blog"][0]["User-Agent"].startswith("newsletter-pipeline/")
     assert "gzip" in server.requests["/blog"][0]["Accept-Encoding"]
-    assert second.skipped  # the 304 gave the same items: nothing to rebuild
+    assert second.unchanged  # the 304 gave the same items: nothing to rebuild
     published = {e.id for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries}
     assert published == first
     storage = open_storage(config)
@@ -215,7 +216,7 @@ def test_updated_changes_only_when_the_content_really_changes(project, server):
     _run(config)
     assert item()["date_modified"] == item()["date_published"]
     server.routes["/blog"] = Response(body=RSS, headers={"ETag": '"b"'})  # same content, new ETag
-    assert _run(config).skipped and item()["date_modified"] == item()["date_published"]
+    assert _run(config).unchanged and item()["date_modified"] == item()["date_published"]
     server.routes["/blog"] = Response(body=RSS.replace(b"Thanks to everyone", b"Many thanks to everyone"))
     _run(config)
     assert item()["date_modified"] > item()["date_published"]

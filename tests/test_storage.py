@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy.dialects import postgresql
 
-from pipeline.state.storage import SCHEMA_VERSION, Storage, claim_statement
+from pipeline.state.storage import SCHEMA_VERSION, Storage, StoredDigest, claim_statement
 
 
-def _storage(tmp_path) -> Storage:
-    return Storage(f"sqlite:///{tmp_path / 'state.db'}")
+def _storage(backend) -> Storage:
+    if backend.name == "sqlite":
+        Path(backend.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return Storage(backend.url)
 
 
-def test_a_new_database_is_migrated_to_the_current_schema_once(tmp_path):
-    first = _storage(tmp_path)
+def test_a_new_database_is_migrated_to_the_current_schema_once(backend):
+    first = _storage(backend)
     assert first.schema_version() == SCHEMA_VERSION
     first.close()
-    again = _storage(tmp_path)  # opening again changes nothing
+    again = _storage(backend)  # opening again changes nothing
     assert again.schema_version() == SCHEMA_VERSION
     again.close()
 
 
-def test_claims_never_overlap_and_cover_every_row(tmp_path):
-    store = _storage(tmp_path)
+def test_claims_never_overlap_and_cover_every_row(backend):
+    store = _storage(backend)
     store.merge_subscribers([(f"r{n}@example.org", None, {}) for n in range(25)])
-    assert store.create_edition("e1", ["urn:x:1"], "Subject")
-    assert not store.create_edition("e1", ["urn:x:1"], "Subject")  # a rerun of the same edition
+    assert store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    assert not store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))  # a rerun of the same edition
     first = store.claim("e1", 10, "worker-a")
     second = store.claim("e1", 10, "worker-b")
     third = store.claim("e1", 10, "worker-c")
@@ -37,12 +40,13 @@ def test_claims_never_overlap_and_cover_every_row(tmp_path):
     store.close()
 
 
-def test_unsubscribing_skips_the_queued_message(tmp_path):
-    store = _storage(tmp_path)
+def test_unsubscribing_skips_the_queued_message(backend):
+    store = _storage(backend)
     store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
-    store.create_edition("e1", ["urn:x:1"], "Subject")
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
     store.unsubscribe("b@example.org")
-    assert store.ledger_counts("e1") == {"pending": 1, "sending": 0, "sent": 0, "failed": 0, "skipped": 1}
+    assert store.ledger_counts("e1") == {"pending": 1, "sending": 0, "sent": 0, "failed": 0, "deferred": 0,
+                                         "skipped": 1}
     assert [c.email for c in store.claim("e1", 10, "w")] == ["a@example.org"]
     store.close()
 
@@ -51,4 +55,5 @@ def test_on_postgresql_the_claim_skips_rows_other_workers_hold():
     statement = claim_statement("e1", 10, "worker-a", datetime(2021, 11, 4, tzinfo=timezone.utc))
     sql = " ".join(str(statement.compile(dialect=postgresql.dialect())).split())
     assert "UPDATE deliveries SET status=" in sql
-    assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts")
+    assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts, "
+                                                                "deliveries.first_attempt_at")

@@ -9,9 +9,10 @@ import urllib.request
 
 import pytest
 
-from pipeline.build import open_storage, run_pipeline
-from pipeline.mail.message import make_token
-from pipeline.service.web import serve
+from pipeline import app
+from pipeline.app import open_storage
+from pipeline.mail.tokens import make_token
+from pipeline.service.web import make_web_server
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink
@@ -20,7 +21,7 @@ from .smtp_sink import RecordingHandler, SmtpSink
 @pytest.fixture
 def endpoint(config, secret):
     storage = open_storage(config)
-    server = serve(config, storage, "127.0.0.1", 0)
+    server = make_web_server(config, storage, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/unsubscribe", storage
@@ -100,12 +101,12 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 2)
-        run_pipeline(config, progress=False)
+        app.run(config, progress=False)
         unsubscribe_url = handler.received[0].message["List-Unsubscribe"].split(">")[0].lstrip("<")
         leaving = handler.received[0].recipient
 
         storage = open_storage(config)
-        server = serve(config, storage, "127.0.0.1", 0)
+        server = make_web_server(config, storage, "127.0.0.1", 0)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -117,6 +118,6 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
             storage.close()
 
         write_item(project, "next", 'title: "Next story"\ndate: 2021-12-01T09:00:00-05:00')
-        run_pipeline(config, progress=False)
+        app.run(config, progress=False)
     later = handler.received[2:]
     assert len(later) == 1 and later[0].recipient != leaving

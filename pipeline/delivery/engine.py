@@ -1,18 +1,16 @@
-"""Editions and the send ledger: every subscriber gets each edition once, even across crashes.
+"""The send engine: one edition's ledger rows out over a few reused connections.
 
-An edition is the set of items not sent before (or the newest N); its id is a hash
-of its item ids, so running the same edition again is recognised.  Creating it
-queues one ledger row per subscriber; sending claims rows in batches
-(pending -> sending), sends, and records each server reply (sent | failed) before
-the next message.  After a crash, rows left in 'sending' are sent again with the
-same Message-ID: the one case SMTP cannot settle (the server accepted, we died
-before recording it) becomes a duplicate that receivers can drop by Message-ID,
-never a subscriber skipped.
+It depends only on a narrow ``Ledger`` (claim, begin, record, release, counts), a
+``Transport`` and a function that renders one claimed row's message, so it can be
+tested with an in-memory ledger.  Each outcome is recorded before the connection
+sends its next message: a crash can leave at most one message per connection whose
+acceptance was not recorded, and those are resent with the same Message-ID.
+Temporary failures are retried a few times, then deferred to a later run, and
+given up only after ``retry_for``; a relay that cannot be reached stops the send.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -20,89 +18,62 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from email.utils import make_msgid
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from tqdm import tqdm
 
-from ..config import Config
-from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
-from ..errors import ConfigError, PipelineError
-from ..items import Item, newest_first
-from ..mail.lint import LintFailed, Sample, blocks_sending, lint_outgoing
-from ..mail.message import Envelope, MessageTemplate, Recipient, build_message, recipient_for
-from ..state.storage import FAILED, PENDING, SENT, SUBSCRIBED, Claim, Edition, Storage, utcnow
-from .transports import PermanentError, TransientError, Transport, transport_for
+from ..config import Delivery
+from ..errors import PipelineError
+from ..state.storage import DEFERRED, FAILED, PENDING, SENT, SKIPPED, Claim, Outcome, utcnow
+from .transports import Connection, PermanentError, TransientError, Transport
 
 log = logging.getLogger(__name__)
 
-MIN_SECRET_LENGTH = 16
-STALE_CLAIM = timedelta(minutes=15)
-MAX_RETRY_DELAY = 60.0
+MAX_RETRY_DELAY = 60.0  # between quick retries within one run
+MAX_DEFER = timedelta(hours=1)  # between deferred attempts in later runs
 
 
-def edition_id_for(item_ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(item_ids)).encode("utf-8")).hexdigest()[:16]
+class Ledger(Protocol):
+    """What the engine needs of the state: the send ledger of one edition, nothing else."""
+
+    def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]: ...
+
+    def begin_attempt(self, claim: Claim) -> bool: ...
+
+    def record_results(self, results: list[Outcome]) -> None: ...
+
+    def release_stale(self, edition_id: str, claimed_before: datetime) -> int: ...
+
+    def renew_leases(self, worker: str) -> int: ...
+
+    def ledger_counts(self, edition_id: str) -> dict[str, int]: ...
 
 
-def unsubscribe_base(config: Config) -> str:
-    return config.digest.unsubscribe_url or config.site.url("unsubscribe")
+@dataclass(frozen=True)
+class SendSettings:
+    envelope_from: str
+    batch_size: int = 200
+    connections: int = 1
+    rate_limit: float = 0.0
+    max_attempts: int = 5  # quick tries within one run before deferring
+    retry_delay: float = 2.0
+    defer_delay: timedelta = timedelta(minutes=5)
+    retry_for: timedelta = timedelta(days=3)
+    lease: timedelta = timedelta(seconds=60)  # a claim not renewed for this long belongs to a dead worker
+    exclusive: bool = True  # the caller holds the run lock on a one-machine database: take back every claim
 
-
-def signing_secret(config: Config) -> bytes:
-    """The unsubscribe-token secret, from the environment only; never logged."""
-    name = config.require_delivery().secret_env
-    value = os.environ.get(name, "")
-    if len(value) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"set ${name} to a random secret of at least {MIN_SECRET_LENGTH} characters "
-                          "(it signs the unsubscribe links); e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
-    return value.encode("utf-8")
-
-
-def choose_items(items: list[Item], storage: Storage, config: Config) -> list[Item]:
-    """The items of the next edition: new ones only, or simply the newest N."""
-    newest = newest_first(items)
-    if config.require_delivery().edition == "new":
-        already = storage.sent_item_ids()
-        newest = [item for item in newest if item.id not in already]
-    return newest[: config.digest.limit]
-
-
-@dataclass
-class EditionPlan:
-    edition_id: str | None
-    items: list[Item]
-    created: bool = False
-    reason: str = ""
-
-
-def prepare_edition(items: list[Item], storage: Storage, config: Config, *, dry_run: bool = False) -> EditionPlan:
-    """Create the next edition if there is something new and someone to send it to."""
-    chosen = choose_items(items, storage, config)
-    if not chosen:
-        return EditionPlan(None, [], reason="no new items since the last edition")
-    edition_id = edition_id_for([item.id for item in chosen])
-    if storage.get_edition(edition_id):
-        return EditionPlan(edition_id, chosen, reason="edition exists already")
-    if storage.count_subscribers(SUBSCRIBED) == 0:
-        return EditionPlan(None, chosen, reason="no subscribers")
-    if dry_run:
-        return EditionPlan(edition_id, chosen, reason="would create the edition")
-    digest = render_digest(chosen, config, edition_id)
-    created = storage.create_edition(edition_id, [item.id for item in chosen], digest.subject,
-                                     record_items=config.require_delivery().edition == "new")
-    log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
-             storage.get_edition(edition_id).recipients)
-    return EditionPlan(edition_id, chosen, created=created, reason="new edition")
-
-
-def edition_items(edition: Edition, items: list[Item]) -> list[Item]:
-    by_id = {item.id: item for item in items}
-    missing = [i for i in edition.item_ids if i not in by_id]
-    if missing:
-        log.warning("edition %s: %d items no longer in the sources: %s", edition.id, len(missing), ", ".join(missing))
-    return newest_first([by_id[i] for i in edition.item_ids if i in by_id])
+    @classmethod
+    def for_delivery(cls, delivery: Delivery, transport: Transport) -> SendSettings:
+        smtp = delivery.smtp
+        over_smtp = transport.name == "smtp"
+        return cls(envelope_from=delivery.from_address, batch_size=delivery.batch_size,
+                   connections=smtp.concurrency if over_smtp else 1, rate_limit=smtp.rate_limit if over_smtp else 0,
+                   max_attempts=smtp.max_attempts, retry_delay=smtp.retry_delay,
+                   defer_delay=timedelta(seconds=smtp.defer_delay), retry_for=timedelta(hours=smtp.retry_for_hours),
+                   lease=timedelta(seconds=delivery.lease_seconds))
 
 
 @dataclass
@@ -110,10 +81,14 @@ class SendReport:
     edition_id: str
     sent: int = 0
     failed: int = 0
+    deferred: int = 0
     retried: int = 0
-    skipped: int = 0  # already handled by an earlier run
+    withdrawn: int = 0  # unsubscribed after their row was claimed: not sent
+    done_before: int = 0  # rows an earlier run had already settled
     stopped: bool = False
+    unreachable: str | None = None  # why the relay could not be reached, when that stopped the send
     failures: list[tuple[str, str]] = field(default_factory=list)
+    next_retry: datetime | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -121,15 +96,25 @@ class SendReport:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
+    @property
+    def troubled(self) -> bool:
+        """Something needs an operator's eye: a failure, a deferral, or an unreachable relay."""
+        return bool(self.failed or self.deferred or self.unreachable)
+
 
 class RateLimiter:
     """Spaces messages evenly across all connections; 0 means no limit."""
 
-    def __init__(self, per_second: float, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.interval = 1.0 / per_second if per_second else 0.0
         self.clock, self.sleep = clock, sleep
         self.next = clock()
         self.lock = threading.Lock()
+
+    def set_rate(self, per_second: float) -> None:
+        with self.lock:
+            self.interval = 1.0 / per_second if per_second else 0.0
 
     def wait(self) -> None:
         if not self.interval:
@@ -142,270 +127,204 @@ class RateLimiter:
             self.sleep(at - now)
 
 
-SAMPLE_RECIPIENT = "subscriber@example.org"
-
-
-def sample_message(digest: Digest, template: MessageTemplate, edition_id: str, config: Config,
-                   secret: bytes) -> Sample:
-    """The message one made-up recipient would get: what the pre-send checks look at."""
-    recipient = recipient_for(SAMPLE_RECIPIENT, edition_id, config.require_delivery(), secret, unsubscribe_base(config))
-    html, text = digest.with_unsubscribe(recipient.unsubscribe_url)
-    return Sample(html, text, template.render(recipient))
-
-
-def next_edition_items(items: list[Item], storage: Storage, config: Config) -> list[Item]:
-    """What a look before sending should show: the next edition, else the latest one, else the newest items."""
-    chosen = choose_items(items, storage, config)
-    latest = storage.latest_edition()
-    if not chosen and latest is not None:
-        chosen = edition_items(latest, items)
-    chosen = chosen or newest_first(items)[: config.digest.limit]
-    if not chosen:
-        raise PipelineError("no items to show")
-    return chosen
-
-
-def lint_next_edition(items: list[Item], storage: Storage, config: Config) -> tuple[list[Item], list]:
-    """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
-    from ..publish.feeds import ATOM_FILE, RSS_FILE, build_feeds
-
-    delivery = config.require_delivery()
-    chosen = next_edition_items(items, storage, config)
-    edition_id = edition_id_for([item.id for item in chosen])
-    digest = render_digest(chosen, config, edition_id)
-    envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc))
-    secret = os.environ.get(delivery.secret_env, "").encode() or b"lint-only-secret-never-sent"
-    sample = sample_message(digest, MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER), edition_id, config, secret)
-    feeds = build_feeds(items, config).files()
-    return chosen, lint_outgoing(sample, chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]}, config)
-
-
-class LedgerWriter:
-    """Records send outcomes from all connections in group commits on one thread.
-
-    Sending threads hand over each server reply and go on; the writer commits what
-    queued up within a few milliseconds in one transaction.  What a crash can lose
-    is only those few replies, and their rows are resent with the same Message-ID.
-    """
-
-    def __init__(self, storage: Storage, max_batch: int = 500, window: float = 0.005):
-        self.storage = storage
-        self.max_batch = max_batch
-        self.window = window  # like PostgreSQL's commit_delay: a few ms to gather a group
-        self.queue: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, claim: Claim, status: str, reply: str | None, attempts: int) -> None:
-        if self.error is not None:
-            raise PipelineError(f"cannot record send results: {self.error}")
-        self.queue.put((claim, status, reply, attempts))
-
-    def _run(self) -> None:
-        while (first := self.queue.get()) is not None:
-            batch = [first]
-            closing = False
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.max_batch:
-                try:
-                    more = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                    break
-                batch.append(more)
-            try:
-                self.storage.record_results(batch)
-            except BaseException as exc:  # surfaced to the senders and the caller
-                log.error("could not record %d send results: %s", len(batch), exc)
-                self.error = exc
-                return
-            if closing:
-                return
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise PipelineError(f"could not record send results: {self.error}")
-
-
 class Sender:
-    """Sends one edition's pending ledger rows over a few reused connections."""
+    """Sends one edition's due ledger rows; ``run`` returns when they are all settled or it was stopped."""
 
-    def __init__(self, config: Config, storage: Storage, edition: Edition, digest: Digest, secret: bytes,
-                 transport: Transport, *, stop: threading.Event | None = None, progress: bool | None = None,
-                 exclusive: bool = True):
-        self.config, self.storage, self.edition = config, storage, edition
-        self.exclusive = exclusive
-        self.abort = threading.Event()  # a sender hit an unexpected error: every sender stops
-        self.error: BaseException | None = None
-        self.delivery = config.require_delivery()
-        self.secret = secret
-        self.transport = transport
+    def __init__(self, ledger: Ledger, edition_id: str, render: Callable[[Claim], bytes], transport: Transport,
+                 settings: SendSettings, *, stop: threading.Event | None = None, progress: bool | None = None,
+                 clock: Callable[[], datetime] = utcnow, worker: str | None = None,
+                 share: Callable[[], int] | None = None):
+        self.ledger, self.edition_id, self.render = ledger, edition_id, render
+        self.transport, self.settings, self.clock = transport, settings, clock
         self.stop = stop or threading.Event()
+        self.abort = threading.Event()  # an unexpected error or an unreachable relay: every worker stops
+        self.error: BaseException | None = None
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.digest = digest
-        envelope = Envelope.for_digest(digest, edition.id, self.delivery, edition.created_at)
-        self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)  # render + inline + MIME: once
-        self.unsubscribe_base = unsubscribe_base(config)
-        self.limiter = RateLimiter(self.delivery.smtp.rate_limit if transport.name == "smtp" else 0)
-        self.workers = self.delivery.smtp.concurrency if transport.name == "smtp" else 1
-        self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.share = share  # how many workers share the rate limit (from their heartbeats)
+        self.limiter = RateLimiter(settings.rate_limit / max(1, share() if share else 1))
+        self.worker = worker or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.report = SendReport(edition_id)
+        self._finished = threading.Event()
 
     def run(self) -> SendReport:
-        report = SendReport(self.edition.id)
-        # Holding the run lock, every 'sending' row belongs to a sender that died. Workers that share
-        # a database without the lock (PostgreSQL) only take back claims older than a lease.
-        before = utcnow() if self.exclusive else utcnow() - STALE_CLAIM
-        released = self.storage.release_stale(self.edition.id, claimed_before=before)
+        report = self.report
+        # Holding the run lock on a one-machine database, every row still 'sending' belongs to a sender
+        # that died; where workers share the database, only rows whose lease ran out do.
+        released = self.ledger.release_stale(self.edition_id, claimed_before=self._stale_before())
         if released:
             log.warning("edition %s: %d messages were in flight when a sender stopped; sending them again "
-                        "with their original Message-ID", self.edition.id, released)
-        counts = self.storage.ledger_counts(self.edition.id)
-        report.skipped = counts["sent"] + counts["failed"] + counts["skipped"]
-        todo = counts["pending"] + counts["sending"]
-        work: queue.Queue[tuple[Claim, bytes] | None] = queue.Queue(maxsize=self.workers * 4)
-        self.ledger = LedgerWriter(self.storage)
-        bar = tqdm(total=todo, unit="msg", desc=f"edition {self.edition.id}", disable=not self.progress,
-                   file=sys.stderr, leave=False)
-        threads = [threading.Thread(target=self._work, args=(work, report, bar), name=f"sender-{n}", daemon=True)
-                   for n in range(self.workers)]
-        for thread in threads:
+                        "with their original Message-ID", self.edition_id, released)
+        counts = self.ledger.ledger_counts(self.edition_id)
+        report.done_before = counts[SENT] + counts[FAILED] + counts[SKIPPED]
+        work: queue.Queue[tuple[Claim, bytes]] = queue.Queue(maxsize=self.settings.connections * 4)
+        bar = tqdm(total=counts[PENDING] + counts[DEFERRED], unit="msg", desc=f"edition {self.edition_id}",
+                   disable=not self.progress, file=sys.stderr, leave=False)
+        threads = [threading.Thread(target=self._work, args=(work, bar), name=f"sender-{n}", daemon=True)
+                   for n in range(self.settings.connections)]
+        keeper = threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)
+        for thread in [*threads, keeper]:
             thread.start()
+        unsent: list[Claim] = []
         try:
-            while not self.stop.is_set() and not self.abort.is_set():
-                claims = self.storage.claim(self.edition.id, self.delivery.batch_size, self.worker_id)
-                if not claims:
-                    break
-                for claim in claims:
-                    # Rendered here, ahead of the senders, so the per-recipient work overlaps
-                    # with the network round trips instead of adding to them.
-                    work.put((claim, self._render(claim)))
+            self._feed(work, unsent)
         finally:
-            for _ in threads:
-                work.put(None)
-            for thread in threads:
+            self._finished.set()
+            for thread in [*threads, keeper]:
                 thread.join()
             bar.close()
-            self.ledger.close()
+            while True:  # whatever the workers did not take goes back, unsent
+                try:
+                    unsent.append(work.get_nowait()[0])
+                except queue.Empty:
+                    break
+            self._hand_back(unsent)
         if self.error is not None:
-            raise PipelineError(f"edition {self.edition.id}: sending stopped: {self.error}") from self.error
+            raise PipelineError(f"edition {self.edition_id}: sending stopped: {self.error}") from self.error
         report.stopped = self.stop.is_set()
-        report.failures = self.storage.failures(self.edition.id)
         return report
 
-    def _work(self, work: queue.Queue, report: SendReport, bar: tqdm) -> None:
-        connection = self.transport.connect()
+    def _stale_before(self) -> datetime:
+        return self.clock() if self.settings.exclusive else self.clock() - self.settings.lease
+
+    def _keep_leases(self) -> None:
+        """While sending: renew this worker's leases, take back rows whose worker died, and
+        follow the number of live workers sharing the rate limit."""
+        interval = max(0.05, self.settings.lease.total_seconds() / 3)
+        while not self._finished.wait(interval):
+            try:
+                self.ledger.renew_leases(self.worker)
+                if not self.settings.exclusive:
+                    taken = self.ledger.release_stale(self.edition_id, claimed_before=self._stale_before())
+                    if taken:
+                        log.warning("edition %s: took back %d messages from a worker whose lease ran out",
+                                    self.edition_id, taken)
+                if self.share is not None and self.settings.rate_limit:
+                    self.limiter.set_rate(self.settings.rate_limit / max(1, self.share()))
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; sending goes on
+                log.warning("edition %s: lease renewal failed: %s", self.edition_id, exc)
+
+    def _feed(self, work: queue.Queue, unsent: list[Claim]) -> None:
+        """Claim rows and render their messages ahead of the connections, until none are due."""
+        while not self.stop.is_set() and not self.abort.is_set():
+            claims = self.ledger.claim(self.edition_id, self.settings.batch_size, self.worker)
+            if not claims:
+                return
+            for position, claim in enumerate(claims):
+                if self.stop.is_set() or self.abort.is_set():
+                    unsent.extend(claims[position:])
+                    return
+                try:
+                    message = self.render(claim)
+                except Exception as exc:  # noqa: BLE001 - one bad address must never stop the edition
+                    log.warning("edition %s: cannot build the message for %s: %s", self.edition_id, claim.email, exc)
+                    self._record(Outcome(claim, FAILED, f"could not build the message: {exc}", claim.attempts))
+                    self.report.add(failed=1)
+                    continue
+                while True:
+                    try:
+                        work.put((claim, message), timeout=0.05)
+                        break
+                    except queue.Full:
+                        if self.abort.is_set() or self.stop.is_set():
+                            unsent.extend(claims[position:])
+                            return
+
+    def _work(self, work: queue.Queue, bar: tqdm) -> None:
         try:
-            while (task := work.get()) is not None:
-                claim, message = task
-                if self.stop.is_set() or self.abort.is_set():  # not started: back to pending for the next run
-                    self._release(claim)
+            connection = self.transport.connect()
+        except Exception as exc:  # noqa: BLE001 - reported by run(), never a hang
+            self._fail(exc)
+            return
+        try:
+            while True:
+                try:
+                    claim, message = work.get(timeout=0.05)
+                except queue.Empty:
+                    if self._finished.is_set() or self.abort.is_set():
+                        return
+                    continue
+                if self.stop.is_set() or self.abort.is_set():
+                    self._hand_back([claim])
                     continue
                 try:
-                    self._send_one(connection, claim, message, report)
-                except Exception as exc:  # noqa: BLE001 - stop every sender, keep draining so none blocks
-                    log.error("edition %s: sender failed: %s", self.edition.id, exc)
-                    self.error = self.error or exc
-                    self.abort.set()
+                    self._send_one(connection, claim, message)
+                except Exception as exc:  # noqa: BLE001 - stop every worker; run() raises it
+                    self._fail(exc)
+                    self._hand_back([claim])
                 bar.update(1)
         finally:
             connection.close()
 
-    def _release(self, claim: Claim) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        log.error("edition %s: sender failed: %s", self.edition_id, exc)
+        if self.error is None:
+            self.error = exc
+        self.abort.set()
+
+    def _record(self, outcome: Outcome) -> None:
+        self.ledger.record_results([outcome])
+
+    def _hand_back(self, claims: list[Claim]) -> None:
+        """Unsent claims go back to their earlier state for the next run; a ledger that is down
+        leaves them 'sending', and the next run takes them back all the same."""
+        if not claims:
+            return
         try:
-            self.ledger.put(claim, PENDING, None, claim.attempts)
-        except PipelineError:
-            pass  # the ledger is down; the row stays 'sending' and the next run takes it back
+            self.ledger.record_results([Outcome(c, PENDING if c.attempts == 0 or c.first_attempt_at is None
+                                                else DEFERRED, None, c.attempts, self.clock()) for c in claims])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("edition %s: could not hand back %d claims (%s); the next run takes them back",
+                        self.edition_id, len(claims), exc)
 
-    def sample(self) -> Sample:
-        return sample_message(self.digest, self.template, self.edition.id, self.config, self.secret)
+    def _defer_or_give_up(self, claim: Claim, attempts: int, error: TransientError) -> Outcome:
+        now = self.clock()
+        first = claim.first_attempt_at or now
+        if now - first >= self.settings.retry_for:
+            reply = f"gave up after {attempts} attempts over {now - first}: {error}"
+            log.warning("edition %s: %s failed: %s", self.edition_id, claim.email, reply)
+            self.report.add(failed=1)
+            return Outcome(claim, FAILED, reply, attempts)
+        deferrals = max(0, attempts // self.settings.max_attempts - 1)
+        retry_at = now + min(self.settings.defer_delay * (2 ** min(deferrals, 16)), MAX_DEFER)
+        log.info("edition %s: %s deferred until %s: %s", self.edition_id, claim.email,
+                 retry_at.isoformat(timespec="seconds"), error)
+        self.report.add(deferred=1)
+        return Outcome(claim, DEFERRED, str(error), attempts, retry_at)
 
-    def _render(self, claim: Claim) -> bytes:
-        recipient = recipient_for(claim.email, self.edition.id, self.delivery, self.secret, self.unsubscribe_base)
-        return self.template.render(recipient)
-
-    def _send_one(self, connection, claim: Claim, message: bytes, report: SendReport) -> None:
+    def _send_one(self, connection: Connection, claim: Claim, message: bytes) -> None:
+        if not self.ledger.begin_attempt(claim):
+            self.report.add(withdrawn=1)  # unsubscribed since the claim: not sent
+            return
         attempts = claim.attempts
-        smtp = self.delivery.smtp
+        tries = 0
         while True:
             self.limiter.wait()
             attempts += 1
+            tries += 1
             try:
-                reply = connection.send(self.delivery.from_address, claim.email, message, key=str(claim.subscriber_id))
+                reply = connection.send(self.settings.envelope_from, claim.email, message,
+                                        key=str(claim.subscriber_id))
             except PermanentError as exc:
-                self.ledger.put(claim, FAILED, str(exc), attempts)
-                log.warning("edition %s: %s refused: %s", self.edition.id, claim.email, exc)
-                report.add(failed=1)
+                log.warning("edition %s: %s refused: %s", self.edition_id, claim.email, exc)
+                self.report.add(failed=1)
+                self._record(Outcome(claim, FAILED, str(exc), attempts))
                 return
             except TransientError as exc:
-                if attempts >= smtp.max_attempts:
-                    self.ledger.put(claim, FAILED, f"gave up after {attempts} attempts: {exc}", attempts)
-                    log.warning("edition %s: %s failed after %d attempts: %s", self.edition.id, claim.email, attempts, exc)
-                    report.add(failed=1)
+                if exc.unreachable and not self.abort.is_set():
+                    self.report.unreachable = str(exc)
+                    log.error("edition %s: the mail server cannot be reached (%s); deferring the rest of "
+                              "the edition to a later run", self.edition_id, exc)
+                    self.abort.set()
+                if tries >= self.settings.max_attempts or self.abort.is_set():
+                    self._record(self._defer_or_give_up(claim, attempts, exc))
                     return
-                delay = min(smtp.retry_delay * 2 ** (attempts - 1), MAX_RETRY_DELAY)
-                log.info("edition %s: %s deferred (%s); retry in %.2fs", self.edition.id, claim.email, exc, delay)
-                report.add(retried=1)
-                if self.stop.wait(delay):
-                    self.ledger.put(claim, PENDING, None, attempts)
+                delay = min(self.settings.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
+                log.info("edition %s: %s deferred (%s); retry in %.2fs", self.edition_id, claim.email, exc, delay)
+                self.report.add(retried=1)
+                if self.stop.wait(delay) or self.abort.is_set():
+                    self._record(self._defer_or_give_up(claim, attempts, exc))
                     return
                 continue
-            self.ledger.put(claim, SENT, reply, attempts)
-            report.add(sent=1)
+            self.report.add(sent=1)
+            self._record(Outcome(claim, SENT, reply, attempts))
             return
-
-
-def send_pending(items: list[Item], storage: Storage, config: Config, *, stop: threading.Event | None = None,
-                 progress: bool | None = None, transport: Transport | None = None,
-                 force: bool = False) -> list[SendReport]:
-    """Send every edition that still has unsent messages, oldest first, each after the pre-send checks."""
-    reports = []
-    pending = storage.editions_with_work()
-    if not pending:
-        return reports
-    secret = signing_secret(config)
-    for edition_id in pending:
-        if stop is not None and stop.is_set():
-            break
-        edition = storage.get_edition(edition_id)
-        chosen = edition_items(edition, items)
-        if not chosen:
-            raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
-        digest = render_digest(chosen, config, edition_id)
-        sender = Sender(config, storage, edition, digest, secret, transport or transport_for(config, edition_id),
-                        stop=stop, progress=progress)
-        findings = lint_outgoing(sender.sample(), chosen, config=config)
-        if blocks_sending(findings, force):
-            raise LintFailed(findings)
-        for finding in findings:
-            log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
-        report = sender.run()
-        log.info("edition %s: sent %d, failed %d, retried %d, skipped %d", edition_id, report.sent,
-                 report.failed, report.retried, report.skipped)
-        reports.append(report)
-    return reports
-
-
-def send_test(items: list[Item], storage: Storage, config: Config, address: str,
-              transport: Transport | None = None) -> str:
-    """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
-    delivery = config.require_delivery()
-    chosen = next_edition_items(items, storage, config)
-    edition_id = "test-" + edition_id_for([item.id for item in chosen])
-    digest = render_digest(chosen, config)
-    envelope = Envelope.for_digest(digest, edition_id, delivery, datetime.now(timezone.utc), subject_prefix="[TEST] ")
-    base = recipient_for(address, edition_id, delivery, signing_secret(config), unsubscribe_base(config))
-    recipient = Recipient(address, base.unsubscribe_url, make_msgid(domain=delivery.sending_domain))
-    message = build_message(envelope, recipient, UNSUBSCRIBE_PLACEHOLDER)
-    connection = (transport or transport_for(config, edition_id)).connect()
-    try:
-        return connection.send(delivery.from_address, address, message, key="test")
-    except (PermanentError, TransientError) as exc:
-        raise PipelineError(f"test send to {address} failed: {exc}") from None
-    finally:
-        connection.close()
-

@@ -8,21 +8,26 @@ reply or raises ``TransientError`` (retry later: 4xx, dropped connection) or
 from __future__ import annotations
 
 import logging
-import os
 import smtplib
 import ssl
 from pathlib import Path
 from typing import Protocol
 
 from ..config import Config, Smtp
+from ..environment import smtp_password
 from ..errors import ConfigError
+from ..mail.addresses import ascii_address
 from ..publish.output import write_atomic
 
 log = logging.getLogger(__name__)
 
 
 class TransientError(Exception):
-    pass
+    """Try again later: a 4xx reply, a dropped connection, or (``unreachable``) no connection at all."""
+
+    def __init__(self, message: str, *, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class PermanentError(Exception):
@@ -72,6 +77,10 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+def s_host(settings: Smtp) -> str:
+    return f"{settings.host}:{settings.port}"
+
+
 class SmtpConnection:
     """One reused SMTP session; reconnects after a drop on the next send."""
 
@@ -97,18 +106,26 @@ class SmtpConnection:
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(_reply(exc.smtp_code, exc.smtp_error)) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientError(f"connect to {s.host}:{s.port}: {exc}") from None
+            raise TransientError(f"connect to {s.host}:{s.port}: {exc}", unreachable=True) from None
         return client
 
     def send(self, sender: str, recipient: str, message: bytes, key: str) -> str:
         if self.client is None:
             self.client = self._open()
         client = self.client
+        options: list[str] = []
+        if not recipient.isascii():
+            # An internationalised local part needs SMTPUTF8 (RFC 6531); a Unicode domain alone was
+            # already turned into its ASCII (IDNA) form when the message was built.
+            if not client.has_extn("smtputf8"):
+                self._reset()
+                raise PermanentError(f"{s_host(self.settings)} does not offer SMTPUTF8, which {recipient} needs")
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
-            code, text = client.mail(sender)
+            code, text = client.mail(sender, options)
             if code != 250:
                 return self._refused(code, text)
-            code, text = client.rcpt(recipient)
+            code, text = client.rcpt(ascii_address(recipient))
             if code not in (250, 251):
                 return self._refused(code, text)
             code, text = client.data(message)  # the server's final word on this message
@@ -166,7 +183,7 @@ def transport_for(config: Config, edition_id: str) -> Transport:
     if delivery.transport == "file":
         return FileTransport(config.resolve(delivery.outbox) / edition_id)
     smtp = delivery.smtp
-    password = os.environ.get(smtp.password_env)
+    password = smtp_password(smtp.password_env)
     if smtp.username and not password:
         raise ConfigError(f"SMTP user {smtp.username!r} needs a password in ${smtp.password_env}")
     return SmtpTransport(smtp, password, config.resolve(smtp.ca_file) if smtp.ca_file else None)

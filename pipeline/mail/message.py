@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from ..config import Delivery
-from ..publish.digest import Digest
+from ..errors import PipelineError
+from .addresses import ascii_address
+from .tokens import make_token
+
+if TYPE_CHECKING:
+    from .edition import DigestParts
 
 CONTENT_POLICY = policy.SMTP  # CRLF, 78-column folding for the headers we let it fold
 WIRE_POLICY = policy.SMTP.clone(refold_source="none")  # raw headers stay exactly as written
@@ -40,44 +45,14 @@ _CRLF = b"\r\n"
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
-class HeaderInjection(ValueError):
-    pass
+class HeaderInjection(PipelineError):
+    """A header value with a line break: refused, never folded into a second header."""
 
 
 def _header_value(value: str) -> str:
     if _UNSAFE_HEADER.search(value):
         raise HeaderInjection(f"line break in header value {value[:60]!r}")
     return value
-
-
-# -- unsubscribe tokens ---------------------------------------------------------------------
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _signature(secret: bytes, email: str) -> bytes:
-    return hmac.new(secret, b"unsubscribe\x00" + email.encode("utf-8"), hashlib.sha256).digest()[:18]
-
-
-def make_token(secret: bytes, email: str) -> str:
-    """A URL-safe token naming the address, signed so nobody can unsubscribe someone else."""
-    return f"{_b64(email.encode('utf-8'))}.{_b64(_signature(secret, email))}"
-
-
-def read_token(secret: bytes, token: str) -> str | None:
-    """The address a token names, or None when it is malformed or forged."""
-    try:
-        payload, signature = token.split(".", 1)
-        email = _unb64(payload).decode("utf-8")
-        given = _unb64(signature)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return email if hmac.compare_digest(given, _signature(secret, email)) else None
 
 
 # -- per-recipient values -------------------------------------------------------------------
@@ -97,8 +72,9 @@ def message_id_for(edition_id: str, email: str, domain: str) -> str:
 
 
 def recipient_for(email: str, edition_id: str, delivery: Delivery, secret: bytes, unsubscribe_base: str) -> Recipient:
+    """The personal values of one message; the address as it goes on the wire (IDNA domain)."""
     url = f"{unsubscribe_base}?{urlencode({'token': make_token(secret, email)})}"
-    return Recipient(email, url, message_id_for(edition_id, email, delivery.sending_domain))
+    return Recipient(ascii_address(email), url, message_id_for(edition_id, email, delivery.sending_domain))
 
 
 def list_unsubscribe(url: str, delivery: Delivery) -> str:
@@ -119,7 +95,7 @@ class Envelope:
     delivery: Delivery
 
     @classmethod
-    def for_digest(cls, digest: Digest, edition_id: str, delivery: Delivery, date: datetime,
+    def for_digest(cls, digest: DigestParts, edition_id: str, delivery: Delivery, date: datetime,
                    subject_prefix: str = "") -> Envelope:
         return cls(subject=subject_prefix + digest.subject, html=digest.html, text=digest.text, date=date,
                    boundary=f"=_edition_{edition_id}", delivery=delivery)
@@ -198,7 +174,7 @@ class MessageTemplate:
     def render(self, recipient: Recipient) -> bytes:
         url = recipient.unsubscribe_url
         values = {
-            "TO": _header_value(recipient.email).encode("ascii"),
+            "TO": _header_value(recipient.email).encode("utf-8"),  # UTF-8 only for an SMTPUTF8 local part
             "MID": _header_value(recipient.message_id).encode("ascii"),
             "LU": _header_value(list_unsubscribe(url, self.envelope.delivery)).encode("ascii"),
             "TEXT": _base64_body(url.join(self._text_parts)),

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -109,10 +107,6 @@ def inline_css(html: str) -> str:
     return inlined if inlined.endswith("\n") else inlined + "\n"
 
 
-def digest_items(items: list[Item], config: Config) -> list[Item]:
-    return newest_first(items)[: config.digest.limit]
-
-
 def subject_for(items: list[Item], config: Config) -> str:
     lead = items[0] if items else None
     subject = config.digest.subject.format(
@@ -126,34 +120,6 @@ def subject_for(items: list[Item], config: Config) -> str:
 
 def archive_url(config: Config, edition_id: str) -> str:
     return config.site.url(f"{ARCHIVE_FOLDER}/{edition_id}.html")
-
-
-_rendered: OrderedDict = OrderedDict()
-_rendered_lock = threading.Lock()
-_RENDERED_KEEP = 8
-
-
-def render_digest(items: list[Item], config: Config, edition_id: str | None = None) -> Digest:
-    """Render the digest for these items (newest first) once; callers personalise the result.
-
-    The "view in browser" link points at the edition's archive page, or at the
-    latest digest for a preview that is not an edition yet.  One run needs the same
-    digest for the edition's subject, the web copy and the sending; it is a pure
-    function of its arguments, so the last few results are kept and reused.
-    """
-    chosen = tuple(newest_first(items))
-    key = (id(config), edition_id, chosen)
-    with _rendered_lock:
-        hit = _rendered.get(key)
-        if hit is not None and hit[0] is config:
-            _rendered.move_to_end(key)
-            return hit[1]
-    digest = render_digest_uncached(list(chosen), config, edition_id)
-    with _rendered_lock:
-        _rendered[key] = (config, digest)
-        while len(_rendered) > _RENDERED_KEEP:
-            _rendered.popitem(last=False)
-    return digest
 
 
 @dataclass(frozen=True)
@@ -226,13 +192,18 @@ def edition_day(moment: datetime, config: Config) -> datetime:
     return moment.astimezone(ZoneInfo(config.digest.timezone))
 
 
-def render_digest_uncached(chosen: list[Item], config: Config, edition_id: str | None = None, *,
-                           edition_date: datetime | None = None) -> Digest:
-    """The rendering itself (items already newest first); benchmarks call it to measure a real render.
+def render_digest(items: list[Item], config: Config, edition_id: str | None = None, *,
+                  edition_date: datetime | None = None) -> Digest:
+    """Render the digest for these items, newest first; callers personalise the result.
 
-    ``edition_date`` is when the edition was created; the header and the text part
-    show it in digest.timezone.  A preview that is no edition yet shows the newest item's date.
+    The "view in browser" link points at the edition's archive page, or at the
+    latest digest for a preview that is not an edition yet.  A run renders each
+    digest once and keeps it (see ``app.RunContext``); nothing is cached here, so a
+    template edit shows up in the next render.  ``edition_date`` is when the edition
+    was created; the header and the text part show it in digest.timezone (a preview
+    that is no edition yet shows the newest item's date).
     """
+    chosen = newest_first(items)
     if not chosen:
         raise ValueError("a digest needs at least one item")
     env = template_environment(config.path("templates"))

@@ -8,14 +8,17 @@ or belongs to the latest edition, so older pages are not re-rendered every run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..config import Config
-from .digest import ARCHIVE_FOLDER, archive_url, edition_day, public_copy, render_digest, template_environment
 from ..items import Item, newest_first
 from ..state.storage import Edition
+from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, public_copy, template_environment
+
+RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,9 @@ class ArchiveEntry:
     url: str
 
 
-def archive_pages(editions: list[Edition], items: list[Item], config: Config) -> dict[Path, bytes]:
+def archive_pages(editions: list[Edition], items: list[Item], config: Config,
+                  render: RenderDigest) -> dict[Path, bytes]:
+    """The archive page of each edition (only the newest is re-rendered once it exists) and the index."""
     out = config.path("output") / ARCHIVE_FOLDER
     by_id = {item.id: item for item in items}
     files: dict[Path, bytes] = {}
@@ -44,7 +49,7 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config) ->
         if not chosen:
             log.warning("archive: edition %s has none of its items any more; page not rendered", edition.id)
             continue
-        html, _text = public_copy(render_digest(chosen, config, edition.id), config)
+        html, _text = public_copy(render(chosen, edition.id), config)
         files[path] = html
     # The date of an edition is when it was created, as readers in digest.timezone count days.
     entries = [ArchiveEntry(e.id, e.subject, edition_day(e.created_at, config), len(e.item_ids), archive_url(config, e.id))

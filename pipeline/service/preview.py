@@ -10,8 +10,15 @@ import logging
 import mimetypes
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from collections.abc import Callable
+from typing import Any
+
+from .. import app
+from ..app import RunOutcome
 from ..config import Config
 from ..publish.digest import template_environment
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +43,18 @@ iframe{border:1px solid #ccc;height:80vh}.html{width:640px}.text{width:600px;bac
 """
 
 
-def make_app(config: Config, rebuild=None):
-    from ..build import run_pipeline
-
+def make_app(config: Config, rebuild: Callable[[], RunOutcome] | None = None) -> WSGIApp:
+    """Each visit to the index rebuilds the outputs through the same use case as a run (never sending)."""
     public = config.path("output")
     env = template_environment(config.path("templates"))
-    rebuild = rebuild or (lambda: run_pipeline(config, send=False, progress=False))
+    rebuild = rebuild or (lambda: app.publish(config))
 
     def respond(start_response, status: str, body: bytes, content_type: str = "text/html; charset=utf-8"):
         start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
                                 ("Cache-Control", "no-store")])
         return [body]
 
-    def app(environ, start_response):
+    def preview_app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/":
             result = rebuild()
@@ -62,7 +68,7 @@ def make_app(config: Config, rebuild=None):
         kind = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return respond(start_response, "200 OK", target.read_bytes(), kind)
 
-    return app
+    return preview_app
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -70,7 +76,7 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s %s", self.command, self.path)
 
 
-def serve(config: Config, host: str = "127.0.0.1", port: int = 8000):
+def make_preview_server(config: Config, host: str = "127.0.0.1", port: int = 8000):
     server = make_server(host, port, make_app(config), handler_class=_QuietHandler)
     log.info("preview on http://%s:%d/", host, server.server_port)
     return server

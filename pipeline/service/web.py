@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlencode
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..config import Config
-from ..delivery.engine import signing_secret
+from ..environment import signing_secret
 from ..publish.digest import template_environment
-from ..mail.message import read_token
+from ..mail.tokens import read_token
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def _one_click(environ) -> bool:
 
 
 def make_app(config: Config, storage: Storage):
-    secret = signing_secret(config)
-    env = template_environment(config.path("templates"))
     delivery = config.require_delivery()
+    secret = signing_secret(delivery.secret_env, config.path("state"))
+    env = template_environment(config.path("templates"))
 
     def page(start_response, status: str, **context):
         body = env.get_template("unsubscribe.html").render(
@@ -57,7 +57,7 @@ def make_app(config: Config, storage: Storage):
                                 ("Referrer-Policy", "no-referrer")])
         return [data]
 
-    def app(environ, start_response):
+    def unsubscribe_app(environ, start_response):
         if environ.get("PATH_INFO", "") != UNSUBSCRIBE_PATH:
             return page(start_response, "404 Not Found", state="error", heading="Not found", message="No such page.")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -81,7 +81,7 @@ def make_app(config: Config, storage: Storage):
         log.info("one-click unsubscribe%s", "" if changed else " (already unsubscribed)")
         return page(start_response, "200 OK", state="done", heading="You are unsubscribed", email=email)
 
-    return app
+    return unsubscribe_app
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -90,7 +90,7 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s %s", self.command, self.path.split("?", 1)[0])
 
 
-def serve(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025):
+def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025):
     server = make_server(host, port, make_app(config, storage), handler_class=_QuietHandler)
     log.info("unsubscribe endpoint on http://%s:%d%s", host, server.server_port, UNSUBSCRIBE_PATH)
     return server

@@ -405,6 +405,15 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
     return items, reports
 
 
+def stored_remote(config: Config, storage: Storage) -> list[Item]:
+    """What every source gave at its last fetch, without fetching or writing anything."""
+    items: list[Item] = []
+    for source in config.sources:
+        items.extend(select_items([item_from_row(row, source) for row in storage.stored_source_items(source.name)],
+                                  source))
+    return items
+
+
 def canonical_link(url: str) -> str:
     parts = urlsplit(url)
     path = parts.path.rstrip("/") or "/"

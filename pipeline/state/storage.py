@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,18 +17,31 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    bindparam, create_engine, event, func, insert, literal, select, update,
+    Select, and_, any_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
+# Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
+MIGRATION_LOCK_KEY = 0x5049_5045_0001
+RUN_LOCK_KEY = 0x5049_5045_0002
+LEADER_LOCK_KEY = 0x5049_5045_0003
+WORK_CHANNEL = "pipeline_work"
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
-PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+# A ledger row: pending -> sending -> sent | failed | deferred (due again at retry_at) | skipped (unsubscribed).
+PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED = "pending", "sending", "sent", "failed", "deferred", "skipped"
+LEDGER_STATUSES = (PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED)
 
 
 def utcnow() -> datetime:
@@ -85,6 +99,24 @@ edition_items = Table(
     Column("edition_id", String(64), ForeignKey("editions.id"), nullable=False),
 )
 
+edition_digests = Table(  # schema 4: the rendered digest, so any worker sends the same bytes without content
+    "edition_digests", metadata,
+    Column("edition_id", String(64), ForeignKey("editions.id"), primary_key=True),
+    Column("variant", String(200), primary_key=True, default=""),  # "" is the whole edition
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+workers = Table(  # schema 4: send workers and their heartbeats, for leases, the shared rate and status
+    "workers", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(300), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
 deliveries = Table(
     "deliveries", metadata,
     Column("edition_id", String(64), ForeignKey("editions.id"), primary_key=True),
@@ -95,6 +127,8 @@ deliveries = Table(
     Column("claimed_by", String(100)),
     Column("claimed_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("retry_at", UTCDateTime),  # schema 3: when a deferred row is due again
+    Column("first_attempt_at", UTCDateTime),  # schema 3: deferrals give up this long after it
     Index("deliveries_by_status", "edition_id", "status"),
 )
 
@@ -139,8 +173,27 @@ def _migrate_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[sources, source_items])
 
 
+def _add_column(conn: Connection, table: Table, name: str) -> None:
+    column = table.c[name]
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+
+
+def _migrate_3(conn: Connection) -> None:
+    from sqlalchemy import inspect
+
+    present = {column["name"] for column in inspect(conn).get_columns("deliveries")}
+    for name in ("retry_at", "first_attempt_at"):
+        if name not in present:  # a new database got them from schema 1's create_all
+            _add_column(conn, deliveries, name)
+
+
+def _migrate_4(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[edition_digests, workers])
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 @dataclass(frozen=True)
@@ -164,11 +217,56 @@ class Edition:
 
 
 @dataclass(frozen=True)
+class StoredDigest:
+    """An edition's digest as it was rendered when the edition was made (placeholder for the unsubscribe URL)."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Claim:
+    """A ledger row a worker holds while it sends that one message."""
+
     edition_id: str
     subscriber_id: int
     email: str
     attempts: int
+    worker: str = ""
+    first_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed message; recorded before the connection sends the next."""
+
+    claim: Claim
+    status: str  # SENT, FAILED, DEFERRED or PENDING (handed back unsent)
+    reply: str | None
+    attempts: int
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    held: int  # rows it holds in 'sending'
+    oldest_claim: datetime | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    job: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    summary: dict[str, Any]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -186,19 +284,57 @@ def database_url(state_folder: Path, override: str | None = None) -> str:
     return f"sqlite:///{state_folder / DATABASE_FILE}"
 
 
-def claim_statement(edition_id: str, limit: int, worker: str, now: datetime):
-    """One statement that takes pending rows for a worker.  On PostgreSQL the inner SELECT is
-    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting;
-    SQLite serialises writers, which gives the same guarantee."""
+class ArrayOf(ColumnElement[Any]):
+    """PostgreSQL's ``ARRAY(subquery)``: the subquery runs once, before the outer statement."""
+
+    inherit_cache = True
+    _traverse_internals = [("query", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, query: Select[Any]):
+        self.query = query
+        self.type = ARRAY(Integer)
+
+
+@compiles(ArrayOf)
+def _compile_array_of(element: ArrayOf, compiler: Any, **kw: Any) -> str:
+    return f"ARRAY({compiler.process(element.query, **kw)})"
+
+
+def claim_statement(edition_id: str, limit: int, worker: str, now: datetime, dialect: str = "sqlite"):
+    """One statement that takes due rows for a worker.  On PostgreSQL the inner SELECT is
+    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting,
+    and it is written ``= ANY(ARRAY(...))`` so the planner runs it once even right after an
+    edition was made, before the table has statistics (``IN (...)`` became a nested loop
+    that took every row).  SQLite serialises writers, which gives the same guarantee."""
     candidates = (select(deliveries.c.subscriber_id)
-                  .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING)
+                  .where(deliveries.c.edition_id == edition_id, _due(now))
                   .order_by(deliveries.c.subscriber_id).limit(limit)
                   .with_for_update(skip_locked=True))
+    chosen = (deliveries.c.subscriber_id == any_(ArrayOf(candidates)) if dialect == "postgresql"
+              else deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
     return (update(deliveries)
-            .where(deliveries.c.edition_id == edition_id, deliveries.c.status == PENDING,
-                   deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
+            .where(deliveries.c.edition_id == edition_id, _due(now), chosen)
             .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
-            .returning(deliveries.c.subscriber_id, deliveries.c.attempts))
+            .returning(deliveries.c.subscriber_id, deliveries.c.attempts, deliveries.c.first_attempt_at))
+
+
+def _due(now: datetime):
+    """Rows to send now: pending ones, and deferred ones whose retry time has come."""
+    return or_(deliveries.c.status == PENDING,
+               and_(deliveries.c.status == DEFERRED, deliveries.c.retry_at <= now))
+
+
+class WorkListener:
+    def __init__(self, connection: Any):
+        self.connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        """True when work was announced within ``timeout`` seconds; False otherwise (or on SQLite)."""
+        if self.connection is None:
+            return False
+        for _notice in self.connection.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
 
 
 class Storage:
@@ -233,15 +369,24 @@ class Storage:
                 return 0
             return conn.execute(select(schema_info.c.version)).scalar_one_or_none() or 0
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     def migrate(self) -> None:
+        """Bring the schema up to date, once, even when several processes start together: on
+        PostgreSQL under a transaction-level advisory lock; SQLite serialises writers itself."""
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             metadata.create_all(conn, tables=[schema_info])
             current = conn.execute(select(schema_info.c.version)).scalar_one_or_none()
             if current is None:
                 conn.execute(insert(schema_info).values(version=0))
                 current = 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(f"state database has schema {current}, newer than this program ({SCHEMA_VERSION})")
+                raise PipelineError(f"state database has schema {current}, newer than this program "
+                                    f"({SCHEMA_VERSION}); upgrade newsletter-pipeline")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 log.info("migrating state database to schema %d", version)
                 MIGRATIONS[version](conn)
@@ -333,7 +478,8 @@ class Storage:
                 ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
                 conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.subscriber_id == ids, deliveries.c.status == PENDING)
+                    .where(deliveries.c.subscriber_id == ids,
+                           deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
                     .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
             return bool(result.rowcount)
 
@@ -381,18 +527,23 @@ class Storage:
             rows = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc())).all()
         return [Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) for row in rows]
 
-    def create_edition(self, edition_id: str, item_ids: list[str], subject: str, *, record_items: bool = True) -> bool:
-        """Record an edition and queue one ledger row per current subscriber, in one transaction.
+    def create_edition(self, edition_id: str, item_ids: list[str], digest: StoredDigest, *,
+                       record_items: bool = True) -> bool:
+        """Record an edition, its rendered digest, and one ledger row per current subscriber, in one transaction.
 
-        Returns False when the edition exists already (a rerun), changing nothing.
-        The queue is filled with INSERT ... SELECT, so no subscriber list passes through Python.
+        Returns False when the edition exists already (a rerun, or another process won the race),
+        changing nothing.  The queue is filled with INSERT ... SELECT, so no subscriber list
+        passes through Python.
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            if conn.execute(select(editions.c.id).where(editions.c.id == edition_id)).first():
+            created = conn.execute(self._insert_ignoring_conflicts(editions, ["id"]).values(
+                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0)
+                .returning(editions.c.id)).first()
+            if created is None:
                 return False
-            conn.execute(insert(editions).values(id=edition_id, created_at=now, subject=subject,
-                                                 item_ids=item_ids, recipients=0))
+            conn.execute(insert(edition_digests).values(edition_id=edition_id, variant="", subject=digest.subject,
+                                                        html=digest.html, text=digest.text))
             if record_items:
                 conn.execute(insert(edition_items), [{"item_id": i, "edition_id": edition_id} for i in item_ids])
             queued = conn.execute(insert(deliveries).from_select(
@@ -408,12 +559,42 @@ class Storage:
             conn.execute(update(editions).where(editions.c.id == edition_id).values(recipients=count))
         return True
 
-    def editions_with_work(self) -> list[str]:
-        """Editions that still have unsent messages, oldest first."""
+    def _insert_ignoring_conflicts(self, table: Table, keys: list[str]):
+        """INSERT ... ON CONFLICT DO NOTHING: of several processes inserting the same row, one wins, none fails."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def edition_digest(self, edition_id: str, variant: str = "") -> StoredDigest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(edition_digests).where(edition_digests.c.edition_id == edition_id,
+                                                             edition_digests.c.variant == variant)).first()
+        return StoredDigest(row.subject, row.html, row.text) if row else None
+
+    def editions_with_work(self, now: datetime | None = None, stale_before: datetime | None = None) -> list[str]:
+        """Editions with messages to send now, oldest first: pending, deferred and due, or left in
+        flight by a sender that is gone (claimed before ``stale_before``, by default: any)."""
+        now = now or utcnow()
+        stale = deliveries.c.status == SENDING
+        if stale_before is not None:
+            stale = and_(stale, deliveries.c.claimed_at <= stale_before)
+        query = (select(editions.c.id)
+                 .where(select(deliveries.c.subscriber_id)
+                        .where(deliveries.c.edition_id == editions.c.id, or_(stale, _due(now))).exists())
+                 .order_by(editions.c.created_at, editions.c.id))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def editions_unsettled(self) -> list[str]:
+        """Editions with any message not yet sent, failed or skipped (due now or deferred), oldest first."""
         query = (select(editions.c.id)
                  .where(select(deliveries.c.subscriber_id)
                         .where(deliveries.c.edition_id == editions.c.id,
-                               deliveries.c.status.in_([PENDING, SENDING])).exists())
+                               deliveries.c.status.in_([PENDING, SENDING, DEFERRED])).exists())
                  .order_by(editions.c.created_at, editions.c.id))
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
@@ -431,18 +612,31 @@ class Storage:
         return result.rowcount
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
-        """Atomically move up to ``limit`` pending rows to 'sending' for this worker."""
+        """Atomically move up to ``limit`` due rows to 'sending' for this worker."""
         with self.engine.begin() as conn:
-            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow())).all()
+            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow(), self.dialect)).all()
             if not claimed:
                 return []
-            attempts = {row.subscriber_id: row.attempts for row in claimed}
-            rows = conn.execute(select(subscribers.c.id, subscribers.c.email)
-                                .where(subscribers.c.id.in_(list(attempts))).order_by(subscribers.c.id)).all()
-        return [Claim(edition_id, row.id, row.email, attempts[row.id]) for row in rows]
+            rows = {row.subscriber_id: row for row in claimed}
+            emails = conn.execute(select(subscribers.c.id, subscribers.c.email)
+                                  .where(subscribers.c.id.in_(list(rows))).order_by(subscribers.c.id)).all()
+        return [Claim(edition_id, row.id, row.email, rows[row.id].attempts, worker, rows[row.id].first_attempt_at)
+                for row in emails]
 
-    def record_results(self, results: list[tuple[Claim, str, str | None, int]]) -> None:
-        """Record many (claim, status, reply, attempts) outcomes in one transaction (group commit)."""
+    def begin_attempt(self, claim: Claim) -> bool:
+        """Mark the start of one send attempt; False when the row is no longer this worker's to send
+        (the subscriber unsubscribed after the claim, or the claim was taken back)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.edition_id == claim.edition_id, deliveries.c.subscriber_id == claim.subscriber_id,
+                       deliveries.c.status == SENDING, deliveries.c.claimed_by == claim.worker)
+                .values(claimed_at=now, first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now)))
+        return bool(result.rowcount)
+
+    def record_results(self, results: list[Outcome]) -> None:
+        """Record outcomes in one transaction; a row is only changed by the worker that holds it."""
         if not results:
             return
         now = utcnow()
@@ -450,25 +644,83 @@ class Storage:
             update(deliveries)
             .where(deliveries.c.edition_id == bindparam("b_edition"),
                    deliveries.c.subscriber_id == bindparam("b_subscriber"),
-                   deliveries.c.status == SENDING)
+                   deliveries.c.status == SENDING, deliveries.c.claimed_by == bindparam("b_worker"))
             .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
-                    updated_at=now, claimed_by=None, claimed_at=None))
+                    retry_at=bindparam("b_retry_at"), updated_at=now, claimed_by=None, claimed_at=None))
         with self.engine.begin() as conn:
             conn.execute(statement, [
-                {"b_edition": claim.edition_id, "b_subscriber": claim.subscriber_id, "b_status": status,
-                 "b_reply": reply, "b_attempts": attempts}
-                for claim, status, reply, attempts in results])
+                {"b_edition": o.claim.edition_id, "b_subscriber": o.claim.subscriber_id, "b_worker": o.claim.worker,
+                 "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at}
+                for o in results])
 
-    def release(self, claims: list[Claim]) -> None:
-        """Hand claimed but unsent rows back, e.g. when a stop was asked for mid-batch."""
-        self.record_results([(claim, PENDING, None, claim.attempts) for claim in claims])
+    def renew_leases(self, worker: str) -> int:
+        """Extend the lease on every row this worker holds: it is alive and still sending them."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.status == SENDING, deliveries.c.claimed_by == worker)
+                                .values(claimed_at=utcnow())).rowcount
+
+    def heartbeat(self, worker: str, host: str, pid: int) -> None:
+        """Record that a send worker is alive (its row is made on the first beat)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            beat = conn.execute(update(workers).where(workers.c.id == worker).values(heartbeat_at=now))
+            if not beat.rowcount:
+                conn.execute(self._insert_ignoring_conflicts(workers, ["id"]).values(
+                    id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now))
+
+    def forget_worker(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(workers.delete().where(workers.c.id == worker))
+
+    def live_workers(self, since: datetime) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is newer than ``since``, with how many rows each holds."""
+        held = (select(deliveries.c.claimed_by, func.count().label("held"), func.min(deliveries.c.claimed_at)
+                       .label("oldest")).where(deliveries.c.status == SENDING).group_by(deliveries.c.claimed_by)
+                .subquery())
+        query = (select(workers, held.c.held, held.c.oldest).outerjoin(held, held.c.claimed_by == workers.c.id)
+                 .where(workers.c.heartbeat_at >= since).order_by(workers.c.started_at))
+        with self.engine.connect() as conn:
+            return [WorkerRecord(r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.held or 0,
+                                 UTCDateTime().process_result_value(r.oldest, self.engine.dialect)
+                                 if isinstance(r.oldest, datetime) else None)
+                    for r in conn.execute(query)]
+
+    @contextmanager
+    def work_listener(self) -> Iterator[WorkListener]:
+        """Something idle workers wait on: PostgreSQL notifications (LISTEN before looking for work,
+        so no notification falls in between), or nothing on SQLite (the caller polls with backoff)."""
+        if self.dialect != "postgresql":
+            yield WorkListener(None)
+            return
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {WORK_CHANNEL}")
+            yield WorkListener(driver)
+        finally:
+            raw.close()
+
+    def notify_work(self) -> None:
+        """Wake idle workers (PostgreSQL LISTEN/NOTIFY); SQLite workers poll."""
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(text(f"NOTIFY {WORK_CHANNEL}"))
+
+    def next_retry(self, edition_id: str) -> datetime | None:
+        """When the earliest deferred message of an edition is due."""
+        query = (select(func.min(deliveries.c.retry_at))
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == DEFERRED))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
 
     def ledger_counts(self, edition_id: str) -> dict[str, int]:
         query = (select(deliveries.c.status, func.count()).where(deliveries.c.edition_id == edition_id)
                  .group_by(deliveries.c.status))
         with self.engine.connect() as conn:
             counts = {status: count for status, count in conn.execute(query)}
-        return {status: counts.get(status, 0) for status in (PENDING, SENDING, SENT, FAILED, SKIPPED)}
+        return {status: counts.get(status, 0) for status in LEDGER_STATUSES}
 
     def failures(self, edition_id: str, limit: int = 50) -> list[tuple[str, str]]:
         query = (select(subscribers.c.email, deliveries.c.reply)
@@ -540,8 +792,7 @@ class Storage:
             conn.execute(update(runs).where(runs.c.id == run_id)
                          .values(finished_at=utcnow(), status=status, summary=summary))
 
-    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_runs(self, limit: int = 10) -> list[RunRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
-        return [{"id": r.id, "job": r.job, "started_at": r.started_at, "finished_at": r.finished_at,
-                 "status": r.status, "summary": r.summary} for r in rows]
+        return [RunRecord(r.id, r.job, r.started_at, r.finished_at, r.status, dict(r.summary or {})) for r in rows]

@@ -1,0 +1,509 @@
+"""The use cases: every command, the scheduler's jobs and the preview server call these, and only these.
+
+One run builds all its context first (items, edition plan, one rendered digest per
+edition), then writes, then sends, in the manner of Pelican's ``run()``:
+
+    sources -> items -> edition plan -> digests (once each) -> outputs -> send
+
+Each use case takes the run lock where it must and records itself in the runs table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import Config
+from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
+from .delivery.engine import SendReport, Sender, SendSettings
+from .delivery.transports import PermanentError, TransientError, Transport, transport_for
+from .environment import database_url, lint_secret, signing_secret
+from .errors import PipelineError
+from .items import Item
+from .mail.edition import EditionMail
+from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
+from .publish.digest import Digest, render_digest
+from .publish.output import write_all
+from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .sources import read_content
+from .sources.remote import merge_items, read_remote, stored_remote
+from .state.lock import run_lock
+from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage, StoredDigest
+
+log = logging.getLogger(__name__)
+
+MANUAL_JOB = "manual"
+Action = Literal["run", "feeds", "send", "retry"]
+
+
+# -- the parts every use case shares ------------------------------------------------------------
+
+def open_storage(config: Config) -> Storage:
+    """The state database: SQLite in the state folder, or $PIPELINE_DATABASE_URL."""
+    return Storage.for_state(config.path("state"), database_url())
+
+
+def read_items(config: Config, storage: Storage | None, *, fetch: bool = True) -> tuple[list[Item], list[Item]]:
+    """Local content and remote items.  Without ``fetch``, remote items are what the sources gave
+    last time, and nothing is written: for looks that promise to change nothing."""
+    local = read_content(config)
+    if not config.sources or storage is None:
+        return local, []
+    remote = read_remote(config, storage)[0] if fetch else stored_remote(config, storage)
+    return local, remote
+
+
+@dataclass
+class RunContext:
+    """Everything one run knows, built before anything is written; digests are rendered once each."""
+
+    config: Config
+    storage: Storage
+    items: list[Item]
+    renders: int = 0
+    _digests: dict[tuple[str | None, tuple[str, ...]], Digest] = field(default_factory=dict)
+
+    def digest(self, items: list[Item], edition_id: str | None = None) -> Digest:
+        key = (edition_id, tuple(sorted(item.id for item in items)))
+        if key not in self._digests:
+            self._digests[key] = render_digest(items, self.config, edition_id)
+            self.renders += 1
+        return self._digests[key]
+
+    def stored(self, edition_id: str, items: list[Item]) -> StoredDigest:
+        digest = self.digest(items, edition_id)
+        return StoredDigest(digest.subject, digest.html, digest.text)
+
+    def web_digest(self, editions: list[Edition]) -> Digest | None:
+        """What the site shows: the latest edition, else the newest items."""
+        if editions:
+            chosen = items_of(editions[0], self.items)
+            return self.digest(chosen, editions[0].id) if chosen else None
+        chosen = newest_items(self.items, self.config)
+        return self.digest(chosen) if chosen else None
+
+
+@dataclass
+class RunOutcome:
+    """What a run did; the CLI prints it and the runs table keeps its summary."""
+
+    action: str
+    items: list[Item] = field(default_factory=list)
+    files: dict[Path, bytes] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    edition: EditionPlan | None = None
+    reports: list[SendReport] = field(default_factory=list)
+    unchanged: bool = False  # nothing changed since the last run: nothing was parsed, rendered or written
+    renders: int = 0
+
+    @property
+    def status(self) -> str:
+        """ok, partial (some messages failed or were deferred) or failed (none could be delivered)."""
+        if not any(report.troubled for report in self.reports):
+            return "ok"
+        return "partial" if any(report.sent for report in self.reports) else "failed"
+
+    def summary(self, duration: float) -> dict[str, Any]:
+        return {
+            "action": self.action, "unchanged": self.unchanged,
+            "items": None if self.unchanged else len(self.items),
+            "files_written": len(self.written),
+            "edition": self.edition.edition_id if self.edition else None,
+            "edition_note": self.edition.reason if self.edition else None,
+            "sent": sum(r.sent for r in self.reports), "failed": sum(r.failed for r in self.reports),
+            "deferred": sum(r.deferred for r in self.reports), "retried": sum(r.retried for r in self.reports),
+            "unreachable": next((r.unreachable for r in self.reports if r.unreachable), None),
+            "stopped": any(r.stopped for r in self.reports), "duration_s": round(duration, 3),
+        }
+
+
+def action_for(config: Config, job: str | None) -> Action:
+    """The action of a scheduled job (the one place a job name is resolved); manual runs are 'run'."""
+    if job is None or job == MANUAL_JOB:
+        return "run"
+    if job not in config.schedule.jobs:
+        raise PipelineError(f"{config.source_file}: schedule.jobs: no job named {job!r}")
+    return config.schedule.jobs[job].action
+
+
+# -- run: the whole pipeline, as one locked and recorded run --------------------------------------
+
+def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, wait: bool = False,
+        force: bool = False, stop: threading.Event | None = None, progress: bool | None = None) -> RunOutcome:
+    """One locked, recorded run: ``run`` publishes and sends, ``feeds`` only publishes, ``send`` makes the
+    new edition (if any) and sends what is due, ``retry`` only sends what is already queued and due.
+    ``send`` and ``retry`` write just the archive pages their messages link to."""
+    action = action or action_for(config, job)
+    with run_lock(config.path("state"), database_url=database_url(), wait=wait, stop=stop), \
+            open_storage(config) as storage:
+        run_id = storage.start_run(job)
+        started = time.monotonic()
+        try:
+            outcome = _run(config, storage, action, force=force, stop=stop, progress=progress)
+        except BaseException as exc:
+            summary = {"action": action, "error": str(exc), "duration_s": round(time.monotonic() - started, 3)}
+            storage.finish_run(run_id, "failed", summary)
+            raise
+        summary = outcome.summary(time.monotonic() - started)
+        storage.finish_run(run_id, outcome.status, summary)
+        log.info("job %s: %s", job, summary_line(summary))
+        return outcome
+
+
+def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
+    """Build everything in memory; write, send, fetch and record nothing."""
+    with open_storage(config) as storage:
+        local, remote = read_items(config, storage, fetch=False)
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        outcome = RunOutcome("run" if send else "feeds", items=ctx.items)
+        if config.delivery is not None and send:
+            outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
+        editions = storage.list_editions() if config.delivery is not None else []
+        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
+        outcome.renders = ctx.renders
+        return outcome
+
+
+def publish(config: Config, *, wait: bool = True) -> RunOutcome:
+    """Write the outputs, send nothing, record no run: what the preview server does on each visit."""
+    with run_lock(config.path("state"), database_url=database_url(), wait=wait), open_storage(config) as storage:
+        return _run(config, storage, "feeds", force=False, stop=None, progress=False)
+
+
+def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop: threading.Event | None,
+         progress: bool | None) -> RunOutcome:
+    delivering = config.delivery is not None
+    sending = delivering and action in ("run", "send", "retry")
+    publishing = action in ("run", "feeds")
+    remote = read_remote(config, storage)[0] if config.sources else []
+    has_work = sending and bool(_due_editions(storage, config))
+    fingerprint = None
+    if publishing and not has_work:
+        fingerprint = _fingerprint(config, storage, remote)
+        if outputs_unchanged(config, fingerprint):
+            log.info("nothing changed since the last run; outputs are up to date")
+            plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
+            return RunOutcome(action, edition=plan, unchanged=True)
+    ctx = RunContext(config, storage, merge_items(read_content(config), remote))
+    outcome = RunOutcome(action, items=ctx.items)
+    if sending and action != "retry":
+        outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
+        if outcome.edition.reason and not outcome.edition.created:
+            log.info("edition: %s", outcome.edition.reason)
+    editions = storage.list_editions() if delivering else []
+    if publishing:
+        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
+    elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
+        from .publish.site import archive_pages
+
+        outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
+    outcome.written = write_all(outcome.files)
+    log.info("wrote %d of %d files (%d unchanged)", len(outcome.written), len(outcome.files),
+             len(outcome.files) - len(outcome.written))
+    if sending:
+        outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
+    if publishing:
+        remember_outputs(config, _fingerprint(config, storage, remote), outcome.files)
+    outcome.renders = ctx.renders
+    return outcome
+
+
+def _fingerprint(config: Config, storage: Storage, remote: list[Item]) -> str:
+    return input_fingerprint(config, remote, [e.id for e in storage.list_editions()],
+                             storage.count_subscribers() > 0)
+
+
+def _due_editions(storage: Storage, config: Config) -> list[str]:
+    """Editions with messages to send now.  On a one-machine database (SQLite, under the run lock) a
+    row left 'sending' is always a dead sender's; where workers share PostgreSQL, only once its lease ran out."""
+    if storage.dialect == "sqlite":
+        return storage.editions_with_work()
+    lease = timedelta(seconds=config.require_delivery().lease_seconds)
+    return storage.editions_with_work(stale_before=datetime.now(timezone.utc) - lease)
+
+
+class Presence:
+    """This process as a send worker: its id, its heartbeat, and how many live workers share the rate."""
+
+    def __init__(self, storage: Storage, lease_seconds: float):
+        self.storage = storage
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def beat(self) -> int:
+        self.storage.heartbeat(self.id, socket.gethostname(), os.getpid())
+        return max(1, len(self.storage.live_workers(since=datetime.now(timezone.utc) - 2 * self.lease)))
+
+
+def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, progress: bool | None,
+              presence: Presence | None = None) -> list[SendReport]:
+    """Send every edition that has messages due, oldest first, each after the pre-send checks."""
+    config, storage = ctx.config, ctx.storage
+    due = _due_editions(storage, config)
+    if not due:
+        return []
+    delivery = config.require_delivery()
+    secret = signing_secret(delivery.secret_env, config.path("state"))
+    own_presence = presence is None
+    presence = presence or Presence(storage, delivery.lease_seconds)
+    reports = []
+    try:
+        for edition_id in due:
+            if stop is not None and stop.is_set():
+                break
+            report = _send_edition(ctx, edition_id, secret, presence, force=force, stop=stop, progress=progress)
+            if report is not None:
+                reports.append(report)
+    finally:
+        if own_presence:
+            storage.forget_worker(presence.id)
+    return reports
+
+
+def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Presence, *, force: bool,
+                  stop: threading.Event | None, progress: bool | None) -> SendReport | None:
+    config, storage = ctx.config, ctx.storage
+    delivery = config.require_delivery()
+    edition = storage.get_edition(edition_id)
+    if edition is None:
+        return None
+    chosen = items_of(edition, ctx.items) if ctx.items else []
+    stored = storage.edition_digest(edition_id)  # the bytes the edition was made with
+    if stored is None:  # an edition made before digests were stored: render it from its items
+        if not chosen:
+            raise PipelineError(f"edition {edition_id}: none of its items exist here; cannot render it")
+        stored = ctx.stored(edition_id, chosen)
+    mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
+    findings = lint_outgoing(mail.sample(), chosen, config=config)
+    if blocks_sending(findings, force):
+        raise LintFailed(findings)
+    for finding in findings:
+        log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
+    transport = transport_for(config, edition_id)
+    settings = replace(SendSettings.for_delivery(delivery, transport), exclusive=storage.dialect == "sqlite")
+    sender = Sender(storage, edition_id, lambda claim: mail.render(claim.email), transport, settings,
+                    stop=stop, progress=progress, worker=presence.id, share=presence.beat)
+    report = sender.run()
+    report.failures = storage.failures(edition_id)
+    report.next_retry = storage.next_retry(edition_id)
+    log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
+             report.failed, report.deferred, report.retried)
+    return report
+
+
+# -- workers: senders on any number of machines ---------------------------------------------------
+
+@dataclass
+class WorkerReport:
+    worker: str
+    reports: list[SendReport] = field(default_factory=list)
+
+
+def work(config: Config, *, stop: threading.Event, once: bool = False, progress: bool | None = False,
+         idle_max: float = 30.0) -> WorkerReport:
+    """Send whatever any edition has due until stopped; never make editions or outputs.
+
+    Any number of workers on any number of machines can share a PostgreSQL database:
+    claims carry the worker's id and a lease it renews, and rows of a dead worker are
+    taken back by the others once its lease runs out.  Idle workers wait for a
+    notification from whoever makes an edition (LISTEN/NOTIFY), or poll with backoff
+    on SQLite, where one machine means one worker at a time under the run lock.
+    """
+    delivery = config.require_delivery()
+    with open_storage(config) as storage, storage.work_listener() as listener:
+        presence = Presence(storage, delivery.lease_seconds)
+        outcome = WorkerReport(presence.id)
+        local, remote = read_items(config, storage, fetch=False) if storage.dialect == "sqlite" else ([], [])
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        idle = 1.0
+        idle_max = min(idle_max, delivery.lease_seconds)  # a dead worker's rows are due after one lease
+        log.info("worker %s started", presence.id)
+        try:
+            while not stop.is_set():
+                presence.beat()
+                if _due_editions(storage, config):
+                    with run_lock(config.path("state"), wait=True, stop=stop) if storage.dialect == "sqlite" \
+                            else _no_lock():
+                        outcome.reports += _send_due(ctx, force=False, stop=stop, progress=progress,
+                                                     presence=presence)
+                    idle = 1.0
+                    continue
+                if once:
+                    break
+                if not listener.wait(min(idle, 1.0)) and storage.dialect == "sqlite":
+                    stop.wait(idle)
+                idle = min(idle * 2, idle_max)
+        finally:
+            storage.forget_worker(presence.id)
+            log.info("worker %s stopped", presence.id)
+        return outcome
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    if summary.get("unchanged"):
+        return f"nothing changed since the last run, {summary.get('duration_s', 0):.2f}s"
+    return (f"{summary.get('items', 0)} items, {summary.get('files_written', 0)} files written, "
+            f"edition {summary.get('edition') or '-'}, sent {summary.get('sent', 0)}, "
+            f"failed {summary.get('failed', 0)}, deferred {summary.get('deferred', 0)}, "
+            f"{summary.get('duration_s', 0):.2f}s" + (" (stopped early)" if summary.get("stopped") else ""))
+
+
+# -- looks that change nothing --------------------------------------------------------------------
+
+@dataclass
+class SendPreview:
+    edition: EditionPlan
+    due: dict[str, dict[str, int]]  # edition id -> ledger counts
+    subscribers: int
+
+
+def send_dry_run(config: Config) -> SendPreview:
+    """What ``send`` would do; fetches, writes and records nothing."""
+    config.require_delivery()
+    with open_storage(config) as storage:
+        local, remote = read_items(config, storage, fetch=False)
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
+        due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
+        return SendPreview(plan, due, storage.count_subscribers(SUBSCRIBED))
+
+
+def lint(config: Config) -> tuple[list[Item], list[Finding]]:
+    """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
+    from .delivery.editions import edition_id_for
+    from .publish.feeds import ATOM_FILE, RSS_FILE, build_feeds
+
+    delivery = config.require_delivery()
+    with open_storage(config) as storage:
+        local, remote = read_items(config, storage, fetch=False)
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        chosen = items_to_look_at(ctx.items, storage, config)
+    edition_id = edition_id_for([item.id for item in chosen])
+    secret = lint_secret(delivery.secret_env, config.path("state"))
+    mail = EditionMail(ctx.digest(chosen, edition_id), edition_id, datetime.now(timezone.utc), config, secret)
+    feeds = build_feeds(ctx.items, config).files()
+    return chosen, lint_outgoing(mail.sample(), chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]}, config)
+
+
+def send_test(config: Config, address: str, transport: Transport | None = None) -> str:
+    """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
+    from .delivery.editions import edition_id_for
+    from .mail.addresses import ascii_address, normalise_address
+
+    delivery = config.require_delivery()
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        local, remote = read_items(config, storage, fetch=False)
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        chosen = items_to_look_at(ctx.items, storage, config)
+    edition_id = "test-" + edition_id_for([item.id for item in chosen])
+    secret = signing_secret(delivery.secret_env, config.path("state"))
+    mail = EditionMail(ctx.digest(chosen), edition_id, datetime.now(timezone.utc), config, secret,
+                       subject_prefix="[TEST] ")
+    message = mail.render_once(email)
+    connection = (transport or transport_for(config, edition_id)).connect()
+    try:
+        return connection.send(delivery.from_address, ascii_address(email) if email.split("@")[0].isascii()
+                               else email, message, key="test")
+    except (PermanentError, TransientError) as exc:
+        raise PipelineError(f"test send to {email} failed: {exc}") from None
+    finally:
+        connection.close()
+
+
+def validate(config: Config) -> int:
+    """Check every content file; returns how many items there are."""
+    return len(read_content(config))
+
+
+# -- status and sources ---------------------------------------------------------------------------
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _run_row(record: RunRecord) -> dict[str, Any]:
+    return {"id": record.id, "job": record.job, "started_at": _iso(record.started_at),
+            "finished_at": _iso(record.finished_at), "status": record.status, "summary": record.summary}
+
+
+def status(config: Config, runs: int = 10) -> dict[str, Any]:
+    """Recent runs, next scheduled runs, every edition with unsettled messages, and the list's size."""
+    from .state.jobs import stored_next_run_times
+
+    with open_storage(config) as storage:
+        stored = stored_next_run_times(config.path("state"), database_url())
+        now = datetime.now(timezone.utc)
+        latest = storage.latest_edition()
+        unsettled = storage.editions_unsettled()
+        report: dict[str, Any] = {
+            "runs": [_run_row(record) for record in storage.recent_runs(runs)],
+            "jobs": [{"name": name, "cron": job.cron, "timezone": job.timezone, "action": job.action,
+                      # The service's own record wins: it knows about pauses and catch-up runs.
+                      "next_run": _iso(stored.get(name) or job.trigger().get_next_fire_time(None, now)),
+                      "source": "service" if stored.get(name) else "config"}
+                     for name, job in config.schedule.jobs.items()],
+            "last_edition": None,
+            "editions_with_unsent": [],
+            "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
+                            "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
+        }
+        if latest:
+            report["last_edition"] = _edition_row(storage, latest)
+        for edition_id in unsettled:
+            edition = storage.get_edition(edition_id)
+            if edition is not None and (latest is None or edition.id != latest.id):
+                report["editions_with_unsent"].append(_edition_row(storage, edition))
+        return report
+
+
+def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
+    counts = storage.ledger_counts(edition.id)
+    return {"id": edition.id, "created_at": _iso(edition.created_at), "subject": edition.subject,
+            "items": len(edition.item_ids), **{status: counts[status] for status in LEDGER_STATUSES},
+            "next_retry": _iso(storage.next_retry(edition.id))}
+
+
+@dataclass
+class SourceRow:
+    name: str
+    url: str
+    fetched_at: datetime | None
+    status: str
+    item_count: int
+
+
+def sources(config: Config, *, fetch: bool = False) -> tuple[int, list[SourceRow]]:
+    """How many local items there are, and each remote source's last fetch; ``fetch`` fetches first."""
+    with open_storage(config) as storage:
+        if fetch and config.sources:
+            read_remote(config, storage)
+        states = {state["name"]: state for state in storage.all_source_states()}
+    rows = []
+    for source in config.sources:
+        state = states.get(source.name) or {}
+        rows.append(SourceRow(source.name, state.get("url") or source.url, state.get("fetched_at"),
+                              state.get("status") or "-", state.get("item_count", 0)))
+    return len(read_content(config)), rows
+
+
+@contextmanager
+def storage_for(config: Config) -> Iterator[Storage]:
+    """The state database for the subscriber commands and the web app."""
+    with open_storage(config) as storage:
+        yield storage

@@ -1,0 +1,80 @@
+"""Every output file of a run, planned in memory, and the fingerprint that lets an unchanged run stop early."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config
+from ..items import Item
+from ..state.storage import Edition
+from .digest import HTML_FILE, TEXT_FILE, Digest, public_copy
+from .feeds import build_feeds
+from .images import image_files
+from .output import write_atomic
+from .site import RenderDigest, archive_pages, site_pages
+
+FINGERPRINT_FILE = "outputs.json"
+
+
+def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: Digest | None,
+                 render: RenderDigest) -> dict[Path, bytes]:
+    """The bytes of every output file, keyed by path; nothing is written here.
+
+    ``web_digest`` is the digest the site shows (the latest edition's, else the newest
+    items'); ``render`` gives the digest of an edition for its archive page.
+    """
+    out = config.path("output")
+    files = {out / name: data for name, data in build_feeds(items, config).files().items()}
+    files.update(site_pages(config))
+    files.update(image_files(items, config))
+    if web_digest is not None:
+        html, text = public_copy(web_digest, config)
+        files[out / HTML_FILE] = html
+        files[out / TEXT_FILE] = text
+    if config.delivery is not None:
+        files.update(archive_pages(editions, items, config, render))
+    return files
+
+
+def input_fingerprint(config: Config, remote: list[Item], edition_ids: list[str], anyone_subscribed: bool) -> str:
+    """Everything the outputs depend on, hashed: config, templates, content files, remote items,
+    editions, whether anyone is subscribed, and the program's version."""
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(config.source_file.read_bytes())
+    for folder, pattern in ((config.path("templates"), "**/*"), (config.path("content"), "*.md")):
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for item in remote:
+        digest.update(item.model_dump_json().encode())
+    digest.update(json.dumps(edition_ids).encode())
+    digest.update(b"subscribers" if anyone_subscribed else b"none")
+    return digest.hexdigest()
+
+
+def _record_path(config: Config) -> Path:
+    return config.path("state") / FINGERPRINT_FILE
+
+
+def outputs_unchanged(config: Config, fingerprint: str) -> bool:
+    """True when the last run saw the same inputs and its outputs are still there, untouched."""
+    try:
+        record = json.loads(_record_path(config).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    if record.get("fingerprint") != fingerprint:
+        return False
+    for name, expected in record.get("outputs", {}).items():
+        path = Path(name)
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            return False
+    return True
+
+
+def remember_outputs(config: Config, fingerprint: str, files: dict[Path, bytes]) -> None:
+    record = {"fingerprint": fingerprint,
+              "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
+    write_atomic(_record_path(config), json.dumps(record, indent=1, sort_keys=True).encode())

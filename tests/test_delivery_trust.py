@@ -1,0 +1,125 @@
+"""Delivery people can trust, against a real SMTP server on loopback: international addresses,
+failures that are visible, and a status that shows every message."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from pipeline import app
+from pipeline.cli import cli
+
+from .conftest import add_subscribers, use_smtp
+from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
+
+
+def _invoke(project, *args: str):
+    return CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), *args])
+
+
+def test_an_internationalised_domain_is_stored_once_and_mailed_in_its_ascii_form(project, secret):
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 3)
+        assert _invoke(project, "subscribers", "add", "User@Bücher.example").output.strip() == \
+            "user@xn--bcher-kva.example: added"
+        # the same address written in punycode is the same subscriber
+        assert "updated" in _invoke(project, "subscribers", "add", "user@xn--bcher-kva.example").output
+        result = _invoke(project, "run")
+    assert result.exit_code == 0, result.output
+    received = handler.by_recipient()
+    assert len(received) == 4 and len(received["user@xn--bcher-kva.example"]) == 1
+    assert received["user@xn--bcher-kva.example"][0].message["To"] == "user@xn--bcher-kva.example"
+
+
+def test_a_non_ascii_local_part_goes_out_where_the_server_offers_smtputf8(project, secret):
+    handler = RecordingHandler()
+    with SmtpSink(handler, smtputf8=True) as sink:
+        config = use_smtp(project, sink.port)
+        _invoke(project, "subscribers", "add", "josé@example.org")
+        result = _invoke(project, "run")
+    assert result.exit_code == 0, result.output
+    (message,) = handler.received
+    assert message.recipient == "josé@example.org" and "To: josé@example.org\r\n".encode() in message.raw
+
+
+def test_a_non_ascii_local_part_fails_alone_where_the_server_lacks_smtputf8(project, secret):
+    handler = RecordingHandler()
+    with SmtpSink(handler, smtputf8=False) as sink:
+        config = use_smtp(project, sink.port)
+        addresses = add_subscribers(config, 2)
+        _invoke(project, "subscribers", "add", "josé@example.org")
+        result = _invoke(project, "run")
+        assert result.exit_code == 2, result.output  # partial: some delivered, one failed
+        assert "failed: josé@example.org" in result.output and "SMTPUTF8" in result.output
+        assert sorted(handler.by_recipient()) == addresses
+        assert _invoke(project, "run").exit_code == 0  # a rerun does not trip over it again
+
+
+def test_a_test_copy_to_an_internationalised_domain_is_sent(project, secret):
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        use_smtp(project, sink.port)
+        result = _invoke(project, "send", "--to", "editor@bücher.example")
+    assert result.exit_code == 0, result.output
+    assert [m.recipient for m in handler.received] == ["editor@xn--bcher-kva.example"]
+
+
+def test_a_run_where_every_message_failed_exits_non_zero_and_is_recorded_failed(project, secret):
+    addresses = [f"reader{n:05d}@example.org" for n in range(5)]
+    handler = RecordingHandler(Behaviour(reject=set(addresses)))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 5)
+        result = _invoke(project, "run")
+    assert result.exit_code == 1 and "no message could be delivered" in result.output
+    with app.open_storage(config) as storage:
+        (record,) = storage.recent_runs()
+    assert record.status == "failed" and record.summary["failed"] == 5
+
+
+def test_an_outage_of_the_relay_defers_and_the_next_send_delivers_everyone(project, secret):
+    from .smtp_sink import free_port
+
+    port = free_port()  # nothing listens here yet: the relay is down
+    config = use_smtp(project, port, defer_delay=0)
+    addresses = add_subscribers(config, 20)
+    down = _invoke(project, "run")
+    assert down.exit_code == 1 and "could not be reached" in down.output
+    status = _invoke(project, "status").output
+    assert "deferred" in status and "pending" in status
+    handler = RecordingHandler()
+    sink = SmtpSink(handler)
+    sink.port = port
+    sink.controller.port = port
+    with sink:
+        up = _invoke(project, "send")
+    assert up.exit_code == 0, up.output
+    assert sorted(handler.by_recipient()) == addresses
+
+
+def test_status_counts_every_ledger_state(project, secret):
+    handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 99}, reject={"reader00002@example.org"}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, max_attempts=1)
+        add_subscribers(config, 4)
+        _invoke(project, "subscribers", "remove", "reader00003@example.org")
+        _invoke(project, "run")
+    line = next(line for line in _invoke(project, "status").output.splitlines() if line.startswith("Last edition"))
+    assert "sent 1, failed 1, deferred 1, pending 0, sending 0" in line and "next retry" in line
+
+
+def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(project, secret):
+    from .conftest import write_item
+
+    handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 1}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, max_attempts=1, defer_delay=0)
+        add_subscribers(config, 2)
+        assert _invoke(project, "run").exit_code == 2  # one delivered, one deferred
+        write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
+        result = _invoke(project, "send", "--queued-only")
+        assert result.exit_code == 0, result.output
+    assert sorted(m.recipient for m in handler.received) == ["reader00000@example.org", "reader00001@example.org"]
+    with app.open_storage(config) as storage:
+        assert len(storage.list_editions()) == 1  # the new item waits for the next real run

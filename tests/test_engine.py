@@ -1,0 +1,224 @@
+"""The send engine against an in-memory ledger: every way a send can end, ends cleanly."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.delivery.engine import Sender, SendSettings
+from pipeline.delivery.transports import PermanentError, TransientError
+from pipeline.errors import PipelineError
+from pipeline.state.storage import DEFERRED, FAILED, LEDGER_STATUSES, PENDING, SENDING, SENT, SKIPPED, Claim, Outcome
+
+T0 = datetime(2021, 11, 4, 9, 0, tzinfo=timezone.utc)
+
+
+class MemoryLedger:
+    """The Ledger protocol in a dict, with the same ownership rules as the database."""
+
+    def __init__(self, count: int, *, fail_records_after: int | None = None):
+        self.rows = {n: {"email": f"reader{n:03d}@example.org", "status": PENDING, "attempts": 0, "worker": None,
+                         "retry_at": None, "first": None} for n in range(count)}
+        self.lock = threading.Lock()
+        self.records = 0
+        self.fail_records_after = fail_records_after
+        self.now = T0
+
+    def claim(self, edition_id, limit, worker):
+        with self.lock:
+            due = [n for n, r in self.rows.items() if r["status"] == PENDING
+                   or (r["status"] == DEFERRED and r["retry_at"] <= self.now)][:limit]
+            for n in due:
+                self.rows[n].update(status=SENDING, worker=worker)
+            return [Claim(edition_id, n, self.rows[n]["email"], self.rows[n]["attempts"], worker, self.rows[n]["first"])
+                    for n in due]
+
+    def begin_attempt(self, claim):
+        with self.lock:
+            row = self.rows[claim.subscriber_id]
+            if row["status"] != SENDING or row["worker"] != claim.worker:
+                return False
+            row["first"] = row["first"] or self.now
+            return True
+
+    def record_results(self, results: list[Outcome]):
+        with self.lock:
+            if self.fail_records_after is not None and self.records >= self.fail_records_after:
+                raise OSError("disk full")
+            for o in results:
+                row = self.rows[o.claim.subscriber_id]
+                if row["status"] == SENDING and row["worker"] == o.claim.worker:
+                    row.update(status=o.status, attempts=o.attempts, retry_at=o.retry_at, worker=None)
+            self.records += 1
+
+    def release_stale(self, edition_id, claimed_before):
+        with self.lock:
+            stale = [r for r in self.rows.values() if r["status"] == SENDING]
+            for row in stale:
+                row.update(status=PENDING, worker=None)
+            return len(stale)
+
+    def renew_leases(self, worker):
+        return 0
+
+    def ledger_counts(self, edition_id):
+        with self.lock:
+            return {s: sum(1 for r in self.rows.values() if r["status"] == s) for s in LEDGER_STATUSES}
+
+    def unsubscribe(self, n):
+        with self.lock:
+            if self.rows[n]["status"] in (PENDING, SENDING, DEFERRED):
+                self.rows[n]["status"] = SKIPPED
+
+
+class Transport:
+    name = "smtp"
+
+    def __init__(self, reply=None, *, connect_error: Exception | None = None):
+        self.reply = reply or (lambda recipient: "250 OK")
+        self.connect_error = connect_error
+        self.sent: list[str] = []
+        self.lock = threading.Lock()
+
+    def connect(self):
+        if self.connect_error is not None:
+            raise self.connect_error
+        transport = self
+
+        class Connection:
+            def send(self, sender, recipient, message, key):
+                reply = transport.reply(recipient)
+                with transport.lock:
+                    transport.sent.append(recipient)
+                return reply
+
+            def close(self):
+                pass
+
+        return Connection()
+
+
+SETTINGS = SendSettings("news@example.org", batch_size=10, connections=2, max_attempts=2, retry_delay=0.0)
+
+
+def _sender(ledger, transport, settings=SETTINGS, **kwargs) -> Sender:
+    return Sender(ledger, "e1", lambda claim: b"message", transport, settings, progress=False,
+                  clock=lambda: ledger.now, **kwargs)
+
+
+def test_every_row_is_sent_once_and_recorded():
+    ledger = MemoryLedger(25)
+    report = _sender(ledger, transport := Transport()).run()
+    assert report.sent == 25 and sorted(transport.sent) == sorted(r["email"] for r in ledger.rows.values())
+    assert ledger.ledger_counts("e1")[SENT] == 25
+
+
+def test_a_transport_that_cannot_connect_ends_the_send_with_claims_handed_back():
+    ledger = MemoryLedger(100)
+    with pytest.raises(PipelineError, match="sending stopped: .*Permission denied"):
+        _sender(ledger, Transport(connect_error=PermissionError("Permission denied: 'outbox'"))).run()
+    assert ledger.ledger_counts("e1")[PENDING] == 100
+
+
+def test_a_ledger_that_fails_ends_the_send_cleanly():
+    ledger = MemoryLedger(50, fail_records_after=5)
+    with pytest.raises(PipelineError, match="disk full"):
+        _sender(ledger, Transport()).run()
+    counts = ledger.ledger_counts("e1")
+    assert counts[SENT] == 5 and counts[PENDING] + counts[SENDING] == 45  # the next run takes 'sending' back
+
+
+def test_a_stop_during_retry_backoff_returns_promptly_and_defers_the_message():
+    stop = threading.Event()
+
+    def refuse(recipient):
+        stop.set()  # the service is asked to stop while this message waits to be retried
+        raise TransientError("451 4.7.1 greylisted")
+
+    ledger = MemoryLedger(5)
+    settings = replace(SETTINGS, connections=1, max_attempts=5, retry_delay=3600.0)
+    report = _sender(ledger, Transport(refuse), settings, stop=stop).run()
+    assert report.stopped and report.deferred == 1 and report.sent == 0
+    counts = ledger.ledger_counts("e1")
+    assert counts[DEFERRED] == 1 and counts[PENDING] == 4 and counts[SENDING] == 0
+
+
+def test_a_temporary_refusal_is_deferred_then_sent_by_a_later_run():
+    failing = {"reader001@example.org"}
+
+    def reply(recipient):
+        if recipient in failing:
+            raise TransientError("451 4.7.1 try again later")
+        return "250 OK"
+
+    ledger = MemoryLedger(3)
+    first = _sender(ledger, Transport(reply)).run()
+    assert (first.sent, first.deferred, first.failed) == (2, 1, 0)
+    retry_at = ledger.rows[1]["retry_at"]
+    assert retry_at == T0 + SETTINGS.defer_delay
+    assert _sender(ledger, Transport(reply)).run().sent == 0  # not due yet: not even tried
+    failing.clear()
+    ledger.now = retry_at
+    assert _sender(ledger, Transport(reply)).run().sent == 1
+    assert ledger.ledger_counts("e1")[SENT] == 3
+
+
+def test_a_message_refused_temporarily_for_longer_than_retry_for_is_given_up():
+    ledger = MemoryLedger(1)
+    transport = Transport(lambda r: (_ for _ in ()).throw(TransientError("452 4.2.2 mailbox full")))
+    _sender(ledger, transport).run()
+    ledger.now = T0 + SETTINGS.retry_for + timedelta(minutes=1)
+    report = _sender(ledger, transport).run()
+    assert report.failed == 1 and ledger.rows[0]["status"] == FAILED
+
+
+def test_a_relay_that_cannot_be_reached_stops_the_send_instead_of_deferring_everyone():
+    def refused(recipient):
+        raise TransientError("connect to 127.0.0.1:25: Connection refused", unreachable=True)
+
+    ledger = MemoryLedger(500)
+    report = _sender(ledger, Transport(refused)).run()
+    assert report.unreachable and "Connection refused" in report.unreachable
+    counts = ledger.ledger_counts("e1")
+    assert counts[DEFERRED] <= SETTINGS.connections  # one tried message per connection
+    assert counts[PENDING] == 500 - counts[DEFERRED] and counts[SENDING] == 0
+
+
+def test_a_row_unsubscribed_after_it_was_claimed_is_not_sent():
+    ledger = MemoryLedger(20)
+
+    def reply(recipient):
+        if recipient == "reader000@example.org":
+            ledger.unsubscribe(5)  # claimed in the same batch, not yet sent
+        return "250 OK"
+
+    transport = Transport(reply)
+    report = _sender(ledger, transport, replace(SETTINGS, connections=1)).run()
+    assert "reader005@example.org" not in transport.sent
+    assert report.withdrawn == 1 and report.sent == 19 and ledger.rows[5]["status"] == SKIPPED
+
+
+def test_one_address_that_cannot_be_rendered_fails_alone():
+    ledger = MemoryLedger(10)
+
+    def render(claim):
+        if claim.subscriber_id == 3:
+            raise UnicodeEncodeError("ascii", "ü", 0, 1, "ordinal not in range(128)")
+        return b"message"
+
+    report = Sender(ledger, "e1", render, Transport(), SETTINGS, progress=False, clock=lambda: ledger.now).run()
+    assert (report.sent, report.failed) == (9, 1) and ledger.rows[3]["status"] == FAILED
+
+
+def test_a_permanent_refusal_fails_only_that_row():
+    def reply(recipient):
+        if recipient == "reader002@example.org":
+            raise PermanentError("550 5.1.1 No such user")
+        return "250 OK"
+
+    ledger = MemoryLedger(4)
+    report = _sender(ledger, Transport(reply)).run()
+    assert (report.sent, report.failed) == (3, 1)

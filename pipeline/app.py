@@ -229,7 +229,12 @@ def _due_editions(storage: Storage, config: Config) -> list[str]:
     if storage.dialect == "sqlite":
         return storage.editions_with_work()
     lease = timedelta(seconds=config.require_delivery().lease_seconds)
-    return storage.editions_with_work(stale_before=datetime.now(timezone.utc) - lease)
+    stale_before = datetime.now(timezone.utc) - lease
+    for edition_id in storage.editions_unsettled():  # a worker that died gives its rows back at once
+        taken = storage.release_stale(edition_id, claimed_before=stale_before)
+        if taken:
+            log.warning("edition %s: took back %d messages from a sender that is gone", edition_id, taken)
+    return storage.editions_with_work(stale_before=stale_before)
 
 
 class Presence:
@@ -258,12 +263,14 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
     presence = presence or Presence(storage, delivery.lease_seconds)
     reports = []
     try:
-        for edition_id in due:
-            if stop is not None and stop.is_set():
-                break
-            report = _send_edition(ctx, edition_id, secret, presence, force=force, stop=stop, progress=progress)
-            if report is not None:
-                reports.append(report)
+        with storage.liveness(presence.id) if own_presence else _no_lock():
+            for edition_id in due:
+                if stop is not None and stop.is_set():
+                    break
+                report = _send_edition(ctx, edition_id, secret, presence, force=force, stop=stop,
+                                       progress=progress)
+                if report is not None:
+                    reports.append(report)
     finally:
         if own_presence:
             storage.forget_worker(presence.id)
@@ -329,20 +336,22 @@ def work(config: Config, *, stop: threading.Event, once: bool = False, progress:
         idle_max = min(idle_max, delivery.lease_seconds)  # a dead worker's rows are due after one lease
         log.info("worker %s started", presence.id)
         try:
-            while not stop.is_set():
-                presence.beat()
-                if _due_editions(storage, config):
-                    with run_lock(config.path("state"), wait=True, stop=stop) if storage.dialect == "sqlite" \
-                            else _no_lock():
-                        outcome.reports += _send_due(ctx, force=False, stop=stop, progress=progress,
-                                                     presence=presence)
-                    idle = 1.0
-                    continue
-                if once:
-                    break
-                if not listener.wait(min(idle, 1.0)) and storage.dialect == "sqlite":
-                    stop.wait(idle)
-                idle = min(idle * 2, idle_max)
+            with storage.liveness(presence.id):
+                while not stop.is_set():
+                    presence.beat()
+                    if _due_editions(storage, config):
+                        lock = run_lock(config.path("state"), wait=True, stop=stop) if storage.dialect == "sqlite" \
+                            else _no_lock()
+                        with lock:
+                            outcome.reports += _send_due(ctx, force=False, stop=stop, progress=progress,
+                                                         presence=presence)
+                        idle = 1.0
+                        continue
+                    if once:
+                        break
+                    if not listener.wait(min(idle, 1.0)) and storage.dialect == "sqlite":
+                        stop.wait(idle)
+                    idle = min(idle * 2, idle_max)
         finally:
             storage.forget_worker(presence.id)
             log.info("worker %s stopped", presence.id)
@@ -449,6 +458,7 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
     with open_storage(config) as storage:
         stored = stored_next_run_times(config.path("state"), database_url())
         now = datetime.now(timezone.utc)
+        lease = config.delivery.lease_seconds if config.delivery else 60.0
         latest = storage.latest_edition()
         unsettled = storage.editions_unsettled()
         report: dict[str, Any] = {
@@ -460,6 +470,10 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
                      for name, job in config.schedule.jobs.items()],
             "last_edition": None,
             "editions_with_unsent": [],
+            "workers": [{"id": w.id, "host": w.host, "pid": w.pid, "heartbeat_age_s": round(
+                (now - w.heartbeat_at).total_seconds(), 1), "holds": w.held,
+                "oldest_claim_age_s": round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None}
+                for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
                             "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
         }

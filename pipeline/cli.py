@@ -453,6 +453,11 @@ def format_status(report: dict) -> str:
     lines.append(f"Last edition: {_edition_line(edition)}" if edition else "Last edition: none yet")
     for other in report["editions_with_unsent"]:
         lines.append(f"Unsent messages in edition {_edition_line(other)}")
+    if report.get("workers"):
+        lines.append("Send workers:")
+        for w in report["workers"]:
+            lease = f", oldest claim {w['oldest_claim_age_s']}s old" if w["oldest_claim_age_s"] is not None else ""
+            lines.append(f"  {w['id']} on {w['host']}: heartbeat {w['heartbeat_age_s']}s ago, holds {w['holds']}{lease}")
     subs = report["subscribers"]
     lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from .smtp_sink import RecordingHandler, SmtpSink
 def endpoint(config, secret):
     storage = open_storage(config)
     server = make_web_server(config, storage, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)  # quick to shut down
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/unsubscribe", storage
     server.shutdown()
@@ -107,7 +107,7 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
 
         storage = open_storage(config)
         server = make_web_server(config, storage, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)  # quick to shut down
         thread.start()
         try:
             local = "http://127.0.0.1:%d/unsubscribe?%s" % (server.server_port, urllib.parse.urlsplit(unsubscribe_url).query)

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, EVENT_SCHEDULER_STARTED
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -141,8 +142,11 @@ def run_service(config: Config, *, run_now: bool = False, stop: threading.Event 
         log.info("received %s: finishing the current message, then stopping", signal.Signals(signum).name)
         stop.set()  # the running job sees it between messages and returns at a safe point
         for scheduler in running:
-            scheduler.pause()  # no new runs from here on
-            scheduler.shutdown(wait=True)  # waits for that job, then ends start()'s loop
+            try:
+                scheduler.pause()  # no new runs from here on
+                scheduler.shutdown(wait=True)  # waits for that job, then ends start()'s loop
+            except SchedulerNotRunningError:
+                pass  # not started yet: on_start sees the stop and shuts it down
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -154,6 +158,9 @@ def run_service(config: Config, *, run_now: bool = False, stop: threading.Event 
 
             def on_start(_event):
                 # Runs inside start(), with the job store open and the scheduler still paused.
+                if stop.is_set():
+                    scheduler.shutdown(wait=False)
+                    return
                 sync_jobs(scheduler, config)
                 if run_now:
                     for job in scheduler.get_jobs():
@@ -167,6 +174,8 @@ def run_service(config: Config, *, run_now: bool = False, stop: threading.Event 
                                                          "time)", e.job_id, e.scheduled_run_time), EVENT_JOB_MISSED)
             scheduler.add_listener(lambda e: log.error("job %s raised %s", e.job_id, e.exception), EVENT_JOB_ERROR)
             running.append(scheduler)
+            if stop.is_set():
+                return 0
             scheduler.start(paused=True)  # blocks until a signal shuts it down
     except RunLocked:
         pass  # stopped while standing by

@@ -7,6 +7,7 @@ runs on PostgreSQL, where several send workers claim ledger rows with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ MIGRATION_LOCK_KEY = 0x5049_5045_0001
 RUN_LOCK_KEY = 0x5049_5045_0002
 LEADER_LOCK_KEY = 0x5049_5045_0003
 WORK_CHANNEL = "pipeline_work"
+LIVENESS_SPACE = 0x5049  # the first key of the two-key advisory locks that say a worker is alive
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
@@ -602,14 +604,53 @@ class Storage:
     # -- ledger -------------------------------------------------------------------------------
 
     def release_stale(self, edition_id: str, claimed_before: datetime) -> int:
-        """Give back rows a crashed sender had claimed; they go out again with the same Message-ID."""
+        """Give back rows whose sender is gone; they go out again with the same Message-ID.
+
+        Gone means: claimed before ``claimed_before`` (a lease that ran out), or, on PostgreSQL,
+        claimed by a worker whose liveness lock is free, which happens the moment its process
+        dies, on any machine (see ``liveness``)."""
         with self.engine.begin() as conn:
+            gone = deliveries.c.claimed_at <= claimed_before
+            if self.dialect == "postgresql":
+                holders = conn.execute(select(deliveries.c.claimed_by).distinct().where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING)).scalars().all()
+                dead = [worker for worker in holders if worker and not self._alive(conn, worker)]
+                if dead:
+                    gone = or_(gone, deliveries.c.claimed_by.in_(dead))
             result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING,
-                       deliveries.c.claimed_at <= claimed_before)
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING, gone)
                 .values(status=PENDING, claimed_by=None, claimed_at=None))
         return result.rowcount
+
+    @staticmethod
+    def _liveness_key(worker: str) -> int:
+        return int.from_bytes(hashlib.sha256(worker.encode()).digest()[:4], "big", signed=True)
+
+    def _alive(self, conn: Connection, worker: str) -> bool:
+        """True while the worker's process holds its liveness lock."""
+        key = {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)}
+        if conn.execute(text("SELECT pg_try_advisory_xact_lock(:space, :key)"), key).scalar_one():
+            return False  # nobody holds it: that worker is gone (the lock ends with this transaction)
+        return True
+
+    @contextmanager
+    def liveness(self, worker: str) -> Iterator[None]:
+        """Hold this worker's liveness lock while it sends (PostgreSQL; nothing on SQLite, where the run
+        lock makes every leftover claim a dead sender's)."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:space, :key)"),
+                         {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"),
+                             {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)})
+                conn.commit()
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
         """Atomically move up to ``limit`` due rows to 'sending' for this worker."""

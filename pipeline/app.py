@@ -31,7 +31,7 @@ from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError
 from .items import Item
 from .mail.edition import EditionMail
-from .mail.lint import Finding, LintFailed, lint_outgoing
+from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
@@ -306,8 +306,8 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
             raise PipelineError(f"edition {edition_id}: none of its items exist here; cannot render it")
         stored = ctx.stored(edition_id, chosen)
     mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
-    findings = lint_outgoing(mail.sample(), chosen)
-    if findings and not force:
+    findings = lint_outgoing(mail.sample(), chosen, config=config)
+    if blocks_sending(findings, force):
         raise LintFailed(findings)
     for finding in findings:
         log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
@@ -421,7 +421,8 @@ def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     secret = lint_secret(delivery.secret_env, config.path("state"))
     mail = EditionMail(ctx.digest(chosen, edition_id), edition_id, datetime.now(timezone.utc), config, secret)
     feeds = build_feeds(ctx.items, config).files()
-    return chosen, lint_outgoing(mail.sample(), chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]})
+    checked_feeds = {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]}
+    return chosen, lint_outgoing(mail.sample(), chosen, checked_feeds, config)
 
 
 def send_test(config: Config, address: str, transport: Transport | None = None) -> str:

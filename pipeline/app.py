@@ -37,7 +37,8 @@ from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
 from .publish.websub import ping_hub
 from .sources import read_content
-from .sources.remote import merge_items, read_remote, stored_remote
+from .sources.merge import merge_items
+from .sources.remote import read_remote, stored_remote
 from .state.lock import run_lock
 from .state.storage import (
     LEDGER_STATUSES,

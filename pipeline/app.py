@@ -35,6 +35,7 @@ from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.site import archive_pages
 from .publish.websub import ping_hub
 from .sources import read_content
 from .sources.merge import merge_items
@@ -198,10 +199,8 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
-    fingerprint = None
     if publishing and not has_work:
-        fingerprint = _fingerprint(config, storage, remote)
-        if outputs_unchanged(config, fingerprint):
+        if outputs_unchanged(config, _fingerprint(config, storage, remote)):
             log.info("nothing changed since the last run; outputs are up to date")
             plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
             return RunOutcome(action, edition=plan, unchanged=True)
@@ -218,8 +217,6 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     if publishing:
         outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
-        from .publish.site import archive_pages
-
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)
     if publishing:

@@ -199,11 +199,10 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
-    if publishing and not has_work:
-        if outputs_unchanged(config, _fingerprint(config, storage, remote)):
-            log.info("nothing changed since the last run; outputs are up to date")
-            plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
-            return RunOutcome(action, edition=plan, unchanged=True)
+    if publishing and not has_work and outputs_unchanged(config, _fingerprint(config, storage, remote)):
+        log.info("nothing changed since the last run; outputs are up to date")
+        plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
+        return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and storage.count_subscribers(SUBSCRIBED):

@@ -44,6 +44,7 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
     with SmtpSink(handler) as sink:
         use_smtp(project, sink.port)
         set_config(project, topics=TOPICS, **{"site.base_url": f"http://127.0.0.1:{site_port}/",
+                                              "site.logo.url": f"http://127.0.0.1:{site_port}/logo.png",
                                               "signup.web_url": f"http://127.0.0.1:{web_port}/",
                                               "signup.check_deliverability": False})
         config = load_config(project / "config.yaml")

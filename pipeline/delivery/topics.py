@@ -80,7 +80,7 @@ def lint_variants(mails: dict[str, EditionMail], chosen: list[Item], config: Con
     findings: list[Finding] = []
     for variant, mail in mails.items():
         if variant:
-            findings += lint_outgoing(mail.sample(), items_for_topics(chosen, variant, config))
+            findings += lint_outgoing(mail.sample(), items_for_topics(chosen, variant, config), config=config)
     return findings
 
 

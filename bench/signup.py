@@ -79,7 +79,8 @@ CHOICES = ["", "research", "programs", "living", "programs,research", "living,re
 
 
 def case_topic_send(count: int, send_project, sink, record, workdir) -> None:
-    """The same list sent one digest, then per-topic digests (choices spread over 3 topics), same run."""
+    """The same list sent one digest, per-topic digests (choices spread over 3 topics), and one digest
+    again, in the same run; the baseline is the faster single-digest send, so warm-up favours it."""
     from sqlalchemy import update
 
     from pipeline import app
@@ -90,7 +91,7 @@ def case_topic_send(count: int, send_project, sink, record, workdir) -> None:
     print(f"topic send: {count} subscribers, one digest vs per-topic digests over 3 topics")
     with workdir() as folder:
         results = {}
-        for mode in ("single", "topics"):
+        for mode in ("single", "topics", "single-again"):
             config = send_project(folder / mode, sink.port, count, 2)
             if mode == "topics":
                 _signup_settings(config.source_file)
@@ -106,7 +107,8 @@ def case_topic_send(count: int, send_project, sink, record, workdir) -> None:
             sent = sum(report.sent for report in outcome.reports)
             assert sink.count() - before == sent
             results[mode] = (sent, seconds, outcome.renders)
-        (single_sent, single_s, _), (topic_sent, topic_s, renders) = results["single"], results["topics"]
+        single_sent, single_s, _ = max(results["single"], results["single-again"], key=lambda r: r[0] / r[1])
+        topic_sent, topic_s, renders = results["topics"]
         record(f"send one digest x{single_sent}", msgs_per_s=single_sent / single_s)
         record(f"send per-topic x{topic_sent}", msgs_per_s=topic_sent / topic_s, renders=renders,
                vs_single=(topic_sent / topic_s) / (single_sent / single_s))

@@ -115,3 +115,48 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
             web.shutdown(), site.shutdown()
             web.server_close(), site.server_close()
             storage.close()
+
+
+def test_the_signup_confirm_and_preferences_pages_have_no_wcag_2_1_aa_violations(project, secret, browser):
+    from axe_playwright_python.sync_playwright import Axe
+
+    from pipeline.mail.signup_tokens import make_preferences_token
+
+    set_config(project, topics=TOPICS, **{"signup.check_deliverability": False,
+                                          "signup.blocked_domains": ["mailinator.com"]})
+    config = load_config(project / "config.yaml")
+    clock = Clock()
+    storage = open_storage(config)
+    _, profile = storage.operator_add("reader@example.org", None, "research", confirmed=True, now=clock.now)
+    web = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", 0)
+    _serve(web)
+    base = f"http://127.0.0.1:{web.server_port}"
+    token = make_preferences_token(secret.encode(), profile.id, clock.now.replace(year=clock.now.year + 1))
+    found: dict[str, list[str]] = {}
+    try:
+        page = open_page(browser, View("axe", 1024, 900))
+
+        def check(name: str) -> None:
+            result = Axe().run(page, options={"runOnly": {"type": "tag",
+                                                          "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+            found[name] = [f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in result.response["violations"]]
+
+        page.goto(base + "/subscribe")
+        check("form")
+        page.get_by_label("Email address").fill("someone@mailinator.com")
+        clock.advance(seconds=5)
+        page.get_by_role("button", name="Subscribe").click()
+        page.get_by_role("alert").wait_for()
+        assert page.get_by_label("Email address").get_attribute("aria-invalid") == "true"
+        check("form with an error")
+        page.goto(base + "/confirm?token=nothing")
+        check("invalid confirmation link")
+        page.goto(f"{base}/preferences?token={token}")
+        assert page.get_by_label("Research").is_checked()
+        check("preferences")
+        page.context.close()
+    finally:
+        web.shutdown()
+        web.server_close()
+        storage.close()
+    assert found == {"form": [], "form with an error": [], "invalid confirmation link": [], "preferences": []}

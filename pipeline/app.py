@@ -89,9 +89,18 @@ class RunContext:
     def digest(self, items: list[Item], edition_id: str | None = None) -> Digest:
         key = (edition_id, tuple(sorted(item.id for item in items)))
         if key not in self._digests:
-            self._digests[key] = render_digest(items, self.config, edition_id)
+            self._digests[key] = render_digest(items, self.config, edition_id,
+                                               edition_date=self.edition_date(edition_id))
             self.renders += 1
         return self._digests[key]
+
+    def edition_date(self, edition_id: str | None) -> datetime | None:
+        """An edition's date: when it was created, or now for the one this run is about to create;
+        None (the newest item's date) for a digest that is no edition."""
+        if edition_id is None:
+            return None
+        edition = self.storage.get_edition(edition_id)
+        return edition.created_at if edition is not None else datetime.now(timezone.utc)
 
     def stored(self, edition_id: str, items: list[Item]) -> StoredDigest:
         digest = self.digest(items, edition_id)

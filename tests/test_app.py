@@ -55,9 +55,9 @@ def test_one_run_renders_each_editions_digest_once(project, config, secret, monk
     calls: list[str | None] = []
     real = app.render_digest
 
-    def counting(items, config, edition_id=None):
+    def counting(items, config, edition_id=None, **options):
         calls.append(edition_id)
-        return real(items, config, edition_id)
+        return real(items, config, edition_id, **options)
 
     monkeypatch.setattr(app, "render_digest", counting)
     add_subscribers(config, 3)

@@ -45,20 +45,37 @@ def test_site_home_links_the_feeds_the_digest_and_the_archive(project):
     assert home.xpath("//code/text()") == [f"{BASE}rss.xml", f"{BASE}atom.xml", f"{BASE}feed.json"]
 
 
-def test_the_archive_dates_each_edition_by_its_creation_in_the_configured_timezone(project, secret):
+def _created_day(project) -> str:
+    """The day the one edition was created, as readers in the configured timezone count days."""
     from zoneinfo import ZoneInfo
 
     from pipeline.app import open_storage
     from pipeline.config import load_config
     from pipeline.publish.digest import longdate
 
-    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
-    _send_edition(project)
     with open_storage(load_config(project / "config.yaml")) as storage:
         (edition,) = storage.list_editions()
-    shown = longdate(edition.created_at.astimezone(ZoneInfo("America/New_York")))
+    return longdate(edition.created_at.astimezone(ZoneInfo("America/New_York")))
+
+
+def test_the_archive_dates_each_edition_by_its_creation_in_the_configured_timezone(project, secret):
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
+    _send_edition(project)
     index = lxml_html.fromstring((project / "public" / "archive" / "index.html").read_text())
-    assert index.xpath("//li/span/text()")[0].startswith(shown + " · 4 stories")
+    assert index.xpath("//li/span/text()")[0].startswith(_created_day(project) + " · 4 stories")
+
+
+def test_the_email_the_web_copy_and_the_text_part_carry_the_editions_date(project, secret):
+    """Not the newest story's date (4 November 2021): the day the edition was made."""
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
+    (sent,) = _send_edition(project)
+    message = message_from_bytes(next(sent.glob("*.eml")).read_bytes(), policy=policy.default)
+    pages = [message.get_body(("html",)).get_content(), (project / "public" / "digest.html").read_text(),
+             (project / "public" / "archive" / f"{sent.name}.html").read_text()]
+    shown = [" ".join(lxml_html.fromstring(page).xpath('//p[contains(@class, "edition-date")]')[0].text_content().split())
+             for page in pages]
+    assert shown == [_created_day(project)] * 3
+    assert message.get_body(("plain",)).get_content().splitlines()[1] == _created_day(project)
 
 
 def test_web_copies_do_not_offer_to_view_themselves_in_a_browser(project, secret):

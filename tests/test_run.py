@@ -178,3 +178,15 @@ def test_send_dry_run_sends_and_records_nothing(project, secret):
     assert "would send the new edition to 1 subscribers" in result.stdout
     assert not (project / "outbox").exists()
     assert "would create the edition" in run_cli(project, "send", "--dry-run", check=True).stdout
+
+
+def test_changing_only_an_image_in_the_content_folder_rebuilds(project, config):
+    from pipeline import app
+
+    picture = project / "content" / "images" / "extra.bin"
+    picture.parent.mkdir(exist_ok=True)
+    picture.write_bytes(b"first")
+    app.run(config, progress=False)
+    assert app.run(config, progress=False).unchanged
+    picture.write_bytes(b"second")
+    assert not app.run(config, progress=False).unchanged

@@ -113,12 +113,14 @@ def inline_css(html: str) -> str:
     return inlined if inlined.endswith("\n") else inlined + "\n"
 
 
-def subject_for(items: list[Item], config: Config) -> str:
+def subject_for(items: list[Item], config: Config, date: datetime | None = None) -> str:
+    """The subject line; ``{date}`` is the edition's date (else the lead item's), as the header shows it."""
     lead = items[0] if items else None
+    when = date or (lead.published if lead else None)
     subject = config.digest.subject.format(
         site_title=config.site.title,
         lead_title=lead.title if lead else "",
-        date=longdate(lead.published) if lead else "",
+        date=longdate(when) if when else "",
         count=len(items),
     )
     return squash_spaces(subject)  # never a CR/LF in a header built from content; no-break spaces stay
@@ -214,9 +216,9 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
     if not chosen:
         raise ValueError("a digest needs at least one item")
     env = template_environment(config.path("templates"))
-    subject = subject_for(chosen, config)
     org = config.organisation
     date = edition_day(edition_date or chosen[0].published, config)
+    subject = subject_for(chosen, config, date)
     logo = config.site.logo
     context = {
         "site": config.site,

@@ -9,6 +9,7 @@ POST with ``List-Unsubscribe=One-Click`` (what Gmail and Yahoo send) unsubscribe
 from __future__ import annotations
 
 import logging
+import threading
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
@@ -163,13 +164,27 @@ class WebServer:
                                     channel_timeout=channel_timeout, ident="newsletter-pipeline",
                                     expose_tracebacks=False, clear_untrusted_proxy_headers=True)
         self.server_port = int(self.server.effective_port)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
 
     def serve_forever(self, *_poll_interval: float) -> None:
-        self.server.run()
+        """Serve until ``shutdown`` (from another thread) or Ctrl-C; closing happens here, in the
+        serving thread, so the event loop never polls a socket that another thread closed."""
+        self._stop.clear()
+        self._stopped.clear()
+        try:
+            while not self._stop.is_set():
+                self.server.asyncore.loop(timeout=0.5, map=self.server._map, count=1)
+        finally:
+            for channel in list(self.server._map.values()):
+                channel.close()
+            self.server.task_dispatcher.shutdown()
+            self._stopped.set()
 
     def shutdown(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
+        self._stop.set()
+        self.server.pull_trigger()  # wake the loop at once
+        self._stopped.wait(10)
 
     def server_close(self) -> None:
         pass

@@ -301,7 +301,8 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
         log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
     transport = transport_for(config, edition_id)
     settings = replace(SendSettings.for_delivery(delivery, transport), exclusive=storage.dialect == "sqlite")
-    sender = Sender(storage, edition_id, lambda claim: mail.render(claim.email), transport, settings,
+    render = mail.render_wire if transport.name == "smtp" else mail.render  # SMTP takes it pre-stuffed
+    sender = Sender(storage, edition_id, lambda claim: render(claim.email), transport, settings,
                     stop=stop, progress=progress, worker=presence.id, share=presence.beat)
     report = sender.run()
     report.failures = storage.failures(edition_id)

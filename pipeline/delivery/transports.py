@@ -17,6 +17,7 @@ from ..config import Config, Smtp
 from ..environment import smtp_password
 from ..errors import ConfigError
 from ..mail.addresses import ascii_address
+from ..mail.message import DotStuffed
 from ..publish.output import write_atomic
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class SmtpConnection:
             code, text = client.rcpt(ascii_address(recipient))
             if code not in (250, 251):
                 return self._refused(code, text)
-            code, text = client.data(message)  # the server's final word on this message
+            code, text = self._data(client, message)  # the server's final word on this message
             if code != 250:
                 return self._refused(code, text)
             return _reply(code, text)
@@ -137,6 +138,19 @@ class SmtpConnection:
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
             self.close()
             raise TransientError(f"connection lost: {exc}") from None
+
+    @staticmethod
+    def _data(client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+        """DATA: a ``DotStuffed`` message (stuffed once per edition) goes out as it is, skipping the
+        regex smtplib's ``data`` runs over every message; plain bytes take smtplib's own path."""
+        if not isinstance(message, DotStuffed):
+            return client.data(message)
+        client.putcmd("data")
+        code, reply = client.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        client.send(message)
+        return client.getreply()
 
     def _refused(self, code: int, text: bytes | str) -> str:
         self._reset()

@@ -9,7 +9,7 @@ from typing import Protocol
 from ..config import Config
 from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
-from .message import Envelope, MessageTemplate, Recipient, recipient_for
+from .message import DotStuffed, Envelope, MessageTemplate, Recipient, recipient_for
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
 
@@ -47,6 +47,10 @@ class EditionMail:
 
     def render(self, email: str) -> bytes:
         return self.template.render(self.recipient(email))
+
+    def render_wire(self, email: str) -> DotStuffed:
+        """The message as SMTP DATA sends it (dot-stuffed, terminated): what the SMTP transport takes."""
+        return self.template.render_wire(self.recipient(email))
 
     def render_once(self, email: str) -> bytes:
         """A one-off copy (a test send): a fresh Message-ID, so clients never thread it with the real one."""

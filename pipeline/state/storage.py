@@ -348,6 +348,43 @@ def _due(now: datetime):
                and_(deliveries.c.status == DEFERRED, deliveries.c.retry_at <= now))
 
 
+# The two writes made for every message, as statements built once.
+_OWN_ROW = and_(deliveries.c.edition_id == bindparam("b_edition"), deliveries.c.subscriber_id == bindparam("b_subscriber"),
+                deliveries.c.status == SENDING, deliveries.c.claimed_by == bindparam("b_worker"))
+RECORD_OUTCOME = (update(deliveries).where(_OWN_ROW)
+                  .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
+                          retry_at=bindparam("b_retry_at", type_=UTCDateTime()),
+                          updated_at=bindparam("b_now", type_=UTCDateTime()), claimed_by=None, claimed_at=None))
+BEGIN_ATTEMPT = (update(deliveries).where(_OWN_ROW)
+                 .values(claimed_at=bindparam("b_now", type_=UTCDateTime()),
+                         first_attempt_at=func.coalesce(deliveries.c.first_attempt_at,
+                                                        bindparam("b_now", type_=UTCDateTime()))))
+
+
+class Prepared:
+    """A statement compiled once for a dialect and run with ``exec_driver_sql``: its parameters go
+    through the column types' own bind processors, so the SQL and the stored values are exactly what
+    SQLAlchemy would send, without its per-execution compile-cache work (which cost more than the
+    database itself for the two small writes each message makes)."""
+
+    def __init__(self, statement: Any, dialect: Any):
+        compiled = statement.compile(dialect=dialect)
+        self.compiled = compiled
+        self.sql = compiled.string
+        self.order = list(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        self.processors = {name: processor for name, bind in compiled.binds.items()
+                           if (processor := bind.type.bind_processor(dialect)) is not None}
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run it; the number of rows changed."""
+        values = self.compiled.construct_params(params)
+        for name, processor in self.processors.items():
+            if name in values:
+                values[name] = processor(values[name])
+        args: Any = tuple(values[name] for name in self.order) if self.order is not None else values
+        return conn.exec_driver_sql(self.sql, args).rowcount
+
+
 class WorkListener:
     def __init__(self, connection: Any):
         self.connection = connection
@@ -368,6 +405,7 @@ class Storage:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)
+        self._ledger_writes: tuple[Prepared, Prepared] | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
@@ -686,35 +724,49 @@ class Storage:
         return [Claim(edition_id, row.id, row.email, rows[row.id].attempts, worker, rows[row.id].first_attempt_at)
                 for row in emails]
 
+    def _prepared(self) -> tuple[Prepared, Prepared]:
+        if self._ledger_writes is None:
+            dialect = self.engine.dialect
+            self._ledger_writes = (Prepared(RECORD_OUTCOME, dialect), Prepared(BEGIN_ATTEMPT, dialect))
+        return self._ledger_writes
+
+    @staticmethod
+    def _begin_params(claim: Claim, now: datetime) -> dict[str, Any]:
+        return {"b_edition": claim.edition_id, "b_subscriber": claim.subscriber_id, "b_worker": claim.worker,
+                "b_now": now}
+
+    @staticmethod
+    def _record_params(o: Outcome, now: datetime) -> dict[str, Any]:
+        return {"b_edition": o.claim.edition_id, "b_subscriber": o.claim.subscriber_id, "b_worker": o.claim.worker,
+                "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at,
+                "b_now": now}
+
     def begin_attempt(self, claim: Claim) -> bool:
         """Mark the start of one send attempt; False when the row is no longer this worker's to send
         (the subscriber unsubscribed after the claim, or the claim was taken back)."""
-        now = utcnow()
+        begin = self._prepared()[1]
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.edition_id == claim.edition_id, deliveries.c.subscriber_id == claim.subscriber_id,
-                       deliveries.c.status == SENDING, deliveries.c.claimed_by == claim.worker)
-                .values(claimed_at=now, first_attempt_at=func.coalesce(deliveries.c.first_attempt_at, now)))
-        return bool(result.rowcount)
+            return bool(begin.execute(conn, self._begin_params(claim, utcnow())))
 
     def record_results(self, results: list[Outcome]) -> None:
         """Record outcomes in one transaction; a row is only changed by the worker that holds it."""
         if not results:
             return
+        record = self._prepared()[0]
         now = utcnow()
-        statement = (
-            update(deliveries)
-            .where(deliveries.c.edition_id == bindparam("b_edition"),
-                   deliveries.c.subscriber_id == bindparam("b_subscriber"),
-                   deliveries.c.status == SENDING, deliveries.c.claimed_by == bindparam("b_worker"))
-            .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
-                    retry_at=bindparam("b_retry_at"), updated_at=now, claimed_by=None, claimed_at=None))
         with self.engine.begin() as conn:
-            conn.execute(statement, [
-                {"b_edition": o.claim.edition_id, "b_subscriber": o.claim.subscriber_id, "b_worker": o.claim.worker,
-                 "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at}
-                for o in results])
+            for outcome in results:
+                record.execute(conn, self._record_params(outcome, now))
+
+    def record_and_begin(self, outcome: Outcome, claim: Claim) -> bool:
+        """A connection's last outcome and its next attempt in one transaction (one commit per
+        message): the outcome is stored before the next message goes out, and the next row is
+        still checked to be this worker's (an unsubscribe since the claim withdraws it)."""
+        record, begin = self._prepared()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            record.execute(conn, self._record_params(outcome, now))
+            return bool(begin.execute(conn, self._begin_params(claim, now)))
 
     def renew_leases(self, worker: str) -> int:
         """Extend the lease on every row this worker holds: it is alive and still sending them."""

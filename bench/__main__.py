@@ -202,8 +202,9 @@ def case_rerun(count, repeat) -> None:
 # -- sending ------------------------------------------------------------------------------------
 
 class Sink:
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.sink"], stdin=subprocess.PIPE,
+    def __init__(self, pipelining: bool = True):
+        flags = [] if pipelining else ["--no-pipelining"]
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.sink", *flags], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, cwd=data.REPO)
         self.port = int(self.process.stdout.readline())
 
@@ -260,15 +261,21 @@ class SendTimer:
 
 
 def case_send(count) -> None:
+    _case_send(count, (1, 2, 4), pipelining=True)
+    _case_send(count, (2,), pipelining=False)
+
+
+def _case_send(count: int, connections: tuple[int, ...], pipelining: bool) -> None:
     from pipeline import app
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
     from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 
-    print(f"send: {count} messages to the raw-socket sink (bench/sink.py, another process): the pipeline's "
-          "send engine (claim, render, ledger, SMTP) vs plain smtplib sendmail of pre-rendered messages "
-          "over one reused connection, same sink, same run")
+    offered = "offering PIPELINING" if pipelining else "not offering PIPELINING"
+    print(f"send: {count} messages to the raw-socket sink (bench/sink.py, another process, {offered}): the "
+          "pipeline's send engine (claim, render, ledger, SMTP) vs plain smtplib sendmail of pre-rendered "
+          "messages over one reused connection, same sink, same run")
     os.environ["PIPELINE_SECRET"] = SECRET
-    sink = Sink()
+    sink = Sink(pipelining)
     try:
         with workdir() as folder:
             config = _send_project(folder / "base", sink.port, 0, 1)
@@ -290,7 +297,7 @@ def case_send(count) -> None:
                 assert sink.count() - before == count
                 return wall, cpu
 
-            for concurrency in (1, 2, 4):
+            for concurrency in connections:
                 config = _send_project(folder / f"c{concurrency}", sink.port, count, concurrency)
                 base_wall, base_cpu = baseline()  # interleaved: each pipeline figure has its own baseline
                 before = sink.count()
@@ -298,7 +305,8 @@ def case_send(count) -> None:
                     report = app.run(config, progress=False).reports[0]
                 assert report.sent == count and sink.count() - before == count
                 default = " (default)" if concurrency == 2 else ""
-                record(f"send x{count} connections={concurrency}{default}", pipeline_msgs_per_s=count / timer.wall,
+                plain = "" if pipelining else ", no PIPELINING"
+                record(f"send x{count} connections={concurrency}{default}{plain}", pipeline_msgs_per_s=count / timer.wall,
                        baseline_msgs_per_s=count / base_wall, ratio=base_wall / timer.wall,
                        pipeline_cpu_s=timer.cpu, baseline_cpu_s=base_cpu, cpu_ratio=timer.cpu / base_cpu)
     finally:

@@ -6,7 +6,7 @@ enough SMTP (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) over asyncio protoco
 looks only for the end-of-data line, and answers every command with a success code.
 Correctness tests keep aiosmtpd (tests/smtp_sink.py), which checks what it receives.
 
-Run: python -m bench.sink  -> prints the port; on each line read from stdin, prints the
+Run: python -m bench.sink [--no-pipelining]  -> prints the port; on each line read from stdin, prints the
 number of messages accepted so far; exits when stdin closes.
 """
 
@@ -27,8 +27,11 @@ class Counter:
 class SmtpProtocol(asyncio.Protocol):
     """One SMTP session: commands line by line, then the DATA phase until CRLF.CRLF."""
 
-    def __init__(self, counter: Counter):
+    def __init__(self, counter: Counter, pipelining: bool):
         self.counter = counter
+        # Like the relays we send to (Postfix, Exim, SES...), PIPELINING is offered unless told not to.
+        self.ehlo = b"250-sink\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"") + \
+            b"250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 0\r\n"
         self.buffer = b""
         self.in_data = False
         self.transport: asyncio.Transport | None = None
@@ -58,7 +61,7 @@ class SmtpProtocol(asyncio.Protocol):
             line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2:]
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                replies.append(b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 0\r\n")
+                replies.append(self.ehlo)
             elif verb == b"DATA":
                 self.in_data = True
                 self.buffer = b"\r\n" + self.buffer  # so a message of just "." still ends at CRLF.CRLF
@@ -77,8 +80,9 @@ class SmtpProtocol(asyncio.Protocol):
 
 def main() -> None:
     counter = Counter()
+    pipelining = "--no-pipelining" not in sys.argv
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(loop.create_server(lambda: SmtpProtocol(counter), "127.0.0.1", 0))
+    server = loop.run_until_complete(loop.create_server(lambda: SmtpProtocol(counter, pipelining), "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

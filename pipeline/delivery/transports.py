@@ -78,6 +78,11 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+def _plain(address: str) -> bool:
+    """An address that can go into a pipelined command as it is (ASCII, nothing to quote)."""
+    return address.isascii() and not any(c in address for c in "\r\n<> ")
+
+
 def s_host(settings: Smtp) -> str:
     return f"{settings.host}:{settings.port}"
 
@@ -123,6 +128,9 @@ class SmtpConnection:
                 raise PermanentError(f"{s_host(self.settings)} does not offer SMTPUTF8, which {recipient} needs")
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
+            if isinstance(message, DotStuffed) and not options and client.has_extn("pipelining") \
+                    and _plain(sender) and _plain(recipient):
+                return self._send_pipelined(client, sender, recipient, message)
             code, text = client.mail(sender, options)
             if code != 250:
                 return self._refused(code, text)
@@ -138,6 +146,27 @@ class SmtpConnection:
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
             self.close()
             raise TransientError(f"connection lost: {exc}") from None
+
+    def _send_pipelined(self, client: smtplib.SMTP, sender: str, recipient: str, message: DotStuffed) -> str:
+        """MAIL, RCPT and DATA in one write, their three replies read together (RFC 2920 PIPELINING,
+        offered by the relays we know): two round trips per message instead of four.  The message
+        goes out only when all three succeeded; otherwise the first refusal is the outcome."""
+        client.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{ascii_address(recipient)}>\r\nDATA\r\n".encode("ascii"))
+        replies = [client.getreply(), client.getreply(), client.getreply()]
+        (mail_code, _), (rcpt_code, _), (data_code, _) = replies
+        if data_code == 354:
+            if mail_code == 250 and rcpt_code in (250, 251):
+                client.send(message)
+                code, text = client.getreply()
+                if code != 250:
+                    return self._refused(code, text)
+                return _reply(code, text)
+            client.send(b".\r\n")  # DATA taken despite a refused envelope: end it with no message
+            client.getreply()
+        for code, text in replies:
+            if code not in (250, 251, 354):
+                return self._refused(code, text)
+        return self._refused(data_code, b"unexpected reply to a pipelined DATA")
 
     @staticmethod
     def _data(client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -71,10 +72,15 @@ def message_id_for(edition_id: str, email: str, domain: str) -> str:
     return f"<{edition_id}.{digest}@{domain}>"
 
 
+@lru_cache(maxsize=16)
+def _sending_domain(delivery: Delivery) -> str:
+    return delivery.sending_domain  # parses the From address: once per edition, not per recipient
+
+
 def recipient_for(email: str, edition_id: str, delivery: Delivery, secret: bytes, unsubscribe_base: str) -> Recipient:
     """The personal values of one message; the address as it goes on the wire (IDNA domain)."""
     url = f"{unsubscribe_base}?{urlencode({'token': make_token(secret, email)})}"
-    return Recipient(ascii_address(email), url, message_id_for(edition_id, email, delivery.sending_domain))
+    return Recipient(ascii_address(email), url, message_id_for(edition_id, email, _sending_domain(delivery)))
 
 
 def list_unsubscribe(url: str, delivery: Delivery) -> str:

@@ -195,7 +195,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
             log.info("nothing changed since the last run; outputs are up to date")
             plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
             return RunOutcome(action, edition=plan, unchanged=True)
-    ctx = RunContext(config, storage, merge_items(read_content(config), remote))
+    ctx = RunContext(config, storage, merge_items(read_content(config, remember=True), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)

@@ -33,6 +33,7 @@ from .items import Item
 from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, lint_outgoing
 from .publish.digest import Digest, render_digest
+from .publish.feeds import save_archive_cache
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
 from .publish.websub import ping_hub
@@ -217,6 +218,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if publishing:
         remember_outputs(config, _fingerprint(config, storage, remote), outcome.files)
+        save_archive_cache(config)
     outcome.renders = ctx.renders
     return outcome
 

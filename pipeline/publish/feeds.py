@@ -8,10 +8,15 @@ per topic (tag), the RFC 5005 archive documents and a readable HTML page per fee
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import pickle
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -28,6 +33,7 @@ FEED_PAGE = "feed.html"
 FEED_TEMPLATE = "feed.html"
 TAGS_FOLDER = "tags/"
 ARCHIVE_FOLDER = "feed-archive/"
+log = logging.getLogger(__name__)
 STYLESHEET_FILE = "feed.xsl"
 STYLESHEET_PI = f'<?xml-stylesheet type="text/xsl" href="{STYLESHEET_FILE}"?>'.encode("ascii")
 
@@ -484,9 +490,64 @@ def archive_file(kind: str, number: int) -> str:
     return f"{ARCHIVE_FOLDER}{kind}-{number}.xml"
 
 
+class ArchiveCache:
+    """Built archive documents from earlier runs, in the state folder, by a hash of everything a
+    document is made from: its items, its spec (links, names), the config and this module's code.
+
+    A full archive page never changes (pages count from the oldest item), so after one edit of
+    10,000 items only the newest page and the main feeds are built again.  Only ``app.run``
+    saves it (``save_archive_cache``); a dry run reads it and writes nothing."""
+
+    FILE = "archive-cache.pickle"
+
+    def __init__(self, config: Config):
+        self.path = config.path("state") / self.FILE
+        code = Path(__file__).read_bytes()
+        self.base = hashlib.sha256(code + config.model_dump_json().encode()).digest()
+        self.old: dict[str, bytes] = {}
+        try:
+            with self.path.open("rb") as f:
+                stored = pickle.load(f)
+            if isinstance(stored, dict):
+                self.old = stored
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a damaged cache only means building again
+            log.warning("archive cache %s unreadable (%s); building every archive page", self.path, exc)
+        self.used: dict[str, bytes] = {}
+
+    def get_or_build(self, kind: str, page: list[Item], spec: FeedSpec, build) -> bytes:
+        key = hashlib.sha256(self.base + kind.encode() + pickle.dumps((spec, page), protocol=5)).hexdigest()
+        data = self.old.get(key)
+        if data is None:
+            data = build()
+        self.used[key] = data
+        return data
+
+    def save(self) -> None:
+        if self.used.keys() == self.old.keys():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with temp.open("wb") as f:
+            pickle.dump(self.used, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, self.path)
+
+
+_archive_caches: dict[Path, ArchiveCache] = {}
+
+
+def save_archive_cache(config: Config) -> None:
+    """Keep what this process built for the next run (and forget pages no longer made)."""
+    cache = _archive_caches.pop(config.path("state"), None)
+    if cache is not None:
+        cache.save()
+
+
 def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, bytes]:
     """RFC 5005 archived feeds for RSS and Atom, linked prev-archive/next-archive/current."""
     site = config.site
+    cache = _archive_caches[config.path("state")] = ArchiveCache(config)
     files: dict[str, bytes] = {}
     for kind, builder, main_file in (("rss", build_rss, RSS_FILE), ("atom", build_atom, ATOM_FILE)):
         for number, page in enumerate(pages, start=1):
@@ -498,7 +559,8 @@ def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, byte
             name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
             spec = FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
                             title=f"{site.title} (archive {number})", rss_file=name, atom_file=name, json_file=None)
-            files[spec.path(name)] = builder(page, config, spec)
+            files[spec.path(name)] = cache.get_or_build(
+                kind, page, spec, lambda builder=builder, page=page, spec=spec: builder(page, config, spec))
     return files
 
 

@@ -228,10 +228,10 @@ def read_content(config: Config, *, remember: bool = False) -> list[Item]:
     items: list[Item] = []
     seen: dict[str, str] = {}
     parsed = 0
-    for path in sorted(folder.glob("*.md")):
-        shown = _display(path, config.root)
+    for path in sorted(folder.glob("*.md"), key=lambda p: p.name):  # one folder: by name, as strings
         raw = path.read_bytes()
         item = cache.get(path.name, raw)
+        shown = _display(path, config.root) if item is None or item.id in seen else ""
         if item is None:
             item = _parse_item(path, raw, config, shown)
             cache.put(path.name, raw, item)

@@ -61,6 +61,27 @@ def workdir():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# -- start-up -----------------------------------------------------------------------------------
+
+def case_startup(repeat) -> None:
+    print("start-up: `pipeline --help` / `--version` as commands vs `python -c pass`, same run")
+    script = str(Path(sys.executable).with_name("pipeline"))
+    for args in (["--version"], ["--help"]):
+        command = [script, *args] if Path(script).exists() else [sys.executable, "-m", "pipeline", *args]
+        # Interleaved, so both see the same machine load.
+        ours, bare = [], []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            ours.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append((time.perf_counter() - started) * 1000)
+        pipeline_ms, baseline_ms = statistics.median(ours), statistics.median(bare)
+        record(f"pipeline {args[0]}", pipeline_ms=pipeline_ms, baseline_python_pass_ms=baseline_ms,
+               ratio=pipeline_ms / baseline_ms)
+
+
 # -- feeds --------------------------------------------------------------------------------------
 
 def lxml_rss(items, config) -> bytes:
@@ -213,6 +234,45 @@ def case_rerun(count, repeat) -> None:
                ratio=same / full)
 
 
+# -- ledger claims ------------------------------------------------------------------------------
+
+def case_claims(sizes, repeat) -> None:
+    from sqlalchemy import text
+
+    from pipeline.state.storage import Storage, StoredDigest
+
+    print(f"claims: taking a batch of 500 ledger rows late in an edition (all but the last 1,000 sent), "
+          f"ledger of {sizes[-1]:,} rows vs {sizes[0]:,}, SQLite, same run")
+    timings = {}
+    with workdir() as folder:
+        for n in sizes:
+            store = Storage.for_state(folder / f"claims-{n}")
+            for start in range(0, n, 20000):
+                store.merge_subscribers([(f"r{i:07d}@example.org", None, {}) for i in range(start, min(n, start + 20000))])
+            store.create_edition("e1", ["urn:x:1"], StoredDigest("S", "<p>x</p>", "x"))
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE deliveries SET status = 'sent' WHERE subscriber_id <= :n"), {"n": n - 1000})
+
+            times = []
+            for _ in range(repeat + 1):  # the first one warms the caches
+                started = time.perf_counter()
+                assert len(store.claim("e1", 500, "w")) == 500
+                times.append((time.perf_counter() - started) * 1000)
+                _release(store)
+            timings[n] = statistics.median(times[1:])
+            store.close()
+    small, large = sizes[0], sizes[-1]
+    record(f"claim 500 rows, ledger {large} vs {small}", pipeline_ms=timings[large], baseline_ms=timings[small],
+           ratio=timings[large] / timings[small])
+
+
+def _release(store) -> None:
+    from sqlalchemy import text
+
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE deliveries SET status = 'pending', claimed_by = NULL WHERE status = 'sending'"))
+
+
 # -- sending ------------------------------------------------------------------------------------
 
 class Sink:
@@ -363,18 +423,22 @@ def case_memory(subscriber_sizes, feed_items) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="feeds, digest, rerun, send, memory (default: all)")
+                        help="startup, feeds, digest, rerun, claims, send, memory (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    cases = args.cases or ["feeds", "digest", "rerun", "send", "memory"]
+    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "memory"]
     quick = args.quick
     started = time.perf_counter()
+    if "startup" in cases:
+        case_startup(10 if quick else 30)
     if "feeds" in cases:
         case_feeds([100, 1000] if quick else [100, 1000, 10000], 3 if quick else 5)
     if "digest" in cases:
         case_digest([10, 50] if quick else [10, 50, 200], 1000 if quick else 10000, 3 if quick else 5)
     if "rerun" in cases:
         case_rerun(2000 if quick else 10000, 3)
+    if "claims" in cases:
+        case_claims([10000, 100000] if not quick else [10000, 50000], 5)
     if "send" in cases:
         case_send(2000 if quick else 10000)
     if "memory" in cases:

@@ -265,18 +265,18 @@ class ParseCache:
     the config or the program (``_code_fingerprint``) discards the whole cache."""
 
     FILE = "content-cache.pickle"
-    FORMAT = 1
+    FORMAT = 2
 
-    def __init__(self, path: Path, key: str, entries: dict[str, tuple[str, Item]]):
+    def __init__(self, path: Path, key: str, entries: dict[str, tuple[str, bytes]]):
         self.path, self.key = path, key
         self.old = entries
-        self.new: dict[str, tuple[str, Item]] = {}
+        self.new: dict[str, tuple[str, bytes]] = {}
 
     @classmethod
     def load(cls, config: Config) -> ParseCache:
         path = config.path("state") / cls.FILE
         key = hashlib.sha256(f"{cls.FORMAT}\0{_code_fingerprint()}\0{config.model_dump_json()}".encode()).hexdigest()
-        entries: dict[str, tuple[str, Item]] = {}
+        entries: dict[str, tuple[str, bytes]] = {}
         try:
             with path.open("rb") as f:
                 stored = pickle.load(f)
@@ -296,10 +296,12 @@ class ParseCache:
         if entry[0] != digest:
             return None
         self.new[name] = entry
-        return entry[1]
+        item = pickle.loads(entry[1])
+        return item if isinstance(item, Item) else None
 
     def put(self, name: str, raw: bytes, item: Item) -> None:
-        self.new[name] = (hashlib.sha256(raw).hexdigest(), item)
+        # Each item pickled on its own, once: saving after one edit copies bytes, it pickles one item.
+        self.new[name] = (hashlib.sha256(raw).hexdigest(), pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
 
     def save(self) -> None:
         """Write the files read this time (and only those), atomically; unchanged, nothing is written."""

@@ -7,8 +7,15 @@ from datetime import datetime, timezone
 import pytest
 
 from pipeline.config import load_config
-from pipeline.mail.message import (Envelope, HeaderInjection, MessageTemplate, Recipient, build_message,
-                                   dot_stuff, recipient_for)
+from pipeline.mail.message import (
+    Envelope,
+    HeaderInjection,
+    MessageTemplate,
+    Recipient,
+    build_message,
+    dot_stuff,
+    recipient_for,
+)
 from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
 

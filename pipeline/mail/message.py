@@ -18,11 +18,11 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -280,7 +280,7 @@ class MessageTemplate:
                 at_line_start = piece.endswith(b"\n")
         if not self._pieces or not isinstance(stuffed[-1], bytes) or not stuffed[-1].endswith(_CRLF):
             raise AssertionError("message skeleton does not end with a constant line")
-        stuffed[-1] = stuffed[-1] + b"." + _CRLF  # type: ignore[operator]
+        stuffed[-1] = stuffed[-1] + b"." + _CRLF
         return stuffed
 
     def _values(self, recipient: Recipient) -> dict[str, bytes]:

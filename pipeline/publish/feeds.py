@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -279,7 +280,7 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
         # Atom gets escaped HTML with type="html" ("CDATA" is not an Atom content type), RSS a CDATA
         # section: feedgen keeps one content record per format, so each gets its own type.
         fe.content(item.full_html, type="html")
-        fe._FeedEntry__rss_content["type"] = "CDATA"  # type: ignore[attr-defined]
+        fe._FeedEntry__rss_content["type"] = "CDATA"
         attachment = item.enclosure or item.image  # RSS allows one enclosure: the file, else the image
         if attachment:
             fe.enclosure(attachment.url, str(attachment.length), attachment.type)
@@ -590,7 +591,7 @@ def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, byte
                                   json_file=None))
         rss_spec, atom_spec = specs
         rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
-                                       lambda p=page, r=rss_spec, a=atom_spec: build_rss_and_atom(p, config, r, a))
+                                       partial(build_rss_and_atom, page, config, rss_spec, atom_spec))
         files[rss_spec.path(rss_spec.rss_file)] = rss
         files[atom_spec.path(atom_spec.atom_file)] = atom
     return dict(sorted(files.items(), key=lambda pair: not pair[0].startswith(ARCHIVE_FOLDER + "rss")))

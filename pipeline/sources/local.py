@@ -45,7 +45,7 @@ _FrontMatterLoader.yaml_implicit_resolvers = {
 # the pure-Python loader, whose error (and line) is the one reported.
 _FastLoader: Any = _FrontMatterLoader
 if hasattr(yaml, "CSafeLoader"):
-    class _CFrontMatterLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+    class _CFrontMatterLoader(yaml.CSafeLoader):
         yaml_implicit_resolvers = _FrontMatterLoader.yaml_implicit_resolvers
 
     _FastLoader = _CFrontMatterLoader

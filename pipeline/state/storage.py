@@ -367,7 +367,8 @@ def _due(now: datetime):
 
 
 # The two writes made for every message, as statements built once.
-_OWN_ROW = and_(deliveries.c.edition_id == bindparam("b_edition"), deliveries.c.subscriber_id == bindparam("b_subscriber"),
+_OWN_ROW = and_(deliveries.c.edition_id == bindparam("b_edition"),
+                deliveries.c.subscriber_id == bindparam("b_subscriber"),
                 deliveries.c.status == SENDING, deliveries.c.claimed_by == bindparam("b_worker"))
 RECORD_OUTCOME = (update(deliveries).where(_OWN_ROW)
                   .values(status=bindparam("b_status"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),

@@ -61,6 +61,27 @@ def workdir():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# -- start-up -----------------------------------------------------------------------------------
+
+def case_startup(repeat) -> None:
+    print("start-up: `pipeline --help` / `--version` as commands vs `python -c pass`, same run")
+    script = str(Path(sys.executable).with_name("pipeline"))
+    for args in (["--version"], ["--help"]):
+        command = [script, *args] if Path(script).exists() else [sys.executable, "-m", "pipeline", *args]
+        # Interleaved, so both see the same machine load.
+        ours, bare = [], []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            ours.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append((time.perf_counter() - started) * 1000)
+        pipeline_ms, baseline_ms = statistics.median(ours), statistics.median(bare)
+        record(f"pipeline {args[0]}", pipeline_ms=pipeline_ms, baseline_python_pass_ms=baseline_ms,
+               ratio=pipeline_ms / baseline_ms)
+
+
 # -- feeds --------------------------------------------------------------------------------------
 
 def lxml_rss(items, config) -> bytes:
@@ -91,20 +112,63 @@ def lxml_rss(items, config) -> bytes:
     return etree.tostring(rss, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def case_feeds(sizes, repeat) -> None:
-    from pipeline.publish.feeds import build_feeds, build_rss
+def feedgen_alone(items, config) -> tuple[bytes, bytes]:
+    """The baseline: feedgen by itself writing RSS and Atom with the same fields from one generator
+    (dc:creator, categories, summary, content, enclosure), none of the pipeline's extras."""
+    from feedgen.feed import FeedGenerator
 
-    print("feeds: RSS + Atom + JSON Feed through the pipeline vs RSS written with lxml directly")
+    site = config.site
+    fg = FeedGenerator()
+    fg.load_extension("dc")
+    fg.id(site.base_url)
+    fg.title(site.title)
+    fg.subtitle(site.description)
+    fg.language(site.language)
+    fg.author({"name": config.organisation.name, "uri": config.organisation.website})
+    fg.link(href=site.url("rss.xml"), rel="self", type="application/rss+xml")
+    fg.link(href=site.base_url, rel="alternate", type="text/html")
+    fg.lastBuildDate(max(item.last_modified for item in items))
+    fg.updated(max(item.last_modified for item in items))
+    for item in items:
+        fe = fg.add_entry(order="append")
+        fe.id(item.id)
+        fe.guid(item.id, permalink=False)
+        fe.title(item.title)
+        fe.link(href=item.link, rel="alternate", type="text/html")
+        fe.published(item.published)
+        fe.updated(item.last_modified)
+        fe.author({"name": item.author or config.organisation.name})
+        fe.dc.dc_creator(item.author or config.organisation.name)
+        for tag in item.tags:
+            fe.category(term=tag, label=tag)
+        fe.summary(item.summary)
+        fe.content(item.full_html, type="html")
+        if item.image:
+            fe.enclosure(item.image.url, str(item.image.length), item.image.type)
+    return fg.rss_str(pretty=True), fg.atom_str(pretty=True)
+
+
+def case_feeds(sizes, repeat) -> None:
+    from pipeline.publish.feeds import build_feeds
+
+    print("feeds: the pipeline's RSS + Atom + JSON Feed vs feedgen alone writing RSS + Atom with the same "
+          "fields (one generator), same run")
     with workdir() as folder:
         for n in sizes:
             config = data.make_project(folder / f"feeds-{n}", limit=n)
             items = data.make_items(config, n)
             reps = max(1, repeat if n < 10000 else repeat // 2)
-            all_three = median_ms(lambda: build_feeds(items, config), reps)
-            rss = median_ms(lambda: build_rss(items, config), reps)
-            baseline = median_ms(lambda: lxml_rss(items, config), reps)
-            record(f"feeds n={n}", all_three_ms=all_three, rss_ms=rss, lxml_rss_ms=baseline,
-                   items_per_s=n / all_three * 1000, rss_vs_lxml=rss / baseline)
+            ours, base = [], []
+            for _ in range(reps):  # interleaved, so both see the same machine load
+                started = time.perf_counter()
+                build_feeds(items, config)
+                ours.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                feedgen_alone(items, config)
+                base.append((time.perf_counter() - started) * 1000)
+            pipeline_ms, baseline_ms = statistics.median(ours), statistics.median(base)
+            record(f"feeds RSS+Atom+JSON n={n}", pipeline_ms=pipeline_ms, baseline_feedgen_rss_atom_ms=baseline_ms,
+                   ratio=pipeline_ms / baseline_ms)
         config = data.make_project(folder / "profile", limit=1000)
         items = data.make_items(config, 1000)
         profiler = cProfile.Profile()
@@ -161,30 +225,41 @@ def case_digest(sizes, recipients, repeat) -> None:
         naive_ms = median_ms(naive, 3)
         per_fast = fast_ms / recipients
         per_naive = naive_ms / sample
-        record(f"personalise {recipients} recipients", fast_total_ms=fast_ms, fast_per_recipient_ms=per_fast,
-               naive_per_recipient_ms=per_naive, naive_total_ms_extrapolated=per_naive * recipients,
-               naive_sampled=sample, speedup=per_naive / per_fast)
+        record(f"personalise {recipients} recipients (per recipient, incl. MIME)", pipeline_ms=per_fast,
+               baseline_naive_render_and_build_ms=per_naive, ratio=per_fast / per_naive, naive_sampled=sample)
 
 
 # -- unchanged rerun ----------------------------------------------------------------------------
 
 def case_rerun(count, repeat) -> None:
     from pipeline import app
+    from pipeline.publish.feeds import ArchiveCache
+    from pipeline.sources.local import ParseCache
 
-    print(f"rerun: `pipeline run` on {count} items, full build after a change vs nothing changed")
+    print(f"rerun: `pipeline run` on {count} items: one file edited (parse and archive caches warm) vs a cold "
+          "full build (caches deleted), and nothing changed; same run")
     with workdir() as folder:
         config = data.make_project(folder / "rerun", limit=50)
-        config = config.model_copy(update={"feeds": config.feeds.model_copy(update={"limit": count})})
         data.write_content(config, count)
         app.run(config, progress=False)
+        state = config.path("state")
         target = config.path("content") / "item-00000.md"
         original = target.read_text()
         flip = [0]
 
-        def changed():
+        def edit() -> None:
             flip[0] += 1
-            target.write_text(original.replace("---\n", f"---\nsummary: change {flip[0]}\n", 1)
-                              if flip[0] % 2 else original)
+            target.write_text(original.replace("---\n", f"---\nsummary: change {flip[0]}\n", 1))
+
+        def one_file():
+            edit()
+            result = app.run(config, progress=False)
+            assert result.written, "a change must rewrite outputs"
+
+        def cold():
+            edit()
+            for name in (ParseCache.FILE, ArchiveCache.FILE):
+                (state / name).unlink(missing_ok=True)
             result = app.run(config, progress=False)
             assert result.written, "a change must rewrite outputs"
 
@@ -192,18 +267,60 @@ def case_rerun(count, repeat) -> None:
             result = app.run(config, progress=False)
             assert not result.written, "an unchanged run must write nothing"
 
-        full = median_ms(changed, repeat)
-        target.write_text(original)
-        app.run(config, progress=False)
+        full = median_ms(cold, repeat)
+        one = median_ms(one_file, repeat)
         same = median_ms(unchanged, repeat)
-        record(f"rerun {count} items", full_ms=full, unchanged_ms=same, unchanged_vs_full=same / full)
+        record(f"rebuild after one file edited, {count} items", pipeline_ms=one, baseline_cold_full_build_ms=full,
+               ratio=one / full)
+        record(f"rerun with nothing changed, {count} items", pipeline_ms=same, baseline_cold_full_build_ms=full,
+               ratio=same / full)
+
+
+# -- ledger claims ------------------------------------------------------------------------------
+
+def case_claims(sizes, repeat) -> None:
+    from sqlalchemy import text
+
+    from pipeline.state.storage import Storage, StoredDigest
+
+    print(f"claims: taking a batch of 500 ledger rows late in an edition (all but the last 1,000 sent), "
+          f"ledger of {sizes[-1]:,} rows vs {sizes[0]:,}, SQLite, same run")
+    timings = {}
+    with workdir() as folder:
+        for n in sizes:
+            store = Storage.for_state(folder / f"claims-{n}")
+            for start in range(0, n, 20000):
+                store.merge_subscribers([(f"r{i:07d}@example.org", None, {}) for i in range(start, min(n, start + 20000))])
+            store.create_edition("e1", ["urn:x:1"], StoredDigest("S", "<p>x</p>", "x"))
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE deliveries SET status = 'sent' WHERE subscriber_id <= :n"), {"n": n - 1000})
+
+            times = []
+            for _ in range(repeat + 1):  # the first one warms the caches
+                started = time.perf_counter()
+                assert len(store.claim("e1", 500, "w")) == 500
+                times.append((time.perf_counter() - started) * 1000)
+                _release(store)
+            timings[n] = statistics.median(times[1:])
+            store.close()
+    small, large = sizes[0], sizes[-1]
+    record(f"claim 500 rows, ledger {large} vs {small}", pipeline_ms=timings[large], baseline_ms=timings[small],
+           ratio=timings[large] / timings[small])
+
+
+def _release(store) -> None:
+    from sqlalchemy import text
+
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE deliveries SET status = 'pending', claimed_by = NULL WHERE status = 'sending'"))
 
 
 # -- sending ------------------------------------------------------------------------------------
 
 class Sink:
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.sink"], stdin=subprocess.PIPE,
+    def __init__(self, pipelining: bool = True):
+        flags = [] if pipelining else ["--no-pipelining"]
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.sink", *flags], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, cwd=data.REPO)
         self.port = int(self.process.stdout.readline())
 
@@ -231,14 +348,50 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
     return config
 
 
+class SendTimer:
+    """Times ``Sender.run`` alone inside a real ``app.run``: planning the edition, writing its ledger
+    rows and rendering the site are not sending, and the baseline does none of them."""
+
+    def __init__(self):
+        from pipeline.delivery.engine import Sender
+
+        self.sender, self.original = Sender, Sender.run
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self):
+        timer, original = self, self.original
+
+        def timed(sender):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return original(sender)
+            finally:
+                timer.wall += time.perf_counter() - wall
+                timer.cpu += time.process_time() - cpu
+
+        self.sender.run = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.sender.run = self.original
+
+
 def case_send(count) -> None:
+    _case_send(count, (1, 2, 4), pipelining=True)
+    _case_send(count, (2,), pipelining=False)
+
+
+def _case_send(count: int, connections: tuple[int, ...], pipelining: bool) -> None:
     from pipeline import app
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
     from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 
-    print(f"send: {count} messages to an aiosmtpd sink in another process, pipeline vs plain smtplib")
+    offered = "offering PIPELINING" if pipelining else "not offering PIPELINING"
+    print(f"send: {count} messages to the raw-socket sink (bench/sink.py, another process, {offered}): the "
+          "pipeline's send engine (claim, render, ledger, SMTP) vs plain smtplib sendmail of pre-rendered "
+          "messages over one reused connection, same sink, same run")
     os.environ["PIPELINE_SECRET"] = SECRET
-    sink = Sink()
+    sink = Sink(pipelining)
     try:
         with workdir() as folder:
             config = _send_project(folder / "base", sink.port, 0, 1)
@@ -249,24 +402,29 @@ def case_send(count) -> None:
                          template.render(recipient_for(f"reader{i:07d}@example.org", "0123456789abcdef",
                                                        config.delivery, SECRET.encode(), config.site.url("u"))))
                         for i in range(count)]
-            before = sink.count()
-            start = time.perf_counter()
-            with smtplib.SMTP("127.0.0.1", sink.port) as client:
-                for address, message in messages:
-                    client.sendmail(config.delivery.from_address, [address], message)
-            baseline_s = time.perf_counter() - start
-            assert sink.count() - before == count
-            del messages
-            record(f"send baseline smtplib x{count}", msgs_per_s=count / baseline_s)
-            for concurrency in (1, 2):
-                config = _send_project(folder / f"c{concurrency}", sink.port, count, concurrency)
+
+            def baseline() -> tuple[float, float]:
                 before = sink.count()
-                start = time.perf_counter()
-                report = app.run(config, progress=False).reports[0]
-                seconds = time.perf_counter() - start
+                wall, cpu = time.perf_counter(), time.process_time()
+                with smtplib.SMTP("127.0.0.1", sink.port) as client:
+                    for address, message in messages:
+                        client.sendmail(config.delivery.from_address, [address], message)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                assert sink.count() - before == count
+                return wall, cpu
+
+            for concurrency in connections:
+                config = _send_project(folder / f"c{concurrency}", sink.port, count, concurrency)
+                base_wall, base_cpu = baseline()  # interleaved: each pipeline figure has its own baseline
+                before = sink.count()
+                with SendTimer() as timer:
+                    report = app.run(config, progress=False).reports[0]
                 assert report.sent == count and sink.count() - before == count
-                record(f"send pipeline x{count} concurrency={concurrency}", msgs_per_s=count / seconds,
-                       vs_baseline=(count / seconds) / (count / baseline_s))
+                default = " (default)" if concurrency == 2 else ""
+                plain = "" if pipelining else ", no PIPELINING"
+                record(f"send x{count} connections={concurrency}{default}{plain}", pipeline_msgs_per_s=count / timer.wall,
+                       baseline_msgs_per_s=count / base_wall, ratio=base_wall / timer.wall,
+                       pipeline_cpu_s=timer.cpu, baseline_cpu_s=base_cpu, cpu_ratio=timer.cpu / base_cpu)
     finally:
         sink.close()
 
@@ -307,18 +465,22 @@ def case_memory(subscriber_sizes, feed_items) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="feeds, digest, rerun, send, memory, signup, topics (default: all)")
+                        help="startup, feeds, digest, rerun, claims, send, memory, signup, topics (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    cases = args.cases or ["feeds", "digest", "rerun", "send", "memory", "signup", "topics"]
+    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "memory", "signup", "topics"]
     quick = args.quick
     started = time.perf_counter()
+    if "startup" in cases:
+        case_startup(10 if quick else 30)
     if "feeds" in cases:
         case_feeds([100, 1000] if quick else [100, 1000, 10000], 3 if quick else 5)
     if "digest" in cases:
         case_digest([10, 50] if quick else [10, 50, 200], 1000 if quick else 10000, 3 if quick else 5)
     if "rerun" in cases:
-        case_rerun(200 if quick else 1000, 3)
+        case_rerun(2000 if quick else 10000, 3)
+    if "claims" in cases:
+        case_claims([10000, 100000] if not quick else [10000, 50000], 5)
     if "send" in cases:
         case_send(2000 if quick else 10000)
     if "memory" in cases:

@@ -34,6 +34,7 @@ from .items import Item
 from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
 from .publish.digest import Digest, render_digest
+from .publish.feeds import save_archive_cache
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
 from .publish.site import archive_pages
@@ -213,7 +214,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         log.info("nothing changed since the last run; outputs are up to date")
         plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
         return RunOutcome(action, edition=plan, unchanged=True)
-    ctx = RunContext(config, storage, merge_items(read_content(config), remote))
+    ctx = RunContext(config, storage, merge_items(read_content(config, remember=True), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and storage.count_subscribers(SUBSCRIBED):
         # Refuse a missing or weak secret before anything is queued that could not then be sent.
@@ -236,6 +237,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if publishing:
         remember_outputs(config, _fingerprint(config, storage, remote), outcome.files)
+        save_archive_cache(config)
     outcome.renders = ctx.renders
     return outcome
 
@@ -321,7 +323,8 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
         log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
     transport = transport_for(config, edition_id)
     settings = replace(SendSettings.for_delivery(delivery, transport), exclusive=storage.dialect == "sqlite")
-    sender = Sender(storage, edition_id, variant_renderer(storage, edition_id, mails), transport, settings,
+    wire = transport.name == "smtp"  # SMTP takes messages pre-stuffed, as DATA sends them
+    sender = Sender(storage, edition_id, variant_renderer(storage, edition_id, mails, wire=wire), transport, settings,
                     stop=stop, progress=progress, worker=presence.id, share=presence.beat)
     report = sender.run()
     report.failures = storage.failures(edition_id)

@@ -49,8 +49,10 @@ class Behaviour:
 
 
 class RecordingHandler:
-    def __init__(self, behaviour: Behaviour | None = None, store: bool = True, gate: threading.Event | None = None):
+    def __init__(self, behaviour: Behaviour | None = None, store: bool = True, gate: threading.Event | None = None,
+                 pipelining: bool = False):
         self.behaviour = behaviour or Behaviour()
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920); aiosmtpd reads pipelined commands in order
         self.gate = gate  # when given, each message waits for it before being accepted
         self.data_started = threading.Event()
         self.store = store
@@ -68,6 +70,10 @@ class RecordingHandler:
             if self.count >= n:
                 event.set()
         return event
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         b = self.behaviour

@@ -22,7 +22,7 @@ class MemoryLedger:
     def __init__(self, count: int, *, fail_records_after: int | None = None):
         self.rows = {n: {"email": f"reader{n:03d}@example.org", "status": PENDING, "attempts": 0, "worker": None,
                          "retry_at": None, "first": None} for n in range(count)}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.records = 0
         self.fail_records_after = fail_records_after
         self.now = T0
@@ -53,6 +53,11 @@ class MemoryLedger:
                 if row["status"] == SENDING and row["worker"] == o.claim.worker:
                     row.update(status=o.status, attempts=o.attempts, retry_at=o.retry_at, worker=None)
             self.records += 1
+
+    def record_and_begin(self, outcome: Outcome, claim):
+        with self.lock:  # one transaction: a failing ledger records neither
+            self.record_results([outcome])
+            return self.begin_attempt(claim)
 
     def release_stale(self, edition_id, claimed_before):
         with self.lock:

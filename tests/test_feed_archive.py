@@ -82,3 +82,21 @@ def test_no_archive_while_the_main_feed_holds_everything(config):
     files = feed_files(make_items(4), config)
     assert not [name for name in files if name.startswith("feed-archive/")]
     assert b"prev-archive" not in files["rss.xml"]
+
+
+def test_cached_archive_pages_are_the_bytes_a_fresh_build_gives_and_an_edit_rebuilds_its_page(limit20):
+    from pipeline.publish.feeds import ArchiveCache, save_archive_cache
+
+    items = make_items(95)
+    fresh = feed_files(items, limit20)
+    save_archive_cache(limit20)
+    assert (limit20.path("state") / ArchiveCache.FILE).exists()
+    assert feed_files(items, limit20) == fresh  # every archive page from the cache
+    oldest = min(items, key=lambda item: item.published)
+    edited = [item.model_copy(update={"title": "Corrected title"}) if item is oldest else item for item in items]
+    from_cache = feed_files(edited, limit20)
+    save_archive_cache(limit20)
+    (limit20.path("state") / ArchiveCache.FILE).unlink()
+    rebuilt = feed_files(edited, limit20)
+    assert from_cache == rebuilt and from_cache != fresh
+    assert b"Corrected title" in from_cache["feed-archive/rss-1.xml"]

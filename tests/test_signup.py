@@ -341,19 +341,21 @@ def test_operators_confirm_only_with_the_flag_and_consent_is_shown_and_exported(
     assert missing.returncode == 1 and "not a subscriber" in missing.stderr
 
 
-def test_schema_5_is_recorded_and_new_tables_exist(config):
+def test_the_current_schema_is_recorded_and_the_signup_tables_exist(config):
     from sqlalchemy import inspect
 
+    from pipeline.state.storage import SCHEMA_VERSION
+
     with open_storage(config) as storage:
-        assert storage.schema_version() == 5
+        assert storage.schema_version() == SCHEMA_VERSION
         tables = set(inspect(storage.engine).get_table_names())
     assert {"signup_tokens", "consent_events", "rate_events"} <= tables
 
 
-def test_a_schema_4_database_migrates_to_5_keeping_its_subscribers(tmp_path):
+def test_a_schema_4_database_migrates_to_the_current_schema_keeping_its_subscribers(tmp_path):
     from sqlalchemy import create_engine, inspect, text
 
-    from pipeline.state.storage import Storage
+    from pipeline.state.storage import SCHEMA_VERSION, Storage
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     Storage(url).close()
@@ -370,7 +372,7 @@ def test_a_schema_4_database_migrates_to_5_keeping_its_subscribers(tmp_path):
                           "VALUES ('old@example.org', '{}', 'subscribed', '2026-01-01 00:00:00')"))
     engine.dispose()
     with Storage(url) as storage:
-        assert storage.schema_version() == 5
+        assert storage.schema_version() == SCHEMA_VERSION
         assert {c["name"] for c in inspect(storage.engine).get_columns("deliveries")} >= {"variant"}
         profile = storage.profile(email="old@example.org")
         assert profile.status == "subscribed" and profile.topics == () and profile.paused_until is None

@@ -84,3 +84,51 @@ def test_only_the_worker_that_holds_a_row_records_its_outcome(backend):
     store.record_results([Outcome(claim, SENT, "250 OK", 1)])
     assert store.ledger_counts("e1")["sent"] == 1
     store.close()
+def _claim_plan(store: Storage) -> str:
+    from datetime import datetime, timezone
+
+    statement = claim_statement("e1", 500, "w1", datetime.now(timezone.utc), store.dialect)
+    compiled = statement.compile(dialect=store.engine.dialect)
+    explain = "EXPLAIN QUERY PLAN" if store.dialect == "sqlite" else "EXPLAIN"
+    args = tuple(compiled.params[name] for name in compiled.positiontup) if compiled.positional else compiled.params
+    with store.engine.begin() as conn:
+        rows = conn.exec_driver_sql(f"{explain} {compiled}", args).all()
+        conn.rollback()
+    return "\n".join(str(row[-1]) for row in rows)
+
+
+def test_claims_read_the_unsettled_rows_index_however_many_rows_were_sent(backend):
+    """Constant-time claims: the subquery walks the partial index of unsettled rows in subscriber
+    order, never the rows already sent (EXPLAIN on SQLite and PostgreSQL)."""
+    from sqlalchemy import text
+
+    store = _storage(backend)
+    try:
+        store.merge_subscribers([(f"r{n:05d}@example.org", None, {}) for n in range(20_000)])
+        store.create_edition("e1", ["urn:x:1"], StoredDigest("S", "<p>x</p>", "x"))
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE deliveries SET status = 'sent' WHERE subscriber_id % 20 <> 0"))
+            conn.execute(text("ANALYZE"))
+        plan = _claim_plan(store)
+        assert "deliveries_unsettled" in plan, plan
+        claims = store.claim("e1", 500, "w1")
+        assert len(claims) == 500 and all(c.subscriber_id % 20 == 0 for c in claims)
+    finally:
+        store.close()
+
+
+def test_a_schema_4_database_gets_the_unsettled_rows_index(backend):
+    from sqlalchemy import inspect, text
+
+    store = _storage(backend)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX deliveries_unsettled"))
+        conn.execute(text("UPDATE schema_info SET version = 4"))
+    store.close()
+    store = _storage(backend)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        with store.engine.connect() as conn:
+            assert "deliveries_unsettled" in {i["name"] for i in inspect(conn).get_indexes("deliveries")}
+    finally:
+        store.close()

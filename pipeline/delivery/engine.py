@@ -45,6 +45,10 @@ class Ledger(Protocol):
 
     def record_results(self, results: list[Outcome]) -> None: ...
 
+    def record_and_begin(self, outcome: Outcome, claim: Claim) -> bool:
+        """``record_results([outcome])`` then ``begin_attempt(claim)``, in one transaction."""
+        ...
+
     def release_stale(self, edition_id: str, claimed_before: datetime) -> int: ...
 
     def renew_leases(self, worker: str) -> int: ...
@@ -230,29 +234,48 @@ class Sender:
                             return
 
     def _work(self, work: queue.Queue, bar: tqdm) -> None:
+        """One connection's loop.  A message's outcome is recorded in the same transaction that
+        begins the next message's attempt when that one is already waiting (one commit per message
+        instead of two), and on its own otherwise: never later than the next send."""
         try:
             connection = self.transport.connect()
         except Exception as exc:  # noqa: BLE001 - reported by run(), never a hang
             self._fail(exc)
             return
+        unrecorded: Outcome | None = None
         try:
             while True:
                 try:
-                    claim, message = work.get(timeout=0.05)
+                    claim, message = work.get_nowait() if unrecorded else work.get(timeout=0.05)
                 except queue.Empty:
+                    if unrecorded is not None:
+                        outcome, unrecorded = unrecorded, None
+                        self._record(outcome)
+                        continue
                     if self._finished.is_set() or self.abort.is_set():
                         return
                     continue
                 if self.stop.is_set() or self.abort.is_set():
+                    if unrecorded is not None:
+                        outcome, unrecorded = unrecorded, None
+                        self._record(outcome)
                     self._hand_back([claim])
                     continue
+                previous, unrecorded = unrecorded, None
                 try:
-                    self._send_one(connection, claim, message)
+                    unrecorded = self._send_one(connection, claim, message, previous)
                 except Exception as exc:  # noqa: BLE001 - stop every worker; run() raises it
                     self._fail(exc)
                     self._hand_back([claim])
                 bar.update(1)
+        except Exception as exc:  # noqa: BLE001 - a ledger that fails on a lone record
+            self._fail(exc)
         finally:
+            if unrecorded is not None:
+                try:
+                    self._record(unrecorded)
+                except Exception as exc:  # noqa: BLE001 - left 'sending': the next run sends it again
+                    self._fail(exc)
             connection.close()
 
     def _fail(self, exc: BaseException) -> None:
@@ -294,10 +317,18 @@ class Sender:
         self.report.add(deferred=1)
         return Outcome(claim, DEFERRED, str(error), attempts, retry_at)
 
-    def _send_one(self, connection: Connection, claim: Claim, message: bytes) -> None:
-        if not self.ledger.begin_attempt(claim):
+    def _begin(self, claim: Claim, previous: Outcome | None) -> bool:
+        if previous is None:
+            return self.ledger.begin_attempt(claim)
+        return self.ledger.record_and_begin(previous, claim)
+
+    def _send_one(self, connection: Connection, claim: Claim, message: bytes,
+                  previous: Outcome | None = None) -> Outcome | None:
+        """Record ``previous`` (this connection's last outcome) and send one message; returns its
+        outcome for the caller to record before the next send, or None when there is nothing to record."""
+        if not self._begin(claim, previous):
             self.report.add(withdrawn=1)  # unsubscribed since the claim: not sent
-            return
+            return None
         attempts = claim.attempts
         tries = 0
         while True:
@@ -312,8 +343,7 @@ class Sender:
                     raise PipelineError(f"the mail server refuses the sender: {exc}") from None
                 log.warning("edition %s: %s refused: %s", self.edition_id, claim.email, exc)
                 self.report.add(failed=1)
-                self._record(Outcome(claim, FAILED, str(exc), attempts))
-                return
+                return Outcome(claim, FAILED, str(exc), attempts)
             except TransientError as exc:
                 if exc.unreachable and not self.abort.is_set():
                     self.report.unreachable = str(exc)
@@ -321,15 +351,12 @@ class Sender:
                               "the edition to a later run", self.edition_id, exc)
                     self.abort.set()
                 if tries >= self.settings.max_attempts or self.abort.is_set():
-                    self._record(self._defer_or_give_up(claim, attempts, exc))
-                    return
+                    return self._defer_or_give_up(claim, attempts, exc)
                 delay = min(self.settings.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
                 log.info("edition %s: %s deferred (%s); retry in %.2fs", self.edition_id, claim.email, exc, delay)
                 self.report.add(retried=1)
                 if self.stop.wait(delay) or self.abort.is_set():
-                    self._record(self._defer_or_give_up(claim, attempts, exc))
-                    return
+                    return self._defer_or_give_up(claim, attempts, exc)
                 continue
             self.report.add(sent=1)
-            self._record(Outcome(claim, SENT, reply, attempts))
-            return
+            return Outcome(claim, SENT, reply, attempts)

@@ -84,11 +84,19 @@ def lint_variants(mails: dict[str, EditionMail], chosen: list[Item], config: Con
     return findings
 
 
-def variant_renderer(storage: Storage, edition_id: str, mails: dict[str, EditionMail]) -> Callable[[Claim], bytes]:
-    """The Sender's ``render``: each claimed row's own variant, looked up a claimed batch at a time."""
+def variant_renderer(storage: Storage, edition_id: str, mails: dict[str, EditionMail], *,
+                     wire: bool = False) -> Callable[[Claim], bytes]:
+    """The Sender's ``render``: each claimed row's own variant, looked up a claimed batch at a time;
+    ``wire`` gives messages dot-stuffed and terminated, as the SMTP transport sends them."""
+
+    def one(mail: EditionMail, claim: Claim) -> bytes:
+        if wire:
+            return mail.render_wire(claim.email, claim.subscriber_id)
+        return mail.render(claim.email, claim.subscriber_id)
+
     whole = mails[""]
     if len(mails) == 1:
-        return lambda claim: whole.render(claim.email, claim.subscriber_id)
+        return lambda claim: one(whole, claim)
     known: dict[int, str] = {}
     lock = threading.Lock()
 
@@ -105,6 +113,6 @@ def variant_renderer(storage: Storage, edition_id: str, mails: dict[str, Edition
         mail = mails.get(variant)
         if mail is None:
             raise PipelineError(f"edition {edition_id}: no stored digest for variant {variant!r}")
-        return mail.render(claim.email, claim.subscriber_id)
+        return one(mail, claim)
 
     return render

@@ -17,6 +17,7 @@ from ..config import Config, Smtp
 from ..environment import smtp_password
 from ..errors import ConfigError
 from ..mail.addresses import ascii_address
+from ..mail.message import DotStuffed, dot_stuff
 from ..publish.output import write_atomic
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+def _plain(address: str) -> bool:
+    """An address that can go into a pipelined command as it is (ASCII, nothing to quote)."""
+    return address.isascii() and not any(c in address for c in "\r\n<> ")
+
+
 def s_host(settings: Smtp) -> str:
     return f"{settings.host}:{settings.port}"
 
@@ -130,6 +136,9 @@ class SmtpConnection:
                 raise PermanentError(f"{s_host(self.settings)} does not offer SMTPUTF8, which {recipient} needs")
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
+            if isinstance(message, DotStuffed) and not options and client.has_extn("pipelining") \
+                    and _plain(sender) and _plain(recipient):
+                return self._send_pipelined(client, sender, recipient, message)
             code, text = client.mail(sender, options)
             if code != 250:
                 return self._refused(code, text, whole_send=code >= 500)
@@ -146,17 +155,49 @@ class SmtpConnection:
             self.close()
             raise TransientError(f"connection lost: {exc}") from None
 
-    def _data(self, client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
-        """DATA with its own, longer wait for the final reply (RFC 5321 4.5.3.2.6 suggests 10 minutes):
-        a slow server that accepts late must not see the message resent as if refused."""
-        sock = client.sock
-        if sock is not None:
-            sock.settimeout(self.settings.data_timeout)
+    def _send_pipelined(self, client: smtplib.SMTP, sender: str, recipient: str, message: DotStuffed) -> str:
+        """MAIL, RCPT and DATA in one write, their three replies read together (RFC 2920 PIPELINING,
+        offered by the relays we know): two round trips per message instead of four.  The message
+        goes out only when all three succeeded; otherwise the first refusal is the outcome."""
+        client.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{ascii_address(recipient)}>\r\nDATA\r\n".encode("ascii"))
+        replies = [client.getreply(), client.getreply(), client.getreply()]
+        (mail_code, _), (rcpt_code, _), (data_code, _) = replies
+        if data_code == 354:
+            if mail_code == 250 and rcpt_code in (250, 251):
+                client.send(message)
+                code, text = self._final_reply(client)
+                if code != 250:
+                    return self._refused(code, text)
+                return _reply(code, text)
+            client.send(b".\r\n")  # DATA taken despite a refused envelope: end it with no message
+            client.getreply()
+        for position, (code, text) in enumerate(replies):
+            if code not in (250, 251, 354):
+                return self._refused(code, text, whole_send=position == 0 and code >= 500)
+        return self._refused(data_code, b"unexpected reply to a pipelined DATA")
+
+    def _final_reply(self, client: smtplib.SMTP) -> tuple[int, bytes]:
+        """The reply after a message's body, with its own, longer wait (RFC 5321 4.5.3.2.6 suggests
+        10 minutes): a slow server that accepts late must not see the message resent as if refused."""
+        if client.sock is not None:
+            client.sock.settimeout(self.settings.data_timeout)
         try:
-            return client.data(message)
+            return client.getreply()
         finally:
             if client.sock is not None:
                 client.sock.settimeout(self.settings.timeout)
+
+    def _data(self, client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+        """DATA: a ``DotStuffed`` message (stuffed once per edition) goes out as it is, skipping the
+        regex smtplib's ``data`` runs over every message; plain bytes are stuffed here the same way."""
+        stuffed = message if isinstance(message, DotStuffed) else dot_stuff(message)
+        client.putcmd("data")
+        code, reply = client.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        client.send(stuffed)
+        return self._final_reply(client)
+
 
     def _refused(self, code: int, text: bytes | str, *, whole_send: bool = False) -> str:
         self._reset()

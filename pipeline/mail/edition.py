@@ -9,7 +9,7 @@ from typing import Protocol
 from ..config import Config
 from ..publish.digest import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
-from .message import Envelope, MessageTemplate, Recipient, recipient_for
+from .message import DotStuffed, Envelope, MessageTemplate, Recipient, recipient_for
 from .signup_tokens import make_preferences_token
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
@@ -59,6 +59,10 @@ class EditionMail:
 
     def render(self, email: str, subscriber_id: int | None = None) -> bytes:
         return self.template.render(self.recipient(email, subscriber_id))
+
+    def render_wire(self, email: str, subscriber_id: int | None = None) -> DotStuffed:
+        """The message as SMTP DATA sends it (dot-stuffed, terminated): what the SMTP transport takes."""
+        return self.template.render_wire(self.recipient(email, subscriber_id))
 
     def render_once(self, email: str) -> bytes:
         """A one-off copy (a test send): a fresh Message-ID, so clients never thread it with the real one."""

@@ -17,11 +17,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -80,10 +82,15 @@ def message_id_for(edition_id: str, email: str, domain: str) -> str:
     return f"<{edition_id}.{digest}@{domain}>"
 
 
+@lru_cache(maxsize=16)
+def _sending_domain(delivery: Delivery) -> str:
+    return delivery.sending_domain  # parses the From address: once per edition, not per recipient
+
+
 def recipient_for(email: str, edition_id: str, delivery: Delivery, secret: bytes, unsubscribe_base: str) -> Recipient:
     """The personal values of one message; the address as it goes on the wire (IDNA domain)."""
     url = f"{unsubscribe_base}?{urlencode({'token': make_token(secret, email)})}"
-    return Recipient(ascii_address(email), url, message_id_for(edition_id, email, delivery.sending_domain))
+    return Recipient(ascii_address(email), url, message_id_for(edition_id, email, _sending_domain(delivery)))
 
 
 def list_unsubscribe(url: str, delivery: Delivery) -> str:
@@ -134,6 +141,11 @@ def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) ->
 
 # -- the fast path --------------------------------------------------------------------------
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_LINE_START_DOT = re.compile(rb"(?m)^\.")  # what smtplib's DATA quotes: a dot after LF or at the start
+_BASE64_LINE = 57  # encodebytes writes one 76-character line per 57 input bytes
+
+
 def _body_bytes(text: str) -> bytes:
     """Exactly what the email package encodes for a text body: CRLF line ends, one at the end."""
     return _CRLF.join(text.encode("utf-8").splitlines()) + _CRLF
@@ -143,8 +155,81 @@ def _base64_body(text: str) -> bytes:
     return base64.encodebytes(_body_bytes(text)).replace(b"\n", _CRLF)
 
 
+def _encode_lines(data: bytes) -> bytes:
+    """base64 in 76-character CRLF lines; ``data`` starts on a line boundary."""
+    return base64.encodebytes(data).replace(b"\n", _CRLF) if data else b""
+
+
+class Base64Body:
+    """One body's base64, encoded once per edition except around the personal URL.
+
+    ``encodebytes`` encodes each 57-byte block of input into one line on its own, so
+    the output for a run of whole blocks depends only on those bytes.  The constant
+    parts between the URLs are cached per alignment (their start offset mod 57, at
+    most 57 variants, made on first use); per recipient only the blocks that hold a
+    URL are encoded, a few hundred bytes however long the body.
+    """
+
+    def __init__(self, text: str, placeholders: Sequence[str]):
+        pattern = re.compile("|".join(re.escape(placeholder) for placeholder in placeholders))
+        self.slots = pattern.findall(text)  # which personal value goes between part i-1 and part i
+        parts = [_LINE_BREAK.sub(_CRLF, part.encode("utf-8")) for part in pattern.split(text)]
+        # As _body_bytes: one CRLF at the end unless the text ends with a line break (a URL never does).
+        if not parts[-1].endswith(_CRLF):
+            parts[-1] += _CRLF
+        self.parts = parts
+        self._blocks: dict[tuple[int, int], bytes] = {}
+
+    def _whole_blocks(self, index: int, skip: int) -> tuple[bytes, int]:
+        """The encoded whole blocks of part ``index`` from byte ``skip`` on, and where they end."""
+        part = self.parts[index]
+        end = skip + (len(part) - skip) // _BASE64_LINE * _BASE64_LINE
+        key = (index, skip)
+        encoded = self._blocks.get(key)
+        if encoded is None:
+            encoded = self._blocks[key] = _encode_lines(part[skip:end])
+        return encoded, end
+
+    def encode(self, values: Mapping[str, bytes]) -> bytes:
+        """``_base64_body`` of the text with each placeholder replaced by its value, byte for byte."""
+        out: list[bytes] = []
+        pending = b""  # bytes not yet encoded; they start on a block boundary
+        for index, part in enumerate(self.parts):
+            if index:
+                pending += values[self.slots[index - 1]]
+            need = -len(pending) % _BASE64_LINE  # bytes of this part that complete the open block
+            if len(part) - need < _BASE64_LINE:
+                pending += part
+                continue
+            out.append(_encode_lines(pending + part[:need]))
+            encoded, end = self._whole_blocks(index, need)
+            out.append(encoded)
+            pending = part[end:]
+        out.append(_encode_lines(pending))
+        return b"".join(out)
+
+
+class DotStuffed(bytes):
+    """A message ready for the DATA phase: lines starting with a dot doubled (RFC 5321 4.5.2) and
+    the terminating CRLF.CRLF appended, so the transport sends it as it is."""
+
+
+def dot_stuff(message: bytes) -> DotStuffed:
+    """What smtplib's ``data`` sends for ``message`` (the reference for the pre-stuffed pieces)."""
+    quoted = _LINE_START_DOT.sub(b"..", message)
+    if not quoted.endswith(_CRLF):
+        quoted += _CRLF
+    return DotStuffed(quoted + b"." + _CRLF)
+
+
 class MessageTemplate:
-    """The serialised message of an edition, split where the personal parts go."""
+    """The serialised message of an edition, split where the personal parts go.
+
+    Dot-stuffing is done once per edition on the constant pieces, which is safe because no
+    personal part can start a line with a dot: the three header values follow ``Name: `` on
+    their line and contain no line break (``_header_value`` refuses one), and the bodies are
+    base64, whose alphabet has no dot.  The constructor checks where each personal part sits.
+    """
 
     def __init__(self, envelope: Envelope, placeholder: str):
         self.envelope = envelope
@@ -177,17 +262,64 @@ class MessageTemplate:
                 else:
                     split.append(piece)
             self._pieces = split
-        # Halves of the bodies that never change: split each body at the placeholder once.
-        self._text_parts = envelope.text.split(placeholder)
-        self._html_parts = envelope.html.split(placeholder)
+        self._wire_pieces = self._stuffed_pieces()
+        # The bodies' constant bytes, encoded once; per recipient only the blocks around the URL.
+        from ..publish.digest import PREFERENCES_PLACEHOLDER
 
-    def render(self, recipient: Recipient) -> bytes:
+        self._preferences_placeholder = PREFERENCES_PLACEHOLDER
+        self._text = Base64Body(envelope.text, [placeholder, PREFERENCES_PLACEHOLDER])
+        self._html = Base64Body(envelope.html, [placeholder, PREFERENCES_PLACEHOLDER])
+
+    def _stuffed_pieces(self) -> list[bytes | str]:
+        """The pieces as they go on the wire: constant ones dot-stuffed here, once, and the last one
+        ending with the terminating CRLF.CRLF.  A constant piece starts a line when it is the first or
+        follows a body (base64 ends with CRLF); after a header value it continues that value's line."""
+        stuffed: list[bytes | str] = []
+        at_line_start = True
+        for piece in self._pieces:
+            if isinstance(piece, str):
+                if piece in ("TEXT", "HTML"):
+                    if not at_line_start:
+                        raise AssertionError(f"the {piece} body does not start a line")
+                    at_line_start = True  # base64 output ends with CRLF
+                else:
+                    if at_line_start:
+                        raise AssertionError(f"the {piece} header value would start a line")
+                    at_line_start = False  # a header value never ends with a line break
+                stuffed.append(piece)
+                continue
+            quoted = _LINE_START_DOT.sub(b"..", piece)
+            if not at_line_start and piece.startswith(b"."):
+                quoted = quoted[1:]  # mid-line: that first dot does not start a line
+            stuffed.append(quoted)
+            if piece:
+                at_line_start = piece.endswith(b"\n")
+        if not self._pieces or not isinstance(stuffed[-1], bytes) or not stuffed[-1].endswith(_CRLF):
+            raise AssertionError("message skeleton does not end with a constant line")
+        stuffed[-1] = stuffed[-1] + b"." + _CRLF
+        return stuffed
+
+    def _values(self, recipient: Recipient) -> dict[str, bytes]:
         url = recipient.unsubscribe_url
-        values = {
+        if _UNSAFE_HEADER.search(url):
+            raise HeaderInjection(f"line break in unsubscribe URL {url[:60]!r}")
+        # "" leaves the preferences placeholder as it is, like _with_preferences in build_message
+        preferences = recipient.preferences_url or self._preferences_placeholder
+        personal = {self.placeholder: url.encode("utf-8"), self._preferences_placeholder: preferences.encode("utf-8")}
+        return {
             "TO": _header_value(recipient.email).encode("utf-8"),  # UTF-8 only for an SMTPUTF8 local part
             "MID": _header_value(recipient.message_id).encode("ascii"),
             "LU": _header_value(list_unsubscribe(url, self.envelope.delivery)).encode("ascii"),
-            "TEXT": _base64_body(_with_preferences(url.join(self._text_parts), recipient)),
-            "HTML": _base64_body(_with_preferences(url.join(self._html_parts), recipient)),
+            "TEXT": self._text.encode(personal),
+            "HTML": self._html.encode(personal),
         }
+
+    def render(self, recipient: Recipient) -> bytes:
+        """The message for one recipient, byte for byte what ``build_message`` makes."""
+        values = self._values(recipient)
         return b"".join(values[p] if isinstance(p, str) else p for p in self._pieces)
+
+    def render_wire(self, recipient: Recipient) -> DotStuffed:
+        """The same message dot-stuffed and terminated for SMTP DATA: ``dot_stuff(render(r))``."""
+        values = self._values(recipient)
+        return DotStuffed(b"".join(values[p] if isinstance(p, str) else p for p in self._wire_pieces))

@@ -8,10 +8,17 @@ per topic (tag), the RFC 5005 archive documents and a readable HTML page per fee
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import pickle
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -28,6 +35,7 @@ FEED_PAGE = "feed.html"
 FEED_TEMPLATE = "feed.html"
 TAGS_FOLDER = "tags/"
 ARCHIVE_FOLDER = "feed-archive/"
+log = logging.getLogger(__name__)
 STYLESHEET_FILE = "feed.xsl"
 STYLESHEET_PI = f'<?xml-stylesheet type="text/xsl" href="{STYLESHEET_FILE}"?>'.encode("ascii")
 
@@ -205,7 +213,22 @@ def _author_name(item: Item, config: Config) -> str:
     return item.source.name if item.source else config.organisation.name
 
 
-def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str, html_type: str) -> FeedGenerator:
+def _point(fg: FeedGenerator, config: Config, spec: FeedSpec, self_file: str) -> None:
+    """The parts of a feed's head that differ between its RSS and Atom documents: the self link and
+    the extra links (archives point at documents of their own format)."""
+    site = config.site
+    # feedgen uses the *last* link added as the RSS channel <link>: self first, site last.
+    fg.link(href=site.url(spec.path(self_file)), rel="self", replace=True,
+            type="application/rss+xml" if self_file == spec.rss_file else "application/atom+xml")
+    fg.link(href=site.url(spec.page) if spec.page else site.base_url, rel="alternate", type="text/html")
+    extras: _FeedExtras = fg.extras
+    extras.links = [("hub", spec.hub, None)] if spec.hub else []
+    extras.links.extend((rel, href, None) for rel, href in spec.links)
+
+
+def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str) -> FeedGenerator:
+    """One generator whose entries serve both formats: serialise it as RSS, ``_point`` it at the
+    Atom document, serialise it again (feedgen's entries cost most; they are made once)."""
     site, org = config.site, config.organisation
     fg = FeedGenerator()
     fg.load_extension("dc")
@@ -217,14 +240,8 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
     fg.author({"name": org.name, "uri": org.website})
     fg.generator("newsletter-pipeline", uri="https://pypi.org/project/feedgen/")
     fg.rights(org.copyright)
-    # feedgen uses the *last* link added as the RSS channel <link>: self first, site last.
-    fg.link(href=site.url(spec.path(self_file)), rel="self",
-            type="application/rss+xml" if self_file == spec.rss_file else "application/atom+xml")
-    fg.link(href=site.url(spec.page) if spec.page else site.base_url, rel="alternate", type="text/html")
+    _point(fg, config, spec, self_file)
     extras: _FeedExtras = fg.extras
-    if spec.hub:
-        extras.links.append(("hub", spec.hub, None))
-    extras.links.extend((rel, href, None) for rel, href in spec.links)
     extras.archive = spec.archive
     if spec.ttl:
         fg.ttl(spec.ttl)
@@ -260,7 +277,10 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
         for tag in item.tags:
             fe.category(term=tag, label=tag)
         fe.summary(item.summary)
-        fe.content(item.full_html, type=html_type)
+        # Atom gets escaped HTML with type="html" ("CDATA" is not an Atom content type), RSS a CDATA
+        # section: feedgen keeps one content record per format, so each gets its own type.
+        fe.content(item.full_html, type="html")
+        fe._FeedEntry__rss_content["type"] = "CDATA"
         attachment = item.enclosure or item.image  # RSS allows one enclosure: the file, else the image
         if attachment:
             fe.enclosure(attachment.url, str(attachment.length), attachment.type)
@@ -297,14 +317,27 @@ def with_stylesheet(document: bytes, href: str = STYLESHEET_FILE) -> bytes:
 
 
 def build_rss(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
-    document = _generator(items, config, spec, spec.rss_file, "CDATA").rss_str(pretty=True)
+    document = _generator(items, config, spec, spec.rss_file).rss_str(pretty=True)
     return with_stylesheet(document, spec.stylesheet_href)
 
 
 def build_atom(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
-    # "CDATA" is not an Atom content type: Atom gets escaped HTML with type="html".
-    document = _generator(items, config, spec, spec.atom_file, "html").atom_str(pretty=True)
+    document = _generator(items, config, spec, spec.atom_file).atom_str(pretty=True)
     return with_stylesheet(document, spec.stylesheet_href)
+
+
+def build_rss_and_atom(items: list[Item], config: Config, rss_spec: FeedSpec,
+                       atom_spec: FeedSpec | None = None) -> tuple[bytes, bytes]:
+    """``build_rss(items, config, rss_spec), build_atom(items, config, atom_spec)`` from one generator.
+    The two specs may differ only in their links and file names."""
+    atom_spec = atom_spec or rss_spec
+    if replace(atom_spec, links=rss_spec.links, rss_file=rss_spec.rss_file, atom_file=rss_spec.atom_file) != rss_spec:
+        raise ValueError("RSS and Atom documents built together must differ only in links and file names")
+    fg = _generator(items, config, rss_spec, rss_spec.rss_file)
+    rss = with_stylesheet(fg.rss_str(pretty=True), rss_spec.stylesheet_href)
+    _point(fg, config, atom_spec, atom_spec.atom_file)
+    atom = with_stylesheet(fg.atom_str(pretty=True), atom_spec.stylesheet_href)
+    return rss, atom
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -456,8 +489,8 @@ def topic_spec(topic: Topic, config: Config) -> FeedSpec:
 
 
 def feed_set(items: list[Item], config: Config, spec: FeedSpec) -> dict[str, bytes]:
-    files = {spec.path(spec.rss_file): build_rss(items, config, spec),
-             spec.path(spec.atom_file): build_atom(items, config, spec)}
+    rss, atom = build_rss_and_atom(items, config, spec)
+    files = {spec.path(spec.rss_file): rss, spec.path(spec.atom_file): atom}
     if spec.json_file:
         files[spec.path(spec.json_file)] = build_json_feed(items, config, spec)
     return files
@@ -484,22 +517,84 @@ def archive_file(kind: str, number: int) -> str:
     return f"{ARCHIVE_FOLDER}{kind}-{number}.xml"
 
 
+class ArchiveCache:
+    """Built archive documents from earlier runs, in the state folder, by a hash of everything a
+    document is made from: its items, its spec (links, names), the config and this module's code.
+
+    A full archive page never changes (pages count from the oldest item), so after one edit of
+    10,000 items only the newest page and the main feeds are built again.  Only ``app.run``
+    saves it (``save_archive_cache``); a dry run reads it and writes nothing."""
+
+    FILE = "archive-cache.pickle"
+
+    def __init__(self, config: Config):
+        self.path = config.path("state") / self.FILE
+        code = Path(__file__).read_bytes()
+        self.base = hashlib.sha256(code + config.model_dump_json().encode()).digest()
+        self.old: dict[str, tuple[bytes, bytes]] = {}
+        try:
+            with self.path.open("rb") as f:
+                stored = pickle.load(f)
+            if isinstance(stored, dict):
+                self.old = stored
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a damaged cache only means building again
+            log.warning("archive cache %s unreadable (%s); building every archive page", self.path, exc)
+        self.used: dict[str, tuple[bytes, bytes]] = {}
+
+    def get_or_build(self, page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec,
+                     build: Callable[[], tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        key = hashlib.sha256(self.base + pickle.dumps((rss_spec, atom_spec, page), protocol=5)).hexdigest()
+        data = self.old.get(key)
+        if data is None:
+            data = build()
+        self.used[key] = data
+        return data
+
+    def save(self) -> None:
+        if self.used.keys() == self.old.keys():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with temp.open("wb") as f:
+            pickle.dump(self.used, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, self.path)
+
+
+_archive_caches: dict[Path, ArchiveCache] = {}
+
+
+def save_archive_cache(config: Config) -> None:
+    """Keep what this process built for the next run (and forget pages no longer made)."""
+    cache = _archive_caches.pop(config.path("state"), None)
+    if cache is not None:
+        cache.save()
+
+
 def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, bytes]:
     """RFC 5005 archived feeds for RSS and Atom, linked prev-archive/next-archive/current."""
     site = config.site
+    cache = _archive_caches[config.path("state")] = ArchiveCache(config)
     files: dict[str, bytes] = {}
-    for kind, builder, main_file in (("rss", build_rss, RSS_FILE), ("atom", build_atom, ATOM_FILE)):
-        for number, page in enumerate(pages, start=1):
+    for number, page in enumerate(pages, start=1):
+        specs = []
+        for kind, main_file in (("rss", RSS_FILE), ("atom", ATOM_FILE)):
             links = [("current", site.url(main_file))]
             if number > 1:
                 links.append(("prev-archive", site.url(archive_file(kind, number - 1))))
             if number < len(pages):
                 links.append(("next-archive", site.url(archive_file(kind, number + 1))))
             name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
-            spec = FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
-                            title=f"{site.title} (archive {number})", rss_file=name, atom_file=name, json_file=None)
-            files[spec.path(name)] = builder(page, config, spec)
-    return files
+            specs.append(FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
+                                  title=f"{site.title} (archive {number})", rss_file=name, atom_file=name,
+                                  json_file=None))
+        rss_spec, atom_spec = specs
+        rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
+                                       partial(build_rss_and_atom, page, config, rss_spec, atom_spec))
+        files[rss_spec.path(rss_spec.rss_file)] = rss
+        files[atom_spec.path(atom_spec.atom_file)] = atom
+    return dict(sorted(files.items(), key=lambda pair: not pair[0].startswith(ARCHIVE_FOLDER + "rss")))
 
 
 def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
@@ -529,10 +624,9 @@ def feed_files(items: list[Item], config: Config) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     if pages:
         newest = len(pages)
-        files[RSS_FILE] = build_rss(chosen, config, replace(main, links=(
-            ("prev-archive", config.site.url(archive_file("rss", newest))),)))
-        files[ATOM_FILE] = build_atom(chosen, config, replace(main, links=(
-            ("prev-archive", config.site.url(archive_file("atom", newest))),)))
+        files[RSS_FILE], files[ATOM_FILE] = build_rss_and_atom(
+            chosen, config, replace(main, links=(("prev-archive", config.site.url(archive_file("rss", newest))),)),
+            replace(main, links=(("prev-archive", config.site.url(archive_file("atom", newest))),)))
         files[JSON_FILE] = build_json_feed(chosen, config, main)
         files.update(archive_documents(pages, config))
     else:

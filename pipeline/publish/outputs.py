@@ -45,7 +45,7 @@ def input_fingerprint(config: Config, remote: list[Item], edition_ids: list[str]
     digest = hashlib.sha256(__version__.encode())
     digest.update(config.source_file.read_bytes())
     for folder, pattern in ((config.path("templates"), "**/*"), (config.path("content"), "**/*")):
-        for path in sorted(folder.glob(pattern)):
+        for path in sorted(folder.glob(pattern), key=str):  # strings sort 10,000 paths far faster
             if path.is_file():
                 digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     for item in remote:

@@ -6,8 +6,12 @@ because the person fixing them is an editor with a text editor, not a programmer
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import pickle
 import re
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -35,6 +39,25 @@ _FrontMatterLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+# libyaml's parser when PyYAML was built with it (about 8x faster than the pure-Python one), with the
+# same constructor and resolver.  Its error marks can differ, so a file it refuses is parsed again by
+# the pure-Python loader, whose error (and line) is the one reported.
+_FastLoader: Any = _FrontMatterLoader
+if hasattr(yaml, "CSafeLoader"):
+    class _CFrontMatterLoader(yaml.CSafeLoader):
+        yaml_implicit_resolvers = _FrontMatterLoader.yaml_implicit_resolvers
+
+    _FastLoader = _CFrontMatterLoader
+
+
+def _load_yaml(header: str, loader_class: Any) -> tuple[Any, Any]:
+    loader = loader_class(header)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else {}
+    finally:
+        loader.dispose()
 
 
 def _parse_datetime(value: Any) -> datetime:
@@ -101,17 +124,18 @@ def _split(text: str, shown: str) -> _Document:
     except StopIteration:
         raise ContentError(shown, 1, None, "front matter is not closed by a '---' line") from None
     header = "\n".join(lines[1:end])
-    loader = _FrontMatterLoader(header)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
+        try:
+            node, data = _load_yaml(header, _FastLoader)
+        except yaml.YAMLError:
+            if _FastLoader is _FrontMatterLoader:
+                raise
+            node, data = _load_yaml(header, _FrontMatterLoader)  # raises the reference error
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 1
         problem = getattr(exc, "problem", exc)
         raise ContentError(shown, line, None, f"front matter is not valid YAML: {problem}") from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict):
         raise ContentError(shown, 2, None, "front matter must be a mapping of fields")
     key_lines = {}
@@ -133,12 +157,16 @@ def _summary_from(html: str, limit: int = 280) -> str:
 
 def read_item(path: Path, config: Config, shown: str | None = None) -> Item:
     """Parse one content file into an Item, or raise ContentError naming file, line and field."""
-    shown = shown or str(path)
+    return _parse_item(path, path.read_bytes(), config, shown or str(path))
+
+
+def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
     slug = path.stem
     if not _SLUG.match(slug):
         raise ContentError(shown, None, "slug", "file name must be lower-case letters, digits and hyphens")
     try:
-        text = path.read_text(encoding="utf-8")
+        # As read_text: universal newlines, so line numbers count the same for CRLF files.
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ContentError(shown, None, None, f"not UTF-8 text ({exc.reason})") from None
     doc = _split(text, shown)
@@ -187,22 +215,103 @@ def read_item(path: Path, config: Config, shown: str | None = None) -> Item:
     )
 
 
-def read_content(config: Config) -> list[Item]:
-    """Read every ``*.md`` file of the content folder; the first broken file stops the read."""
+def read_content(config: Config, *, remember: bool = False) -> list[Item]:
+    """Read every ``*.md`` file of the content folder; the first broken file stops the read.
+
+    A file whose bytes were parsed before (same name, same content hash, same config and program)
+    is taken from the parse cache in the state folder instead of being parsed again; with
+    ``remember`` the cache is then rewritten to hold exactly the files read now."""
     folder = config.path("content")
     if not folder.is_dir():
         raise ContentError(str(folder), None, None, "content folder does not exist")
+    cache = ParseCache.load(config)
     items: list[Item] = []
     seen: dict[str, str] = {}
-    for path in sorted(folder.glob("*.md")):
-        shown = _display(path, config.root)
-        item = read_item(path, config, shown)
+    parsed = 0
+    for path in sorted(folder.glob("*.md"), key=lambda p: p.name):  # one folder: by name, as strings
+        raw = path.read_bytes()
+        item = cache.get(path.name, raw)
+        shown = _display(path, config.root) if item is None or item.id in seen else ""
+        if item is None:
+            item = _parse_item(path, raw, config, shown)
+            cache.put(path.name, raw, item)
+            parsed += 1
         if item.id in seen:
             raise ContentError(shown, None, "id", f"duplicate id {item.id!r}, also used by {seen[item.id]}")
         seen[item.id] = shown
         items.append(item)
-    log.debug("read %d items from %s", len(items), folder)
+    if remember:
+        cache.save()
+    log.debug("read %d items from %s (%d parsed, the rest from the cache)", len(items), folder, parsed)
     return items
+
+
+def _code_fingerprint() -> str:
+    """The program version and the code that turns a file into an Item: a change to either makes
+    every cached parse stale (a version number alone misses a change made between releases)."""
+    from .. import __version__, items, text
+
+    digest = hashlib.sha256(__version__.encode())
+    for module in (sys.modules[__name__], items, text):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()
+
+
+class ParseCache:
+    """Parsed content files by file name and content hash, in one pickle in the state folder.
+
+    Everything is keyed, so nothing stale can come back: an edited file has a new hash, a
+    renamed one a new name, a deleted one is dropped when the cache is saved, and a change of
+    the config or the program (``_code_fingerprint``) discards the whole cache."""
+
+    FILE = "content-cache.pickle"
+    FORMAT = 2
+
+    def __init__(self, path: Path, key: str, entries: dict[str, tuple[str, bytes]]):
+        self.path, self.key = path, key
+        self.old = entries
+        self.new: dict[str, tuple[str, bytes]] = {}
+
+    @classmethod
+    def load(cls, config: Config) -> ParseCache:
+        path = config.path("state") / cls.FILE
+        key = hashlib.sha256(f"{cls.FORMAT}\0{_code_fingerprint()}\0{config.model_dump_json()}".encode()).hexdigest()
+        entries: dict[str, tuple[str, bytes]] = {}
+        try:
+            with path.open("rb") as f:
+                stored = pickle.load(f)
+            if isinstance(stored, dict) and stored.get("key") == key:
+                entries = stored["files"]
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is only a slower read
+            log.warning("content cache %s unreadable (%s); parsing every file", path, exc)
+        return cls(path, key, entries)
+
+    def get(self, name: str, raw: bytes) -> Item | None:
+        entry = self.old.get(name)
+        if entry is None:
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        if entry[0] != digest:
+            return None
+        self.new[name] = entry
+        item = pickle.loads(entry[1])
+        return item if isinstance(item, Item) else None
+
+    def put(self, name: str, raw: bytes, item: Item) -> None:
+        # Each item pickled on its own, once: saving after one edit copies bytes, it pickles one item.
+        self.new[name] = (hashlib.sha256(raw).hexdigest(), pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def save(self) -> None:
+        """Write the files read this time (and only those), atomically; unchanged, nothing is written."""
+        if self.new.keys() == self.old.keys() and all(self.new[k][0] == self.old[k][0] for k in self.new):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with temp.open("wb") as f:
+            pickle.dump({"key": self.key, "files": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, self.path)
 
 
 def _display(path: Path, root: Path) -> str:

@@ -1,0 +1,104 @@
+"""The parse cache of content files: a stale entry must never come back (edit, rename, delete, config, version)."""
+
+from __future__ import annotations
+
+import pytest
+
+import pipeline
+from pipeline.config import load_config
+from pipeline.errors import ContentError
+from pipeline.sources import local
+from pipeline.sources.local import ParseCache, read_content
+
+from .conftest import set_config, write_item
+
+VALID = 'title: "A title"\ndate: 2021-11-05T10:00:00-04:00'
+
+
+@pytest.fixture
+def parses(monkeypatch) -> list[str]:
+    """The files really parsed (not taken from the cache), in order."""
+    seen: list[str] = []
+    real = local._parse_item
+
+    def spy(path, raw, config, shown):
+        seen.append(path.name)
+        return real(path, raw, config, shown)
+
+    monkeypatch.setattr(local, "_parse_item", spy)
+    return seen
+
+
+def _read(config, parses):
+    parses.clear()
+    return {item.slug: item for item in read_content(config, remember=True)}
+
+
+def test_a_second_read_parses_nothing_and_gives_the_same_items(config, parses):
+    first = _read(config, parses)
+    assert len(parses) == len(first) > 1
+    second = _read(config, parses)
+    assert parses == [] and second == first
+
+
+def test_an_edited_file_is_parsed_again_and_only_it(project, config, parses):
+    write_item(project, "story", VALID)
+    before = _read(config, parses)
+    write_item(project, "story", VALID.replace("A title", "A better title"))
+    after = _read(config, parses)
+    assert parses == ["story.md"] and after["story"].title == "A better title"
+    assert {k: v for k, v in after.items() if k != "story"} == {k: v for k, v in before.items() if k != "story"}
+
+
+def test_a_renamed_file_is_a_new_item_and_the_old_name_is_gone(project, config, parses):
+    path = write_item(project, "old-name", VALID)
+    _read(config, parses)
+    path.rename(project / "content" / "new-name.md")
+    items = _read(config, parses)
+    assert parses == ["new-name.md"] and "new-name" in items and "old-name" not in items
+    assert "new-name" in items["new-name"].link
+
+
+def test_a_deleted_file_is_gone_and_dropped_from_the_cache(project, config, parses):
+    path = write_item(project, "doomed", VALID)
+    assert "doomed" in _read(config, parses)
+    path.unlink()
+    assert "doomed" not in _read(config, parses) and parses == []
+    assert "doomed.md" not in ParseCache.load(config).old
+    write_item(project, "doomed", VALID)  # and back again: parsed afresh, not resurrected
+    assert "doomed" in _read(config, parses) and parses == ["doomed.md"]
+
+
+def test_a_config_change_parses_everything_again(project, config, parses):
+    write_item(project, "story", VALID)
+    first = _read(config, parses)
+    changed = load_config(set_config(project, **{"site.item_link": "https://news.example.net/{slug}"}))
+    second = _read(changed, parses)
+    assert len(parses) == len(first)
+    assert second["story"].link.startswith("https://news.example.net/") and second["story"] != first["story"]
+
+
+def test_a_new_program_version_parses_everything_again(config, parses, monkeypatch):
+    first = _read(config, parses)
+    monkeypatch.setattr(pipeline, "__version__", "999.0")
+    _read(config, parses)
+    assert len(parses) == len(first)
+
+
+def test_a_broken_file_is_never_cached_and_reports_the_same_line(project, config, parses):
+    write_item(project, "broken", 'title: "A title"\ndate: [2021')
+    for _ in range(2):
+        with pytest.raises(ContentError) as caught:
+            read_content(config, remember=True)
+        assert str(caught.value).startswith("content/broken.md:3: front matter is not valid YAML")
+
+
+def test_a_read_without_remember_writes_no_cache(config, parses):
+    read_content(config)
+    assert not (config.path("state") / ParseCache.FILE).exists()
+
+
+def test_a_damaged_cache_is_only_a_slower_read(config, parses):
+    first = _read(config, parses)
+    (config.path("state") / ParseCache.FILE).write_bytes(b"not a pickle")
+    assert _read(config, parses) == first and len(parses) == len(first)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,12 +35,17 @@ from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs,
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
-from .state.storage import LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, Edition, RunRecord, Storage, StoredDigest
+from .bounces.parse import Addresses
+from .bounces.policy import BounceResult
+from .state.storage import (
+    LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, BounceEvent, Claim, Edition, RunRecord, Storage, StoredDigest,
+    Subscriber, Suppression,
+)
 
 log = logging.getLogger(__name__)
 
 MANUAL_JOB = "manual"
-Action = Literal["run", "feeds", "send", "retry"]
+Action = Literal["run", "feeds", "send", "retry", "bounces"]
 
 
 # -- the parts every use case shares ------------------------------------------------------------
@@ -102,6 +107,7 @@ class RunOutcome:
     reports: list[SendReport] = field(default_factory=list)
     unchanged: bool = False  # nothing changed since the last run: nothing was parsed, rendered or written
     renders: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)  # what a non-sending action did (e.g. bounces read)
 
     @property
     def status(self) -> str:
@@ -121,6 +127,7 @@ class RunOutcome:
             "deferred": sum(r.deferred for r in self.reports), "retried": sum(r.retried for r in self.reports),
             "unreachable": next((r.unreachable for r in self.reports if r.unreachable), None),
             "stopped": any(r.stopped for r in self.reports), "duration_s": round(duration, 3),
+            **self.notes,
         }
 
 
@@ -141,6 +148,8 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
     new edition (if any) and sends what is due, ``retry`` only sends what is already queued and due.
     ``send`` and ``retry`` write just the archive pages their messages link to."""
     action = action or action_for(config, job)
+    if action == "bounces":  # reads the bounce mailbox only; needs no run lock (every step is idempotent)
+        return _bounce_run(config, job)
     with run_lock(config.path("state"), wait=wait, stop=stop), open_storage(config) as storage:
         run_id = storage.start_run(job)
         started = time.monotonic()
@@ -249,8 +258,10 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
             log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
         chosen_transport = transport or transport_for(config, edition_id)
         sender = Sender(storage, edition_id, lambda claim: mail.render(claim.email), chosen_transport,
-                        SendSettings.for_delivery(delivery, chosen_transport), stop=stop, progress=progress)
+                        SendSettings.for_delivery(delivery, chosen_transport), stop=stop, progress=progress,
+                        envelope_for=return_paths(config, edition_id, secret))
         report = sender.run()
+        record_send_refusals(config, storage, edition_id)
         report.failures = storage.failures(edition_id)
         report.next_retry = storage.next_retry(edition_id)
         log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
@@ -367,6 +378,7 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             "editions_with_unsent": [],
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
                             "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
+            "suppressed": storage.suppression_counts(),
         }
         if latest:
             report["last_edition"] = _edition_row(storage, latest)
@@ -412,3 +424,168 @@ def storage_for(config: Config) -> Iterator[Storage]:
     """The state database for the subscriber commands and the web app."""
     with open_storage(config) as storage:
         yield storage
+
+
+# -- bounces, complaints and the suppression list (issue 14) -----------------------------------------
+
+def return_paths(config: Config, edition_id: str, secret: bytes) -> Callable[[Claim], str] | None:
+    """The VERP envelope sender of each message of an edition, when a bounce domain is configured."""
+    from .mail.verp import make_return_path
+
+    bounces = config.bounces
+    if not bounces.domain:
+        return None
+    domain, local_part = bounces.domain, bounces.local_part
+    return lambda claim: make_return_path(secret, edition_id, claim.subscriber_id, local_part, domain)
+
+
+def record_send_refusals(config: Config, storage: Storage, edition_id: str) -> int:
+    """The 5xx refusals the relay gave while sending count as bounces too (hard for a missing mailbox,
+    soft for a full one, not at all for refusals about us); each failed row is looked at once."""
+    from .bounces.policy import classify_smtp_reply, record_bounce
+
+    counted = 0
+    for subscriber_id, email, reply in storage.unrecorded_send_failures(edition_id):
+        kind = classify_smtp_reply(reply)
+        record_bounce(storage, config.bounces.policy, email, kind, reply or "refused at send time", "smtp",
+                      edition_id=edition_id, subscriber_id=subscriber_id)
+        counted += kind != "not counted"
+    return counted
+
+
+def bounce_addresses(config: Config, secret: bytes) -> Addresses:
+    delivery = config.require_delivery()
+    from email.utils import parseaddr
+
+    return Addresses(secret, config.bounces.local_part, config.bounces.domain,
+                     parseaddr(delivery.unsubscribe_mailto)[1].lower())
+
+
+def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,
+                    envelope_recipients: list[str] | None = None) -> list[BounceResult]:
+    """One received message (a bounce, a complaint, a mailto unsubscribe) through the policy."""
+    from .bounces.parse import read_message
+    from .bounces.policy import record_bounce
+    from .mail.addresses import AddressError, normalise_address
+
+    results = []
+    for report in read_message(raw, addresses, envelope_recipients or ()):
+        email = report.email or ""
+        if email:
+            try:
+                email = normalise_address(email)
+            except AddressError:
+                continue
+        target = report.target
+        results.append(record_bounce(storage, config.bounces.policy, email, report.kind, report.reason, source,
+                                     edition_id=target.edition_id if target else None,
+                                     subscriber_id=target.subscriber_id if target else None))
+    return results
+
+
+@dataclass
+class BounceFetch:
+    """What one read of the bounce mailbox did."""
+
+    fetched: int
+    already: int
+    results: list[BounceResult]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        return counts
+
+
+def fetch_bounces(config: Config) -> BounceFetch:
+    """Read the bounce mailbox once: every new message through the policy, each exactly once."""
+    from .bounces.mailbox import fetch_mailbox, mailbox_source
+    from .environment import secret_from_env
+
+    settings = config.bounces.mailbox
+    if settings is None:
+        raise PipelineError(f"{config.source_file}: bounces.mailbox: not configured")
+    delivery = config.require_delivery()
+    password = secret_from_env(settings.password_env)
+    if password is None:
+        raise PipelineError(f"the bounce mailbox password is not set: put it in ${settings.password_env}")
+    secret = signing_secret(delivery.secret_env, config.path("state"))
+    results: list[BounceResult] = []
+    with open_storage(config) as storage:
+        addresses = bounce_addresses(config, secret)
+        source = "mailbox"
+        report = fetch_mailbox(settings, password, storage,
+                               lambda raw: results.extend(handle_received(config, storage, addresses, raw, source)),
+                               str(config.resolve(settings.ca_file)) if settings.ca_file else None)
+    log.info("bounce mailbox %s: %d new messages, %d seen before", mailbox_source(settings), report.fetched,
+             report.already)
+    return BounceFetch(report.fetched, report.already, results)
+
+
+def _bounce_run(config: Config, job: str) -> RunOutcome:
+    with open_storage(config) as storage:
+        run_id = storage.start_run(job)
+    started = time.monotonic()
+    try:
+        fetched = fetch_bounces(config)
+    except BaseException as exc:
+        with open_storage(config) as storage:
+            storage.finish_run(run_id, "failed", {"action": "bounces", "error": str(exc)})
+        raise
+    outcome = RunOutcome("bounces", notes={"bounce_messages": fetched.fetched, "bounce_outcomes": fetched.counts()})
+    with open_storage(config) as storage:
+        storage.finish_run(run_id, "ok", outcome.summary(time.monotonic() - started))
+    return outcome
+
+
+def make_bounce_receiver(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
+    """The SMTP receiver for the bounce domain (started by the caller); each message through the policy."""
+    from .service.bounce_receiver import make_receiver
+
+    delivery = config.require_delivery()
+    addresses = bounce_addresses(config, signing_secret(delivery.secret_env, config.path("state")))
+    receiver = config.bounces.receiver
+
+    def deliver(raw: bytes, recipients: list[str]) -> None:
+        handle_received(config, storage, addresses, raw, "receiver", recipients)
+
+    return make_receiver(addresses, deliver, host or receiver.host, receiver.port if port is None else port,
+                         receiver.max_size)
+
+
+@dataclass
+class SubscriberDetails:
+    subscriber: Subscriber
+    suppression: Suppression | None
+    events: list[BounceEvent]
+    suppressions: list[Suppression]
+
+
+def subscriber_details(config: Config, address: str) -> SubscriberDetails:
+    from .mail.addresses import normalise_address
+
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        events, held = storage.bounce_history(subscriber.id)
+        return SubscriberDetails(subscriber, storage.active_suppression(subscriber.id), events, held)
+
+
+def lift_suppression(config: Config, address: str, reason: str) -> bool:
+    """An operator puts a suppressed address back on the list, with a reason that is kept."""
+    from .mail.addresses import normalise_address
+
+    if not reason.strip():
+        raise PipelineError("say why the suppression is lifted (--reason)")
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        lifted = storage.lift_suppression(subscriber.id, reason.strip())
+    if lifted:
+        log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
+    return lifted

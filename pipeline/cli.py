@@ -272,6 +272,44 @@ def subscribers_list(ctx: Context, status: str | None) -> None:
             click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
 
 
+@subscribers.command("show")
+@click.argument("address")
+@pass_context
+def subscribers_show(ctx: Context, address: str) -> None:
+    """One subscriber: status, suppression, and every bounce, complaint and decision."""
+    from . import app
+
+    details = app.subscriber_details(ctx.config, address)
+    sub = details.subscriber
+    click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+    click.echo(f"subscribed at {sub.subscribed_at.isoformat(timespec='seconds') if sub.subscribed_at else '-'}"
+               + (f", unsubscribed at {sub.unsubscribed_at.isoformat(timespec='seconds')}" if sub.unsubscribed_at else ""))
+    held = details.suppression
+    click.echo(f"suppressed: {held.reason} since {held.created_at.isoformat(timespec='seconds')} ({held.detail})"
+               if held else "suppressed: no")
+    if details.events or details.suppressions:
+        click.echo("history:")
+    for event in details.events:
+        click.echo(f"  {event.created_at.isoformat(timespec='seconds')}  {event.kind:<11} via {event.source:<14} "
+                   f"{event.outcome}: {event.reason}" + (f" (edition {event.edition_id})" if event.edition_id else ""))
+    for lifted in details.suppressions:
+        if lifted.lifted_at:
+            click.echo(f"  {lifted.lifted_at.isoformat(timespec='seconds')}  lifted      {lifted.reason} "
+                       f"suppression: {lifted.lifted_reason}")
+
+
+@subscribers.command("unsuppress")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why the address may be mailed again (kept in its history).")
+@pass_context
+def subscribers_unsuppress(ctx: Context, address: str, reason: str) -> None:
+    """Lift the suppression of ADDRESS (after a bounce or complaint), with a recorded reason."""
+    from . import app
+
+    lifted = app.lift_suppression(ctx.config, address, reason)
+    click.echo(f"{address}: {'suppression lifted' if lifted else 'was not suppressed'}")
+
+
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @pass_context
@@ -285,7 +323,7 @@ def subscribers_import(ctx: Context, csv_file: Path) -> None:
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
-               f"duplicates {report.duplicates}, invalid {len(report.invalid)}")
+               f"kept suppressed {report.kept_suppressed}, duplicates {report.duplicates}, invalid {len(report.invalid)}")
 
 
 @subscribers.command("export")
@@ -327,6 +365,48 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
     with open_storage(ctx.config) as storage:
         server = make_web_server(ctx.config, storage, host, port)
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounces, complaints and mailto unsubscribes."""
+
+
+@bounces.command("fetch")
+@pass_context
+def bounces_fetch(ctx: Context) -> None:
+    """Read the bounce mailbox (bounces.mailbox) once; each message is counted once, ever."""
+    from . import app
+
+    fetched = app.fetch_bounces(ctx.config)
+    counts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(fetched.counts().items())) or "nothing to do"
+    click.echo(f"{fetched.fetched} new messages ({fetched.already} seen before): {counts}")
+
+
+@cli.command("serve-bounces")
+@click.option("--host", default=None, help="Address to listen on (default bounces.receiver.host).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default bounces.receiver.port; 0: any).")
+@pass_context
+def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
+    """Receive bounces by SMTP for the bounce domain (point its MX here); Ctrl-C or SIGTERM stops it."""
+    import signal
+    import threading
+
+    from . import app
+
+    stop = threading.Event()
+    with app.open_storage(ctx.config) as storage:
+        receiver = app.make_bounce_receiver(ctx.config, storage, host, port)
+        receiver.start()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        click.echo(f"receiving bounces on {receiver.hostname}:{receiver.port} (Ctrl-C to stop)", err=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            receiver.stop()
 
 
 @cli.command()
@@ -424,6 +504,9 @@ def format_status(report: dict) -> str:
         lines.append(f"Unsent messages in edition {_edition_line(other)}")
     subs = report["subscribers"]
     lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
+    suppressed = report.get("suppressed") or {}
+    lines.append("Suppressed: " + (", ".join(f"{count} {reason}" for reason, count in sorted(suppressed.items()))
+                                   + f" ({sum(suppressed.values())} in all)" if suppressed else "none"))
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ class ImportReport:
     added: int = 0
     updated: int = 0
     kept_unsubscribed: int = 0
+    kept_suppressed: int = 0  # bounced or complained: an import never puts them back on the list
     duplicates: int = 0
     invalid: list[str] = field(default_factory=list)
 
@@ -43,6 +44,7 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
     batch: list[tuple[str, str | None, dict[str, str]]] = []
 
     def flush() -> None:
+        report.kept_suppressed += len(storage.suppressed_among([email for email, _, _ in batch]))
         counts = storage.merge_subscribers(batch)
         report.added += counts["added"]
         report.updated += counts["updated"]

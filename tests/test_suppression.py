@@ -1,0 +1,189 @@
+"""The list looks after itself: bounces and complaints suppress, suppressed addresses are never mailed,
+an operator can lift a suppression with a reason.  Real SQLite state and real SMTP on loopback."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from pipeline import app
+from pipeline.app import open_storage
+from pipeline.bounces.policy import classify_smtp_reply, record_bounce
+from pipeline.config import load_config
+from pipeline.state.storage import SKIPPED, StoredDigest
+from pipeline.subscribers import import_csv
+
+from .bounce_helpers import BOUNCE_DOMAIN, return_path, sample
+from .conftest import SECRET, add_subscribers, run_cli, set_config, use_smtp, write_item
+from .smtp_sink import Behaviour, RecordingHandler, SmtpSink, free_port
+
+
+def _with_bounce_domain(project, port: int, **smtp):
+    set_config(project, **{"bounces.domain": BOUNCE_DOMAIN})
+    return use_smtp(project, port, **smtp)
+
+
+def _new_item(project, slug: str) -> None:
+    write_item(project, slug, f'title: "Story {slug}"\ndate: 2030-01-0{len(slug) % 9 + 1}T09:00:00+00:00')
+
+
+def _recipients_of_latest(config) -> set[str]:
+    with open_storage(config) as storage:
+        edition = storage.latest_edition()
+        assert edition is not None
+        return {sub.email for sub in storage.iter_subscribers()
+                if storage.ledger_counts(edition.id) and _queued_for(storage, edition.id, sub.id)}
+
+
+def _queued_for(storage, edition_id: str, subscriber_id: int) -> bool:
+    from sqlalchemy import select
+
+    from pipeline.state.storage import deliveries
+
+    with storage.engine.connect() as conn:
+        return conn.execute(select(deliveries.c.status).where(deliveries.c.edition_id == edition_id,
+                                                              deliveries.c.subscriber_id == subscriber_id)).first() is not None
+
+
+def test_every_message_carries_a_signed_return_path_and_a_refused_address_is_suppressed_for_the_next_edition(
+        project, secret):
+    handler = RecordingHandler(Behaviour(reject={"reader00001@example.org"}))
+    with SmtpSink(handler) as sink:
+        config = _with_bounce_domain(project, sink.port)
+        addresses = add_subscribers(config, 3)
+        first = app.run(config, progress=False)
+        assert (first.reports[0].sent, first.reports[0].failed) == (2, 1)
+        with open_storage(config) as storage:
+            subscribers = {sub.email: sub.id for sub in storage.iter_subscribers()}
+        edition_id = first.edition.edition_id
+        for message in handler.received:  # MAIL FROM is the VERP address naming edition and subscriber
+            assert message.mail_from == return_path(SECRET, edition_id, subscribers[message.recipient])
+        with open_storage(config) as storage:
+            held = storage.active_suppression(subscribers["reader00001@example.org"])
+        assert held is not None and held.reason == "hard-bounce" and "5.1.1" in held.detail
+
+        _new_item(project, "second")
+        second = app.run(load_config(config.source_file), progress=False)
+        assert second.edition.created and second.reports[0].sent == 2 and second.reports[0].failed == 0
+    assert _recipients_of_latest(config) == {addresses[0], addresses[2]}
+    assert [m.recipient for m in handler.received].count("reader00001@example.org") == 0
+
+
+def test_refusals_about_the_sender_rather_than_the_address_are_not_bounces():
+    assert classify_smtp_reply("550 5.1.1 No such user here") == "hard"
+    assert classify_smtp_reply("550 No such user") == "hard"
+    assert classify_smtp_reply("552 5.2.2 Mailbox full") == "soft"
+    assert classify_smtp_reply("550 5.7.1 Message rejected as spam") == "not counted"
+    assert classify_smtp_reply("535 5.7.8 Authentication failed") == "not counted"
+    assert classify_smtp_reply("could not build the message: bad") == "not counted"
+    assert classify_smtp_reply("gave up after 9 attempts over 3 days: 451 try later") == "not counted"
+
+
+def _edition(storage, edition_id: str) -> None:
+    assert storage.create_edition(edition_id, [f"item-{edition_id}"], StoredDigest("s", "<p>h</p>", "t"))
+
+
+def test_soft_bounces_suppress_after_three_editions_within_the_window_and_repeats_count_once(config):
+    add_subscribers(config, 2)
+    policy = config.bounces.policy
+    with open_storage(config) as storage:
+        for n in range(3):
+            _edition(storage, f"{n:016x}")
+        email = "reader00000@example.org"
+        assert record_bounce(storage, policy, email, "soft", "452 4.2.2 full", "mailbox", "0" * 16).outcome == "counted"
+        assert record_bounce(storage, policy, email, "soft", "452 4.2.2 full", "mailbox", "0" * 16).outcome == "counted"
+        assert record_bounce(storage, policy, email, "soft", "452 4.2.2 full", "mailbox", "1".zfill(16)).outcome == "counted"
+        sub = storage.get_subscriber(email)
+        assert storage.active_suppression(sub.id) is None
+        third = record_bounce(storage, policy, email, "soft", "452 4.2.2 full", "mailbox", "2".zfill(16))
+        assert third.outcome == "suppressed"
+        held = storage.active_suppression(sub.id)
+        assert held.reason == "soft-bounces" and "3 soft bounces within 30 days" in held.detail
+        # Its queued messages are withdrawn like an unsubscribe's; the other subscriber's are not.
+        counts = storage.ledger_counts("2".zfill(16))
+        assert counts[SKIPPED] == 1 and counts["pending"] == 1
+
+
+def test_a_complaint_unsubscribes_and_suppresses_and_an_import_never_puts_anyone_back(config):
+    import io
+
+    add_subscribers(config, 2)
+    with open_storage(config) as storage:
+        result = record_bounce(storage, config.bounces.policy, "reader00000@example.org", "complaint",
+                               "complaint (abuse)", "webhook:ses")
+        assert result.outcome == "unsubscribed, suppressed"
+        record_bounce(storage, config.bounces.policy, "reader00001@example.org", "hard", "550 5.1.1", "mailbox")
+        report = import_csv(storage, io.StringIO("email,name\nreader00000@example.org,A\nreader00001@example.org,B\n"
+                                                 "new@example.org,C\n"))
+        assert (report.added, report.kept_suppressed) == (1, 2)
+        assert storage.get_subscriber("reader00000@example.org").status == "unsubscribed"
+        assert storage.suppression_counts() == {"complaint": 1, "hard-bounce": 1}
+        _edition(storage, "a" * 16)
+        assert storage.get_edition("a" * 16).recipients == 1  # only new@example.org
+
+
+def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, config):
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1 User unknown",
+                      "mailbox", "b" * 16)
+    status = run_cli(project, "status", check=True)
+    assert "Suppressed: 1 hard-bounce (1 in all)" in status.stdout
+    shown = run_cli(project, "subscribers", "show", "reader00000@example.org", check=True).stdout
+    assert "suppressed: hard-bounce since" in shown and "hard        via mailbox" in shown and "550 5.1.1" in shown
+    refused = run_cli(project, "subscribers", "unsuppress", "reader00000@example.org")
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    lifted = run_cli(project, "subscribers", "unsuppress", "reader00000@example.org", "--reason",
+                     "the mailbox was restored (ticket 42)", check=True)
+    assert "suppression lifted" in lifted.stdout
+    shown = run_cli(project, "subscribers", "show", "reader00000@example.org", check=True).stdout
+    assert "suppressed: no" in shown and "lifted      hard-bounce suppression: the mailbox was restored (ticket 42)" in shown
+    with open_storage(config) as storage:
+        _edition(storage, "c" * 16)
+        assert storage.get_edition("c" * 16).recipients == 1
+
+
+@pytest.fixture
+def receiver(project, secret):
+    set_config(project, **{"bounces.domain": BOUNCE_DOMAIN})
+    config = load_config(project / "config.yaml")
+    storage = open_storage(config)
+    controller = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+    controller.start()
+    try:
+        yield config, storage, controller
+    finally:
+        controller.stop()
+        storage.close()
+
+
+def test_the_smtp_receiver_suppresses_the_subscriber_its_return_path_names_and_refuses_forged_ones(receiver):
+    config, storage, controller = receiver
+    add_subscribers(config, 2)
+    target = storage.get_subscriber("reader00001@example.org")
+    _edition(storage, "d" * 16)
+    good = sample("postfix_hard", SECRET, "d" * 16, target.id, "someone-else@example.org")
+    forged = sample("postfix_hard", "a-different-secret-0123", "d" * 16, target.id - 1, "reader00000@example.org")
+    with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("", [return_path("a-different-secret-0123", "d" * 16, target.id - 1)], forged)
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("", ["postmaster@" + BOUNCE_DOMAIN], forged)
+        client.sendmail("", [return_path(SECRET, "d" * 16, target.id)], good)
+    held = storage.active_suppression(target.id)
+    assert held is not None and held.reason == "hard-bounce"  # named by the return path, not by the DSN body
+    assert storage.active_suppression(target.id - 1) is None
+    assert storage.suppression_counts() == {"hard-bounce": 1}
+    events, _ = storage.bounce_history(target.id)
+    assert [(e.kind, e.source, e.edition_id) for e in events] == [("hard", "receiver", "d" * 16)]
+
+
+def test_the_smtp_receiver_takes_mailto_unsubscribes(receiver):
+    config, storage, controller = receiver
+    add_subscribers(config, 1)
+    with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+        client.sendmail("reader00000@example.org", ["unsubscribe@nationalmssociety.org"],
+                        sample("mailto_unsubscribe", SECRET, "e" * 16, 1, "reader00000@example.org"))
+    assert storage.get_subscriber("reader00000@example.org").status == "unsubscribed"
+    assert storage.active_suppression(storage.get_subscriber("reader00000@example.org").id) is None

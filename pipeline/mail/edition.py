@@ -9,7 +9,7 @@ from typing import Protocol
 from ..config import Config
 from ..publish.digest import UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
-from .message import Envelope, MessageTemplate, Recipient, recipient_for
+from .message import Envelope, MessageTemplate, Recipient, list_headers, recipient_for
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
 
@@ -39,7 +39,10 @@ class EditionMail:
         self.digest, self.edition_id, self.secret = digest, edition_id, secret
         self.delivery = config.require_delivery()
         self.base = unsubscribe_base(config)
-        envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix)
+        headers = list_headers(edition_id, self.delivery, config.site.url("archive/index.html"),
+                               self.delivery.list_help or config.site.base_url)
+        envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix,
+                                       headers=headers)
         self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
 
     def recipient(self, email: str) -> Recipient:

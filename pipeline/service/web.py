@@ -57,7 +57,13 @@ def make_app(config: Config, storage: Storage):
                                 ("Referrer-Policy", "no-referrer")])
         return [data]
 
+    from .webhooks import WEBHOOK_PREFIX, make_webhook_app
+
+    webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks (issue 14)
+
     def unsubscribe_app(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith(WEBHOOK_PREFIX):
+            return webhooks(environ, start_response)
         if environ.get("PATH_INFO", "") != UNSUBSCRIBE_PATH:
             return page(start_response, "404 Not Found", state="error", heading="Not found", message="No such page.")
         method = environ.get("REQUEST_METHOD", "GET")

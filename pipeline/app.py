@@ -36,6 +36,7 @@ from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
 from .bounces.parse import Addresses
+from .mail.dkim import DkimSigner
 from .bounces.policy import BounceResult
 from .state.storage import (
     LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, BounceEvent, Claim, Edition, RunRecord, Storage, StoredDigest,
@@ -257,7 +258,7 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
         for finding in findings:
             log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
         chosen_transport = transport or transport_for(config, edition_id)
-        sender = Sender(storage, edition_id, lambda claim: mail.render(claim.email), chosen_transport,
+        sender = Sender(storage, edition_id, message_renderer(config, mail), chosen_transport,
                         SendSettings.for_delivery(delivery, chosen_transport), stop=stop, progress=progress,
                         envelope_for=return_paths(config, edition_id, secret))
         report = sender.run()
@@ -332,6 +333,9 @@ def send_test(config: Config, address: str, transport: Transport | None = None) 
     mail = EditionMail(ctx.digest(chosen), edition_id, datetime.now(timezone.utc), config, secret,
                        subject_prefix="[TEST] ")
     message = mail.render_once(email)
+    signer = dkim_signer(config)
+    if signer is not None:
+        message = signer.sign(message)
     connection = (transport or transport_for(config, edition_id)).connect()
     try:
         return connection.send(delivery.from_address, ascii_address(email) if email.split("@")[0].isascii()
@@ -451,6 +455,26 @@ def record_send_refusals(config: Config, storage: Storage, edition_id: str) -> i
                       edition_id=edition_id, subscriber_id=subscriber_id)
         counted += kind != "not counted"
     return counted
+
+
+def dkim_signer(config: Config) -> DkimSigner | None:
+    """The DKIM signer of ``delivery.dkim`` (key read once per run), or None when signing is off."""
+    from .mail.dkim import DkimSigner
+
+    settings = config.require_delivery().dkim
+    if settings is None:
+        return None
+    return DkimSigner.from_file(settings.domain, settings.selector, settings.algorithm,
+                                config.resolve(settings.key_file))
+
+
+def message_renderer(config: Config, mail: EditionMail) -> Callable[[Claim], bytes]:
+    """Each claimed row's message: personalised, then DKIM-signed when configured (signing must come
+    after personalisation, since To, Message-ID, List-Unsubscribe and the bodies differ per recipient)."""
+    signer = dkim_signer(config)
+    if signer is None:
+        return lambda claim: mail.render(claim.email)
+    return lambda claim: signer.sign(mail.render(claim.email))
 
 
 def bounce_addresses(config: Config, secret: bytes) -> Addresses:

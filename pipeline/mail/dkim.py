@@ -35,7 +35,10 @@ def _relaxed_header(name: bytes, value: bytes) -> bytes:
 
 
 def relaxed_body(body: bytes) -> bytes:
-    body = _TRAILING_WSP.sub(b"\r\n", _WSP.sub(b" ", body))
+    """RFC 6376 3.4.4.  Our bodies are base64 with a few MIME headers, so the regular expressions (a
+    millisecond on a 48 KB body) run only when there is whitespace to change (found at memchr speed)."""
+    if b"\t" in body or b"  " in body or b" \r\n" in body or body.endswith(b" "):
+        body = _TRAILING_WSP.sub(b"\r\n", _WSP.sub(b" ", body)).rstrip(b" ")
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 

@@ -1,6 +1,6 @@
-"""A real Dovecot IMAP server on 127.0.0.1, in a temporary folder, with one test user and a maildir.
+"""A real Dovecot IMAP (and POP3) server on 127.0.0.1, in a temporary folder, with one test user and a maildir.
 
-Debian's ``dovecot-imapd`` (``.ci/run`` installs it).  Dovecot runs in the foreground (``-F``)
+Debian's ``dovecot-imapd`` and ``dovecot-pop3d`` (``.ci/run`` installs them).  Dovecot runs in the foreground (``-F``)
 with its own config, base and state folders, so it never touches a system instance; mail
 processes run as ``nobody``, since Dovecot refuses root for mail access.
 """
@@ -28,6 +28,7 @@ USER, PASSWORD = "bounces", "imap-test-password-123"
 class ImapServer:
     host: str
     port: int
+    pop3_port: int
     user: str
     password: str
     folder: Path
@@ -39,8 +40,8 @@ class ImapServer:
 
 
 def dovecot_missing_message() -> str | None:
-    if not Path(DOVECOT).exists():
-        return "Dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)"
+    if not Path(DOVECOT).exists() or not Path("/usr/lib/dovecot/pop3").exists():
+        return "Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d; .ci/run does it)"
     if os.geteuid() != 0:
         return "the Dovecot fixture needs root (to run mail processes as nobody)"
     return None
@@ -55,13 +56,13 @@ def require_dovecot() -> None:
         pytest.skip(problem)
 
 
-def _wait_for_greeting(port: int, process: subprocess.Popen, deadline: float) -> None:
+def _wait_for_greeting(port: int, process: subprocess.Popen, deadline: float, greeting: bytes = b"* OK") -> None:
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"dovecot exited with status {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(100).startswith(b"* OK"):
+                if sock.recv(100).startswith(greeting):
                     return
         except OSError:
             if time.monotonic() > deadline:
@@ -81,9 +82,9 @@ def start_dovecot() -> ImapServer:
         (folder / name).mkdir()
     os.chown(folder / "mail", 65534, 65534)
     (folder / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    port = free_port()
+    port, pop3_port = free_port(), free_port()
     (folder / "dovecot.conf").write_text(f"""
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
 base_dir = {folder}/run
 state_dir = {folder}/state
@@ -113,12 +114,23 @@ service imap-login {{
     port = 0
   }}
 }}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+pop3_uidl_format = %08Xv%08Xu
 """)
     process = subprocess.Popen([DOVECOT, "-F", "-c", str(folder / "dovecot.conf")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    server = ImapServer("127.0.0.1", port, USER, PASSWORD, folder, process)
+    server = ImapServer("127.0.0.1", port, pop3_port, USER, PASSWORD, folder, process)
     try:
         _wait_for_greeting(port, process, time.monotonic() + 20)
+        _wait_for_greeting(pop3_port, process, time.monotonic() + 20, b"+OK")
     except Exception as exc:
         stop_dovecot(server)
         raise RuntimeError(f"Dovecot did not start: {exc}\n{server.log()}") from None

@@ -112,3 +112,18 @@ def test_a_wrong_password_is_one_clear_error(project, dovecot, mailbox_config, m
     result = run_cli(project, "bounces", "fetch")
     assert result.returncode == 1 and result.stderr.startswith("Error: bounce mailbox 127.0.0.1:")
     assert "wrong-password" not in result.stderr + result.stdout
+
+
+def test_the_mailbox_can_be_read_over_pop3_too(project, dovecot, mailbox_config):
+    config = load_config(set_config(project, **{"bounces.mailbox.protocol": "pop3",
+                                                 "bounces.mailbox.port": dovecot.pop3_port}))
+    ids = _ids(config)
+    append(dovecot, sample("exim_hard", SECRET, EDITION, ids["reader00003@example.org"], "reader00003@example.org"))
+    append(dovecot, sample("arf_complaint", SECRET, EDITION, ids["reader00004@example.org"], "reader00004@example.org"))
+    first = app.fetch_bounces(config)
+    assert (first.fetched, first.already, first.counts()) == (2, 0, {"suppressed": 1, "unsubscribed, suppressed": 1})
+    append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00005@example.org"], "reader00005@example.org"))
+    second = app.fetch_bounces(config)
+    assert (second.fetched, second.already, second.counts()) == (1, 2, {"counted": 1})
+    with open_storage(config) as storage:
+        assert storage.suppression_counts() == {"hard-bounce": 1, "complaint": 1}

@@ -56,7 +56,8 @@ def test_reading_the_mailbox_suppresses_the_right_addresses_and_a_second_read_co
     for name, email in hard.items():
         append(dovecot, sample(name, SECRET, EDITION, ids[email], email))
     append(dovecot, sample("arf_complaint", SECRET, EDITION, ids["reader00005@example.org"], "reader00005@example.org"))
-    append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00006@example.org"], "reader00006@example.org"))
+    append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00006@example.org"],
+                           "reader00006@example.org"))
     append(dovecot, sample("out_of_office", SECRET, EDITION, ids["reader00007@example.org"], "reader00007@example.org"))
     append(dovecot, sample("mailto_unsubscribe", SECRET, EDITION, 0, "reader00008@example.org"))
     forged = sample("exim_hard", "not-our-secret-0123456789", EDITION, ids["reader00009@example.org"],
@@ -122,7 +123,8 @@ def test_the_mailbox_can_be_read_over_pop3_too(project, dovecot, mailbox_config)
     append(dovecot, sample("arf_complaint", SECRET, EDITION, ids["reader00004@example.org"], "reader00004@example.org"))
     first = app.fetch_bounces(config)
     assert (first.fetched, first.already, first.counts()) == (2, 0, {"suppressed": 1, "unsubscribed, suppressed": 1})
-    append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00005@example.org"], "reader00005@example.org"))
+    append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00005@example.org"],
+                           "reader00005@example.org"))
     second = app.fetch_bounces(config)
     assert (second.fetched, second.already, second.counts()) == (1, 2, {"counted": 1})
     with open_storage(config) as storage:

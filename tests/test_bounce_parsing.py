@@ -48,7 +48,8 @@ def test_an_arf_report_is_a_complaint_naming_the_recipient_by_its_signed_token()
 
 def test_a_bounce_to_a_forged_return_path_or_to_no_return_path_names_nobody():
     raw = sample("rfc3464_hard", SECRET, EDITION, 7, "gone@example.org")
-    forged = raw.replace(return_path(SECRET, EDITION, 7).encode(), return_path("another-secret-0123456", EDITION, 8).encode())
+    forged = raw.replace(return_path(SECRET, EDITION, 7).encode(),
+                         return_path("another-secret-0123456", EDITION, 8).encode())
     assert read_message(forged, ADDRESSES) == []
     plain = raw.replace(return_path(SECRET, EDITION, 7).encode(), b"news@nationalmssociety.org")
     assert read_message(plain, ADDRESSES) == []

@@ -4,14 +4,19 @@ Precedence: plain ASCII on the wire, the same bytes on the fast path, and on eve
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from pipeline import app
 from pipeline.config import load_config
 from pipeline.mail.message import (
-    Envelope, HeaderInjection, MessageTemplate, build_message, list_headers, recipient_for,
+    Envelope,
+    HeaderInjection,
+    MessageTemplate,
+    build_message,
+    list_headers,
+    recipient_for,
 )
 from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
@@ -51,7 +56,7 @@ def test_the_fast_path_gives_the_same_bytes_with_the_list_headers(config):
     digest = render_digest(read_content(config), config)
     headers = list_headers("0123456789abcdef", config.delivery, "https://e.org/archive/index.html", "https://e.org/help")
     envelope = Envelope.for_digest(digest, "0123456789abcdef", config.delivery,
-                                   datetime(2021, 11, 5, tzinfo=timezone.utc), headers=headers)
+                                   datetime(2021, 11, 5, tzinfo=UTC), headers=headers)
     template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
     for address in ["a@example.org", "x" * 60 + "@example.org"]:
         recipient = recipient_for(address, "0123456789abcdef", config.delivery, b"0123456789abcdef0", "https://e.org/u")
@@ -70,7 +75,7 @@ def test_configured_values_are_used_and_non_ascii_is_refused(project):
 
     with pytest.raises(ConfigError, match="delivery.feedback_id"):
         load_config(set_config(project, **{"delivery.feedback_id": "séndér"}))
-    envelope = Envelope("s", "<p>h</p>", "t", datetime(2021, 1, 1, tzinfo=timezone.utc), "b", config.delivery,
+    envelope = Envelope("s", "<p>h</p>", "t", datetime(2021, 1, 1, tzinfo=UTC), "b", config.delivery,
                         (("List-Help", "<https://e.org/hélp>"),))
     with pytest.raises(HeaderInjection, match="ASCII"):
         build_message(envelope, recipient_for("a@example.org", "e", config.delivery, b"k" * 20, "https://e/u"), "X")

@@ -58,6 +58,7 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
     from imap_tools.errors import ImapToolsError
 
     host, port, timeout = settings.host, settings.effective_port, settings.timeout
+    client: MailBox | MailBoxStartTls | MailBoxUnencrypted
     if settings.security == "tls":
         client = MailBox(host, port, timeout=timeout, ssl_context=_context(settings, ca_file))
     elif settings.security == "starttls":

@@ -128,7 +128,9 @@ def _reason(message: Message, kind: str) -> str:
         return f"{status} {diagnostic}".strip()[:500]
     for part in message.walk():
         if part.get_content_maintype() == "text":
-            payload = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
             text = payload.decode(part.get_content_charset() or "utf-8", "replace")
             match = _SMTP_REPLY.search(text) or _STATUS.search(text)
             if match:
@@ -138,7 +140,7 @@ def _reason(message: Message, kind: str) -> str:
 
 def _is_feedback_report(message: Message) -> bool:
     return (message.get_content_type() == "multipart/report"
-            and (message.get_param("report-type") or "").lower() == "feedback-report")
+            and str(message.get_param("report-type") or "").lower() == "feedback-report")
 
 
 def _complaint(message: Message, addresses: Addresses, target: BounceTarget | None) -> list[Report]:
@@ -165,6 +167,8 @@ def _feedback_fields(part: Message) -> dict[str, str]:
     if isinstance(payload, list):  # the email package parses message/* parts into sub-messages
         fields: dict[str, str] = {}
         for block in payload:
+            if not isinstance(block, Message):
+                continue
             for name, value in block.items():
                 fields.setdefault(name.lower(), str(value))
         return fields
@@ -177,9 +181,11 @@ def _original_headers(message: Message) -> Message | None:
         kind = part.get_content_type()
         if kind == "message/rfc822":
             payload = part.get_payload()
-            return payload[0] if isinstance(payload, list) and payload else None
+            first = payload[0] if isinstance(payload, list) and payload else None
+            return first if isinstance(first, Message) else None
         if kind == "text/rfc822-headers":
-            return message_from_bytes(part.get_payload(decode=True) or b"")
+            data = part.get_payload(decode=True)
+            return message_from_bytes(data) if isinstance(data, bytes) else None
     return None
 
 

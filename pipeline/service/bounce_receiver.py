@@ -47,7 +47,7 @@ class BounceHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.deliver, raw, list(envelope.rcpt_tos))
-        except Exception as exc:  # noqa: BLE001 - the sender should try again later, not lose the bounce
+        except Exception as exc:
             log.error("bounce receiver: could not record a message: %s", exc)
             return "451 4.3.0 Could not record the message, try again later"
         return "250 2.0.0 Bounce received"

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..bounces.policy import record_bounce
@@ -110,7 +110,7 @@ class SnsVerifier:
                 raise Rejected("403 Forbidden", f"cannot fetch the SNS signing certificate: {exc}") from None
             with self._lock:
                 self._certificates[url] = cached
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if not cached.not_valid_before_utc <= now <= cached.not_valid_after_utc:
             raise Rejected("403 Forbidden", "the SNS signing certificate is not valid now")
         return cached
@@ -154,7 +154,7 @@ def ses_events(notification: dict[str, Any], message_id: str) -> list[Event]:
     if kind == "Bounce":
         bounce = notification.get("bounce") or {}
         bounce_type = bounce.get("bounceType")
-        mapped = {"Permanent": "hard", "Transient": "soft"}.get(bounce_type)
+        mapped = {"Permanent": "hard", "Transient": "soft"}.get(str(bounce_type))
         if mapped is None:
             return []  # Undetermined: SES could not tell; nothing to act on
         for n, recipient in enumerate(bounce.get("bouncedRecipients") or []):
@@ -213,11 +213,12 @@ def mailgun_events(body: dict[str, Any]) -> list[Event]:
     data = body.get("event-data") or {}
     name = data.get("event")
     if name == "failed":
-        mapped = {"permanent": "hard", "temporary": "soft"}.get(data.get("severity"))
+        mapped = {"permanent": "hard", "temporary": "soft"}.get(str(data.get("severity")))
         if mapped is None:
             return []
         status = data.get("delivery-status") or {}
-        reason = f"{status.get('code') or ''} {status.get('description') or status.get('message') or data.get('reason') or ''}"
+        detail = status.get("description") or status.get("message") or data.get("reason") or ""
+        reason = f"{status.get('code') or ''} {detail}"
     elif name == "complained":
         mapped, reason = "complaint", "complaint (via Mailgun)"
     else:
@@ -355,6 +356,7 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
 
     def webhook_app(environ, start_response):
         relay = environ.get("PATH_INFO", "")[len(WEBHOOK_PREFIX):].strip("/")
+        answer: dict[str, object]
         try:
             handler = handlers.get(relay)
             if handler is None:

@@ -25,7 +25,7 @@ from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_i
 from .delivery.engine import SendReport, Sender, SendSettings
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
-from .errors import PipelineError
+from .errors import PipelineError, require_extra
 from .items import Item
 from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, lint_outgoing
@@ -464,6 +464,7 @@ def dkim_signer(config: Config) -> DkimSigner | None:
     settings = config.require_delivery().dkim
     if settings is None:
         return None
+    require_extra("dkim", "cryptography")
     return DkimSigner.from_file(settings.domain, settings.selector, settings.algorithm,
                                 config.resolve(settings.key_file))
 
@@ -530,6 +531,7 @@ def fetch_bounces(config: Config) -> BounceFetch:
     settings = config.bounces.mailbox
     if settings is None:
         raise PipelineError(f"{config.source_file}: bounces.mailbox: not configured")
+    require_extra("bounces", "flufl.bounce", "imap_tools")
     delivery = config.require_delivery()
     password = secret_from_env(settings.password_env)
     if password is None:
@@ -565,6 +567,7 @@ def _bounce_run(config: Config, job: str) -> RunOutcome:
 
 def make_bounce_receiver(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
     """The SMTP receiver for the bounce domain (started by the caller); each message through the policy."""
+    require_extra("bounces", "flufl.bounce", "aiosmtpd")
     from .service.bounce_receiver import make_receiver
 
     delivery = config.require_delivery()

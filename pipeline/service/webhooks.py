@@ -31,6 +31,7 @@ from typing import Any
 from ..bounces.policy import record_bounce
 from ..config import Config, SesWebhook
 from ..environment import secret_from_env
+from ..errors import require_extra
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,8 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
     hooks = config.bounces.webhooks
     policy = config.bounces.policy
     ses = hooks.ses
+    if ses.enabled or hooks.sendgrid is not None:
+        require_extra("bounces", "cryptography")  # SNS certificates, SendGrid's ECDSA
     verifier = (SnsVerifier(ses, str(config.resolve(ses.ca_file)) if ses.ca_file else None, sns_fetch)
                 if ses.enabled else None)
     postmark_password = secret_from_env(hooks.postmark.password_env) if hooks.postmark else None

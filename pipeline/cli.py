@@ -323,7 +323,8 @@ def subscribers_import(ctx: Context, csv_file: Path) -> None:
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
-               f"kept suppressed {report.kept_suppressed}, duplicates {report.duplicates}, invalid {len(report.invalid)}")
+               f"duplicates {report.duplicates}, invalid {len(report.invalid)}"
+               + (f", kept suppressed {report.kept_suppressed}" if report.kept_suppressed else ""))
 
 
 @subscribers.command("export")

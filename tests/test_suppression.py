@@ -182,3 +182,13 @@ def test_the_smtp_receiver_takes_mailto_unsubscribes(receiver):
                         sample("mailto_unsubscribe", SECRET, "e" * 16, 1, "reader00000@example.org"))
     assert storage.get_subscriber("reader00000@example.org").status == "unsubscribed"
     assert storage.active_suppression(storage.get_subscriber("reader00000@example.org").id) is None
+
+
+def test_the_import_command_says_how_many_it_kept_suppressed(project, config):
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1", "mailbox")
+    (project / "list.csv").write_text("email\nreader00000@example.org\nfresh@example.org\n")
+    result = run_cli(project, "subscribers", "import", str(project / "list.csv"), check=True)
+    assert result.stdout.strip().endswith("added 1, updated 1, kept unsubscribed 0, duplicates 0, invalid 0, "
+                                          "kept suppressed 1")

@@ -192,3 +192,99 @@ def test_the_import_command_says_how_many_it_kept_suppressed(project, config):
     result = run_cli(project, "subscribers", "import", str(project / "list.csv"), check=True)
     assert result.stdout.strip().endswith("added 1, updated 1, kept unsubscribed 0, duplicates 0, invalid 0, "
                                           "kept suppressed 1")
+
+
+def test_end_to_end_hard_bounce_three_soft_bounces_and_a_complaint_take_people_off_the_list(project, secret):
+    """aiosmtpd receives the editions; DSNs and an ARF report come back to the bounce receiver at the
+    return paths the messages really carried; each next edition goes only to who is left."""
+    set_config(project, **{"bounces.domain": BOUNCE_DOMAIN})
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        addresses = add_subscribers(config, 4)
+        storage = open_storage(config)
+        receiver = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        receiver.start()
+        try:
+            def send_edition(slug: str | None) -> tuple[str, dict[str, str]]:
+                if slug:
+                    _new_item(project, slug)
+                before = len(handler.received)
+                outcome = app.run(load_config(config.source_file), progress=False)
+                return outcome.edition.edition_id, {m.recipient: m.mail_from for m in handler.received[before:]}
+
+            def bounce(name: str, edition_id: str, paths: dict[str, str], email: str) -> None:
+                subscriber = storage.get_subscriber(email)
+                assert paths[email] == return_path(SECRET, edition_id, subscriber.id)  # what the message carried
+                with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as client:
+                    client.sendmail("", [paths[email]], sample(name, SECRET, edition_id, subscriber.id, email))
+
+            first, paths = send_edition(None)
+            assert sorted(paths) == addresses
+            bounce("rfc3464_hard", first, paths, addresses[0])
+            bounce("gmail_delay_soft", first, paths, addresses[1])
+            bounce("arf_complaint", first, paths, addresses[2])
+            assert storage.get_subscriber(addresses[2]).status == "unsubscribed"
+
+            second, paths = send_edition("second")
+            assert sorted(paths) == [addresses[1], addresses[3]]
+            bounce("gmail_delay_soft", second, paths, addresses[1])
+            assert storage.active_suppression(storage.get_subscriber(addresses[1]).id) is None  # two so far
+
+            third, paths = send_edition("third")
+            assert sorted(paths) == [addresses[1], addresses[3]]
+            bounce("gmail_delay_soft", third, paths, addresses[1])
+
+            fourth, paths = send_edition("fourth")
+            assert sorted(paths) == [addresses[3]]
+            assert storage.suppression_counts() == {"hard-bounce": 1, "soft-bounces": 1, "complaint": 1}
+        finally:
+            receiver.stop()
+            storage.close()
+    shown = run_cli(project, "subscribers", "show", addresses[1], check=True).stdout
+    assert shown.count("soft        via receiver") == 3 and "suppressed: soft-bounces since" in shown
+
+
+def test_serve_bounces_runs_until_sigterm(project, secret):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    config = load_config(set_config(project, **{"bounces.domain": BOUNCE_DOMAIN}))
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        _edition(storage, "f" * 16)
+        subscriber = storage.get_subscriber("reader00000@example.org")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
+                                "serve-bounces", "--port", str(port)], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait for the receiver's greeting, not for a fixed time
+            assert process.poll() is None, process.communicate()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"220"):
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "serve-bounces did not start"
+                try:
+                    process.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("", [return_path(SECRET, "f" * 16, subscriber.id)],
+                            sample("exim_hard", SECRET, "f" * 16, subscriber.id, "reader00000@example.org"))
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert f"receiving bounces on 127.0.0.1:{port}" in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with open_storage(config) as storage:
+        assert storage.active_suppression(subscriber.id).reason == "hard-bounce"

@@ -297,7 +297,7 @@ def send_dry_run(config: Config) -> SendPreview:
         ctx = RunContext(config, storage, merge_items(local, remote))
         plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
-        return SendPreview(plan, due, storage.count_subscribers(SUBSCRIBED))
+        return SendPreview(plan, due, storage.count_mailable())
 
 
 def lint(config: Config) -> tuple[list[Item], list[Finding]]:
@@ -493,8 +493,13 @@ def handle_received(config: Config, storage: Storage, addresses: Addresses, raw:
     from .bounces.policy import record_bounce
     from .mail.addresses import AddressError, normalise_address
 
-    results = []
-    for report in read_message(raw, addresses, envelope_recipients or ()):
+    results: list[BounceResult] = []
+    try:
+        reports = read_message(raw, addresses, envelope_recipients or ())
+    except Exception as exc:  # noqa: BLE001 - one unreadable message must not stop the mailbox for good
+        log.warning("%s: an unreadable message was ignored (%s: %s)", source, type(exc).__name__, exc)
+        return results
+    for report in reports:
         email = report.email or ""
         if email:
             try:

@@ -288,3 +288,13 @@ def test_serve_bounces_runs_until_sigterm(project, secret):
             process.wait()
     with open_storage(config) as storage:
         assert storage.active_suppression(subscriber.id).reason == "hard-bounce"
+
+
+def test_when_everyone_is_suppressed_no_edition_uses_up_the_new_items(project, config, secret):
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1", "mailbox")
+    outcome = app.run(config, progress=False)
+    assert outcome.edition.edition_id is None and outcome.edition.reason == "no subscribers"
+    with open_storage(config) as storage:
+        assert storage.sent_item_ids() == set()

@@ -828,6 +828,13 @@ class Storage:
         with self.engine.connect() as conn:
             return {reason: count for reason, count in conn.execute(query)}
 
+    def count_mailable(self) -> int:
+        """Subscribed and not suppressed: who a new edition would be queued for."""
+        query = (select(func.count()).select_from(subscribers)
+                 .where(subscribers.c.status == SUBSCRIBED, ~_suppressed(subscribers.c.id)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
     def suppressed_among(self, emails: list[str]) -> set[str]:
         if not emails:
             return set()

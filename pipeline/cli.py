@@ -115,6 +115,11 @@ def _report_sends(reports: list[SendReport]) -> None:
 
 
 def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
+    if outcome.action == "bounces":
+        counts = outcome.notes.get("bounce_outcomes") or {}
+        click.echo(f"bounce mailbox: {outcome.notes.get('bounce_messages', 0)} new messages: "
+                   + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"))
+        return
     if outcome.unchanged:
         click.echo("nothing changed since the last run: outputs are up to date")
     else:

@@ -93,7 +93,7 @@ def test_reading_the_mailbox_suppresses_the_right_addresses_and_a_second_read_co
         assert box.uids(imap_tools.AND(no_keyword=PROCESSED_KEYWORD)) == []
 
 
-def test_the_scheduled_job_reads_new_messages_only_and_records_a_run(dovecot, mailbox_config):
+def test_the_scheduled_job_reads_new_messages_only_and_records_a_run(project, dovecot, mailbox_config):
     config = mailbox_config
     ids = _ids(config)
     append(dovecot, sample("gmail_hard", SECRET, EDITION, ids["reader00001@example.org"], "reader00001@example.org"))
@@ -102,10 +102,13 @@ def test_the_scheduled_job_reads_new_messages_only_and_records_a_run(dovecot, ma
     append(dovecot, sample("postfix_hard", SECRET, EDITION, ids["reader00002@example.org"], "reader00002@example.org"))
     again = app.run(config, job="read-bounces")
     assert again.notes == {"bounce_messages": 1, "bounce_outcomes": {"suppressed": 1}}
+    append(dovecot, sample("exim_hard", SECRET, EDITION, ids["reader00003@example.org"], "reader00003@example.org"))
+    by_cron = run_cli(project, "run", "--job", "read-bounces", check=True)  # what cron and timers run
+    assert by_cron.stdout.strip() == "bounce mailbox: 1 new messages: suppressed 1"
     with open_storage(config) as storage:
-        runs = storage.recent_runs(2)
+        runs = storage.recent_runs(3)[1:]
         assert [(r.job, r.status, r.summary["bounce_messages"]) for r in runs] == [("read-bounces", "ok", 1)] * 2
-        assert storage.suppression_counts() == {"hard-bounce": 2}
+        assert storage.suppression_counts() == {"hard-bounce": 3}
 
 
 def test_a_wrong_password_is_one_clear_error(project, dovecot, mailbox_config, monkeypatch):

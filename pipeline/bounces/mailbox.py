@@ -70,6 +70,7 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
     try:
         with client.login(settings.username, password, initial_folder=settings.folder) as box:
             validity = box.folder.status(settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"]
+            flagging = True
             for message in box.fetch(AND(no_keyword=PROCESSED_KEYWORD), mark_seen=False, bulk=50):
                 key = f"{validity}:{message.uid}"
                 if storage.is_processed(source, key):
@@ -78,8 +79,13 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
                     handle(message.obj.as_bytes(policy=email_policy.compat32))
                     storage.mark_processed(source, key)
                     report.fetched += 1
-                if message.uid:
-                    box.flag(message.uid, PROCESSED_KEYWORD, True)
+                if message.uid and flagging:
+                    try:
+                        box.flag(message.uid, PROCESSED_KEYWORD, True)
+                    except ImapToolsError as exc:  # e.g. Exchange: no custom keywords; the state marker suffices
+                        log.info("bounce mailbox: cannot set %s (%s); relying on the state marker",
+                                 PROCESSED_KEYWORD, exc)
+                        flagging = False
     except ImapToolsError as exc:
         raise PipelineError(f"bounce mailbox {host}:{port}: {exc}") from None
     return report

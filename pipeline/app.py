@@ -383,6 +383,7 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
                             "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
             "suppressed": storage.suppression_counts(),
+            "feedback_30d": _feedback(storage, now),
         }
         if latest:
             report["last_edition"] = _edition_row(storage, latest)
@@ -391,6 +392,19 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             if edition is not None and (latest is None or edition.id != latest.id):
                 report["editions_with_unsent"].append(_edition_row(storage, edition))
         return report
+
+
+def _feedback(storage: Storage, now: datetime) -> dict[str, Any]:
+    """Bounces and complaints of the last 30 days against messages sent: the rates mailbox providers judge."""
+    from datetime import timedelta
+
+    since = now - timedelta(days=30)
+    counts = storage.bounce_counts_since(since)
+    sent = storage.sent_since(since)
+    complaints = counts.get("complaint", 0)
+    return {"sent": sent, "hard": counts.get("hard", 0), "soft": counts.get("soft", 0), "complaints": complaints,
+            "unsubscribe_requests": counts.get("unsubscribe", 0),
+            "complaint_rate": round(complaints / sent, 5) if sent else None}
 
 
 def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:

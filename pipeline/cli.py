@@ -511,6 +511,12 @@ def format_status(report: dict) -> str:
     subs = report["subscribers"]
     lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
     suppressed = report.get("suppressed") or {}
+    feedback = report.get("feedback_30d")
+    if feedback:
+        rate = feedback["complaint_rate"]
+        lines.append(f"Last 30 days: {feedback['sent']} sent, {feedback['hard']} hard bounces, {feedback['soft']} soft "
+                     f"bounces, {feedback['complaints']} complaints"
+                     + (f" (complaint rate {rate:.2%}; Gmail and Yahoo ask for under 0.3%)" if rate is not None else ""))
     lines.append("Suppressed: " + (", ".join(f"{count} {reason}" for reason, count in sorted(suppressed.items()))
                                    + f" ({sum(suppressed.values())} in all)" if suppressed else "none"))
     return "\n".join(lines)

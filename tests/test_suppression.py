@@ -241,6 +241,10 @@ def test_end_to_end_hard_bounce_three_soft_bounces_and_a_complaint_take_people_o
         finally:
             receiver.stop()
             storage.close()
+    status = run_cli(project, "status", check=True).stdout
+    # 4 + 2 + 2 + 1 messages sent; one complaint among them.
+    assert "Last 30 days: 9 sent, 1 hard bounces, 3 soft bounces, 1 complaints (complaint rate 11.11%" in status
+    assert "Suppressed: 1 complaint, 1 hard-bounce, 1 soft-bounces (3 in all)" in status
     shown = run_cli(project, "subscribers", "show", addresses[1], check=True).stdout
     assert shown.count("soft        via receiver") == 3 and "suppressed: soft-bounces since" in shown
 

@@ -835,6 +835,19 @@ class Storage:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def bounce_counts_since(self, since: datetime) -> dict[str, int]:
+        """Events by kind since a moment (for the complaint and bounce rates in status)."""
+        query = (select(bounce_events.c.kind, func.count()).where(bounce_events.c.created_at >= since)
+                 .group_by(bounce_events.c.kind))
+        with self.engine.connect() as conn:
+            return {kind: count for kind, count in conn.execute(query)}
+
+    def sent_since(self, since: datetime) -> int:
+        query = (select(func.count()).select_from(deliveries)
+                 .where(deliveries.c.status == SENT, deliveries.c.updated_at >= since))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
     def suppressed_among(self, emails: list[str]) -> set[str]:
         if not emails:
             return set()

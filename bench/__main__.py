@@ -124,9 +124,9 @@ def case_feeds(sizes, repeat) -> None:
 # -- digest -------------------------------------------------------------------------------------
 
 def case_digest(sizes, recipients, repeat) -> None:
-    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
     from pipeline.items import newest_first
     from pipeline.mail.message import Envelope, MessageTemplate, build_message, recipient_for
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 
     print("digest: render + inline once; per-recipient personalisation vs the naive path")
     with workdir() as folder:
@@ -233,8 +233,8 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int, *
 
 def case_send(count) -> None:
     from pipeline import app
-    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 
     print(f"send: {count} messages to an aiosmtpd sink in another process, pipeline vs plain smtplib")
     os.environ["PIPELINE_SECRET"] = SECRET

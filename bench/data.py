@@ -13,9 +13,7 @@ from pipeline.config import Config, load_config
 from pipeline.items import Image, Item
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("multiple sclerosis research trial participants myelin repair inflammation lesions treatment "
-         "symptoms fatigue mobility advocacy program services neurologist MRI results safety phase study "
-         "funding community volunteers support wellness progress cure relapsing progressive").split()
+WORDS = ["multiple", "sclerosis", "research", "trial", "participants", "myelin", "repair", "inflammation", "lesions", "treatment", "symptoms", "fatigue", "mobility", "advocacy", "program", "services", "neurologist", "MRI", "results", "safety", "phase", "study", "funding", "community", "volunteers", "support", "wellness", "progress", "cure", "relapsing", "progressive"]
 TAGS = ["research", "clinical trials", "advocacy", "living with ms", "programs and services", "stem cells"]
 
 

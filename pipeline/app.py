@@ -11,36 +11,50 @@ Each use case takes the run lock where it must and records itself in the runs ta
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from .bounces.parse import Addresses
+from .bounces.policy import BounceResult
 from .config import Config
 from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
-from .delivery.engine import SendReport, Sender, SendSettings
+from .delivery.engine import Sender, SendReport, SendSettings
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError, require_extra
 from .items import Item
+from .mail.dkim import DkimSigner
 from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.websub import ping_hub
 from .sources import read_content
 from .sources.remote import merge_items, read_remote, stored_remote
 from .state.lock import run_lock
-from .bounces.parse import Addresses
-from .mail.dkim import DkimSigner
-from .bounces.policy import BounceResult
 from .state.storage import (
-    LEDGER_STATUSES, SUBSCRIBED, UNSUBSCRIBED, BounceEvent, Claim, Edition, RunRecord, Storage, StoredDigest,
-    Subscriber, Suppression,
+    LEDGER_STATUSES,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    BounceEvent,
+    Claim,
+    Edition,
+    RunRecord,
+    SourceState,
+    Storage,
+    StoredDigest,
+    Subscriber,
+    Suppression,
 )
 
 log = logging.getLogger(__name__)
@@ -151,7 +165,8 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
     action = action or action_for(config, job)
     if action == "bounces":  # reads the bounce mailbox only; needs no run lock (every step is idempotent)
         return _bounce_run(config, job)
-    with run_lock(config.path("state"), wait=wait, stop=stop), open_storage(config) as storage:
+    with run_lock(config.path("state"), database_url=database_url(), wait=wait, stop=stop), \
+            open_storage(config) as storage:
         run_id = storage.start_run(job)
         started = time.monotonic()
         try:
@@ -182,7 +197,7 @@ def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
 
 def publish(config: Config, *, wait: bool = True) -> RunOutcome:
     """Write the outputs, send nothing, record no run: what the preview server does on each visit."""
-    with run_lock(config.path("state"), wait=wait), open_storage(config) as storage:
+    with run_lock(config.path("state"), database_url=database_url(), wait=wait), open_storage(config) as storage:
         return _run(config, storage, "feeds", force=False, stop=None, progress=False)
 
 
@@ -192,7 +207,7 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     sending = delivering and action in ("run", "send", "retry")
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
-    has_work = sending and bool(storage.editions_with_work())
+    has_work = sending and bool(_due_editions(storage, config))
     fingerprint = None
     if publishing and not has_work:
         fingerprint = _fingerprint(config, storage, remote)
@@ -202,6 +217,9 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
             return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
+    if sending and storage.count_subscribers(SUBSCRIBED):
+        # Refuse a missing or weak secret before anything is queued that could not then be sent.
+        signing_secret(config.require_delivery().secret_env, config.path("state"))
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
@@ -214,6 +232,8 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
 
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)
+    if publishing:
+        ping_hub(config, outcome.written)
     log.info("wrote %d of %d files (%d unchanged)", len(outcome.written), len(outcome.files),
              len(outcome.files) - len(outcome.written))
     if sending:
@@ -229,46 +249,146 @@ def _fingerprint(config: Config, storage: Storage, remote: list[Item]) -> str:
                              storage.count_subscribers() > 0)
 
 
+def _due_editions(storage: Storage, config: Config) -> list[str]:
+    """Editions with messages to send now.  On a one-machine database (SQLite, under the run lock) a
+    row left 'sending' is always a dead sender's; where workers share PostgreSQL, only once its lease ran out."""
+    if storage.dialect == "sqlite":
+        return storage.editions_with_work()
+    lease = timedelta(seconds=config.require_delivery().lease_seconds)
+    stale_before = datetime.now(timezone.utc) - lease
+    for edition_id in storage.editions_unsettled():  # a worker that died gives its rows back at once
+        taken = storage.release_stale(edition_id, claimed_before=stale_before)
+        if taken:
+            log.warning("edition %s: took back %d messages from a sender that is gone", edition_id, taken)
+    return storage.editions_with_work(stale_before=stale_before)
+
+
+class Presence:
+    """This process as a send worker: its id, its heartbeat, and how many live workers share the rate."""
+
+    def __init__(self, storage: Storage, lease_seconds: float):
+        self.storage = storage
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def beat(self) -> int:
+        self.storage.heartbeat(self.id, socket.gethostname(), os.getpid())
+        return max(1, len(self.storage.live_workers(since=datetime.now(timezone.utc) - 2 * self.lease)))
+
+
 def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, progress: bool | None,
-              transport: Transport | None = None) -> list[SendReport]:
+              presence: Presence | None = None) -> list[SendReport]:
     """Send every edition that has messages due, oldest first, each after the pre-send checks."""
     config, storage = ctx.config, ctx.storage
-    due = storage.editions_with_work()
+    due = _due_editions(storage, config)
     if not due:
         return []
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
+    own_presence = presence is None
+    presence = presence or Presence(storage, delivery.lease_seconds)
     reports = []
-    for edition_id in due:
-        if stop is not None and stop.is_set():
-            break
-        edition = storage.get_edition(edition_id)
-        if edition is None:
-            continue
-        chosen = items_of(edition, ctx.items)
-        stored = storage.edition_digest(edition_id)  # the bytes the edition was made with
-        if stored is None:  # an edition made before digests were stored: render it from its items
-            if not chosen:
-                raise PipelineError(f"edition {edition_id}: none of its items exist any more; cannot render it")
-            stored = ctx.stored(edition_id, chosen)
-        mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
-        findings = lint_outgoing(mail.sample(), chosen)
-        if findings and not force:
-            raise LintFailed(findings)
-        for finding in findings:
-            log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
-        chosen_transport = transport or transport_for(config, edition_id)
-        sender = Sender(storage, edition_id, message_renderer(config, mail), chosen_transport,
-                        SendSettings.for_delivery(delivery, chosen_transport), stop=stop, progress=progress,
-                        envelope_for=return_paths(config, edition_id, secret))
-        report = sender.run()
-        record_send_refusals(config, storage, edition_id)
-        report.failures = storage.failures(edition_id)
-        report.next_retry = storage.next_retry(edition_id)
-        log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
-                 report.failed, report.deferred, report.retried)
-        reports.append(report)
+    try:
+        with storage.liveness(presence.id) if own_presence else _no_lock():
+            for edition_id in due:
+                if stop is not None and stop.is_set():
+                    break
+                report = _send_edition(ctx, edition_id, secret, presence, force=force, stop=stop,
+                                       progress=progress)
+                if report is not None:
+                    reports.append(report)
+    finally:
+        if own_presence:
+            storage.forget_worker(presence.id)
     return reports
+
+
+def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Presence, *, force: bool,
+                  stop: threading.Event | None, progress: bool | None) -> SendReport | None:
+    config, storage = ctx.config, ctx.storage
+    delivery = config.require_delivery()
+    edition = storage.get_edition(edition_id)
+    if edition is None:
+        return None
+    chosen = items_of(edition, ctx.items) if ctx.items else []
+    stored = storage.edition_digest(edition_id)  # the bytes the edition was made with
+    if stored is None:  # an edition made before digests were stored: render it from its items
+        if not chosen:
+            raise PipelineError(f"edition {edition_id}: none of its items exist here; cannot render it")
+        stored = ctx.stored(edition_id, chosen)
+    mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
+    findings = lint_outgoing(mail.sample(), chosen)
+    if findings and not force:
+        raise LintFailed(findings)
+    for finding in findings:
+        log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
+    transport = transport_for(config, edition_id)
+    settings = replace(SendSettings.for_delivery(delivery, transport), exclusive=storage.dialect == "sqlite")
+    sender = Sender(storage, edition_id, message_renderer(config, mail), transport, settings,
+                    stop=stop, progress=progress, worker=presence.id, share=presence.beat,
+                    envelope_for=return_paths(config, edition_id, secret))
+    report = sender.run()
+    record_send_refusals(config, storage, edition_id)  # issue 14: 5xx replies count as bounces
+    report.failures = storage.failures(edition_id)
+    report.next_retry = storage.next_retry(edition_id)
+    log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
+             report.failed, report.deferred, report.retried)
+    return report
+
+
+# -- workers: senders on any number of machines ---------------------------------------------------
+
+@dataclass
+class WorkerReport:
+    worker: str
+    reports: list[SendReport] = field(default_factory=list)
+
+
+def work(config: Config, *, stop: threading.Event, once: bool = False, progress: bool | None = False,
+         idle_max: float = 30.0) -> WorkerReport:
+    """Send whatever any edition has due until stopped; never make editions or outputs.
+
+    Any number of workers on any number of machines can share a PostgreSQL database:
+    claims carry the worker's id and a lease it renews, and rows of a dead worker are
+    taken back by the others once its lease runs out.  Idle workers wait for a
+    notification from whoever makes an edition (LISTEN/NOTIFY), or poll with backoff
+    on SQLite, where one machine means one worker at a time under the run lock.
+    """
+    delivery = config.require_delivery()
+    with open_storage(config) as storage, storage.work_listener() as listener:
+        presence = Presence(storage, delivery.lease_seconds)
+        outcome = WorkerReport(presence.id)
+        local, remote = read_items(config, storage, fetch=False) if storage.dialect == "sqlite" else ([], [])
+        ctx = RunContext(config, storage, merge_items(local, remote))
+        idle = 1.0
+        idle_max = min(idle_max, delivery.lease_seconds)  # a dead worker's rows are due after one lease
+        log.info("worker %s started", presence.id)
+        try:
+            with storage.liveness(presence.id):
+                while not stop.is_set():
+                    presence.beat()
+                    if _due_editions(storage, config):
+                        lock = run_lock(config.path("state"), wait=True, stop=stop) if storage.dialect == "sqlite" \
+                            else _no_lock()
+                        with lock:
+                            outcome.reports += _send_due(ctx, force=False, stop=stop, progress=progress,
+                                                         presence=presence)
+                        idle = 1.0
+                        continue
+                    if once:
+                        break
+                    if not listener.wait(min(idle, 1.0)) and storage.dialect == "sqlite":
+                        stop.wait(idle)
+                    idle = min(idle * 2, idle_max)
+        finally:
+            storage.forget_worker(presence.id)
+            log.info("worker %s stopped", presence.id)
+        return outcome
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -367,8 +487,9 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
     from .state.jobs import stored_next_run_times
 
     with open_storage(config) as storage:
-        stored = stored_next_run_times(config.path("state"))
+        stored = stored_next_run_times(config.path("state"), database_url())
         now = datetime.now(timezone.utc)
+        lease = config.delivery.lease_seconds if config.delivery else 60.0
         latest = storage.latest_edition()
         unsettled = storage.editions_unsettled()
         report: dict[str, Any] = {
@@ -380,6 +501,10 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
                      for name, job in config.schedule.jobs.items()],
             "last_edition": None,
             "editions_with_unsent": [],
+            "workers": [{"id": w.id, "host": w.host, "pid": w.pid, "heartbeat_age_s": round(
+                (now - w.heartbeat_at).total_seconds(), 1), "holds": w.held,
+                "oldest_claim_age_s": round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None}
+                for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
                             "unsubscribed": storage.count_subscribers(UNSUBSCRIBED)},
             "suppressed": storage.suppression_counts(),
@@ -411,7 +536,21 @@ def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
     counts = storage.ledger_counts(edition.id)
     return {"id": edition.id, "created_at": _iso(edition.created_at), "subject": edition.subject,
             "items": len(edition.item_ids), **{status: counts[status] for status in LEDGER_STATUSES},
-            "next_retry": _iso(storage.next_retry(edition.id))}
+            "next_retry": _iso(storage.next_retry(edition.id)),
+            "top_failures": [{"reply": reply, "count": count} for reply, count in storage.failure_reasons(edition.id)]}
+
+
+def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, int]:
+    """Put the failed messages of an edition (default: the latest) back in the queue; returns how many."""
+    with open_storage(config) as storage:
+        edition = storage.get_edition(edition_id) if edition_id else storage.latest_edition()
+        if edition is None:
+            raise PipelineError(f"no edition {edition_id}" if edition_id else "no edition has been made yet")
+        kept = storage.suppressed_failures(edition.id)
+        if kept:  # issue 14: a refusal that was a hard bounce keeps the address off the list
+            log.warning("edition %s: %d failed messages are of suppressed addresses and stay failed; lift with "
+                        "`pipeline subscribers unsuppress ADDRESS --reason ...` first", edition.id, kept)
+        return edition.id, storage.requeue_failed(edition.id)
 
 
 @dataclass
@@ -428,12 +567,12 @@ def sources(config: Config, *, fetch: bool = False) -> tuple[int, list[SourceRow
     with open_storage(config) as storage:
         if fetch and config.sources:
             read_remote(config, storage)
-        states = {state["name"]: state for state in storage.all_source_states()}
+        states = {state.name: state for state in storage.all_source_states()}
     rows = []
     for source in config.sources:
-        state = states.get(source.name) or {}
-        rows.append(SourceRow(source.name, state.get("url") or source.url, state.get("fetched_at"),
-                              state.get("status") or "-", state.get("item_count", 0)))
+        state = states.get(source.name) or SourceState(source.name)
+        rows.append(SourceRow(source.name, state.url or source.url, state.fetched_at, state.status or "-",
+                              state.item_count))
     return len(read_content(config)), rows
 
 

@@ -16,8 +16,8 @@ from .logs import configure_logging
 DEFAULT_CONFIG = "config.yaml"  # as pipeline.config has it; not imported, so --help needs no pydantic
 
 if TYPE_CHECKING:
-    from .config import Config
     from .app import RunOutcome
+    from .config import Config
     from .delivery.engine import SendReport
 
 # The heavy imports (SQLAlchemy, premailer, feedgen) happen inside the commands that need them,
@@ -62,7 +62,7 @@ class UserError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
 
 
 class PipelineGroup(click.Group):
@@ -145,8 +145,10 @@ def _exit_for(outcome: RunOutcome) -> None:
 @click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write, fetch and send "
                                               "nothing (remote items are those of the last fetch).")
 @click.option("--no-send", is_flag=True, help="Write the feeds and digest but send no email.")
-@click.option("--job", "job_name", metavar="NAME", help="Run as the scheduled job NAME (its action; recorded under its name).")
-@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
+@click.option("--job", "job_name", metavar="NAME",
+              help="Run as the scheduled job NAME (its action; recorded under its name).")
+@click.option("--wait", is_flag=True,
+              help="If another run holds the lock, wait for it instead of exiting with status 75.")
 @click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
 @pass_context
 def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: bool, force: bool) -> None:
@@ -181,11 +183,15 @@ def validate(ctx: Context) -> None:
 @click.option("--to", "to_address", metavar="ADDRESS",
               help="Send a test copy of the next edition to one address, subject prefixed [TEST]; not recorded.")
 @click.option("--force", is_flag=True, help="Send even if the pre-send checks (pipeline lint) find problems.")
-@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting with status 75.")
+@click.option("--wait", is_flag=True,
+              help="If another run holds the lock, wait for it instead of exiting with status 75.")
 @click.option("--queued-only", is_flag=True, help="Create no new edition; only send messages already queued and due "
                                                   "(deferred retries, interrupted sends).")
+@click.option("--retry-failed", "retry_edition", is_flag=False, flag_value="latest", default=None, metavar="[EDITION]",
+              help="First put the failed messages of EDITION (default: the latest) back in the queue.")
 @pass_context
-def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool) -> None:
+def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait: bool, queued_only: bool,
+         retry_edition: str | None) -> None:
     """Create the edition if there are new items, then send whatever is due (deferred retries too).
 
     A recorded run like `pipeline run`, which also writes the archive pages the
@@ -209,12 +215,46 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
         if plan.reason == "would create the edition":
             click.echo(f"would send the new edition to {preview.subscribers} subscribers")
         return
+    if retry_edition:
+        edition_id, count = app.retry_failed(config, None if retry_edition == "latest" else retry_edition)
+        click.echo(f"edition {edition_id}: {count} failed messages queued again")
     outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
     if outcome.edition is not None:
         plan = outcome.edition
         click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
     _report_sends(outcome.reports)
     _exit_for(outcome)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (instead of waiting for more).")
+@pass_context
+def worker(ctx: Context, once: bool) -> None:
+    """Send due messages of every edition until stopped (SIGTERM or Ctrl-C); makes no editions or outputs.
+
+    Run any number of workers, on any number of machines, against one PostgreSQL database
+    ($PIPELINE_DATABASE_URL); on SQLite one sends at a time.
+    """
+    import signal
+    import threading
+
+    from . import app
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("pipeline").info("received %s: finishing the current message, then stopping",
+                                           signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = app.work(ctx.config, stop=stop, once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"worker {report.worker}: stopped")
+    _report_sends(report.reports)
 
 
 @cli.command()
@@ -287,8 +327,9 @@ def subscribers_show(ctx: Context, address: str) -> None:
     details = app.subscriber_details(ctx.config, address)
     sub = details.subscriber
     click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+    left = sub.unsubscribed_at
     click.echo(f"subscribed at {sub.subscribed_at.isoformat(timespec='seconds') if sub.subscribed_at else '-'}"
-               + (f", unsubscribed at {sub.unsubscribed_at.isoformat(timespec='seconds')}" if sub.unsubscribed_at else ""))
+               + (f", unsubscribed at {left.isoformat(timespec='seconds')}" if left else ""))
     held = details.suppression
     click.echo(f"suppressed: {held.reason} since {held.created_at.isoformat(timespec='seconds')} ({held.detail})"
                if held else "suppressed: no")
@@ -333,7 +374,8 @@ def subscribers_import(ctx: Context, csv_file: Path) -> None:
 
 
 @subscribers.command("export")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: stdout).")
 @pass_context
 def subscribers_export(ctx: Context, output: Path | None) -> None:
     """Write all subscribers as CSV (email, name, status, dates, other columns)."""
@@ -364,7 +406,7 @@ def _serve_until_interrupted(server, url: str) -> None:
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @pass_context
 def serve_web(ctx: Context, host: str, port: int) -> None:
-    """Run the one-click unsubscribe endpoint (for development; use a WSGI server in production)."""
+    """Run the one-click unsubscribe endpoint on waitress (put it behind your HTTPS reverse proxy)."""
     from .app import open_storage
     from .service.web import make_web_server
 
@@ -416,7 +458,8 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
 
 
 @cli.command()
-@click.option("--fetch", "do_fetch", is_flag=True, help="Fetch every source now (and store what it gives) before listing.")
+@click.option("--fetch", "do_fetch", is_flag=True,
+              help="Fetch every source now (and store what it gives) before listing.")
 @pass_context
 def sources(ctx: Context, do_fetch: bool) -> None:
     """List the remote sources: last fetch, status and item count."""
@@ -485,7 +528,10 @@ def _edition_line(edition: dict) -> str:
     line = (f"{edition['id']} of {edition['created_at']}, {edition['items']} items: sent {edition['sent']}, "
             f"failed {edition['failed']}, deferred {edition['deferred']}, pending {edition['pending']}, "
             f"sending {edition['sending']}, skipped (unsubscribed) {edition['skipped']}")
-    return line + (f"; next retry {edition['next_retry']}" if edition.get("next_retry") else "")
+    line += f"; next retry {edition['next_retry']}" if edition.get("next_retry") else ""
+    for failure in edition.get("top_failures", []):
+        line += f"\n    {failure['count']} x {failure['reply']}"
+    return line
 
 
 def format_status(report: dict) -> str:
@@ -508,6 +554,12 @@ def format_status(report: dict) -> str:
     lines.append(f"Last edition: {_edition_line(edition)}" if edition else "Last edition: none yet")
     for other in report["editions_with_unsent"]:
         lines.append(f"Unsent messages in edition {_edition_line(other)}")
+    if report.get("workers"):
+        lines.append("Send workers:")
+        for w in report["workers"]:
+            lease = f", oldest claim {w['oldest_claim_age_s']}s old" if w["oldest_claim_age_s"] is not None else ""
+            lines.append(f"  {w['id']} on {w['host']}: heartbeat {w['heartbeat_age_s']}s ago, "
+                         f"holds {w['holds']}{lease}")
     subs = report["subscribers"]
     lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed")
     suppressed = report.get("suppressed") or {}
@@ -516,7 +568,8 @@ def format_status(report: dict) -> str:
         rate = feedback["complaint_rate"]
         lines.append(f"Last 30 days: {feedback['sent']} sent, {feedback['hard']} hard bounces, {feedback['soft']} soft "
                      f"bounces, {feedback['complaints']} complaints"
-                     + (f" (complaint rate {rate:.2%}; Gmail and Yahoo ask for under 0.3%)" if rate is not None else ""))
+                     + (f" (complaint rate {rate:.2%}; Gmail and Yahoo ask for under 0.3%)" if rate is not None
+                        else ""))
     lines.append("Suppressed: " + (", ".join(f"{count} {reason}" for reason, count in sorted(suppressed.items()))
                                    + f" ({sum(suppressed.values())} in all)" if suppressed else "none"))
     return "\n".join(lines)

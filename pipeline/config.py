@@ -7,11 +7,13 @@ Relative paths are resolved against the folder holding the config file.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from email.utils import parseaddr
+from email.utils import formataddr, parseaddr
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from string import Formatter
+from typing import Any, Literal
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -36,6 +38,65 @@ def _absolute_url(value: str) -> str:
     return value
 
 
+_URL_IN_HEADER_UNSAFE = re.compile(r"[\s<>,\"\\]")
+
+
+def _header_url(value: str) -> str:
+    """A URL that goes into a header (List-Unsubscribe): absolute, ASCII (an IDN host becomes its
+    A-label, other characters are percent-encoded), and nothing that could end the URI or add another."""
+    _absolute_url(value)
+    if not value.isascii():
+        import idna
+
+        parts = urlsplit(value)
+        try:
+            host = idna.encode(parts.hostname or "", uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"host cannot be written in ASCII: {exc}") from None
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        value = urlunsplit((parts.scheme, netloc, quote(parts.path, safe="/%"), quote(parts.query, safe="=&%"),
+                            quote(parts.fragment, safe="%")))
+    if _URL_IN_HEADER_UNSAFE.search(value):
+        raise ValueError("must not contain spaces, line breaks, <, >, commas or quotes")
+    return value
+
+
+def _check_fields(template: str, allowed: set[str]) -> str:
+    """A str.format template may only name the fields it will be given."""
+    try:
+        names = {field.split(".")[0].split("[")[0] for _text, field, _spec, _conv in Formatter().parse(template)
+                 if field is not None}
+    except ValueError as exc:
+        raise ValueError(f"not a valid template: {exc}") from None
+    unknown = sorted(names - allowed)
+    if "" in names:
+        raise ValueError("use named fields, e.g. {site_title}")
+    if unknown:
+        raise ValueError(f"unknown field {{{unknown[0]}}}; use {', '.join('{' + n + '}' for n in sorted(allowed))}")
+    return template
+
+
+def _address_header(value: str) -> str:
+    """"Name <address>" with a valid address; an internationalised domain becomes its A-label."""
+    from .mail.addresses import AddressError, normalise_address
+
+    name, address = parseaddr(value)
+    if not address or address.count("@") != 1:
+        raise ValueError("must contain an email address")
+    try:
+        ascii_form = normalise_address(address)
+    except AddressError as exc:
+        raise ValueError(str(exc)) from None
+    if not ascii_form.isascii():
+        raise ValueError(f"{address!r}: the part before @ must be ASCII in a sender or list address")
+    local, domain = address.rsplit("@", 1)
+    ascii_domain = ascii_form.rsplit("@", 1)[1]
+    if domain == ascii_domain:
+        return value  # as written
+    rewritten = f"{local}@{ascii_domain}"  # the local part keeps its case
+    return formataddr((name, rewritten)) if name else rewritten
+
+
 class Logo(Strict):
     url: str
     alt: str
@@ -52,6 +113,10 @@ class Site(Strict):
     description: str
     logo: Logo | None = None
     icon: str | None = None
+    feed_icon: str | None = Field(
+        default=None,
+        description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.",
+    )
     id_prefix: str | None = Field(
         default=None,
         description="Prefix of item ids made from slugs; set once and never change it.",
@@ -62,6 +127,7 @@ class Site(Strict):
     )
 
     _base = field_validator("base_url")(_absolute_url)
+    _feed_icon = field_validator("feed_icon")(lambda value: None if value is None else _absolute_url(value))
 
     @field_validator("base_url")
     @classmethod
@@ -130,11 +196,28 @@ class Paths(Strict):
     state: Path = Path(".state")
 
 
+class Topics(Strict):
+    """Which tags get their own feeds (public/tags/<slug>/...)."""
+
+    enabled: bool = True
+    allow: list[str] | None = Field(
+        default=None, description="Only these tags get feeds (matched by slug); default: every tag with min_items.")
+    min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
+
+
 class Feeds(Strict):
     limit: int = Field(default=20, gt=0, description="How many of the newest items the feeds carry.")
     author_email: str | None = Field(
         default=None, description="RSS <author> needs an address; without it, dc:creator carries the name."
     )
+    topics: Topics = Topics()
+    archive: bool = Field(default=True, description="Older items stay reachable in RFC 5005 archive documents.")
+    ttl: int | None = Field(
+        default=None, gt=0, description="Minutes readers may cache a feed; default: the shortest schedule interval.")
+    websub_hub: str | None = Field(default=None, description="WebSub hub to advertise and ping after a feed changes.")
+    websub_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per hub ping.")
+
+    _hub = field_validator("websub_hub")(lambda value: None if value is None else _absolute_url(value))
 
 
 class DigestSettings(Strict):
@@ -158,7 +241,17 @@ class DigestSettings(Strict):
     def _one_line(cls, value: str) -> str:
         if _HEADER_UNSAFE.search(value):
             raise ValueError("must be a single line")
-        return value
+        return _check_fields(value, {"site_title", "lead_title", "date", "count"})
+
+    @field_validator("intro")
+    @classmethod
+    def _intro_fields(cls, value: str) -> str:
+        return _check_fields(value, {"organisation", "count"})
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsubscribe_url(cls, value: str | None) -> str | None:
+        return None if value is None else _header_url(value)
 
 
 class Smtp(Strict):
@@ -169,7 +262,9 @@ class Smtp(Strict):
     password_env: str = Field(default="PIPELINE_SMTP_PASSWORD",
                               description="Name of the environment variable holding the password.")
     ca_file: Path | None = Field(default=None, description="Extra CA certificate(s) to trust (PEM).")
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="Seconds for each network operation.")
+    data_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for the server's reply after "
+                                                                 "a message's body (RFC 5321 suggests 10 minutes).")
     concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
     rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
     max_attempts: int = Field(default=5, ge=1, le=20, description="Quick tries of a message within one run; "
@@ -204,6 +299,8 @@ class Delivery(Strict):
     transport: Literal["file", "smtp"] = "file"
     outbox: Path = Path("outbox")
     batch_size: int = Field(default=200, ge=1, le=10000)
+    lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
+                                 "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
     # Issue 14: headers mailbox providers read, and optional DKIM signing.
     feedback_id: str | None = Field(
@@ -226,12 +323,25 @@ class Delivery(Strict):
             raise ValueError("must be a single line (no CR or LF)")
         return value
 
-    @field_validator("from_", "unsubscribe_mailto")
+    @field_validator("from_", "reply_to")
     @classmethod
-    def _has_address(cls, value: str) -> str:
-        name, address = parseaddr(value)
-        if "@" not in address or address.count("@") != 1:
-            raise ValueError("must contain an email address")
+    def _valid_address(cls, value: str | None) -> str | None:
+        return None if value is None else _address_header(value)
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _bare_address(cls, value: str) -> str:
+        address = _address_header(value)
+        if "<" in address or " " in address:
+            raise ValueError("must be a bare address, e.g. unsubscribe@example.org")
+        return address
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, value: str) -> str:
+        match = re.search(r"<([^<>\s]+)>\s*$", value)
+        if not match or not match.group(1).isascii() or "." not in match.group(1):
+            raise ValueError('must end with the list\'s id in angle brackets, e.g. "News <news.example.org>"')
         return value
 
     @property
@@ -250,7 +360,8 @@ class RemoteSource(Strict):
     tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
     max_items: int = Field(default=20, ge=1, le=1000)
     author: str | None = Field(default=None, description="Author for items that name none.")
-    credit: str | None = Field(default=None, description="How the outputs credit the source (default: the feed's title).")
+    credit: str | None = Field(default=None,
+                               description="How the outputs credit the source (default: the feed's title).")
 
     _url = field_validator("url")(_absolute_url)
 
@@ -262,11 +373,14 @@ class RemoteSource(Strict):
         return value
 
     @model_validator(mode="after")
-    def _default_name(self) -> "RemoteSource":
+    def _default_name(self) -> RemoteSource:
         if not self.name:
             parts = urlsplit(self.url)
             slug = re.sub(r"[^a-z0-9]+", "-", f"{parts.hostname or ''}{parts.path}".lower()).strip("-")
-            object.__setattr__(self, "name", slug[:60] or "source")
+            if len(slug) > 60:  # cut, but keep names of similar long URLs apart
+                digest = hashlib.sha1(self.url.encode("utf-8")).hexdigest()[:8]
+                slug = f"{slug[:51].rstrip('-')}-{digest}"
+            object.__setattr__(self, "name", slug or "source")
         return self
 
 
@@ -297,7 +411,7 @@ class Job(Strict):
         return value
 
     @model_validator(mode="after")
-    def _valid_cron(self) -> "Job":
+    def _valid_cron(self) -> Job:
         self.trigger()
         return self
 
@@ -432,7 +546,7 @@ class Config(Strict):
         return (self.root / getattr(self.paths, which)).resolve()
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> "Config":
+    def _unique_source_names(self) -> Config:
         names = [source.name for source in self.sources]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -448,7 +562,7 @@ class Config(Strict):
         return self.delivery
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "missing":

@@ -15,6 +15,21 @@ from .errors import ConfigError
 DATABASE_URL_ENV = "PIPELINE_DATABASE_URL"
 SECRET_FILE = "secret"
 MIN_SECRET_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 10  # "aaaaaaaaaaaaaaaa" and "1234123412341234" are not secrets
+PLACEHOLDER_WORDS = ("replace", "change-me", "changeme", "example", "placeholder", "xxxx", "your-")
+
+
+def weak_secret(value: str) -> str | None:
+    """Why a secret is too weak to sign links, or None: too short, too few distinct characters, or a
+    placeholder left in from an example file."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"fewer than {MIN_DISTINCT_CHARACTERS} different characters"
+    lowered = value.lower()
+    if any(word in lowered for word in PLACEHOLDER_WORDS):
+        return "a placeholder, not a random value"
+    return None
 
 
 def database_url() -> str | None:
@@ -39,9 +54,10 @@ def signing_secret(variable: str, state_folder: Path) -> bytes:
     """
     value = os.environ.get(variable)
     if value is not None:
-        if len(value) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"${variable} is set but shorter than {MIN_SECRET_LENGTH} characters; use a random "
-                              "secret, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        problem = weak_secret(value)
+        if problem:
+            raise ConfigError(f"${variable} is set but {problem}; use a random secret, e.g. "
+                              "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return value.encode("utf-8")
     path = state_folder / SECRET_FILE
     try:

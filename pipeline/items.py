@@ -7,17 +7,22 @@ forbids as the item is made, so no output stage can crash on them.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import mimetypes
 import re
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import nh3
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from urllib.parse import urljoin, urlsplit
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Characters not allowed in XML 1.0 documents (controls except tab, LF, CR; lone surrogates; U+FFFE/FFFF).
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+from .text import html_to_text, plain_text, strip_xml_illegal
+
+__all__ = ["Enclosure", "Image", "Item", "Source", "clean_html", "html_to_text", "is_absolute_http", "newest_first",
+           "plain_text", "strip_xml_illegal", "tag_slug", "to_uri"]
 
 _SAFE_SCHEMES = {"http", "https", "mailto"}
 _URL_ATTRIBUTES = {"href", "src"}
@@ -37,8 +42,38 @@ _ALLOWED_ATTRIBUTES = {
 }
 
 
-def strip_xml_illegal(text: str) -> str:
-    return _XML_ILLEGAL.sub("", text)
+# Characters a URI may carry as they are (RFC 3986 reserved + unreserved, and % for existing escapes).
+_URI_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
+
+
+def to_uri(url: str) -> str:
+    """The URL form of an IRI: spaces and non-ASCII characters percent-encoded, the host in IDNA.
+
+    Feeds must carry URLs, not IRIs (W3C validator: "IRI found where URL expected"),
+    and a space makes a URL invalid.  Existing %-escapes are left alone, so this is idempotent.
+    """
+    url = url.strip()
+    if url.isascii() and " " not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.hostname and not parts.hostname.isascii():
+        try:
+            netloc = netloc.replace(parts.hostname, parts.hostname.encode("idna").decode("ascii"))
+        except UnicodeError:
+            netloc = quote(netloc, safe=_URI_SAFE)
+    return urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_URI_SAFE), quote(parts.query, safe=_URI_SAFE),
+                       quote(parts.fragment, safe=_URI_SAFE)))
+
+
+def tag_slug(tag: str) -> str:
+    """The one slug of a tag name, used for its feed folder everywhere (``Stem Cells`` -> ``stem-cells``).
+
+    Tags differing only in case, accents or punctuation share a slug, so they share a feed.
+    """
+    ascii_text = unicodedata.normalize("NFKD", tag).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:60].strip("-")
+    return slug or "tag-" + hashlib.sha1(tag.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def is_absolute_http(url: str) -> bool:
@@ -56,7 +91,7 @@ def clean_html(html: str, base_url: str) -> str:
     def resolve(tag: str, attribute: str, value: str) -> str | None:
         if attribute not in _URL_ATTRIBUTES and attribute != "cite":
             return value
-        absolute = urljoin(base_url, value.strip())
+        absolute = to_uri(urljoin(base_url, value.strip()))
         scheme = urlsplit(absolute).scheme
         if scheme not in _SAFE_SCHEMES or (scheme != "mailto" and not is_absolute_http(absolute)):
             return None
@@ -73,15 +108,6 @@ def clean_html(html: str, base_url: str) -> str:
     ).strip()
 
 
-def plain_text(html_or_text: str) -> str:
-    """Titles and summaries are plain text: drop any markup, keep the words."""
-    text = nh3.clean(strip_xml_illegal(html_or_text), tags=set(), strip_comments=True)
-    # nh3 escapes what it keeps; titles are stored unescaped and escaped by each output.
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&#39;", "'")
-    text = text.replace("&amp;", "&")
-    return " ".join(text.split())
-
-
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -95,20 +121,54 @@ class Model(BaseModel):
         return value
 
 
+def guess_type(url: str) -> str | None:
+    """The media type a URL's file extension names, if any."""
+    return mimetypes.guess_type(urlsplit(url).path)[0]
+
+
 class Image(Model):
     url: str
     alt: str
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
-    type: str = "image/jpeg"
-    length: int = Field(default=0, ge=0, description="Size in bytes, for the RSS enclosure.")
+    type: str | None = Field(default=None, description="image/*; default: from the file extension, else image/jpeg.")
+    length: int = Field(default=0, ge=0, description="Size in bytes, for the RSS enclosure (0: unknown).")
+
+    _uri = field_validator("url")(lambda value: to_uri(value))
+
+    @field_validator("type")
+    @classmethod
+    def _an_image(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith("image/"):
+            raise ValueError(f"{value!r} is not an image type (image/...); put audio, video or documents "
+                             "under `enclosure`")
+        return value.lower() if value else None
+
+    @model_validator(mode="after")
+    def _typed(self) -> Image:
+        if self.type is None:
+            guessed = guess_type(self.url)
+            object.__setattr__(self, "type", guessed if guessed and guessed.startswith("image/") else "image/jpeg")
+        return self
+
+
+class Enclosure(Model):
+    """A file that goes with the item (a podcast episode, a PDF): the RSS enclosure, an Atom enclosure link."""
+
+    url: str
+    type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    length: int = Field(default=0, ge=0, description="Size in bytes (0: unknown).")
+
+    _uri = field_validator("url")(lambda value: to_uri(value))
 
 
 class Source(Model):
     """Where an item came from, credited in the outputs."""
 
     name: str
-    url: str | None = None
+    url: str | None = Field(default=None, description="The source's home page.")
+    feed_url: str | None = Field(default=None, description="The source's feed (RSS <source url>).")
+    id: str | None = Field(default=None, description="The source feed's own id (Atom <source><id>).")
 
 
 class Item(Model):
@@ -123,15 +183,20 @@ class Item(Model):
     content_html: str
     tags: tuple[str, ...] = ()
     image: Image | None = None
+    enclosure: Enclosure | None = None
     citation: str | None = None
     source: Source | None = None
+    own_link: bool = Field(default=True, description="False when `link` is only the source's home page.")
 
     @field_validator("published", "updated")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
+        """Aware, and whole seconds: every format then shows the same instant (RSS cannot carry fractions)."""
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a timezone")
-        return value
+        return value.replace(microsecond=0) if value is not None else None
+
+    _link_uri = field_validator("link")(lambda value: to_uri(value))
 
     @property
     def full_html(self) -> str:

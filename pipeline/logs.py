@@ -26,31 +26,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class _OwnHandler(logging.StreamHandler):
-    """Marks the handlers this module added, so configuring again replaces only those."""
+# Libraries that are chatty at INFO: kept quiet unless debugging.
+QUIET_LIBRARIES = ("apscheduler", "mail.log", "sqlalchemy")
 
-
-class _OwnFileHandler(logging.FileHandler):
-    pass
+_installed: list[logging.Handler] = []  # the handlers the last configure_logging call put on the root logger
 
 
 def configure_logging(level: str | int = "WARNING", fmt: str = "text", file: Path | None = None) -> None:
-    """Idempotent: called again (the config's settings, or another in-process command), it replaces
-    the handlers it added before and leaves anyone else's (a test's capture) alone."""
+    """Log to stderr (and ``file``) at ``level``.  A second call replaces what the first set up and
+    leaves alone the handlers others put on the root logger (a host application, a test runner)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, (_OwnHandler, _OwnFileHandler)):
-            root.removeHandler(handler)
-            handler.close()
+    while _installed:
+        handler = _installed.pop()
+        root.removeHandler(handler)
+        handler.close()
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    handlers: list[logging.Handler] = [_OwnHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(_OwnFileHandler(file, encoding="utf-8"))
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+        _installed.append(handler)
     root.setLevel(level)
-    # Libraries that are chatty at INFO: keep them quiet unless debugging.
-    for name in ("apscheduler", "mail.log", "sqlalchemy"):
+    for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    # SQL statements at -vv, but never the rows they return (subscriber addresses); the engine
+    # hides statement parameters itself.
+    logging.getLogger("sqlalchemy").setLevel(logging.INFO if root.level <= logging.DEBUG else logging.WARNING)

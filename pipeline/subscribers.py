@@ -51,7 +51,17 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV") -> ImportR
         report.kept_unsubscribed += counts["unsubscribed"]
         batch.clear()
 
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit: keep what came before, say where
+            flush()
+            line = reader.line_num + 1  # the line being read when it failed
+            raise PipelineError(f"{source}:{line}: not readable as CSV ({exc}); the rows before it "
+                                f"were imported ({report.added} added, {report.updated} updated)") from None
         values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         try:
             email = normalise_address(values.get("email", ""))

@@ -12,7 +12,7 @@
     <xsl:variable name="description" select="/rss/channel/description | /atom:feed/atom:subtitle"/>
     <xsl:variable name="self" select="/rss/channel/atom:link[@rel='self']/@href | /atom:feed/atom:link[@rel='self']/@href"/>
     <xsl:variable name="site" select="/rss/channel/link | /atom:feed/atom:link[@rel='alternate']/@href"/>
-    <html>
+    <html lang="{/rss/channel/language | /atom:feed/@xml:lang}">
       <head>
         <meta charset="utf-8"/>
         <meta name="viewport" content="width=device-width, initial-scale=1"/>

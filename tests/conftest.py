@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+import os
 import shutil
-import subprocess
-import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pipeline.config import Config, load_config
 
@@ -28,8 +35,57 @@ def _logging_as_before():
     root.setLevel(level)
 
 
+# Test modules whose tests run on both state backends.  The rest (feeds, content, config, lint,
+# digest rendering, the browser, the in-memory engine) never touch the database in a way that
+# could differ, so they run once.
+BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
+                 "test_run", "test_schedule", "test_sources", "test_storage", "test_subscribers", "test_web"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        names = ["sqlite", "postgresql"] if module in BOTH_BACKENDS else ["sqlite"]
+        if module == "test_postgres":
+            names = ["postgresql"]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str  # the SQLAlchemy URL the test's state lives in
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from .postgres import Cluster, server_binaries
+
+    binaries = server_binaries()
+    if binaries is None:
+        message = "no PostgreSQL server binaries (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must run the PostgreSQL tests")
+        pytest.skip(f"{message}; CI runs these")
+    cluster = Cluster(binaries).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def backend(request, monkeypatch, tmp_path: Path) -> Backend:
+    """The state database of one test: SQLite in the project's state folder, or a fresh PostgreSQL database
+    (given to the code, and to any subprocess, through $PIPELINE_DATABASE_URL)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_cluster").new_database()
+        monkeypatch.setenv("PIPELINE_DATABASE_URL", url)
+        return Backend("postgresql", url)
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+    return Backend("sqlite", f"sqlite:///{tmp_path / 'site' / '.state' / 'pipeline.db'}")
+
+
+@pytest.fixture
+def project(tmp_path: Path, backend: Backend) -> Path:
     """A copy of the repository's config, templates and content that a test may change freely."""
     root = tmp_path / "site"
     root.mkdir()
@@ -44,15 +100,89 @@ def config(project: Path) -> Config:
     return load_config(project / "config.yaml")
 
 
-def run_cli(project: Path, *args: str, check: bool = False, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess, as an operator would."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"), *args],
-        cwd=project, capture_output=True, text=True, timeout=timeout, **kwargs,
-    )
+# What the pipeline reads from the environment: a developer's shell must not leak into a test.
+PIPELINE_ENV = ("PIPELINE_CONFIG", "PIPELINE_DATABASE_URL", "PIPELINE_SECRET", "PIPELINE_SMTP_PASSWORD")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in PIPELINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@dataclass
+class CliResult:
+    """What an operator sees: the exit status and the two output streams."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# click < 8.2 mixes stderr into stdout unless told not to; later versions always keep them apart.
+_RUNNER_OPTIONS = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+
+
+def run_cli(project: Path, *args: str, check: bool = False, timeout: float = 120,
+            env: Mapping[str, str | None] | None = None) -> CliResult:
+    """Run the command line in this process as an operator would in a shell at ``project``.
+
+    Same arguments, output, ``Error: ...`` lines and exit status as the console script, without
+    starting an interpreter.  ``env`` sets (or, with None, unsets) variables for this command
+    only.  The command runs in a worker thread so that a hang fails the test after ``timeout``
+    seconds instead of stopping the suite.
+    """
+    from pipeline.cli import cli
+
+    outcome = []
+
+    def invoke() -> None:
+        runner = CliRunner(**_RUNNER_OPTIONS)
+        outcome.append(runner.invoke(cli, ["--config", str(project / "config.yaml"), *args], prog_name="pipeline",
+                                     env=env))
+
+    previous = os.getcwd()
+    os.chdir(project)
+    try:
+        with logging_restored():
+            worker = threading.Thread(target=invoke, name=f"pipeline {' '.join(args)}", daemon=True)
+            worker.start()
+            worker.join(timeout)
+    finally:
+        os.chdir(previous)
+    if worker.is_alive():
+        raise AssertionError(f"pipeline {' '.join(args)} still running after {timeout} s")
+    (invoked,) = outcome
+    stderr = invoked.stderr
+    if invoked.exception is not None and not isinstance(invoked.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*invoked.exc_info))  # as the interpreter would print it
+    result = CliResult(args, invoked.exit_code, invoked.stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Undo what the command's logging set-up did to this process: its handlers write to
+    streams that are closed once the command returns, and its levels would leak into later tests."""
+    from pipeline.logs import QUIET_LIBRARIES
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in (root.name, *QUIET_LIBRARIES)}
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def write_item(project: Path, slug: str, front_matter: str, body: str = "A body paragraph.\n") -> Path:

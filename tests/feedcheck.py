@@ -1,13 +1,15 @@
-"""Schema-level checks of RSS 2.0 and Atom 1.0, after the rules the W3C Feed Validation Service applies.
+"""Schema-level checks of RSS 2.0, Atom 1.0 and JSON Feed, after the rules the W3C Feed Validation Service applies.
 
 The W3C validator is a web service; these checks encode the rules it reports as errors
-at its default level (required elements, date formats, link and id rules) so the
-tests can run offline.
+or warnings at its default level (required elements, date formats, link and id rules,
+Media RSS groups, URL vs IRI, source elements, duplicate updated values) so the tests
+can run offline.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -16,13 +18,54 @@ from lxml import etree
 
 ATOM = "http://www.w3.org/2005/Atom"
 CONTENT = "http://purl.org/rss/1.0/modules/content/"
+MEDIA = "http://search.yahoo.com/mrss/"
+HISTORY = "http://purl.org/syndication/history/1.0"
+SY = "http://purl.org/rss/1.0/modules/syndication/"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+WHOLE_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
+# Link relations the validator knows (IANA registry, incl. RFC 5005 and WebSub); others are warned about.
+KNOWN_RELS = {"alternate", "self", "enclosure", "related", "via", "hub", "current", "prev-archive", "next-archive",
+              "first", "last", "previous", "next", "license", "replies", "edit"}
+SY_PERIODS = {"hourly", "daily", "weekly", "monthly", "yearly"}
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
 
 def _absolute(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def url_problem(url: str) -> str | None:
+    """What the validator says about a value where a URL is expected, or None."""
+    if not _absolute(url):
+        return "url must be a full URL"
+    if " " in url or not url.isascii():
+        return "IRI found where URL expected (spaces and non-ASCII must be percent-encoded)"
+    return None
+
+
+def _media_problems(parent, where: str) -> list[str]:
+    problems = []
+    for group in parent.findall(f"{{{MEDIA}}}group"):
+        if len(group.findall(f"{{{MEDIA}}}content")) < 2:
+            problems.append(f"{where}: media:group must have multiple media:content children")
+    for content in parent.iter(f"{{{MEDIA}}}content"):
+        problem = url_problem(content.get("url", ""))
+        if problem:
+            problems.append(f"{where}/media:content: {problem}")
+    return problems
+
+
+def _link_rel_problems(parent, link_tag: str, where: str) -> list[str]:
+    problems = []
+    for link in parent.findall(link_tag):
+        rel = link.get("rel", "alternate")
+        if rel not in KNOWN_RELS and not rel.startswith(("http://", "https://")):
+            problems.append(f"{where}: unregistered link relationship {rel!r}")
+        problem = url_problem(link.get("href", ""))
+        if problem:
+            problems.append(f"{where}: link href: {problem}")
+    return problems
 
 
 def _rfc822(text: str) -> bool:
@@ -46,7 +89,7 @@ def rss_problems(data: bytes) -> list[str]:
             problems.append(f"channel: exactly one non-empty <{name}> required")
     if not _absolute(channel.findtext("link") or ""):
         problems.append("channel/link must be an absolute URL")
-    selfs = [l for l in channel.findall(f"{{{ATOM}}}link") if l.get("rel") == "self"]
+    selfs = [link for link in channel.findall(f"{{{ATOM}}}link") if link.get("rel") == "self"]
     if len(selfs) != 1 or not _absolute(selfs[0].get("href", "")):
         problems.append("channel: one atom:link rel=self with an absolute href recommended")
     if not LANGUAGE.match(channel.findtext("language") or ""):
@@ -62,6 +105,16 @@ def rss_problems(data: bytes) -> list[str]:
                 problems.append(f"channel/image: <{name}> required")
         if int(image.findtext("width") or 88) > 144 or int(image.findtext("height") or 31) > 400:
             problems.append("channel/image: width <= 144 and height <= 400")
+    problems += _link_rel_problems(channel, f"{{{ATOM}}}link", "channel")
+    ttl = channel.findtext("ttl")
+    if ttl is not None and not ttl.strip().isdigit():
+        problems.append("channel/ttl must be a whole number of minutes")
+    period = channel.findtext(f"{{{SY}}}updatePeriod")
+    if period is not None and period not in SY_PERIODS:
+        problems.append(f"channel/sy:updatePeriod {period!r} is not one of {sorted(SY_PERIODS)}")
+    frequency = channel.findtext(f"{{{SY}}}updateFrequency")
+    if frequency is not None and not (frequency.isdigit() and int(frequency) > 0):
+        problems.append("channel/sy:updateFrequency must be a positive integer")
     guids = set()
     for index, item in enumerate(channel.findall("item")):
         where = f"item[{index}]"
@@ -85,9 +138,22 @@ def rss_problems(data: bytes) -> list[str]:
         author = item.findtext("author")
         if author is not None and "@" not in author:
             problems.append(f"{where}/author must be an email address")
-        for enclosure in item.findall("enclosure"):
+        enclosures = item.findall("enclosure")
+        if len(enclosures) > 1:
+            problems.append(f"{where}: item contains more than one enclosure")
+        for enclosure in enclosures:
             if not (_absolute(enclosure.get("url", "")) and (enclosure.get("length") or "").isdigit() and enclosure.get("type")):
                 problems.append(f"{where}/enclosure needs absolute url, numeric length and type")
+            elif url_problem(enclosure.get("url", "")):
+                problems.append(f"{where}/enclosure: {url_problem(enclosure.get('url', ''))}")
+        if link is not None and _absolute(link) and url_problem(link):
+            problems.append(f"{where}/link: {url_problem(link)}")
+        problems += _media_problems(item, where)
+        for source in item.findall("source"):
+            if url_problem(source.get("url", "")):
+                problems.append(f"{where}/source: url attribute: {url_problem(source.get('url', ''))}")
+            if not (source.text or "").strip():
+                problems.append(f"{where}/source: needs the source's title as text")
     return problems
 
 
@@ -106,6 +172,8 @@ def atom_problems(data: bytes) -> list[str]:
     def check_date(element, where):
         if element is not None and not RFC3339.match(element.text or ""):
             problems.append(f"{where}: date must be RFC 3339")
+        elif element is not None and not WHOLE_SECONDS.match(element.text or ""):
+            problems.append(f"{where}: dates are whole seconds in every format")
 
     def check_links(parent, where):
         alternates = set()
@@ -122,10 +190,12 @@ def atom_problems(data: bytes) -> list[str]:
     one(root, "title", "feed")
     check_date(one(root, "updated", "feed"), "feed/updated")
     check_links(root, "feed")
-    if not [l for l in root.findall(f"{{{ATOM}}}link") if l.get("rel") == "self"]:
+    if not [link for link in root.findall(f"{{{ATOM}}}link") if link.get("rel") == "self"]:
         problems.append("feed: a rel=self link is recommended")
+    problems += _link_rel_problems(root, f"{{{ATOM}}}link", "feed")
     feed_author = root.find(f"{{{ATOM}}}author") is not None
     ids = set()
+    updated_seen: dict[str, int] = {}
     for index, entry in enumerate(root.findall(f"{{{ATOM}}}entry")):
         where = f"entry[{index}]"
         entry_id = one(entry, "id", where)
@@ -134,7 +204,19 @@ def atom_problems(data: bytes) -> list[str]:
                 problems.append(f"{where}: duplicate id")
             ids.add(entry_id.text)
         one(entry, "title", where)
-        check_date(one(entry, "updated", where), f"{where}/updated")
+        updated = one(entry, "updated", where)
+        check_date(updated, f"{where}/updated")
+        if updated is not None and updated.text in updated_seen:
+            problems.append(f"{where}: two entries with the same value for atom:updated ({updated.text})")
+        if updated is not None:
+            updated_seen[updated.text] = index
+        problems += _link_rel_problems(entry, f"{{{ATOM}}}link", where)
+        problems += _media_problems(entry, where)
+        for source in entry.findall(f"{{{ATOM}}}source"):
+            for name in ("id", "title", "updated"):
+                if not (source.findtext(f"{{{ATOM}}}{name}") or "").strip():
+                    problems.append(f"{where}/source: missing atom:{name}")
+            check_date(source.find(f"{{{ATOM}}}updated"), f"{where}/source/updated")
         check_date(entry.find(f"{{{ATOM}}}published"), f"{where}/published")
         check_links(entry, where)
         author = entry.find(f"{{{ATOM}}}author")
@@ -147,8 +229,45 @@ def atom_problems(data: bytes) -> list[str]:
             kind = content.get("type", "text")
             if kind not in ("text", "html", "xhtml") and "/" not in kind:
                 problems.append(f"{where}: content type {kind!r} is not text, html, xhtml or a MIME type")
-        if content is None and not [l for l in entry.findall(f"{{{ATOM}}}link") if l.get("rel", "alternate") == "alternate"]:
+        if content is None and not [link for link in entry.findall(f"{{{ATOM}}}link") if link.get("rel", "alternate") == "alternate"]:
             problems.append(f"{where}: an entry without content needs an alternate link")
+    return problems
+
+
+def json_feed_problems(data: bytes) -> list[str]:
+    """JSON Feed 1.1: required fields, absolute ASCII URLs, unique ids, RFC 3339 whole-second dates."""
+    feed = json.loads(data)
+    problems = []
+    if feed.get("version") != "https://jsonfeed.org/version/1.1":
+        problems.append("version must be https://jsonfeed.org/version/1.1")
+    if not feed.get("title"):
+        problems.append("title required")
+    for key in ("home_page_url", "feed_url", "icon", "favicon"):
+        if key in feed and url_problem(feed[key]):
+            problems.append(f"{key}: {url_problem(feed[key])}")
+    for hub in feed.get("hubs", []):
+        if not hub.get("type") or url_problem(hub.get("url", "")):
+            problems.append("hubs: each needs a type and a full URL")
+    ids = set()
+    for index, item in enumerate(feed.get("items", [])):
+        where = f"items[{index}]"
+        if not item.get("id") or item["id"] in ids:
+            problems.append(f"{where}: a unique id is required")
+        ids.add(item.get("id"))
+        if not (item.get("content_html") or item.get("content_text")):
+            problems.append(f"{where}: content_html or content_text required")
+        for key in ("url", "external_url", "image"):
+            if key in item and url_problem(item[key]):
+                problems.append(f"{where}/{key}: {url_problem(item[key])}")
+        for attachment in item.get("attachments", []):
+            if url_problem(attachment.get("url", "")) or not attachment.get("mime_type"):
+                problems.append(f"{where}/attachments: a full URL and a mime_type are required")
+        for key in ("date_published", "date_modified"):
+            if key in item and not WHOLE_SECONDS.match(item[key]):
+                problems.append(f"{where}/{key}: RFC 3339 in whole seconds")
+        for key, value in item.items():
+            if key.startswith("_") and not (isinstance(value, dict) and value.get("about")):
+                problems.append(f"{where}/{key}: an extension object needs an 'about' string")
     return problems
 
 

@@ -42,6 +42,8 @@ class Behaviour:
     defer: Counter = field(default_factory=Counter)  # recipient -> how many 451s before accepting
     reject: set[str] = field(default_factory=set)  # recipients answered 550
     drop_after: set[int] = field(default_factory=set)  # drop the connection instead of accepting message #n
+    refuse_sender: str | None = None  # the reply to every MAIL FROM, e.g. "530 5.7.0 Authentication required"
+    reply_delay: float = 0.0  # seconds the server takes to answer after a message's body (a slow relay)
 
     def __post_init__(self) -> None:
         self.defer = Counter(self.defer)
@@ -79,8 +81,17 @@ class RecordingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.behaviour.refuse_sender:
+            return self.behaviour.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         self.data_started.set()
+        if self.behaviour.reply_delay:
+            await asyncio.sleep(self.behaviour.reply_delay)  # the server is slow, not the test
         if self.gate is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 60)
         with self.lock:
@@ -123,11 +134,12 @@ class SmtpSink:
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1/localhost made by the test, and its key."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -81,3 +83,30 @@ def test_two_sources_with_one_name_are_refused(project):
                                                       {"name": "a", "url": "https://y.example.org/"}]))
     with pytest.raises(ConfigError, match="sources: duplicate name 'a'"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("digest.unsubscribe_url", "https://x.example/u\r\nBcc: a@b.c", "digest.unsubscribe_url: must not contain"),
+    ("digest.unsubscribe_url", "https://x.example/>, <https://evil.test/x", "digest.unsubscribe_url: must not contain"),
+    ("digest.subject", "{site_title} {nope}", "digest.subject: unknown field {nope}"),
+    ("digest.intro", "News from {org}", "digest.intro: unknown field {org}"),
+    ("delivery.unsubscribe_mailto", "not an address", "delivery.unsubscribe_mailto: must contain an email address"),
+    ("delivery.from", "News <news@>", "delivery.from: "),
+    ("delivery.list_id", "News", "delivery.list_id: must end with the list's id"),
+])
+def test_header_values_that_would_break_sending_are_refused_by_validate(project, key, value, message):
+    from pipeline.errors import ConfigError
+
+    from .conftest import set_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(set_config(project, **{key: value}))
+
+
+def test_an_internationalised_sender_domain_and_unsubscribe_host_become_ascii(project):
+    from .conftest import set_config
+
+    config = load_config(set_config(project, **{"delivery.from": "Bücher News <news@bücher.example>",
+                                                 "digest.unsubscribe_url": "https://bücher.example/abmelden"}))
+    assert config.delivery.from_address == "news@xn--bcher-kva.example"
+    assert config.digest.unsubscribe_url == "https://xn--bcher-kva.example/abmelden"

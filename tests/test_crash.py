@@ -59,3 +59,32 @@ def test_kill_minus_nine_mid_send_then_rerun_completes_exactly_once(project):
     # sender recorded it, goes out a second time: at most one per open connection, never a third.
     copies = Counter(len(messages) for messages in received.values())
     assert set(copies) <= {1, 2} and copies[2] <= CONCURRENCY, copies
+
+
+def test_twenty_kills_at_random_points_miss_nobody_and_duplicate_at_most_one_per_connection(project):
+    import random
+
+    rng = random.Random(20211104)
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, concurrency=CONCURRENCY)
+        addresses = add_subscribers(config, SUBSCRIBERS)
+        duplicates_before = 0
+        for kill in range(20):
+            if handler.count >= SUBSCRIBERS - 60:
+                break  # nothing left to interrupt
+            sender = _send(project)
+            target = handler.count + rng.randint(1, 40)
+            assert handler.when_count(target).wait(timeout=120), f"kill {kill}: the sender never got going"
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(timeout=30)
+            copies = Counter(m.recipient for m in handler.received)
+            duplicates = sum(count - 1 for count in copies.values())
+            assert duplicates - duplicates_before <= CONCURRENCY, f"kill {kill}: {duplicates - duplicates_before}"
+            duplicates_before = duplicates
+        last = _send(project)
+        _out, err = last.communicate(timeout=300)
+        assert last.returncode == 0, err
+    received = handler.by_recipient()
+    assert sorted(received) == addresses, "somebody was skipped"
+    assert all(len({m.message["Message-ID"] for m in messages}) == 1 for messages in received.values())

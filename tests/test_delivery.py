@@ -13,11 +13,11 @@ import pytest
 from pipeline import app
 from pipeline.app import open_storage
 from pipeline.config import load_config
-from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, recipient_for
 from pipeline.mail.tokens import read_token
-from pipeline.state.storage import StoredDigest
+from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
+from pipeline.state.storage import StoredDigest
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
@@ -266,6 +266,22 @@ def test_a_short_secret_in_the_environment_stops_sending_with_a_clear_message(pr
     with pytest.raises(ConfigError, match=r"\$PIPELINE_SECRET is set but shorter than 16 characters"):
         app.run(config, progress=False)
     assert sink.handler.received == []
+    with app.open_storage(config) as storage:
+        assert storage.latest_edition() is None  # nothing was queued that could not be sent
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("aaaaaaaaaaaaaaaaaaaa", "fewer than 10 different characters"),
+    ("replace-with-output-of-python3-c-import-secrets-print-secrets.token_urlsafe-32", "a placeholder"),
+])
+def test_a_weak_or_placeholder_secret_is_refused(project, sink, monkeypatch, value, problem):
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setenv("PIPELINE_SECRET", value)
+    config = use_smtp(project, sink.port)
+    add_subscribers(config, 1)
+    with pytest.raises(ConfigError, match=problem):
+        app.run(config, progress=False)
 
 
 def test_rate_limit_spaces_messages_evenly():

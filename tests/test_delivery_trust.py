@@ -35,7 +35,7 @@ def test_an_internationalised_domain_is_stored_once_and_mailed_in_its_ascii_form
 def test_a_non_ascii_local_part_goes_out_where_the_server_offers_smtputf8(project, secret):
     handler = RecordingHandler()
     with SmtpSink(handler, smtputf8=True) as sink:
-        config = use_smtp(project, sink.port)
+        use_smtp(project, sink.port)
         _invoke(project, "subscribers", "add", "josé@example.org")
         result = _invoke(project, "run")
     assert result.exit_code == 0, result.output
@@ -123,3 +123,50 @@ def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(proj
     assert sorted(m.recipient for m in handler.received) == ["reader00000@example.org", "reader00001@example.org"]
     with app.open_storage(config) as storage:
         assert len(storage.list_editions()) == 1  # the new item waits for the next real run
+
+
+def test_a_server_that_refuses_the_sender_stops_the_send_with_one_error(project, secret):
+    handler = RecordingHandler(Behaviour(refuse_sender="530 5.7.0 Authentication required"))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 50)
+        result = _invoke(project, "run")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if "530 5.7.0" in line]
+    assert len(errors) == 2 and errors[-1].startswith("Error: "), result.output  # one log line, one error
+    with app.open_storage(config) as storage:
+        counts = storage.ledger_counts(storage.latest_edition().id)
+    assert counts["failed"] == 0 and counts["pending"] == 50  # nobody is failed for the server's refusal
+
+
+def test_a_slow_reply_after_the_body_is_waited_for_not_resent(project, secret):
+    handler = RecordingHandler(Behaviour(reply_delay=0.6))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port, concurrency=1, timeout=0.2, data_timeout=5)
+        addresses = add_subscribers(config, 2)
+        result = _invoke(project, "run")
+    assert result.exit_code == 0, result.output
+    assert sorted(m.recipient for m in handler.received) == addresses  # each once
+
+
+def test_status_names_the_top_failure_reasons_and_retry_failed_queues_them_again(project, secret):
+    handler = RecordingHandler(Behaviour(reject={"reader00000@example.org", "reader00001@example.org"}))
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 3)
+        assert _invoke(project, "run").exit_code == 2
+        assert "2 x 550 5.1.1 No such user here" in _invoke(project, "status").output
+        handler.behaviour.reject.clear()  # the mailboxes exist now
+        # 550 5.1.1 at send time is a hard bounce (issue 14): suppressed, so not queued again until an
+        # operator lifts the suppression with a reason.
+        kept = _invoke(project, "send", "--retry-failed")
+        assert "0 failed messages queued again" in kept.output
+        assert "2 failed messages are of suppressed addresses" in kept.output
+        for n in range(2):
+            lifted = _invoke(project, "subscribers", "unsuppress", f"reader{n:05d}@example.org",
+                             "--reason", "the mailbox exists now")
+            assert "suppression lifted" in lifted.output
+        again = _invoke(project, "send", "--retry-failed")
+    assert again.exit_code == 0, again.output
+    assert "2 failed messages queued again" in again.output
+    assert sorted(m.recipient for m in handler.received) == [f"reader{n:05d}@example.org" for n in range(3)]

@@ -8,10 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from lxml import html as lxml_html
 
-from pipeline.publish.digest import (GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER,
-                                     render_digest)
-from pipeline.items import newest_first
-from pipeline.items import Item
+from pipeline.items import Item, newest_first
+from pipeline.publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT, UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
 
 MESEMS_FACTS = [

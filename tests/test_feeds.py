@@ -10,8 +10,8 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline.publish.feeds import STYLESHEET_PI, build_atom, build_feeds, build_rss
 from pipeline.items import Item
+from pipeline.publish.feeds import STYLESHEET_PI, build_atom, build_feeds, build_rss
 from pipeline.sources import read_content
 
 from .conftest import write_item

@@ -15,6 +15,7 @@ from lxml import html as lxml_html
 from pipeline.config import RemoteSource, load_config
 from pipeline.publish.feeds import build_atom, build_json_feed, build_rss
 from pipeline.sources.remote import RawEntry, entry_data, item_from_row, item_id_for
+from pipeline.state.storage import StoredEntry
 
 from .conftest import REPO
 
@@ -39,7 +40,7 @@ def test_normaliser_never_crashes_and_feeds_stay_well_formed(title, body, summar
     raw = RawEntry(id=None, link=link, title=title, content_html=body, summary=summary, published=None,
                    updated=None, author=author, tags=tags)
     data = json.loads(json.dumps(entry_data(raw, SOURCE, FEED, SOURCE.url)))  # as stored and read back
-    item = item_from_row({"item_id": item_id_for(raw), "first_seen": NOW, "updated": None, "data": data}, SOURCE)
+    item = item_from_row(StoredEntry(item_id_for(raw), NOW, data), SOURCE)
     assert item.link.startswith("https://")
     for document in (build_rss([item], CONFIG), build_atom([item], CONFIG)):
         etree.fromstring(document)  # well-formed

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
+from pipeline.cli import cli
 from pipeline.publish.output import write_atomic
 
-from .conftest import run_cli, snapshot, write_item
+from .conftest import REPO, run_cli, snapshot, write_item
 
-OUTPUTS = ["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.json", "feed.xsl", "index.html", "rss.xml"]
+TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
+          for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
+OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
+                  "index.html", "rss.xml", *TOPICS])
 
 
 def test_run_writes_the_feeds_and_the_digest(project):
@@ -87,7 +93,8 @@ def test_adding_an_item_changes_the_outputs(project):
     run_cli(project, "run", check=True)
     after = snapshot(project / "public")
     changed = {name for name in OUTPUTS if after[name] != before[name]}
-    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.json", "rss.xml"}  # not the static pages
+    # not the static pages, nor topic feeds of tags the new item does not have
+    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml"}
     assert b"A newer story" in after["rss.xml"]
 
 
@@ -105,19 +112,49 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["rss.xml"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["send"], ["serve-web"], ["subscribers"], ["lint"],
-                                     ["preview"], ["serve"], ["status"], ["sources"],
-                                     ["subscribers", "add"], ["subscribers", "remove"], ["subscribers", "list"],
-                                     ["subscribers", "import"], ["subscribers", "export"]])
+def _command_paths(group: click.Group = cli, parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of the command line, as the words that name it (none for the group itself)."""
+    paths = [parent]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*parent, name))
+        else:
+            paths.append((*parent, name))
+    return paths
+
+
+COMMANDS = _command_paths()
+
+
+def _name(command: tuple[str, ...]) -> str:
+    return " ".join(("pipeline", *command))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=_name)
 def test_every_command_has_help(project, command):
     result = run_cli(project, *command, "--help", check=True)
     assert "Usage: pipeline" in result.stdout
 
 
-def test_console_script_is_installed():
-    script = Path(sys.executable).parent / "pipeline"
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c], ids=_name)
+def test_every_command_is_documented_in_the_readme(command):
+    # As the README's command table writes it: `pipeline subscribers add ADDRESS ...`, `pipeline lint`.
+    assert re.search(rf"`{re.escape(_name(command))}[ `]", (REPO / "README.md").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("launcher", [[str(Path(sys.executable).parent / "pipeline")], [sys.executable, "-m", "pipeline"]],
+                         ids=["console script", "python -m pipeline"])
+def test_console_script_and_python_m_pipeline_start(launcher):
+    result = subprocess.run([*launcher, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("pipeline, version")
+
+
+def test_console_script_reports_a_user_error_in_one_line_and_exits_1(tmp_path):
+    script = Path(sys.executable).parent / "pipeline"
+    result = subprocess.run([str(script), "--config", str(tmp_path / "missing.yaml"), "validate"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_default_file_transport_writes_one_eml_per_subscriber(project, secret):

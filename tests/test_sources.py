@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 
 import feedparser
 import pytest
@@ -58,10 +59,10 @@ HOSTILE = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Hostile</t
 &lt;a href="javascript:alert(3)"&gt;click&lt;/a&gt;&lt;iframe src="https://evil.example.org/frame"&gt;&lt;/iframe&gt;
 &lt;style&gt;body{display:none}&lt;/style&gt;&lt;/p&gt;</description></item></channel></rss>"""
 
-CONTROL = ("""<?xml version="1.0"?><rss version="2.0"><channel><title>Control</title><link>https://ctl.example.org/</link>
+CONTROL = (b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Control</title><link>https://ctl.example.org/</link>
 <description>d</description><item><title>Bell\x07 and &nbsp;non-breaking &copy; 2021</title>
 <link>https://ctl.example.org/1</link><pubDate>Wed, 10 Nov 2021 12:00:00 GMT</pubDate>
-<description>Text with \x01 control \x1b characters &amp; an &undeclared; entity</description></item></channel></rss>""").encode()
+<description>Text with \x01 control \x1b characters &amp; an &undeclared; entity</description></item></channel></rss>""")
 
 UNDATED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Undated</title><link>https://und.example.org/</link>
 <description>d</description><item><title>No date here</title><link>https://und.example.org/1</link>
@@ -118,7 +119,7 @@ def test_second_fetch_is_conditional_and_a_304_keeps_the_items(project, server):
     published = {e.id for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries}
     assert published == first
     storage = open_storage(config)
-    assert storage.source_state("blog")["status"] == "not modified (304)"
+    assert storage.source_state("blog").status == "not modified (304)"
     storage.close()
 
 
@@ -161,7 +162,7 @@ def test_gzip_and_permanent_redirect(project, server):
     result = _run(config)
     assert "Volunteer day recap" in {i.title for i in result.items}
     storage = open_storage(config)
-    assert storage.source_state("old")["url"] == server.url("/new")
+    assert storage.source_state("old").url == server.url("/new")
     storage.close()
     _run(config)
     assert len(server.requests["/old"]) == 1 and len(server.requests["/new"]) == 2  # fetched from the new place
@@ -199,11 +200,13 @@ def test_control_characters_and_undeclared_entities_are_survived(project, server
         assert feedparser.parse((project / "public" / name).read_bytes()).bozo == 0
 
 
-def test_undated_item_keeps_its_first_seen_date(project, server):
+def test_undated_item_keeps_its_first_seen_date(project, server, monkeypatch):
     config = _sources(project, server, und=Response(body=UNDATED))
     _run(config)
     first = _published(project)["No date here"]["date_published"]
     server.routes["/und"] = Response(body=UNDATED.replace(b"<description>Body", b"<description>Body, edited"))
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)  # dates are whole seconds: edit a minute later
+    monkeypatch.setattr("pipeline.sources.remote.utcnow", lambda: later)
     _run(config)
     second = _published(project)["No date here"]
     assert second["date_published"] == first and first.endswith("+00:00")

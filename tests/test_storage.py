@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy.dialects import postgresql
 
 from pipeline.state.storage import SCHEMA_VERSION, Storage, StoredDigest, claim_statement
 
 
-def _storage(tmp_path) -> Storage:
-    return Storage(f"sqlite:///{tmp_path / 'state.db'}")
+def _storage(backend) -> Storage:
+    if backend.name == "sqlite":
+        Path(backend.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return Storage(backend.url)
 
 
-def test_a_new_database_is_migrated_to_the_current_schema_once(tmp_path):
-    first = _storage(tmp_path)
+def test_a_new_database_is_migrated_to_the_current_schema_once(backend):
+    first = _storage(backend)
     assert first.schema_version() == SCHEMA_VERSION
     first.close()
-    again = _storage(tmp_path)  # opening again changes nothing
+    again = _storage(backend)  # opening again changes nothing
     assert again.schema_version() == SCHEMA_VERSION
     again.close()
 
 
-def test_claims_never_overlap_and_cover_every_row(tmp_path):
-    store = _storage(tmp_path)
+def test_claims_never_overlap_and_cover_every_row(backend):
+    store = _storage(backend)
     store.merge_subscribers([(f"r{n}@example.org", None, {}) for n in range(25)])
     assert store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
     assert not store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))  # a rerun of the same edition
@@ -37,8 +40,8 @@ def test_claims_never_overlap_and_cover_every_row(tmp_path):
     store.close()
 
 
-def test_unsubscribing_skips_the_queued_message(tmp_path):
-    store = _storage(tmp_path)
+def test_unsubscribing_skips_the_queued_message(backend):
+    store = _storage(backend)
     store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
     store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
     store.unsubscribe("b@example.org")
@@ -54,3 +57,30 @@ def test_on_postgresql_the_claim_skips_rows_other_workers_hold():
     assert "UPDATE deliveries SET status=" in sql
     assert "FOR UPDATE SKIP LOCKED" in sql and sql.endswith("RETURNING deliveries.subscriber_id, deliveries.attempts, "
                                                                 "deliveries.first_attempt_at")
+
+
+def test_an_unsubscribe_withdraws_a_row_a_sender_already_claimed(backend):
+    store = _storage(backend)
+    store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    claims = {c.email: c for c in store.claim("e1", 10, "w1")}
+    store.unsubscribe("b@example.org")
+    assert store.begin_attempt(claims["a@example.org"]) is True
+    assert store.begin_attempt(claims["b@example.org"]) is False  # the sender must not send it
+    assert store.ledger_counts("e1")["skipped"] == 1
+    store.close()
+
+
+def test_only_the_worker_that_holds_a_row_records_its_outcome(backend):
+    from pipeline.state.storage import SENT, Outcome
+
+    store = _storage(backend)
+    store.merge_subscribers([("a@example.org", None, {})])
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    (claim,) = store.claim("e1", 10, "w1")
+    impostor = type(claim)(claim.edition_id, claim.subscriber_id, claim.email, claim.attempts, "w2")
+    store.record_results([Outcome(impostor, SENT, "250 OK", 1)])
+    assert store.ledger_counts("e1")["sending"] == 1  # w2 does not own it: nothing changed
+    store.record_results([Outcome(claim, SENT, "250 OK", 1)])
+    assert store.ledger_counts("e1")["sent"] == 1
+    store.close()

@@ -61,3 +61,30 @@ def test_export_to_a_file_round_trips(project, tmp_path):
     run_cli(project, "subscribers", "export", "-o", str(out), check=True)
     assert out.read_text().splitlines()[0] == "email,name,status,subscribed_at,unsubscribed_at"
     assert out.read_text().splitlines()[1].startswith("ann@example.org,Ann,subscribed,")
+
+
+def test_a_local_part_over_64_bytes_is_refused():
+    import pytest
+
+    from pipeline.mail.addresses import AddressError, normalise_address
+
+    assert normalise_address("a" * 64 + "@example.org") == "a" * 64 + "@example.org"
+    with pytest.raises(AddressError, match="longer than 64 bytes"):
+        normalise_address("a" * 65 + "@example.org")
+
+
+def test_a_huge_csv_field_stops_the_import_with_its_line_and_keeps_the_rows_before(project):
+    result = _import(project, "email,notes\nann@example.org,ok\nbob@example.org," + "x" * 200_000 + "\n")
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: ") and "list.csv:3: not readable as CSV" in error and "1 added" in error
+    assert run_cli(project, "subscribers", "list", check=True).stdout.startswith("ann@example.org\t")
+
+
+def test_debug_logging_never_shows_subscriber_addresses(project, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        run_cli(project, "-vv", "subscribers", "add", "private.person@example.org", check=True)
+        run_cli(project, "-vv", "subscribers", "list", check=True)
+    assert "private.person" not in caplog.text

@@ -22,7 +22,7 @@ from .smtp_sink import RecordingHandler, SmtpSink
 def endpoint(config, secret):
     storage = open_storage(config)
     server = make_web_server(config, storage, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)  # quick to shut down
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/unsubscribe", storage
     server.shutdown()
@@ -107,10 +107,10 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
 
         storage = open_storage(config)
         server = make_web_server(config, storage, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)  # quick to shut down
         thread.start()
         try:
-            local = "http://127.0.0.1:%d/unsubscribe?%s" % (server.server_port, urllib.parse.urlsplit(unsubscribe_url).query)
+            local = f"http://127.0.0.1:{server.server_port}/unsubscribe?{urllib.parse.urlsplit(unsubscribe_url).query}"
             assert _request(local, ONE_CLICK, FORM)[0] == 200
         finally:
             server.shutdown()
@@ -121,3 +121,48 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
         app.run(config, progress=False)
     later = handler.received[2:]
     assert len(later) == 1 and later[0].recipient != leaving
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    import socket
+
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
+
+
+def test_a_slow_client_does_not_hold_up_anyone_else(endpoint):
+    import socket
+
+    url, _storage = endpoint
+    parts = urllib.parse.urlsplit(url)
+    slow = [socket.create_connection((parts.hostname, parts.port)) for _ in range(20)]  # more than the threads
+    try:
+        for sock in slow:
+            sock.sendall(b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\n")  # and never finish the request
+        with urllib.request.urlopen(url, timeout=5) as response:  # someone else is served at once
+            assert response.status == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", b"400"), ("209715200", b"413")])
+def test_a_bad_or_huge_body_is_refused_before_it_is_read(endpoint, length, status):
+    url, _storage = endpoint
+    head = (f"POST /unsubscribe?token=x HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+    reply = _raw_request(url, head + b"List-Unsubscribe=One-Click")
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == status, reply[:200]
+
+
+def test_the_app_never_trusts_content_length_under_any_wsgi_server():
+    import io
+
+    from pipeline.service.web import MAX_BODY, BadBody, read_body
+
+    for declared, status in (("-1", "400"), ("12x", "400"), (str(MAX_BODY + 1), "413")):
+        with pytest.raises(BadBody, match=status):
+            read_body({"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b"x" * (MAX_BODY + 10))})
+    assert read_body({"CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abcdef")}) == b"abc"

@@ -88,6 +88,8 @@ def plan_edition(items: list[Item], storage: Storage, config: Config,
         return EditionPlan(edition_id, chosen, reason="would create the edition")
     created = storage.create_edition(edition_id, [item.id for item in chosen], digest(edition_id, chosen),
                                      record_items=config.require_delivery().edition == "new")
+    if created:
+        storage.notify_work()  # idle workers on other machines start at once
     edition = storage.get_edition(edition_id)
     log.info("edition %s: %d items, queued for %d subscribers", edition_id, len(chosen),
              edition.recipients if edition else 0)

@@ -47,6 +47,8 @@ class Ledger(Protocol):
 
     def release_stale(self, edition_id: str, claimed_before: datetime) -> int: ...
 
+    def renew_leases(self, worker: str) -> int: ...
+
     def ledger_counts(self, edition_id: str) -> dict[str, int]: ...
 
 
@@ -60,6 +62,8 @@ class SendSettings:
     retry_delay: float = 2.0
     defer_delay: timedelta = timedelta(minutes=5)
     retry_for: timedelta = timedelta(days=3)
+    lease: timedelta = timedelta(seconds=60)  # a claim not renewed for this long belongs to a dead worker
+    exclusive: bool = True  # the caller holds the run lock on a one-machine database: take back every claim
 
     @classmethod
     def for_delivery(cls, delivery: Delivery, transport: Transport) -> SendSettings:
@@ -68,7 +72,8 @@ class SendSettings:
         return cls(envelope_from=delivery.from_address, batch_size=delivery.batch_size,
                    connections=smtp.concurrency if over_smtp else 1, rate_limit=smtp.rate_limit if over_smtp else 0,
                    max_attempts=smtp.max_attempts, retry_delay=smtp.retry_delay,
-                   defer_delay=timedelta(seconds=smtp.defer_delay), retry_for=timedelta(hours=smtp.retry_for_hours))
+                   defer_delay=timedelta(seconds=smtp.defer_delay), retry_for=timedelta(hours=smtp.retry_for_hours),
+                   lease=timedelta(seconds=delivery.lease_seconds))
 
 
 @dataclass
@@ -107,6 +112,10 @@ class RateLimiter:
         self.next = clock()
         self.lock = threading.Lock()
 
+    def set_rate(self, per_second: float) -> None:
+        with self.lock:
+            self.interval = 1.0 / per_second if per_second else 0.0
+
     def wait(self) -> None:
         if not self.interval:
             return
@@ -123,7 +132,8 @@ class Sender:
 
     def __init__(self, ledger: Ledger, edition_id: str, render: Callable[[Claim], bytes], transport: Transport,
                  settings: SendSettings, *, stop: threading.Event | None = None, progress: bool | None = None,
-                 clock: Callable[[], datetime] = utcnow, envelope_for: Callable[[Claim], str] | None = None):
+                 clock: Callable[[], datetime] = utcnow, worker: str | None = None,
+                 share: Callable[[], int] | None = None, envelope_for: Callable[[Claim], str] | None = None):
         self.ledger, self.edition_id, self.render = ledger, edition_id, render
         self.envelope_for = envelope_for  # per-message envelope sender (VERP); default settings.envelope_from
         self.transport, self.settings, self.clock = transport, settings, clock
@@ -131,15 +141,17 @@ class Sender:
         self.abort = threading.Event()  # an unexpected error or an unreachable relay: every worker stops
         self.error: BaseException | None = None
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.limiter = RateLimiter(settings.rate_limit)
-        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.share = share  # how many workers share the rate limit (from their heartbeats)
+        self.limiter = RateLimiter(settings.rate_limit / max(1, share() if share else 1))
+        self.worker = worker or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.report = SendReport(edition_id)
         self._finished = threading.Event()
 
     def run(self) -> SendReport:
         report = self.report
-        # The caller holds the run lock: every row still 'sending' belongs to a sender that died.
-        released = self.ledger.release_stale(self.edition_id, claimed_before=self.clock())
+        # Holding the run lock on a one-machine database, every row still 'sending' belongs to a sender
+        # that died; where workers share the database, only rows whose lease ran out do.
+        released = self.ledger.release_stale(self.edition_id, claimed_before=self._stale_before())
         if released:
             log.warning("edition %s: %d messages were in flight when a sender stopped; sending them again "
                         "with their original Message-ID", self.edition_id, released)
@@ -150,14 +162,15 @@ class Sender:
                    disable=not self.progress, file=sys.stderr, leave=False)
         threads = [threading.Thread(target=self._work, args=(work, bar), name=f"sender-{n}", daemon=True)
                    for n in range(self.settings.connections)]
-        for thread in threads:
+        keeper = threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)
+        for thread in [*threads, keeper]:
             thread.start()
         unsent: list[Claim] = []
         try:
             self._feed(work, unsent)
         finally:
             self._finished.set()
-            for thread in threads:
+            for thread in [*threads, keeper]:
                 thread.join()
             bar.close()
             while True:  # whatever the workers did not take goes back, unsent
@@ -170,6 +183,26 @@ class Sender:
             raise PipelineError(f"edition {self.edition_id}: sending stopped: {self.error}") from self.error
         report.stopped = self.stop.is_set()
         return report
+
+    def _stale_before(self) -> datetime:
+        return self.clock() if self.settings.exclusive else self.clock() - self.settings.lease
+
+    def _keep_leases(self) -> None:
+        """While sending: renew this worker's leases, take back rows whose worker died, and
+        follow the number of live workers sharing the rate limit."""
+        interval = max(0.05, self.settings.lease.total_seconds() / 3)
+        while not self._finished.wait(interval):
+            try:
+                self.ledger.renew_leases(self.worker)
+                if not self.settings.exclusive:
+                    taken = self.ledger.release_stale(self.edition_id, claimed_before=self._stale_before())
+                    if taken:
+                        log.warning("edition %s: took back %d messages from a worker whose lease ran out",
+                                    self.edition_id, taken)
+                if self.share is not None and self.settings.rate_limit:
+                    self.limiter.set_rate(self.settings.rate_limit / max(1, self.share()))
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; sending goes on
+                log.warning("edition %s: lease renewal failed: %s", self.edition_id, exc)
 
     def _feed(self, work: queue.Queue, unsent: list[Claim]) -> None:
         """Claim rows and render their messages ahead of the connections, until none are due."""
@@ -224,9 +257,12 @@ class Sender:
             connection.close()
 
     def _fail(self, exc: BaseException) -> None:
-        log.error("edition %s: sender failed: %s", self.edition_id, exc)
-        if self.error is None:
-            self.error = exc
+        with self.report._lock:
+            first = self.error is None
+            if first:
+                self.error = exc
+        if first:  # the other connections stop because of it: one error, said once
+            log.error("edition %s: sending stopped: %s", self.edition_id, exc)
         self.abort.set()
 
     def _record(self, outcome: Outcome) -> None:
@@ -274,6 +310,8 @@ class Sender:
                 reply = connection.send(envelope_from, claim.email, message,
                                         key=str(claim.subscriber_id))
             except PermanentError as exc:
+                if exc.whole_send:  # the server refuses us, not this recipient: stop, fail nobody
+                    raise PipelineError(f"the mail server refuses the sender: {exc}") from None
                 log.warning("edition %s: %s refused: %s", self.edition_id, claim.email, exc)
                 self.report.add(failed=1)
                 self._record(Outcome(claim, FAILED, str(exc), attempts))

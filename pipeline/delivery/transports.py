@@ -31,7 +31,13 @@ class TransientError(Exception):
 
 
 class PermanentError(Exception):
-    pass
+    """A 5xx: this recipient failed for this edition; or (``whole_send``) the server refuses the
+    sender itself (530 authentication required, 535, a refused MAIL FROM), which no recipient
+    can get past: the send stops with one error instead of failing every row."""
+
+    def __init__(self, message: str, *, whole_send: bool = False):
+        super().__init__(message)
+        self.whole_send = whole_send
 
 
 class Connection(Protocol):
@@ -68,6 +74,8 @@ class FileTransport:
 
     def connect(self) -> FileConnection:
         self.folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.folder.glob(".*.eml.*.tmp"):  # a send killed mid-write
+            leftover.unlink(missing_ok=True)
         return FileConnection(self.folder)
 
 
@@ -104,7 +112,7 @@ class SmtpConnection:
             if s.username:
                 client.login(s.username, self.password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentError(_reply(exc.smtp_code, exc.smtp_error)) from None
+            raise PermanentError(_reply(exc.smtp_code, exc.smtp_error), whole_send=True) from None
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientError(f"connect to {s.host}:{s.port}: {exc}", unreachable=True) from None
         return client
@@ -124,11 +132,11 @@ class SmtpConnection:
         try:
             code, text = client.mail(sender, options)
             if code != 250:
-                return self._refused(code, text)
+                return self._refused(code, text, whole_send=code >= 500)
             code, text = client.rcpt(ascii_address(recipient))
             if code not in (250, 251):
                 return self._refused(code, text)
-            code, text = client.data(message)  # the server's final word on this message
+            code, text = self._data(client, message)  # the server's final word on this message
             if code != 250:
                 return self._refused(code, text)
             return _reply(code, text)
@@ -138,15 +146,27 @@ class SmtpConnection:
             self.close()
             raise TransientError(f"connection lost: {exc}") from None
 
-    def _refused(self, code: int, text: bytes | str) -> str:
-        self._reset()
-        return self._classify(code, text)
+    def _data(self, client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+        """DATA with its own, longer wait for the final reply (RFC 5321 4.5.3.2.6 suggests 10 minutes):
+        a slow server that accepts late must not see the message resent as if refused."""
+        sock = client.sock
+        if sock is not None:
+            sock.settimeout(self.settings.data_timeout)
+        try:
+            return client.data(message)
+        finally:
+            if client.sock is not None:
+                client.sock.settimeout(self.settings.timeout)
 
-    def _classify(self, code: int, text: bytes | str) -> str:
+    def _refused(self, code: int, text: bytes | str, *, whole_send: bool = False) -> str:
+        self._reset()
+        return self._classify(code, text, whole_send=whole_send)
+
+    def _classify(self, code: int, text: bytes | str, *, whole_send: bool = False) -> str:
         reply = _reply(code, text)
         if 400 <= code < 500:
             raise TransientError(reply)
-        raise PermanentError(reply)
+        raise PermanentError(reply, whole_send=whole_send)
 
     def _reset(self) -> None:
         try:

@@ -13,6 +13,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from ..errors import PipelineError
 
+MAX_LOCAL_PART = 64
+
 
 class AddressError(PipelineError):
     pass
@@ -28,6 +30,8 @@ def normalise_address(address: str) -> str:
         result = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise AddressError(f"{address.strip()!r}: {exc}") from None
+    if len(result.local_part.encode("utf-8")) > MAX_LOCAL_PART:  # RFC 5321 4.5.3.1.1; servers refuse more
+        raise AddressError(f"{address.strip()!r}: the part before @ is longer than {MAX_LOCAL_PART} bytes")
     return (result.ascii_email or ascii_address(result.normalized)).lower()
 
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
-from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 from ..errors import PipelineError
 from ..items import Item
+from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 
 ALLOWED_SCHEMES = {"http", "https", "mailto", "tel"}
 FORBIDDEN_ELEMENTS = {"script", "form", "iframe"}
@@ -37,6 +37,7 @@ RULES = {
     "list-unsubscribe-ascii": "List-Unsubscribe is not plain ASCII on the wire",
     "list-unsubscribe-missing": "no List-Unsubscribe / List-Unsubscribe-Post header",
     "feed-relative-url": "a feed item with a relative URL",
+    "feed-url-iri": "a feed URL with spaces or non-ASCII characters (an IRI where a URL is expected)",
 }
 
 
@@ -86,7 +87,8 @@ def lint_html(markup: str, name: str = "digest.html") -> list[Finding]:
     for style in doc.iter("style"):
         style_size = len((style.text or "").encode("utf-8"))
         if style_size > STYLE_BLOCK_LIMIT:
-            findings.append(Finding("style-size", _where(name, style), f"{style_size:,} bytes (limit {STYLE_BLOCK_LIMIT:,})"))
+            findings.append(Finding("style-size", _where(name, style),
+                                    f"{style_size:,} bytes (limit {STYLE_BLOCK_LIMIT:,})"))
     for element in doc.iter(*FORBIDDEN_ELEMENTS):
         findings.append(Finding("forbidden-element", _where(name, element), f"<{element.tag}>"))
     for link in doc.iter("link"):
@@ -164,9 +166,11 @@ def lint_feed(data: bytes, name: str) -> list[Finding]:
     for xpath in _FEED_URL_XPATHS:
         for found in root.xpath(xpath):
             url = str(found.text if hasattr(found, "text") else found).strip()
+            element = found if hasattr(found, "sourceline") else found.getparent()
             if url and not _scheme_ok(url):
-                element = found if hasattr(found, "sourceline") else found.getparent()
                 findings.append(Finding("feed-relative-url", _where(name, element), url))
+            elif " " in url or not url.isascii():
+                findings.append(Finding("feed-url-iri", _where(name, element), url))
     html_nodes = root.xpath("//*[local-name()='encoded' or (local-name()='content' and namespace-uri()='http://www.w3.org/2005/Atom')]")
     for node in html_nodes:
         if not (node.text or "").strip():
@@ -174,9 +178,9 @@ def lint_feed(data: bytes, name: str) -> list[Finding]:
         fragment = lxml_html.fragment_fromstring(node.text, create_parent="div")
         for element in fragment.iter():
             for attribute in ("href", "src"):
-                url = element.get(attribute) if isinstance(element.tag, str) else None
-                if url is not None and not _scheme_ok(url):
-                    findings.append(Finding("feed-relative-url", _where(name, node), f"{attribute}={url!r}"))
+                link: str | None = element.get(attribute) if isinstance(element.tag, str) else None
+                if link is not None and not _scheme_ok(link):
+                    findings.append(Finding("feed-relative-url", _where(name, node), f"{attribute}={link!r}"))
     return findings
 
 
@@ -190,7 +194,7 @@ def lint_edition(html: str, text: str, items: list[Item], message: bytes | None 
     return findings
 
 
-def lint_outgoing(sample: "Sample", items: list[Item], feeds: dict[str, bytes] | None = None) -> list[Finding]:
+def lint_outgoing(sample: Sample, items: list[Item], feeds: dict[str, bytes] | None = None) -> list[Finding]:
     return lint_edition(sample.html, sample.text, items, sample.message, feeds)
 
 

@@ -67,7 +67,7 @@ class Recipient:
 def message_id_for(edition_id: str, email: str, domain: str) -> str:
     """Stable per (edition, address): a resend after a crash carries the same Message-ID,
     so receiving systems can drop the duplicate."""
-    digest = hashlib.sha256(f"{edition_id}\x00{email}".encode("utf-8")).hexdigest()[:24]
+    digest = hashlib.sha256(f"{edition_id}\x00{email}".encode()).hexdigest()[:24]
     return f"<{edition_id}.{digest}@{domain}>"
 
 

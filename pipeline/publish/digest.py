@@ -19,6 +19,7 @@ from premailer import Premailer
 
 from ..config import Config
 from ..items import Item, newest_first
+from ..text import squash_spaces
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
@@ -52,7 +53,7 @@ def longdate(moment: datetime) -> str:
 
 def wrap(text: str, width: int = 72) -> str:
     """Wrap plain text for the text part; never split words or hyphenated names."""
-    return "\n".join(textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False))
+    return "\n".join(textwrap.wrap(squash_spaces(text), width, break_long_words=False, break_on_hyphens=False))
 
 
 def hostname(url: str) -> str:
@@ -101,7 +102,7 @@ def subject_for(items: list[Item], config: Config) -> str:
         date=longdate(lead.published) if lead else "",
         count=len(items),
     )
-    return " ".join(subject.split())  # never a CR/LF in a header built from content
+    return squash_spaces(subject)  # never a CR/LF in a header built from content; no-break spaces stay
 
 
 def archive_url(config: Config, edition_id: str) -> str:

@@ -1,59 +1,181 @@
 """RSS 2.0 and Atom 1.0 (made with feedgen) and JSON Feed 1.1 (written from the same items).
 
 The builders are pure: items and config in, bytes out.  Dates come from the items,
-never from the clock, so unchanged input gives byte-identical feeds.
+never from the clock, so unchanged input gives byte-identical feeds.  One entry
+point, ``feed_files``, gives every feed document of a run: the main feeds, one set
+per topic (tag), the RFC 5005 archive documents and a readable HTML page per feed.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
 from ..config import Config
-from ..items import Item, newest_first
+from ..items import Enclosure, Image, Item, newest_first, tag_slug
+from .digest import template_environment
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
 JSON_FILE = "feed.json"
+FEED_PAGE = "feed.html"
+FEED_TEMPLATE = "feed.html"
+TAGS_FOLDER = "tags/"
+ARCHIVE_FOLDER = "feed-archive/"
 STYLESHEET_FILE = "feed.xsl"
 STYLESHEET_PI = f'<?xml-stylesheet type="text/xsl" href="{STYLESHEET_FILE}"?>'.encode("ascii")
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"
+SY_NS = "http://purl.org/rss/1.0/modules/syndication/"
+# What the JSON Feed `_source` extension means; JSON Feed asks every extension to point at its description.
+SOURCE_EXTENSION_ABOUT = "https://pypi.org/project/newsletter-pipeline/#json-feed-source-extension"
 
 # RSS 2.0 caps the channel image; larger values make the feed invalid, so they are left out.
 _RSS_IMAGE_MAX = (144, 400)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-_ATOM_LINK = "link"  # feedgen writes Atom elements unqualified under a default namespace
+@dataclass(frozen=True)
+class FeedSpec:
+    """One feed's identity: where its documents live, what it is called, how it links to others."""
+
+    folder: str = ""  # relative to the output folder, "" or ending with "/"
+    title: str | None = None  # default: site.title
+    description: str | None = None  # default: site.description
+    page: str | None = None  # the feed's web page (relative path), its alternate link; default: the site
+    hub: str | None = None  # WebSub hub advertised with rel="hub"
+    archive: bool = False  # an RFC 5005 archive document (fh:archive)
+    links: tuple[tuple[str, str], ...] = ()  # extra (rel, absolute href): prev-archive, next-archive, current
+    ttl: int | None = None  # minutes
+    rss_file: str = RSS_FILE
+    atom_file: str = ATOM_FILE
+    json_file: str | None = JSON_FILE
+
+    def path(self, name: str) -> str:
+        return self.folder + name
+
+    @property
+    def stylesheet_href(self) -> str:
+        """Relative on purpose (browsers load XSLT only from the feed's origin), so it climbs out of folders."""
+        return "../" * self.folder.count("/") + STYLESHEET_FILE
 
 
-class _AtomEntryLinks(BaseEntryExtension):
-    """Writes an Atom entry's links with their attributes.
+MAIN = FeedSpec()
 
-    feedgen 1.0 drops rel, type and length from entry links, which turns the image
-    enclosure into a second "alternate" link: invalid Atom, and readers then take
-    the image as the article's link.  This replaces those bare links.
+
+class _FeedExtras(BaseExtension):
+    """Channel-level elements feedgen cannot write: extra atom:links (hub, archives), fh:archive, sy:*."""
+
+    def __init__(self) -> None:
+        self.links: list[tuple[str, str, str | None]] = []  # rel, href, type
+        self.archive = False
+        self.update: tuple[str, int] | None = None  # sy:updatePeriod, sy:updateFrequency
+
+    def extend_ns(self):
+        namespaces = {"media": MEDIA_NS}
+        if self.archive:
+            namespaces["fh"] = HISTORY_NS
+        if self.update:
+            namespaces["sy"] = SY_NS
+        return namespaces
+
+    def _insert(self, parent, elements, before: str) -> None:
+        position = next((i for i, child in enumerate(parent) if child.tag == before), len(parent))
+        for offset, element in enumerate(elements):
+            parent.insert(position + offset, element)
+
+    def _elements(self, parent, link_tag: str) -> list:
+        elements = []
+        for rel, href, kind in self.links:
+            attributes = {"rel": rel, "href": href, **({"type": kind} if kind else {})}
+            elements.append(parent.makeelement(link_tag, attributes))
+        if self.archive:
+            elements.append(parent.makeelement(f"{{{HISTORY_NS}}}archive", {}))
+        return elements
+
+    def extend_rss(self, rss_feed):
+        channel = rss_feed[0]
+        elements = self._elements(channel, f"{{{ATOM_NS}}}link")
+        if self.update:
+            period = channel.makeelement(f"{{{SY_NS}}}updatePeriod", {})
+            period.text = self.update[0]
+            frequency = channel.makeelement(f"{{{SY_NS}}}updateFrequency", {})
+            frequency.text = str(self.update[1])
+            elements += [period, frequency]
+        self._insert(channel, elements, "item")
+        return rss_feed
+
+    def extend_atom(self, atom_feed):
+        self._insert(atom_feed, self._elements(atom_feed, "link"), "entry")
+        return atom_feed
+
+
+class _EntryExtras(BaseEntryExtension):
+    """Entry elements written by hand where feedgen gets them wrong.
+
+    - Atom links with their attributes: feedgen 1.0 drops rel, type and length, which
+      turns an enclosure into a second "alternate" link.
+    - ``media:content`` directly in the item: feedgen wraps a single one in
+      ``media:group``, which Media RSS reserves for several versions of one thing
+      (W3C validator: "media:group must have multiple media:content children").
+    - ``<source>``: RSS needs the source's *feed* URL; Atom needs its id and updated.
     """
 
     def __init__(self) -> None:
         self.links: list[dict[str, str]] = []
+        self.media: dict[str, str] | None = None
+        self.rss_source: tuple[str, str] | None = None  # feed url, title
+        self.atom_source: dict[str, str] | None = None
+
+    def _media(self, entry) -> None:
+        if self.media:
+            entry.append(entry.makeelement(f"{{{MEDIA_NS}}}content", self.media))
+
+    def extend_rss(self, entry):
+        self._media(entry)
+        if self.rss_source:
+            source = entry.makeelement("source", {"url": self.rss_source[0]})
+            source.text = self.rss_source[1]
+            entry.append(source)
+        return entry
 
     def extend_atom(self, entry):
-        for bare in entry.findall(_ATOM_LINK):
+        for bare in entry.findall("link"):
             entry.remove(bare)
         for attributes in self.links:
-            entry.append(entry.makeelement(_ATOM_LINK, attributes))
+            entry.append(entry.makeelement("link", attributes))
+        self._media(entry)
+        if self.atom_source:
+            source = entry.makeelement("source", {})
+            for name in ("id", "title", "updated"):
+                child = source.makeelement(name, {})
+                child.text = self.atom_source[name]
+                source.append(child)
+            for rel, key in (("self", "feed_url"), ("alternate", "url")):
+                if self.atom_source.get(key):
+                    source.append(source.makeelement("link", {"rel": rel, "href": self.atom_source[key]}))
+            entry.append(source)
         return entry
 
 
 def _entry_links(item: Item) -> list[dict[str, str]]:
-    links = [{"href": item.link, "rel": "alternate", "type": "text/html"}]
+    links: list[dict[str, str]] = []
+    if item.own_link:
+        links.append({"href": item.link, "rel": "alternate", "type": "text/html"})
     if item.image:
-        links.append({"href": item.image.url, "rel": "enclosure", "type": item.image.type,
+        links.append({"href": item.image.url, "rel": "enclosure", "type": item.image.type or "image/jpeg",
                       "length": str(item.image.length)})
+    if item.enclosure:
+        links.append({"href": item.enclosure.url, "rel": "enclosure", "type": item.enclosure.type,
+                      "length": str(item.enclosure.length)})
     return links
 
 
@@ -77,31 +199,41 @@ def last_updated(items: list[Item]) -> datetime:
 
 
 def _author_name(item: Item, config: Config) -> str:
-    return item.author or config.organisation.name
+    """Who wrote it: the item's author, else the source it came from; our name only for our own items."""
+    if item.author:
+        return item.author
+    return item.source.name if item.source else config.organisation.name
 
 
-def _generator(items: list[Item], config: Config, self_file: str, html_type: str) -> FeedGenerator:
+def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str, html_type: str) -> FeedGenerator:
     site, org = config.site, config.organisation
     fg = FeedGenerator()
     fg.load_extension("dc")
-    fg.load_extension("media")
-    fg.register_extension("atomlinks", BaseExtension, _AtomEntryLinks, atom=True, rss=False)
+    fg.register_extension("extras", _FeedExtras, _EntryExtras, atom=True, rss=True)
     fg.id(site.base_url)
-    fg.title(site.title)
-    fg.subtitle(site.description)
+    fg.title(spec.title or site.title)
+    fg.subtitle(spec.description or site.description)
     fg.language(site.language)
     fg.author({"name": org.name, "uri": org.website})
     fg.generator("newsletter-pipeline", uri="https://pypi.org/project/feedgen/")
     fg.rights(org.copyright)
     # feedgen uses the *last* link added as the RSS channel <link>: self first, site last.
-    fg.link(href=site.url(self_file), rel="self",
-            type="application/rss+xml" if self_file == RSS_FILE else "application/atom+xml")
-    fg.link(href=site.base_url, rel="alternate", type="text/html")
+    fg.link(href=site.url(spec.path(self_file)), rel="self",
+            type="application/rss+xml" if self_file == spec.rss_file else "application/atom+xml")
+    fg.link(href=site.url(spec.page) if spec.page else site.base_url, rel="alternate", type="text/html")
+    extras: _FeedExtras = fg.extras
+    if spec.hub:
+        extras.links.append(("hub", spec.hub, None))
+    extras.links.extend((rel, href, None) for rel, href in spec.links)
+    extras.archive = spec.archive
+    if spec.ttl:
+        fg.ttl(spec.ttl)
+        extras.update = sy_update(spec.ttl)
     if site.logo:
         fg.logo(site.logo.url)
         width, height = site.logo.width, site.logo.height
         fits = width <= _RSS_IMAGE_MAX[0] and height <= _RSS_IMAGE_MAX[1]
-        fg.image(url=site.logo.url, title=site.title, link=site.base_url,
+        fg.image(url=site.logo.url, title=spec.title or site.title, link=site.base_url,
                  width=str(width) if fits else None, height=str(height) if fits else None)
     if site.icon:
         fg.icon(site.icon)
@@ -111,14 +243,16 @@ def _generator(items: list[Item], config: Config, self_file: str, html_type: str
     for item in items:  # already newest first; append keeps that order
         fe = fg.add_entry(order="append")
         fe.id(item.id)
-        fe.guid(item.id, permalink=item.id == item.link)
+        fe.guid(item.id, permalink=item.own_link and item.id == item.link)
         fe.title(item.title)
-        fe.link(href=item.link, rel="alternate", type="text/html")
-        fe.atomlinks.links = _entry_links(item)
+        if item.own_link:
+            fe.link(href=item.link, rel="alternate", type="text/html")
+        entry_extras: _EntryExtras = fe.extras
+        entry_extras.links = _entry_links(item)
         fe.published(item.published)
         fe.updated(item.last_modified)
         name = _author_name(item, config)
-        if config.feeds.author_email:
+        if config.feeds.author_email and not item.source:
             fe.author({"name": name, "email": config.feeds.author_email})
         else:
             fe.author({"name": name})
@@ -127,81 +261,101 @@ def _generator(items: list[Item], config: Config, self_file: str, html_type: str
             fe.category(term=tag, label=tag)
         fe.summary(item.summary)
         fe.content(item.full_html, type=html_type)
+        attachment = item.enclosure or item.image  # RSS allows one enclosure: the file, else the image
+        if attachment:
+            fe.enclosure(attachment.url, str(attachment.length), attachment.type)
         if item.image:
             image = item.image
-            fe.enclosure(image.url, str(image.length), image.type)
-            media = {"url": image.url, "medium": "image", "type": image.type}
+            # Image's validator always sets a type; the fallback only satisfies the type checker.
+            media = {"url": image.url, "medium": "image", "type": image.type or "image/jpeg"}
             if image.width:
                 media["width"] = str(image.width)
             if image.height:
                 media["height"] = str(image.height)
-            fe.media.content(media)
-        if item.source and item.source.url:
-            fe.source(url=item.source.url, title=item.source.name)
+            entry_extras.media = media
+        if item.source:
+            source = item.source
+            if source.feed_url:
+                entry_extras.rss_source = (source.feed_url, source.name)
+            source_id = source.id or source.feed_url or source.url
+            if source_id:
+                entry_extras.atom_source = {"id": source_id, "title": source.name,
+                                            "updated": item.last_modified.isoformat(),
+                                            "feed_url": source.feed_url or "", "url": source.url or ""}
     return fg
 
 
-def with_stylesheet(document: bytes) -> bytes:
+def with_stylesheet(document: bytes, href: str = STYLESHEET_FILE) -> bytes:
     """Add the xml-stylesheet instruction that lets a browser show the feed as a page.
 
     Relative on purpose: browsers load XSLT only from the feed's own origin.
     feedgen cannot write processing instructions, so it goes in after the declaration.
     """
     declaration, rest = document.split(b"?>", 1)
-    return declaration + b"?>\n" + STYLESHEET_PI + rest
+    instruction = f'<?xml-stylesheet type="text/xsl" href="{href}"?>'.encode("ascii")
+    return declaration + b"?>\n" + instruction + rest
 
 
-def build_rss(items: list[Item], config: Config) -> bytes:
-    return with_stylesheet(_generator(items, config, RSS_FILE, "CDATA").rss_str(pretty=True))
+def build_rss(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
+    document = _generator(items, config, spec, spec.rss_file, "CDATA").rss_str(pretty=True)
+    return with_stylesheet(document, spec.stylesheet_href)
 
 
-def build_atom(items: list[Item], config: Config) -> bytes:
+def build_atom(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
     # "CDATA" is not an Atom content type: Atom gets escaped HTML with type="html".
-    return with_stylesheet(_generator(items, config, ATOM_FILE, "html").atom_str(pretty=True))
+    document = _generator(items, config, spec, spec.atom_file, "html").atom_str(pretty=True)
+    return with_stylesheet(document, spec.stylesheet_href)
 
 
 def _rfc3339(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def build_json_feed(items: list[Item], config: Config) -> bytes:
+def build_json_feed(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
     site, org = config.site, config.organisation
     feed: dict = {
         "version": "https://jsonfeed.org/version/1.1",
-        "title": site.title,
-        "home_page_url": site.base_url,
-        "feed_url": site.url(JSON_FILE),
-        "description": site.description,
+        "title": spec.title or site.title,
+        "home_page_url": site.url(spec.page) if spec.page else site.base_url,
+        "feed_url": site.url(spec.path(spec.json_file or JSON_FILE)),
+        "description": spec.description or site.description,
         "language": site.language,
         "authors": [{"name": org.name, "url": org.website}],
     }
-    if site.logo:
-        feed["icon"] = site.logo.url
+    if site.feed_icon:  # JSON Feed's icon is square; the wide logo would be squashed
+        feed["icon"] = site.feed_icon
     if site.icon:
         feed["favicon"] = site.icon
+    if spec.hub:
+        feed["hubs"] = [{"type": "WebSub", "url": spec.hub}]
     entries = []
     for item in items:
-        entry: dict = {
-            "id": item.id,
-            "url": item.link,
+        entry: dict = {"id": item.id}
+        if item.own_link:
+            entry["url"] = item.link
+        else:
+            entry["external_url"] = item.link
+        entry.update({
             "title": item.title,
             "content_html": item.full_html,
             "summary": item.summary,
             "date_published": _rfc3339(item.published),
             "date_modified": _rfc3339(item.last_modified),
             "authors": [{"name": _author_name(item, config)}],
-        }
+        })
         if item.tags:
             entry["tags"] = list(item.tags)
+        attachments: list[Image | Enclosure] = []
         if item.image:
             entry["image"] = item.image.url
-            entry["attachments"] = [{
-                "url": item.image.url,
-                "mime_type": item.image.type,
-                **({"size_in_bytes": item.image.length} if item.image.length else {}),
-            }]
+            attachments.append(item.image)
+        if item.enclosure:
+            attachments.append(item.enclosure)
+        if attachments:
+            entry["attachments"] = [{"url": a.url, "mime_type": a.type,
+                                     **({"size_in_bytes": a.length} if a.length else {})} for a in attachments]
         if item.source:
-            entry["_source"] = item.source.model_dump(exclude_none=True)
+            entry["_source"] = {"about": SOURCE_EXTENSION_ABOUT, **item.source.model_dump(exclude_none=True)}
         entries.append(entry)
     feed["items"] = entries
     # Compact: json's C encoder only runs without indent, and readers do not care.
@@ -209,9 +363,184 @@ def build_json_feed(items: list[Item], config: Config) -> bytes:
 
 
 def build_feeds(items: list[Item], config: Config) -> FeedSet:
-    chosen = feed_items(items, config)
-    return FeedSet(
-        rss=build_rss(chosen, config),
-        atom=build_atom(chosen, config),
-        json=build_json_feed(chosen, config),
+    """The three main feeds (newest feeds.limit items), as a subscriber's reader gets them."""
+    files = feed_set(feed_items(items, config), config, main_spec(config))
+    return FeedSet(rss=files[RSS_FILE], atom=files[ATOM_FILE], json=files[JSON_FILE])
+
+
+# -- metadata from the schedule -----------------------------------------------------------------------
+
+_REFERENCE = datetime(2021, 1, 4, tzinfo=ZoneInfo("UTC"))  # a fixed Monday: the result never depends on the clock
+
+
+def schedule_interval(config: Config) -> int | None:
+    """The shortest time in minutes between two scheduled runs that publish the feeds, or None."""
+    shortest = None
+    for job in config.schedule.jobs.values():
+        if job.action not in ("run", "feeds"):  # send and retry jobs never change a feed
+            continue
+        trigger = job.trigger()
+        previous = trigger.get_next_fire_time(None, _REFERENCE)
+        for _ in range(16):
+            if previous is None:
+                break
+            following = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
+            if following is None:
+                break
+            minutes = int((following - previous).total_seconds() // 60)
+            shortest = minutes if shortest is None else min(shortest, minutes)
+            previous = following
+    return shortest
+
+
+def feed_ttl(config: Config) -> int | None:
+    return config.feeds.ttl or schedule_interval(config)
+
+
+def sy_update(minutes: int) -> tuple[str, int]:
+    """sy:updatePeriod and sy:updateFrequency for an update every ``minutes``."""
+    for period, length in (("hourly", 60), ("daily", 1440), ("weekly", 10080), ("monthly", 43200)):
+        if minutes <= length:
+            return period, max(1, length // minutes)
+    return "yearly", 1
+
+
+# -- every feed of a run ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Topic:
+    """A tag with a feed of its own; its slug is its folder under tags/."""
+
+    slug: str
+    label: str
+    items: tuple[Item, ...] = field(repr=False)
+
+    @property
+    def folder(self) -> str:
+        return f"{TAGS_FOLDER}{self.slug}/"
+
+
+def topics(items: list[Item], config: Config) -> list[Topic]:
+    """The tags that get feeds: the allow-list, else every tag with at least topics.min_items items."""
+    settings = config.feeds.topics
+    if not settings.enabled:
+        return []
+    by_slug: dict[str, list[Item]] = {}
+    spellings: dict[str, Counter] = {}
+    for item in newest_first(items):
+        for slug in dict.fromkeys(tag_slug(tag) for tag in item.tags):
+            by_slug.setdefault(slug, []).append(item)
+        for tag in item.tags:
+            spellings.setdefault(tag_slug(tag), Counter())[tag] += 1
+    allowed = {tag_slug(tag) for tag in settings.allow} if settings.allow is not None else None
+    chosen = []
+    for slug in sorted(by_slug):
+        if allowed is not None and slug not in allowed:
+            continue
+        if allowed is None and len(by_slug[slug]) < settings.min_items:
+            continue
+        label = min(spellings[slug].items(), key=lambda pair: (-pair[1], pair[0]))[0]  # commonest spelling
+        chosen.append(Topic(slug, label, tuple(by_slug[slug])))
+    return chosen
+
+
+def main_spec(config: Config) -> FeedSpec:
+    return FeedSpec(hub=config.feeds.websub_hub, ttl=feed_ttl(config))
+
+
+def topic_spec(topic: Topic, config: Config) -> FeedSpec:
+    site = config.site
+    return FeedSpec(folder=topic.folder, title=f"{site.title}: {topic.label}",
+                    description=f"Items tagged “{topic.label}” from {site.title}.", page=topic.folder,
+                    hub=config.feeds.websub_hub, ttl=feed_ttl(config))
+
+
+def feed_set(items: list[Item], config: Config, spec: FeedSpec) -> dict[str, bytes]:
+    files = {spec.path(spec.rss_file): build_rss(items, config, spec),
+             spec.path(spec.atom_file): build_atom(items, config, spec)}
+    if spec.json_file:
+        files[spec.path(spec.json_file)] = build_json_feed(items, config, spec)
+    return files
+
+
+def archive_pages(items: list[Item], config: Config) -> list[list[Item]]:
+    """Items older than the main feed, in pages of feeds.limit counted from the oldest.
+
+    Counting from the oldest keeps every full page's items fixed forever; only the
+    newest page fills up, and it may be empty (so the last full page already has the
+    next-archive link it will always have).
+    """
+    limit = config.feeds.limit
+    older = list(reversed(newest_first(items)[limit:]))  # oldest first
+    if not older:
+        return []
+    pages = [older[start:start + limit] for start in range(0, len(older), limit)]
+    if len(pages[-1]) == limit:
+        pages.append([])
+    return [newest_first(page) for page in pages]
+
+
+def archive_file(kind: str, number: int) -> str:
+    return f"{ARCHIVE_FOLDER}{kind}-{number}.xml"
+
+
+def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, bytes]:
+    """RFC 5005 archived feeds for RSS and Atom, linked prev-archive/next-archive/current."""
+    site = config.site
+    files: dict[str, bytes] = {}
+    for kind, builder, main_file in (("rss", build_rss, RSS_FILE), ("atom", build_atom, ATOM_FILE)):
+        for number, page in enumerate(pages, start=1):
+            links = [("current", site.url(main_file))]
+            if number > 1:
+                links.append(("prev-archive", site.url(archive_file(kind, number - 1))))
+            if number < len(pages):
+                links.append(("next-archive", site.url(archive_file(kind, number + 1))))
+            name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
+            spec = FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
+                            title=f"{site.title} (archive {number})", rss_file=name, atom_file=name, json_file=None)
+            files[spec.path(name)] = builder(page, config, spec)
+    return files
+
+
+def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
+    """The feed as a web page: browsers are dropping XSLT, so a person who clicks a feed link
+    still gets a readable page with the addresses to copy into a reader."""
+    site = config.site
+    env = template_environment(config.path("templates"))
+    html = env.get_template(FEED_TEMPLATE).render(
+        site=site, organisation=config.organisation, title=spec.title or site.title,
+        description=spec.description or site.description, items=items,
+        feeds=[("RSS", site.url(spec.path(spec.rss_file))), ("Atom", site.url(spec.path(spec.atom_file))),
+               ("JSON Feed", site.url(spec.path(spec.json_file or JSON_FILE)))],
     )
+    return html.encode("utf-8")
+
+
+def feed_files(items: list[Item], config: Config) -> dict[str, bytes]:
+    """Every feed document of a run, by path relative to the output folder.
+
+    The main feeds (newest feeds.limit items, linking prev-archive when older items
+    exist) and their HTML page, the archive documents, and per topic an RSS, Atom and
+    JSON feed with an HTML page (tags/<slug>/index.html).
+    """
+    chosen = feed_items(items, config)
+    main = main_spec(config)
+    pages = archive_pages(items, config) if config.feeds.archive else []
+    files: dict[str, bytes] = {}
+    if pages:
+        newest = len(pages)
+        files[RSS_FILE] = build_rss(chosen, config, replace(main, links=(
+            ("prev-archive", config.site.url(archive_file("rss", newest))),)))
+        files[ATOM_FILE] = build_atom(chosen, config, replace(main, links=(
+            ("prev-archive", config.site.url(archive_file("atom", newest))),)))
+        files[JSON_FILE] = build_json_feed(chosen, config, main)
+        files.update(archive_documents(pages, config))
+    else:
+        files.update(feed_set(chosen, config, main))
+    files[FEED_PAGE] = feed_page(chosen, config, main)
+    for topic in topics(items, config):
+        spec = topic_spec(topic, config)
+        tagged = list(topic.items[: config.feeds.limit])
+        files.update(feed_set(tagged, config, spec))
+        files[topic.folder + "index.html"] = feed_page(tagged, config, spec)
+    return files

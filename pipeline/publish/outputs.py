@@ -11,7 +11,7 @@ from ..config import Config
 from ..items import Item
 from ..state.storage import Edition
 from .digest import HTML_FILE, TEXT_FILE, Digest, public_copy
-from .feeds import build_feeds
+from .feeds import feed_files
 from .output import write_atomic
 from .site import RenderDigest, archive_pages, site_pages
 
@@ -26,8 +26,8 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     items'); ``render`` gives the digest of an edition for its archive page.
     """
     out = config.path("output")
-    files = {out / name: data for name, data in build_feeds(items, config).files().items()}
-    files.update(site_pages(config))
+    files = {out / name: data for name, data in feed_files(items, config).items()}
+    files.update(site_pages(config, items))
     if web_digest is not None:
         html, text = public_copy(web_digest, config)
         files[out / HTML_FILE] = html

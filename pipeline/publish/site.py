@@ -8,16 +8,16 @@ or belongs to the latest edition, so older pages are not re-rendered every run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..config import Config
-from collections.abc import Callable
-
 from ..items import Item, newest_first
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, public_copy, template_environment
+from .feeds import topics
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
@@ -52,18 +52,22 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
             continue
         html, _text = public_copy(render(chosen, edition.id), config)
         files[path] = html
-    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id)) for e in editions]
+    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id))
+               for e in editions]
     env = template_environment(config.path("templates"))
-    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation, editions=entries)
+    index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation,
+                                                    editions=entries)
     files[out / INDEX_FILE] = index.encode("utf-8")
     return files
 
 
-def site_pages(config: Config) -> dict[Path, bytes]:
-    """The home page that the feeds link to, and the stylesheet that makes the feeds readable in a browser."""
+def site_pages(config: Config, items: list[Item] | None = None) -> dict[Path, bytes]:
+    """The home page that the feeds link to (with the topic feeds of these items), and the
+    stylesheet that still makes the feeds readable in browsers that run XSLT."""
     out = config.path("output")
     env = template_environment(config.path("templates"))
-    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation)
+    home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
+                                                 topics=topics(items or [], config))
     return {
         out / INDEX_FILE: home.encode("utf-8"),
         out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),

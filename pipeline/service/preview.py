@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-
 from collections.abc import Callable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from .. import app
 from ..app import RunOutcome

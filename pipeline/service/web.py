@@ -11,12 +11,11 @@ import logging
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..config import Config
 from ..environment import signing_secret
-from ..publish.digest import template_environment
 from ..mail.tokens import read_token
+from ..publish.digest import template_environment
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -25,16 +24,34 @@ MAX_BODY = 64 * 1024
 UNSUBSCRIBE_PATH = "/unsubscribe"
 
 
-def _one_click(environ) -> bool:
+class BadBody(Exception):
+    """A request body the app will not read: its status says why (400 malformed, 413 too large)."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
+    """The request body, never trusting Content-Length: a malformed or negative one is refused, and at
+    most ``limit`` bytes are read whatever it says (the production server enforces the same limit)."""
+    declared = environ.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit():
+        raise BadBody("400 Bad Request")
+    if int(declared) > limit:
+        raise BadBody("413 Content Too Large")
+    body = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
+    if len(body) > limit:
+        raise BadBody("413 Content Too Large")
+    return body
+
+
+def _one_click(body: bytes, environ: dict) -> bool:
     """True when the POST body carries List-Unsubscribe=One-Click (urlencoded or multipart)."""
-    try:
-        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_BODY)
-    except ValueError:
-        return False
-    body = environ["wsgi.input"].read(length) if length else b""
     content_type = environ.get("CONTENT_TYPE", "")
     if content_type.startswith("multipart/form-data"):
-        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+        message = BytesParser(policy=HTTP).parsebytes(head + body)
         for part in message.iter_parts():
             if part.get_param("name", header="content-disposition") == "List-Unsubscribe":
                 return part.get_content().strip() == "One-Click"
@@ -80,7 +97,12 @@ def make_app(config: Config, storage: Storage):
         if method != "POST":
             return page(start_response, "405 Method Not Allowed", state="error", heading="Not allowed",
                         message="Use the button on the unsubscribe page.")
-        if not _one_click(environ):
+        try:
+            body = read_body(environ)
+        except BadBody as exc:
+            return page(start_response, exc.status, state="error", heading="Invalid request",
+                        message="The request was refused.")
+        if not _one_click(body, environ):
             return page(start_response, "400 Bad Request", state="error", heading="Invalid request",
                         message="The request did not ask to unsubscribe.")
         changed = storage.unsubscribe(email)
@@ -90,13 +112,35 @@ def make_app(config: Config, storage: Storage):
     return unsubscribe_app
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
-        # Request lines carry tokens; keep them out of the logs.
-        log.debug("%s %s", self.command, self.path.split("?", 1)[0])
+class WebServer:
+    """The WSGI app on waitress, a production server from PyPI: a pool of threads behind an
+    asynchronous front, so a slow client holds no thread; request bodies over the limit are
+    refused (413) before the app sees them, and idle connections are closed."""
+
+    def __init__(self, app, host: str, port: int, *, threads: int = 8, channel_timeout: int = 30):
+        from waitress.server import create_server
+
+        from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
+
+        self.server = create_server(app, host=host, port=port, threads=threads,
+                                    max_request_body_size=max(MAX_BODY, WEBHOOK_MAX_BODY),
+                                    channel_timeout=channel_timeout, ident="newsletter-pipeline",
+                                    expose_tracebacks=False, clear_untrusted_proxy_headers=True)
+        self.server_port = int(self.server.effective_port)
+
+    def serve_forever(self, *_poll_interval: float) -> None:
+        self.server.run()
+
+    def shutdown(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
+
+    def server_close(self) -> None:
+        pass
 
 
-def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025):
-    server = make_server(host, port, make_app(config, storage), handler_class=_QuietHandler)
+def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
+    """The unsubscribe endpoint (and the other pages of the site's web app) on a production server."""
+    server = WebServer(make_app(config, storage), host, port)
     log.info("unsubscribe endpoint on http://%s:%d%s", host, server.server_port, UNSUBSCRIBE_PATH)
     return server

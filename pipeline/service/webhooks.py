@@ -237,13 +237,12 @@ def _fresh(timestamp: str, max_age: int) -> bool:
 # -- the WSGI part ------------------------------------------------------------------------------
 
 def _read_body(environ) -> bytes:
+    from .web import BadBody, read_body
+
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise Rejected("400 Bad Request", "bad Content-Length") from None
-    if length > MAX_BODY:
-        raise Rejected("413 Payload Too Large", "body too large")
-    return environ["wsgi.input"].read(length) if length else b""
+        return read_body(environ, MAX_BODY)
+    except BadBody as exc:
+        raise Rejected(exc.status, "request body refused") from None
 
 
 def _json(body: bytes) -> Any:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import Config
 from ..errors import ContentError
-from ..items import Image, Item, Source, clean_html, plain_text
+from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,7 @@ _FrontMatterLoader.yaml_implicit_resolvers = {
 def _parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, date):
-        raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
-    elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+    elif isinstance(value, date) or isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         raise ValueError("needs a time and a timezone, e.g. 2021-11-04T09:00:00-04:00")
     elif isinstance(value, str):
         try:
@@ -70,6 +68,7 @@ class FrontMatter(BaseModel):
     summary: str | None = None
     tags: list[str] = []
     image: Image | None = None
+    enclosure: Enclosure | None = None
     citation: str | None = None
     source: Source | None = None
 
@@ -109,7 +108,8 @@ def _split(text: str, shown: str) -> _Document:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 1
-        raise ContentError(shown, line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", exc)
+        raise ContentError(shown, line, None, f"front matter is not valid YAML: {problem}") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -124,7 +124,7 @@ _markdown = MarkdownIt("commonmark", {"html": True, "typographer": False}).enabl
 
 
 def _summary_from(html: str, limit: int = 280) -> str:
-    text = plain_text(html)
+    text = html_to_text(html)
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
@@ -165,7 +165,10 @@ def read_item(path: Path, config: Config, shown: str | None = None) -> Item:
     content_html = clean_html(_markdown.render(doc.body), base_url=link)
     image = meta.image
     if image is not None:
-        image = image.model_copy(update={"url": site.url(image.url)})
+        image = Image(**{**image.model_dump(), "url": site.url(image.url)})
+    enclosure = meta.enclosure
+    if enclosure is not None:
+        enclosure = Enclosure(**{**enclosure.model_dump(), "url": site.url(enclosure.url)})
     return Item(
         id=meta.id or f"{site.item_id_prefix}{slug}",
         slug=slug,
@@ -178,6 +181,7 @@ def read_item(path: Path, config: Config, shown: str | None = None) -> Item:
         content_html=content_html,
         tags=tuple(meta.tags),
         image=image,
+        enclosure=enclosure,
         citation=meta.citation.strip() if meta.citation else None,
         source=meta.source,
     )

@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -27,8 +27,20 @@ import feedparser
 import httpx
 
 from ..config import Config, Fetch, RemoteSource
-from ..items import Image, Item, Source, clean_html, is_absolute_http, newest_first, plain_text, strip_xml_illegal
-from ..state.storage import Storage, utcnow
+from ..items import (
+    Enclosure,
+    Image,
+    Item,
+    Source,
+    clean_html,
+    guess_type,
+    html_to_text,
+    is_absolute_http,
+    newest_first,
+    plain_text,
+    strip_xml_illegal,
+)
+from ..state.storage import SourceState, Storage, StoredEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +76,9 @@ class RawEntry:
     author: str | None
     tags: list[str] = field(default_factory=list)
     image: dict[str, Any] | None = None
+    enclosure: dict[str, Any] | None = None  # a non-image file: audio, video, a document
+    title_html: bool = True  # the title field is HTML at its source (Atom type="html"); else plain text
+    summary_html: bool = True
 
 
 @dataclass
@@ -76,13 +91,13 @@ class SourceReport:
 
 # -- fetching ------------------------------------------------------------------------------------
 
-def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any] | None) -> Fetched:
+def fetch(client: httpx.Client, url: str, settings: Fetch, state: SourceState | None) -> Fetched:
     headers = {}
     if state:
-        if state.get("etag"):
-            headers["If-None-Match"] = state["etag"]
-        if state.get("last_modified"):
-            headers["If-Modified-Since"] = state["last_modified"]
+        if state.etag:
+            headers["If-None-Match"] = state.etag
+        if state.last_modified:
+            headers["If-Modified-Since"] = state.last_modified
     deadline = time.monotonic() + settings.timeout
     try:
         with client.stream("GET", url, headers=headers) as response:
@@ -92,12 +107,14 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: dict[str, Any]
                     moved = str(response.url)
             if response.status_code == 304:
                 return Fetched(304, url=str(response.url), moved_to=moved,
-                               etag=response.headers.get("etag") or (state or {}).get("etag"),
-                               last_modified=response.headers.get("last-modified") or (state or {}).get("last_modified"))
+                               etag=response.headers.get("etag") or (state.etag if state else None),
+                               last_modified=response.headers.get("last-modified")
+                               or (state.last_modified if state else None))
             if response.status_code >= 400:
                 raise SourceError(f"HTTP {response.status_code} {response.reason_phrase}")
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > settings.max_bytes and "content-encoding" not in response.headers:
+            if (declared and declared.isdigit() and int(declared) > settings.max_bytes
+                    and "content-encoding" not in response.headers):
                 raise SourceError(f"response of {declared} bytes is over the limit of {settings.max_bytes} bytes")
             chunks, size = [], 0
             for chunk in response.iter_bytes():  # decompressed: the limit holds for gzip bombs too
@@ -132,7 +149,8 @@ def _struct_to_datetime(value) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime(*value[:6], tzinfo=timezone.utc)
+        year, month, day, hour, minute, second = value[:6]
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except (TypeError, ValueError):
         return None
 
@@ -169,6 +187,10 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
         authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
         author = next((a.get("name") for a in authors if isinstance(a, dict) and a.get("name")), None)
         image = item.get("image") or item.get("banner_image")
+        attachments = [a for a in item.get("attachments") or []
+                       if isinstance(a, dict) and isinstance(a.get("url"), str)]
+        enclosure = next(({"url": urljoin(base, a["url"]), "type": a.get("mime_type"), "length": a.get("size_in_bytes")}
+                          for a in attachments), None)
         entries.append(RawEntry(
             id=str(item["id"]) if item.get("id") not in (None, "") else None,
             link=urljoin(url, link) if link else None,
@@ -179,9 +201,12 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
             updated=_iso_to_datetime(item.get("date_modified")),
             author=author,
             tags=[str(t) for t in item.get("tags") or [] if isinstance(t, (str, int))],
-            image={"url": urljoin(base, image)} if isinstance(image, str) else None,
+            image={"url": urljoin(str(base or ""), image)} if isinstance(image, str) else None,
+            enclosure=enclosure,
+            title_html=False,  # JSON Feed titles and summaries are plain text by definition
+            summary_html=False,
         ))
-    return {"title": data.get("title"), "link": home}, entries
+    return {"title": data.get("title"), "link": home, "id": data.get("feed_url")}, entries
 
 
 def _text_to_html(text: str) -> str:
@@ -189,7 +214,8 @@ def _text_to_html(text: str) -> str:
 
 
 def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, Any], list[RawEntry]]:
-    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type or "application/xml"})
+    parsed = feedparser.parse(body, response_headers={"content-location": url,
+                                                      "content-type": content_type or "application/xml"})
     if parsed.bozo and not parsed.entries and not parsed.get("version"):
         raise SourceError(f"not a feed ({parsed.get('bozo_exception')})")
     if not parsed.get("version") and not parsed.entries:
@@ -202,14 +228,21 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
         html_body = next((c.get("value", "") for c in content if "html" in c.get("type", "")), None)
         if html_body is None:
             html_body = content[0].get("value", "") if content else entry.get("summary", "")
-        image = None
+        image, enclosure = None, None
         for media in (entry.get("media_content") or []) + (entry.get("enclosures") or []):
-            kind = media.get("type", "") or ""
-            if kind.startswith("image/") or media.get("medium") == "image":
-                image = {"url": media.get("url") or media.get("href"), "type": kind or "image/jpeg",
+            url = media.get("url") or media.get("href")
+            if not url:
+                continue
+            kind = (media.get("type") or "").strip().lower() or guess_type(url) or ""
+            is_image = kind.startswith("image/") or (not kind and media.get("medium") == "image")
+            if is_image and image is None:
+                image = {"url": url, "type": kind if kind.startswith("image/") else None,
                          "length": media.get("length") or media.get("filesize"),
                          "width": media.get("width"), "height": media.get("height")}
-                break
+            elif not is_image and enclosure is None and media in (entry.get("enclosures") or []):
+                enclosure = {"url": url, "type": kind or None, "length": media.get("length")}
+        title_type = (entry.get("title_detail") or {}).get("type", "text/plain")
+        summary_type = (entry.get("summary_detail") or {}).get("type", "text/html")
         entries.append(RawEntry(
             id=entry.get("id") or None,
             link=entry.get("link") or None,
@@ -222,8 +255,12 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
             author=entry.get("author") or None,
             tags=[t.get("term") or t.get("label") for t in entry.get("tags") or [] if t.get("term") or t.get("label")],
             image=image,
+            enclosure=enclosure,
+            title_html="html" in title_type,
+            summary_html="html" in summary_type or not content,
         ))
-    return {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url}, entries
+    feed = {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url, "id": parsed.feed.get("id")}
+    return feed, entries
 
 
 def parse(fetched: Fetched) -> tuple[dict[str, Any], list[RawEntry]]:
@@ -265,63 +302,84 @@ def item_id_for(raw: RawEntry) -> str:
 
 def entry_data(raw: RawEntry, source: RemoteSource, feed: dict[str, Any], feed_url: str) -> dict[str, Any]:
     """The item's fields as stored (JSON-ready); dates without a value are filled in from state later."""
-    home = feed.get("link") if isinstance(feed.get("link"), str) and is_absolute_http(urljoin(feed_url, feed["link"])) else feed_url
+    feed_link = feed.get("link")
+    home = feed_link if isinstance(feed_link, str) and is_absolute_http(urljoin(feed_url, feed_link)) else feed_url
     home = urljoin(feed_url, home)
-    link = urljoin(home, raw.link) if raw.link else home
-    if not is_absolute_http(link):
+    link = urljoin(home, strip_xml_illegal(raw.link).strip()) if raw.link else ""
+    own_link = is_absolute_http(link)
+    if not own_link:  # no link of its own: readers get the home page, but it is not the item's identity
         link = home
     content = clean_html(raw.content_html or raw.summary, base_url=link)
-    summary_source = raw.summary or raw.content_html
-    summary = plain_text(summary_source)
+    if raw.summary:
+        summary = html_to_text(raw.summary) if raw.summary_html else plain_text(raw.summary)
+    else:
+        summary = html_to_text(raw.content_html)
     if len(summary) > 400:
         summary = summary[:400].rsplit(" ", 1)[0] + "…"
-    title = plain_text(raw.title) or summary[:80] or "(untitled)"
+    title = (html_to_text(raw.title) if raw.title_html else plain_text(raw.title)) or summary[:80] or "(untitled)"
     image = None
     if raw.image and raw.image.get("url"):
         url = urljoin(link, str(raw.image["url"]).strip())
+        kind = raw.image.get("type") or guess_type(url)
         if is_absolute_http(url):
-            image = {"url": url, "alt": title, "type": raw.image.get("type") or "image/jpeg",
+            image = {"url": url, "alt": title, "type": kind if kind and kind.startswith("image/") else None,
                      "length": _int_or_none(raw.image.get("length")) or 0,
                      "width": _int_or_none(raw.image.get("width")), "height": _int_or_none(raw.image.get("height"))}
+    enclosure = None
+    if raw.enclosure and raw.enclosure.get("url"):
+        url = urljoin(link, str(raw.enclosure["url"]).strip())
+        kind = str(raw.enclosure.get("type") or guess_type(url) or "application/octet-stream").lower()
+        if is_absolute_http(url) and re.fullmatch(r"[\w.+-]+/[\w.+-]+", kind):
+            enclosure = {"url": url, "type": kind, "length": _int_or_none(raw.enclosure.get("length")) or 0}
+    feed_id = feed.get("id") if isinstance(feed.get("id"), str) and _IRI.match(feed["id"].strip()) else None
     return {
         "title": title,
         "link": link,
+        "own_link": own_link,
         "summary": summary or title,
         "content_html": content or f"<p>{html.escape(title, quote=False)}</p>",  # title is plain text: escape it
         "author": plain_text(raw.author) if raw.author else source.author,
         "tags": [plain_text(t) for t in raw.tags if plain_text(t)],
         "image": image,
+        "enclosure": enclosure,
         "published": raw.published.isoformat() if raw.published else None,
         "feed_updated": raw.updated.isoformat() if raw.updated else None,
         "credit": source.credit or plain_text(feed.get("title") or "") or source.name,
         "home": home,
+        "feed_url": feed_url,
+        "feed_id": feed_id.strip() if feed_id else None,
     }
 
 
 def content_hash(data: dict[str, Any]) -> str:
     """What counts as a real change: not the feed's own 'updated' stamp."""
-    fields = {k: data[k] for k in ("title", "link", "summary", "content_html", "author", "tags", "image", "published")}
+    fields = {k: data.get(k) for k in ("title", "link", "summary", "content_html", "author", "tags", "image",
+                                       "published", "enclosure")}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def item_from_row(row: dict[str, Any], source: RemoteSource) -> Item:
-    data = row["data"]
-    first_seen = row["first_seen"]
-    published = _iso_to_datetime(data.get("published")) or first_seen
+def item_from_row(row: StoredEntry, source: RemoteSource) -> Item:
+    data = row.data
+    first_seen = row.first_seen
+    published = _iso_to_datetime(data.get("published")) or first_seen - timedelta(seconds=data.get("seen_order", 0))
     updated = None
-    if row.get("updated"):  # the content changed after we first saw it
+    if row.updated:  # the content changed after we first saw it
         feed_updated = _iso_to_datetime(data.get("feed_updated"))
-        updated = feed_updated if feed_updated and feed_updated > published else row["updated"]
+        updated = feed_updated if feed_updated and feed_updated > published else row.updated
         if updated <= published:
             updated = None
-    item_id = row["item_id"]
+    item_id = row.item_id
     image = Image(**{k: v for k, v in data["image"].items() if v is not None}) if data.get("image") else None
+    enclosure = Enclosure(**data["enclosure"]) if data.get("enclosure") else None
+    own_link = data.get("own_link", data["link"] != data.get("home"))  # rows stored before own_link existed
     return Item(
         id=item_id,
         slug=f"{source.name}-{hashlib.sha1(item_id.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}",
         title=data["title"], link=data["link"], published=published, updated=updated, author=data.get("author"),
         summary=data["summary"], content_html=data["content_html"], tags=tuple(data.get("tags") or ()),
-        image=image, source=Source(name=data.get("credit") or source.name, url=data.get("home")),
+        image=image, enclosure=enclosure, own_link=own_link,
+        source=Source(name=data.get("credit") or source.name, url=data.get("home"),
+                      feed_url=data.get("feed_url") or source.url, id=data.get("feed_id")),
     )
 
 
@@ -334,14 +392,14 @@ def select_items(items: list[Item], source: RemoteSource) -> list[Item]:
 
 # -- one source, all sources ---------------------------------------------------------------------
 
-def _current(state: dict | None, source: RemoteSource) -> dict:
+def _current(state: SourceState | None, source: RemoteSource) -> SourceState:
     """The stored state if it belongs to the URL configured now; a changed URL starts afresh
     (no redirect target, ETag or Last-Modified carried over from the old one)."""
-    return state if state and state.get("configured_url") == source.url else {}
+    return state if state and state.configured_url == source.url else SourceState(source.name)
 
 
-def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: dict):
-    fetched = fetch(client, state.get("url") or source.url, settings, state)
+def _fetch_and_parse(client: httpx.Client, source: RemoteSource, settings: Fetch, state: SourceState):
+    fetched = fetch(client, state.url or source.url, settings, state)
     if fetched.status == 304:
         return fetched, None
     return fetched, parse(fetched)
@@ -352,6 +410,10 @@ def _store_entries(storage: Storage, source: RemoteSource, fetched: Fetched, par
     if not known:  # source_items rows need their source's row first
         storage.save_source_state(source.name, configured_url=source.url, url=source.url, status="new")
     stored = [(item_id_for(raw), entry_data(raw, source, feed, fetched.url)) for raw in entries]
+    for position, (_item_id, data) in enumerate(stored):
+        # Undated entries seen in one fetch would share one first-seen second (the W3C validator warns about
+        # equal atom:updated values); the feed's order, kept with the row, spaces them a second apart.
+        data["seen_order"] = position
     unique = {item_id: data for item_id, data in stored}  # a feed repeating an id: the last wins
     storage.merge_source_items(source.name, [(i, content_hash(d), d) for i, d in unique.items()], now)
     return f"ok ({len(unique)} entries)"
@@ -379,10 +441,10 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
     now = utcnow()
     for source in config.sources:
         outcome, state = outcomes[source.name], states[source.name]
-        url = state.get("url") or source.url
+        url = state.url or source.url
         if isinstance(outcome, SourceError):
             ok, status = False, str(outcome)
-            values = {"url": url, "etag": state.get("etag"), "last_modified": state.get("last_modified"),
+            values = {"url": url, "etag": state.etag, "last_modified": state.last_modified,
                       "status": f"error: {outcome}"}
         else:
             fetched, parsed = outcome
@@ -395,7 +457,8 @@ def read_remote(config: Config, storage: Storage) -> tuple[list[Item], list[Sour
             values = {"url": fetched.moved_to or url, "etag": fetched.etag, "last_modified": fetched.last_modified,
                       "status": status}
         kept = select_items([item_from_row(row, source) for row in storage.stored_source_items(source.name)], source)
-        storage.save_source_state(source.name, configured_url=source.url, fetched_at=now, item_count=len(kept), **values)
+        storage.save_source_state(source.name, configured_url=source.url, fetched_at=now, item_count=len(kept),
+                                  **values)
         if ok:
             log.info("source %s: %s, %d items", source.name, status, len(kept))
         else:
@@ -421,16 +484,21 @@ def canonical_link(url: str) -> str:
 
 
 def merge_items(*groups: list[Item]) -> list[Item]:
-    """One stream: the first item with a given id or canonical link wins (local content first)."""
+    """One stream: the first item with a given id or canonical link wins (local content first).
+
+    Only an item's own link identifies it: items that fell back to their source's home
+    page share that link without being the same story.
+    """
     seen_ids: set[str] = set()
     seen_links: set[str] = set()
     merged = []
     for group in groups:
         for item in group:
-            link = canonical_link(item.link)
-            if item.id in seen_ids or link in seen_links:
+            link = canonical_link(item.link) if item.own_link else None
+            if item.id in seen_ids or (link is not None and link in seen_links):
                 continue
             seen_ids.add(item.id)
-            seen_links.add(link)
+            if link is not None:
+                seen_links.add(link)
             merged.append(item)
     return merged

@@ -11,19 +11,24 @@ log = logging.getLogger(__name__)
 JOBS_DATABASE = "jobs.db"
 
 
-def jobs_url(state_folder: Path) -> str:
+def jobs_url(state_folder: Path, database_url: str | None = None) -> str:
+    """The job store: in the PostgreSQL database when there is one (the leader may move between
+    machines), else a SQLite file in the state folder."""
+    if database_url and database_url.startswith("postgresql"):
+        return database_url
     state_folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state_folder / JOBS_DATABASE}"
 
 
-def stored_next_run_times(state_folder: Path) -> dict[str, datetime | None]:
+def stored_next_run_times(state_folder: Path, database_url: str | None = None) -> dict[str, datetime | None]:
     """Next-run times as the service's job store has them (empty when the service never ran)."""
-    if not (state_folder / JOBS_DATABASE).exists():
+    url = jobs_url(state_folder, database_url)
+    if url.startswith("sqlite") and not (state_folder / JOBS_DATABASE).exists():
         return {}
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    store = SQLAlchemyJobStore(url=jobs_url(state_folder))
+    store = SQLAlchemyJobStore(url=url)
     store.start(BackgroundScheduler(timezone=timezone.utc), "default")
     try:
         return {job.id: job.next_run_time for job in store.get_all_jobs()}

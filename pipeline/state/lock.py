@@ -28,8 +28,48 @@ def lock_path(state_folder: Path) -> Path:
 
 
 @contextmanager
-def run_lock(state_folder: Path, *, wait: bool = False, stop: threading.Event | None = None) -> Iterator[None]:
-    """Hold the pipeline's lock for one run; without ``wait``, fail at once when it is taken."""
+def advisory_lock(database_url: str, key: int, what: str, *, wait: bool = False,
+                  stop: threading.Event | None = None, poll: float = 0.5) -> Iterator[None]:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own: it covers every
+    machine that uses the database, and a process that dies releases it with its connection."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
+                conn.rollback()
+                if not wait:
+                    raise RunLocked(f"another pipeline run holds {what} in the database; not starting "
+                                    "(use --wait to wait for it)")
+                if (stop or threading.Event()).wait(poll):
+                    raise RunLocked(f"stopped while waiting for {what}")
+                log.debug("waiting for %s", what)
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def run_lock(state_folder: Path, *, database_url: str | None = None, wait: bool = False,
+             stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold the pipeline's lock for one run; without ``wait``, fail at once when it is taken.
+
+    On PostgreSQL the lock is in the database (every machine shares it); on SQLite it is a
+    file in the state folder, next to the database it protects.
+    """
+    if database_url and database_url.startswith("postgresql"):
+        from .storage import RUN_LOCK_KEY
+
+        with advisory_lock(database_url, RUN_LOCK_KEY, "the run lock", wait=wait, stop=stop):
+            yield
+        return
     path = lock_path(state_folder)
     lock = FileLock(str(path))
     if not wait:

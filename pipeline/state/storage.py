@@ -7,24 +7,58 @@ runs on PostgreSQL, where several send workers claim ledger rows with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, TypeDecorator,
-    and_, bindparam, create_engine, event, func, insert, literal, or_, select, text, update,
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 6
+# Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
+MIGRATION_LOCK_KEY = 0x5049_5045_0001
+RUN_LOCK_KEY = 0x5049_5045_0002
+LEADER_LOCK_KEY = 0x5049_5045_0003
+WORK_CHANNEL = "pipeline_work"
+LIVENESS_SPACE = 0x5049  # the first key of the two-key advisory locks that say a worker is alive
 DATABASE_FILE = "pipeline.db"
 
 SUBSCRIBED = "subscribed"
@@ -290,6 +324,42 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class SourceState:
+    """What the pipeline remembers about one remote source between fetches."""
+
+    name: str
+    configured_url: str = ""  # as in config.yaml when this state was saved
+    url: str | None = None  # where it is fetched from now, after permanent redirects
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: datetime | None = None
+    status: str | None = None
+    item_count: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One entry a source delivered, as stored: first seen, content hash, JSON-ready fields."""
+
+    item_id: str
+    first_seen: datetime
+    data: dict[str, Any]
+    updated: datetime | None = None
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    held: int  # rows it holds in 'sending'
+    oldest_claim: datetime | None
+
+
+@dataclass(frozen=True)
 class BounceEvent:
     """One bounce, complaint or mailto unsubscribe that named a subscriber, and what it caused."""
 
@@ -339,17 +409,36 @@ def database_url(state_folder: Path, override: str | None = None) -> str:
     return f"sqlite:///{state_folder / DATABASE_FILE}"
 
 
-def claim_statement(edition_id: str, limit: int, worker: str, now: datetime):
-    """One statement that takes pending rows for a worker.  On PostgreSQL the inner SELECT is
-    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting;
-    SQLite serialises writers, which gives the same guarantee."""
+class ArrayOf(ColumnElement[Any]):
+    """PostgreSQL's ``ARRAY(subquery)``: the subquery runs once, before the outer statement."""
+
+    inherit_cache = True
+    _traverse_internals = [("query", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, query: Select[Any]):
+        self.query = query
+        self.type = ARRAY(Integer)
+
+
+@compiles(ArrayOf)
+def _compile_array_of(element: ArrayOf, compiler: Any, **kw: Any) -> str:
+    return f"ARRAY({compiler.process(element.query, **kw)})"
+
+
+def claim_statement(edition_id: str, limit: int, worker: str, now: datetime, dialect: str = "sqlite"):
+    """One statement that takes due rows for a worker.  On PostgreSQL the inner SELECT is
+    FOR UPDATE SKIP LOCKED, so concurrent workers each get different rows without waiting,
+    and it is written ``= ANY(ARRAY(...))`` so the planner runs it once even right after an
+    edition was made, before the table has statistics (``IN (...)`` became a nested loop
+    that took every row).  SQLite serialises writers, which gives the same guarantee."""
     candidates = (select(deliveries.c.subscriber_id)
                   .where(deliveries.c.edition_id == edition_id, _due(now))
                   .order_by(deliveries.c.subscriber_id).limit(limit)
                   .with_for_update(skip_locked=True))
+    chosen = (deliveries.c.subscriber_id == any_(ArrayOf(candidates)) if dialect == "postgresql"
+              else deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
     return (update(deliveries)
-            .where(deliveries.c.edition_id == edition_id, _due(now),
-                   deliveries.c.subscriber_id.in_(candidates.scalar_subquery()))
+            .where(deliveries.c.edition_id == edition_id, _due(now), chosen)
             .values(status=SENDING, claimed_by=worker, claimed_at=now, updated_at=now)
             .returning(deliveries.c.subscriber_id, deliveries.c.attempts, deliveries.c.first_attempt_at))
 
@@ -360,10 +449,24 @@ def _due(now: datetime):
                and_(deliveries.c.status == DEFERRED, deliveries.c.retry_at <= now))
 
 
+class WorkListener:
+    def __init__(self, connection: Any):
+        self.connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        """True when work was announced within ``timeout`` seconds; False otherwise (or on SQLite)."""
+        if self.connection is None:
+            return False
+        for _notice in self.connection.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
+
+
 class Storage:
     def __init__(self, url: str):
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
+        # Statement parameters (subscriber addresses) never reach a log, even at -vv.
+        kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)
@@ -392,8 +495,16 @@ class Storage:
                 return 0
             return conn.execute(select(schema_info.c.version)).scalar_one_or_none() or 0
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     def migrate(self) -> None:
+        """Bring the schema up to date, once, even when several processes start together: on
+        PostgreSQL under a transaction-level advisory lock; SQLite serialises writers itself."""
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             metadata.create_all(conn, tables=[schema_info])
             current = conn.execute(select(schema_info.c.version)).scalar_one_or_none()
             if current is None:
@@ -533,7 +644,8 @@ class Storage:
 
     def latest_edition(self) -> Edition | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc()).limit(1)).first()
+            row = conn.execute(select(editions).order_by(editions.c.created_at.desc(), editions.c.id.desc())
+                               .limit(1)).first()
         return Edition(row.id, row.created_at, row.subject, list(row.item_ids), row.recipients) if row else None
 
     def list_editions(self) -> list[Edition]:
@@ -553,8 +665,9 @@ class Storage:
         now = utcnow()
         with self.engine.begin() as conn:
             created = conn.execute(self._insert_ignoring_conflicts(editions, ["id"]).values(
-                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0))
-            if not created.rowcount:
+                id=edition_id, created_at=now, subject=digest.subject, item_ids=item_ids, recipients=0)
+                .returning(editions.c.id)).first()
+            if created is None:
                 return False
             conn.execute(insert(edition_digests).values(edition_id=edition_id, variant="", subject=digest.subject,
                                                         html=digest.html, text=digest.text))
@@ -589,13 +702,16 @@ class Storage:
                                                              edition_digests.c.variant == variant)).first()
         return StoredDigest(row.subject, row.html, row.text) if row else None
 
-    def editions_with_work(self, now: datetime | None = None) -> list[str]:
-        """Editions with messages to send now (pending, left in flight, or deferred and due), oldest first."""
+    def editions_with_work(self, now: datetime | None = None, stale_before: datetime | None = None) -> list[str]:
+        """Editions with messages to send now, oldest first: pending, deferred and due, or left in
+        flight by a sender that is gone (claimed before ``stale_before``, by default: any)."""
         now = now or utcnow()
+        stale = deliveries.c.status == SENDING
+        if stale_before is not None:
+            stale = and_(stale, deliveries.c.claimed_at <= stale_before)
         query = (select(editions.c.id)
                  .where(select(deliveries.c.subscriber_id)
-                        .where(deliveries.c.edition_id == editions.c.id,
-                               or_(deliveries.c.status == SENDING, _due(now))).exists())
+                        .where(deliveries.c.edition_id == editions.c.id, or_(stale, _due(now))).exists())
                  .order_by(editions.c.created_at, editions.c.id))
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
@@ -613,19 +729,57 @@ class Storage:
     # -- ledger -------------------------------------------------------------------------------
 
     def release_stale(self, edition_id: str, claimed_before: datetime) -> int:
-        """Give back rows a crashed sender had claimed; they go out again with the same Message-ID."""
+        """Give back rows whose sender is gone; they go out again with the same Message-ID.
+
+        Gone means: claimed before ``claimed_before`` (a lease that ran out), or, on PostgreSQL,
+        claimed by a worker whose liveness lock is free, which happens the moment its process
+        dies, on any machine (see ``liveness``)."""
         with self.engine.begin() as conn:
+            gone = deliveries.c.claimed_at <= claimed_before
+            if self.dialect == "postgresql":
+                holders = conn.execute(select(deliveries.c.claimed_by).distinct().where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING)).scalars().all()
+                dead = [worker for worker in holders if worker and not self._alive(conn, worker)]
+                if dead:
+                    gone = or_(gone, deliveries.c.claimed_by.in_(dead))
             result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING,
-                       deliveries.c.claimed_at <= claimed_before)
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING, gone)
                 .values(status=PENDING, claimed_by=None, claimed_at=None))
         return result.rowcount
+
+    @staticmethod
+    def _liveness_key(worker: str) -> int:
+        return int.from_bytes(hashlib.sha256(worker.encode()).digest()[:4], "big", signed=True)
+
+    def _alive(self, conn: Connection, worker: str) -> bool:
+        """True while the worker's process holds its liveness lock."""
+        key = {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)}
+        # Taking it means nobody holds it: that worker is gone (the lock ends with this transaction).
+        return not conn.execute(text("SELECT pg_try_advisory_xact_lock(:space, :key)"), key).scalar_one()
+
+    @contextmanager
+    def liveness(self, worker: str) -> Iterator[None]:
+        """Hold this worker's liveness lock while it sends (PostgreSQL; nothing on SQLite, where the run
+        lock makes every leftover claim a dead sender's)."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:space, :key)"),
+                         {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"),
+                             {"space": LIVENESS_SPACE, "key": self._liveness_key(worker)})
+                conn.commit()
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
         """Atomically move up to ``limit`` due rows to 'sending' for this worker."""
         with self.engine.begin() as conn:
-            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow())).all()
+            claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow(), self.dialect)).all()
             if not claimed:
                 return []
             rows = {row.subscriber_id: row for row in claimed}
@@ -664,6 +818,78 @@ class Storage:
                  "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at}
                 for o in results])
 
+    def renew_leases(self, worker: str) -> int:
+        """Extend the lease on every row this worker holds: it is alive and still sending them."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.status == SENDING, deliveries.c.claimed_by == worker)
+                                .values(claimed_at=utcnow())).rowcount
+
+    def heartbeat(self, worker: str, host: str, pid: int) -> None:
+        """Record that a send worker is alive (its row is made on the first beat)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            beat = conn.execute(update(workers).where(workers.c.id == worker).values(heartbeat_at=now))
+            if not beat.rowcount:
+                conn.execute(self._insert_ignoring_conflicts(workers, ["id"]).values(
+                    id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now))
+
+    def forget_worker(self, worker: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(workers.delete().where(workers.c.id == worker))
+
+    def live_workers(self, since: datetime) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is newer than ``since``, with how many rows each holds."""
+        held = (select(deliveries.c.claimed_by, func.count().label("held"), func.min(deliveries.c.claimed_at)
+                       .label("oldest")).where(deliveries.c.status == SENDING).group_by(deliveries.c.claimed_by)
+                .subquery())
+        query = (select(workers, held.c.held, held.c.oldest).outerjoin(held, held.c.claimed_by == workers.c.id)
+                 .where(workers.c.heartbeat_at >= since).order_by(workers.c.started_at))
+        with self.engine.connect() as conn:
+            return [WorkerRecord(r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.held or 0,
+                                 UTCDateTime().process_result_value(r.oldest, self.engine.dialect)
+                                 if isinstance(r.oldest, datetime) else None)
+                    for r in conn.execute(query)]
+
+    @contextmanager
+    def work_listener(self) -> Iterator[WorkListener]:
+        """Something idle workers wait on: PostgreSQL notifications (LISTEN before looking for work,
+        so no notification falls in between), or nothing on SQLite (the caller polls with backoff)."""
+        if self.dialect != "postgresql":
+            yield WorkListener(None)
+            return
+        raw = self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection  # psycopg's own connection: LISTEN needs autocommit
+            driver.autocommit = True
+            driver.execute(f"LISTEN {WORK_CHANNEL}")
+            yield WorkListener(driver)
+        finally:
+            raw.close()
+
+    def notify_work(self) -> None:
+        """Wake idle workers (PostgreSQL LISTEN/NOTIFY); SQLite workers poll."""
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(text(f"NOTIFY {WORK_CHANNEL}"))
+
+    def requeue_failed(self, edition_id: str) -> int:
+        """Put an edition's failed rows back in the queue, on purpose (``send --retry-failed``)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(deliveries)
+                                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED,
+                                       ~_suppressed(deliveries.c.subscriber_id))  # issue 14: never a suppressed one
+                                .values(status=PENDING, retry_at=None, first_attempt_at=None,
+                                        reply=None, updated_at=utcnow())).rowcount
+
+    def failure_reasons(self, edition_id: str, limit: int = 5) -> list[tuple[str, int]]:
+        """The most common replies of failed and deferred rows, most frequent first."""
+        query = (select(deliveries.c.reply, func.count().label("n"))
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status.in_([FAILED, DEFERRED]))
+                 .group_by(deliveries.c.reply).order_by(func.count().desc(), deliveries.c.reply).limit(limit))
+        with self.engine.connect() as conn:
+            return [(row.reply or "", row.n) for row in conn.execute(query)]
+
     def next_retry(self, edition_id: str) -> datetime | None:
         """When the earliest deferred message of an edition is due."""
         query = (select(func.min(deliveries.c.retry_at))
@@ -688,14 +914,19 @@ class Storage:
 
     # -- remote sources -----------------------------------------------------------------------
 
-    def source_state(self, name: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _source_state(row: Any) -> SourceState:
+        return SourceState(row.name, row.configured_url, row.url, row.etag, row.last_modified, row.fetched_at,
+                           row.status, row.item_count or 0)
+
+    def source_state(self, name: str) -> SourceState | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(sources).where(sources.c.name == name)).first()
-        return dict(row._mapping) if row else None
+        return self._source_state(row) if row else None
 
-    def all_source_states(self) -> list[dict[str, Any]]:
+    def all_source_states(self) -> list[SourceState]:
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(select(sources).order_by(sources.c.name))]
+            return [self._source_state(row) for row in conn.execute(select(sources).order_by(sources.c.name))]
 
     def save_source_state(self, name: str, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -705,36 +936,31 @@ class Storage:
             else:
                 conn.execute(insert(sources).values(name=name, **{"item_count": 0, **values}))
 
-    def stored_source_items(self, name: str) -> list[dict[str, Any]]:
-        """What a source delivered before, newest first: used when it fails or answers 304."""
+    def stored_source_items(self, name: str) -> list[StoredEntry]:
+        """What a source delivered before: used when it fails or answers 304."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(source_items).where(source_items.c.source == name)).all()
-        return [dict(row._mapping) for row in rows]
+        return [StoredEntry(row.item_id, row.first_seen, dict(row.data), row.updated, row.content_hash)
+                for row in rows]
 
-    def merge_source_items(self, name: str, entries: list[tuple[str, str, dict[str, Any]]],
-                           now: datetime) -> dict[str, dict[str, Any]]:
-        """Store (item_id, content_hash, data) rows; a row whose hash is unchanged keeps its stored data.
-
-        Returns the stored row for every given id, so the caller sees first-seen times
-        and whether the content changed.
-        """
+    def merge_source_items(self, name: str, entries: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
+        """Store (item_id, content_hash, data) rows: new ones are first seen now; a row whose hash changed
+        gets the new data and an updated time; an unchanged one keeps what it had."""
         with self.engine.begin() as conn:
-            known = {row.item_id: dict(row._mapping) for row in conn.execute(
-                select(source_items).where(source_items.c.source == name,
-                                           source_items.c.item_id.in_([i for i, _, _ in entries])))}
+            known = dict(conn.execute(
+                select(source_items.c.item_id, source_items.c.content_hash)
+                .where(source_items.c.source == name,
+                       source_items.c.item_id.in_([i for i, _, _ in entries]))).all())
             for item_id, content_hash, data in entries:
-                row = known.get(item_id)
-                if row is None:
-                    values = {"source": name, "item_id": item_id, "first_seen": now, "content_hash": content_hash,
-                              "updated": None, "data": data}
-                    conn.execute(insert(source_items).values(**values))
-                    known[item_id] = values
-                elif row["content_hash"] != content_hash:
-                    values = {"content_hash": content_hash, "updated": now, "data": data}
-                    conn.execute(update(source_items).where(source_items.c.source == name,
-                                                            source_items.c.item_id == item_id).values(**values))
-                    row.update(values)
-        return known
+                if item_id not in known:
+                    conn.execute(insert(source_items).values(source=name, item_id=item_id, first_seen=now,
+                                                             content_hash=content_hash, updated=None, data=data))
+                    known[item_id] = content_hash
+                elif known[item_id] != content_hash:
+                    conn.execute(update(source_items)
+                                 .where(source_items.c.source == name, source_items.c.item_id == item_id)
+                                 .values(content_hash=content_hash, updated=now, data=data))
+                    known[item_id] = content_hash
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -875,6 +1101,14 @@ class Storage:
                  .order_by(deliveries.c.subscriber_id))
         with self.engine.connect() as conn:
             return [(row.subscriber_id, row.email, row.reply or "") for row in conn.execute(query)]
+
+    def suppressed_failures(self, edition_id: str) -> int:
+        """Failed rows of an edition whose address is suppressed (``send --retry-failed`` leaves them)."""
+        query = (select(func.count()).select_from(deliveries)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED,
+                        _suppressed(deliveries.c.subscriber_id)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
 
     def mark_processed(self, source: str, key: str) -> bool:
         """True the first time a (source, key) is marked; False when it was handled before."""

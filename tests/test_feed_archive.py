@@ -1,0 +1,84 @@
+"""RFC 5005 complete archives: from the main feed, prev-archive links reach every item once,
+and an archive document that is full never changes again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import feedparser
+import pytest
+from lxml import etree
+
+from pipeline.publish.feeds import feed_files
+
+from .generated import START, make_item, make_items
+
+HISTORY = "{http://purl.org/syndication/history/1.0}"
+
+
+@pytest.fixture
+def limit20(config):
+    return config.model_copy(update={"feeds": config.feeds.model_copy(update={"limit": 20})})
+
+
+def walk(files: dict[str, bytes], config, first: str) -> list[feedparser.FeedParserDict]:
+    """Follow prev-archive links from ``first`` as a reader would, collecting every entry."""
+    entries, name, visited = [], first, set()
+    while name is not None:
+        assert name not in visited, f"loop at {name}"
+        visited.add(name)
+        parsed = feedparser.parse(files[name])
+        assert parsed.bozo == 0, parsed.get("bozo_exception")
+        entries.extend(parsed.entries)
+        previous = [link.href for link in parsed.feed.get("links", []) if link.rel == "prev-archive"]
+        name = previous[0].removeprefix(config.site.base_url) if previous else None
+    return entries
+
+
+@pytest.mark.parametrize("main", ["rss.xml", "atom.xml"])
+def test_walking_prev_archive_from_the_main_feed_reaches_every_item_once(limit20, main):
+    items = make_items(95)
+    files = feed_files(items, limit20)
+    assert len(feedparser.parse(files[main]).entries) == 20
+    entries = walk(files, limit20, main)
+    assert sorted(e.id for e in entries) == sorted(i.id for i in items)
+
+
+def test_archive_documents_are_marked_and_link_back_to_the_current_feed(limit20):
+    files = feed_files(make_items(95), limit20)
+    archive = etree.fromstring(files["feed-archive/atom-2.xml"])
+    assert archive.find(f"{HISTORY}archive") is not None
+    links = {link.get("rel"): link.get("href") for link in archive.findall("{http://www.w3.org/2005/Atom}link")}
+    base = limit20.site.base_url
+    assert links["current"] == base + "atom.xml"
+    assert links["prev-archive"] == base + "feed-archive/atom-1.xml"
+    assert links["next-archive"] == base + "feed-archive/atom-3.xml"
+    rss_channel = etree.fromstring(files["feed-archive/rss-2.xml"]).find("channel")
+    assert rss_channel.find(f"{HISTORY}archive") is not None
+    assert etree.fromstring(files["rss.xml"]).find(f"channel/{HISTORY}archive") is None
+
+
+def test_a_new_item_rewrites_only_the_current_documents(limit20):
+    items = make_items(95)
+    before = feed_files(items, limit20)
+    after = feed_files([make_item(95, START + timedelta(hours=1)), *items], limit20)
+    changed = {name for name in after if before.get(name) != after[name]}
+    assert {"rss.xml", "atom.xml", "feed.json"} <= changed
+    full = {f"feed-archive/{kind}-{n}.xml" for kind in ("rss", "atom") for n in (1, 2, 3)}
+    assert full <= set(after) and not (changed & full)
+    assert changed & {"feed-archive/rss-4.xml", "feed-archive/atom-4.xml"}  # the page still filling up
+
+
+def test_a_page_that_just_filled_up_is_already_final(limit20):
+    items = make_items(101)  # 81 older than the main feed: four full pages and one still filling
+    before = feed_files(items[1:], limit20)  # 100 items: four full pages and an empty fifth
+    after = feed_files(items, limit20)
+    assert before["feed-archive/rss-4.xml"] == after["feed-archive/rss-4.xml"]
+    assert before["feed-archive/atom-4.xml"] == after["feed-archive/atom-4.xml"]
+    assert len(feedparser.parse(before["feed-archive/atom-5.xml"]).entries) == 0
+
+
+def test_no_archive_while_the_main_feed_holds_everything(config):
+    files = feed_files(make_items(4), config)
+    assert not [name for name in files if name.startswith("feed-archive/")]
+    assert b"prev-archive" not in files["rss.xml"]

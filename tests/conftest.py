@@ -39,7 +39,8 @@ def _logging_as_before():
 # digest rendering, the browser, the in-memory engine) never touch the database in a way that
 # could differ, so they run once.
 BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
-                 "test_run", "test_schedule", "test_sources", "test_storage", "test_subscribers", "test_web"}
+                 "test_run", "test_schedule", "test_sources", "test_storage", "test_subscribers", "test_web",
+                 "test_suppression"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

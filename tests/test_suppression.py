@@ -302,3 +302,15 @@ def test_when_everyone_is_suppressed_no_edition_uses_up_the_new_items(project, c
     assert outcome.edition.edition_id is None and outcome.edition.reason == "no subscribers"
     with open_storage(config) as storage:
         assert storage.sent_item_ids() == set()
+
+
+def test_a_row_already_claimed_by_a_sender_is_withdrawn_when_its_address_is_suppressed(config):
+    add_subscribers(config, 2)
+    with open_storage(config) as storage:
+        _edition(storage, "9" * 16)
+        claims = storage.claim("9" * 16, 10, "worker-a")
+        assert len(claims) == 2
+        record_bounce(storage, config.bounces.policy, claims[0].email, "hard", "550 5.1.1", "webhook:ses")
+        assert storage.begin_attempt(claims[0]) is False  # the sender finds it withdrawn and sends nothing
+        assert storage.begin_attempt(claims[1]) is True
+        assert storage.ledger_counts("9" * 16)[SKIPPED] == 1

@@ -35,6 +35,10 @@ def make_project(root: Path, *, limit: int, subscribers_db: bool = False, **deli
     (root / "content").mkdir(exist_ok=True)
     data = yaml.safe_load((REPO / "config.yaml").read_text())
     data["feeds"]["limit"] = limit
+    # Sending needs a postal address (CAN-SPAM; lint refuses without one) and images whose files exist:
+    # the synthetic items and the logo point at an image host outside the site instead.
+    data["organisation"]["postal_address"] = "Benchmark address, 1 Example Street, Example City"
+    data["site"]["logo"]["url"] = "https://images.example.org/logo.png"
     data["digest"]["limit"] = limit
     for key, value in delivery.items():
         node = data["delivery"]
@@ -58,7 +62,7 @@ def write_content(config: Config, count: int, seed: int = 1) -> None:
             "date": date,
             "author": "National MS Society",
             "tags": tags,
-            "image": {"url": f"images/item-{n}.jpg", "alt": "Illustration", "width": 1200, "height": 630,
+            "image": {"url": f"https://images.example.org/item-{n}.jpg", "alt": "Illustration", "width": 1200, "height": 630,
                       "type": "image/jpeg", "length": 150000 + n},
         }
         text = "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body_markdown(rng)

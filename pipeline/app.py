@@ -34,13 +34,15 @@ from .errors import PipelineError, require_extra
 from .items import Item
 from .mail.dkim import DkimSigner
 from .mail.edition import EditionMail
-from .mail.lint import Finding, LintFailed, lint_outgoing
+from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.site import archive_pages
 from .publish.websub import ping_hub
 from .sources import read_content
-from .sources.remote import merge_items, read_remote, stored_remote
+from .sources.merge import merge_items
+from .sources.remote import read_remote, stored_remote
 from .state.lock import run_lock
 from .state.storage import (
     LEDGER_STATUSES,
@@ -208,13 +210,10 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
-    fingerprint = None
-    if publishing and not has_work:
-        fingerprint = _fingerprint(config, storage, remote)
-        if outputs_unchanged(config, fingerprint):
-            log.info("nothing changed since the last run; outputs are up to date")
-            plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
-            return RunOutcome(action, edition=plan, unchanged=True)
+    if publishing and not has_work and outputs_unchanged(config, _fingerprint(config, storage, remote)):
+        log.info("nothing changed since the last run; outputs are up to date")
+        plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
+        return RunOutcome(action, edition=plan, unchanged=True)
     ctx = RunContext(config, storage, merge_items(read_content(config), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and storage.count_subscribers(SUBSCRIBED):
@@ -228,8 +227,6 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     if publishing:
         outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
-        from .publish.site import archive_pages
-
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)
     if publishing:
@@ -317,8 +314,8 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
             raise PipelineError(f"edition {edition_id}: none of its items exist here; cannot render it")
         stored = ctx.stored(edition_id, chosen)
     mail = EditionMail(stored, edition_id, edition.created_at, config, secret)
-    findings = lint_outgoing(mail.sample(), chosen)
-    if findings and not force:
+    findings = lint_outgoing(mail.sample(), chosen, config=config)
+    if blocks_sending(findings, force):
         raise LintFailed(findings)
     for finding in findings:
         log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
@@ -434,7 +431,8 @@ def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     secret = lint_secret(delivery.secret_env, config.path("state"))
     mail = EditionMail(ctx.digest(chosen, edition_id), edition_id, datetime.now(timezone.utc), config, secret)
     feeds = build_feeds(ctx.items, config).files()
-    return chosen, lint_outgoing(mail.sample(), chosen, {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]})
+    checked_feeds = {RSS_FILE: feeds[RSS_FILE], ATOM_FILE: feeds[ATOM_FILE]}
+    return chosen, lint_outgoing(mail.sample(), chosen, checked_feeds, config)
 
 
 def send_test(config: Config, address: str, transport: Transport | None = None) -> str:
@@ -635,8 +633,10 @@ def bounce_addresses(config: Config, secret: bytes) -> Addresses:
     delivery = config.require_delivery()
     from email.utils import parseaddr
 
+    from .environment import previous_secrets
+
     return Addresses(secret, config.bounces.local_part, config.bounces.domain,
-                     parseaddr(delivery.unsubscribe_mailto)[1].lower())
+                     parseaddr(delivery.unsubscribe_mailto)[1].lower(), tuple(previous_secrets(delivery.secret_env)))
 
 
 def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,

@@ -12,7 +12,7 @@ import re
 from email.utils import formataddr, parseaddr
 from pathlib import Path
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -97,11 +97,20 @@ def _address_header(value: str) -> str:
     return formataddr((name, rewritten)) if name else rewritten
 
 
+def _optional_absolute_url(value: str | None) -> str | None:
+    return None if value is None else _absolute_url(value)
+
+
 class Logo(Strict):
     url: str
     alt: str
     width: int = Field(gt=0)
     height: int = Field(gt=0)
+    file: Path | None = Field(
+        default=None,
+        description="A local image file published as the logo: copied to the output folder at the URL's path "
+                    "under site.base_url.",
+    )
 
     _url = field_validator("url")(_absolute_url)
 
@@ -142,6 +151,12 @@ class Site(Strict):
             raise ValueError("must be a language tag such as en-us")
         return tag
 
+    @model_validator(mode="after")
+    def _local_logo_under_base(self) -> Site:
+        if self.logo is not None and self.logo.file is not None and not self.logo.url.startswith(self.base_url):
+            raise ValueError("logo.url: must lie under site.base_url when logo.file is set (it is published there)")
+        return self
+
     @property
     def item_id_prefix(self) -> str:
         return self.id_prefix if self.id_prefix is not None else self.base_url
@@ -161,9 +176,16 @@ class Social(Strict):
     def _absolute(cls, value: str | None) -> str | None:
         return None if value is None else _absolute_url(value)
 
+    LABELS: ClassVar[dict[str, str]] = {"facebook": "Facebook", "x": "X (formerly Twitter)", "instagram": "Instagram",
+                                        "youtube": "YouTube"}
+
     def links(self) -> list[tuple[str, str]]:
-        labels = {"facebook": "Facebook", "x": "X (formerly Twitter)", "instagram": "Instagram", "youtube": "YouTube"}
-        return [(labels[name], url) for name, url in self if url]
+        return [(self.LABELS[name], url) for name, url in self if url]
+
+    def icons(self) -> list[tuple[str, str, str]]:
+        """(name, label, url) per network: the digest shows templates/icons/<name>.png, published as
+        icons/<name>.png."""
+        return [(name, self.LABELS[name], url) for name, url in self if url]
 
 
 class Organisation(Strict):
@@ -235,6 +257,16 @@ class DigestSettings(Strict):
         default=None,
         description="Public URL of the unsubscribe endpoint (pipeline.web); default <base_url>unsubscribe.",
     )
+    preferences_url: str | None = Field(
+        default=None, description="Where subscribers manage their preferences; the footer links it when set.")
+    timezone: str = Field(default="UTC", description="IANA timezone the edition date is shown in.")
+
+    _preferences = field_validator("preferences_url")(_optional_absolute_url)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return _iana_timezone(value)
 
     @field_validator("subject")
     @classmethod
@@ -391,6 +423,14 @@ class Fetch(Strict):
     user_agent: str = "newsletter-pipeline/0.1 (+https://pypi.org/project/newsletter-pipeline/)"
 
 
+def _iana_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name such as America/New_York)") from None
+    return value
+
+
 class Job(Strict):
     cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
     timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
@@ -404,11 +444,7 @@ class Job(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as America/New_York)") from None
-        return value
+        return _iana_timezone(value)
 
     @model_validator(mode="after")
     def _valid_cron(self) -> Job:

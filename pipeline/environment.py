@@ -75,6 +75,13 @@ def signing_secret(variable: str, state_folder: Path) -> bytes:
     return fresh
 
 
+def previous_secrets(variable: str) -> list[bytes]:
+    """Secrets used before the current one ($<variable>_PREVIOUS, comma-separated): links in mail
+    already sent keep working through a key change."""
+    value = os.environ.get(f"{variable}_PREVIOUS", "")
+    return [part.strip().encode("utf-8") for part in value.split(",") if part.strip()]
+
+
 def lint_secret(variable: str, state_folder: Path) -> bytes:
     """For a look at a sample message only: never creates a secret file."""
     value = os.environ.get(variable)

@@ -21,6 +21,19 @@ from pipeline.config import Config, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The seed gives no postal address and no image files; a sendable test project needs both.
+TEST_POSTAL_ADDRESS = "Test fixture address, 1 Example Street, Example City, EX 00000"
+
+
+def write_image(path: Path, width: int, height: int, colour: str = "#4a6d8c") -> Path:
+    """A real image file of this size (Pillow), for the image checks and the published copies."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), colour).save(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _logging_as_before():
     """In-process commands configure logging (level, handlers); each test starts from the same state."""
@@ -88,11 +101,19 @@ def backend(request, monkeypatch, tmp_path: Path) -> Backend:
 @pytest.fixture
 def project(tmp_path: Path, backend: Backend) -> Path:
     """A copy of the repository's config, templates and content that a test may change freely."""
-    root = tmp_path / "site"
-    root.mkdir()
+    return make_project(tmp_path / "site")
+
+
+def make_project(root: Path) -> Path:
+    """Copy config, templates and content into root, adding what the seed lacks and sending requires:
+    a postal address, the MESEMS story's image file and a local logo file, each at its declared size."""
+    root.mkdir(parents=True)
     shutil.copy(REPO / "config.yaml", root / "config.yaml")
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "content", root / "content")
+    write_image(root / "content" / "images" / "mesems-trial.jpg", 1200, 630)
+    write_image(root / "assets" / "logo.png", 200, 60, "#ffffff")
+    set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS, "site.logo.file": "assets/logo.png"})
     return root
 
 

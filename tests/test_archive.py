@@ -43,3 +43,30 @@ def test_site_home_links_the_feeds_the_digest_and_the_archive(project):
     links = set(home.xpath("//a/@href") + home.xpath("//link/@href"))
     assert {f"{BASE}rss.xml", f"{BASE}atom.xml", f"{BASE}feed.json", f"{BASE}digest.html", f"{BASE}archive/"} <= links
     assert home.xpath("//code/text()") == [f"{BASE}rss.xml", f"{BASE}atom.xml", f"{BASE}feed.json"]
+
+
+def test_the_archive_dates_each_edition_by_its_creation_in_the_configured_timezone(project, secret):
+    from zoneinfo import ZoneInfo
+
+    from pipeline.app import open_storage
+    from pipeline.config import load_config
+    from pipeline.publish.digest import longdate
+
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    _send_edition(project)
+    with open_storage(load_config(project / "config.yaml")) as storage:
+        (edition,) = storage.list_editions()
+    shown = longdate(edition.created_at.astimezone(ZoneInfo("America/New_York")))
+    index = lxml_html.fromstring((project / "public" / "archive" / "index.html").read_text())
+    assert index.xpath("//li/span/text()")[0].startswith(shown + " · 4 stories")
+
+
+def test_web_copies_do_not_offer_to_view_themselves_in_a_browser(project, secret):
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True)
+    (sent,) = _send_edition(project)
+    email = message_from_bytes(next(sent.glob("*.eml")).read_bytes(), policy=policy.default)
+    assert "View this email in your browser" in email.get_body(("html",)).get_content()
+    assert "View this email in your browser" in email.get_body(("plain",)).get_content()
+    for page in (project / "public" / "archive" / f"{sent.name}.html", project / "public" / "digest.html",
+                 project / "public" / "digest.txt"):
+        assert "View this email in your browser" not in page.read_text()

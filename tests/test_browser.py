@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import re
+import os
 import threading
 import urllib.request
+from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 
-from pipeline.service.browser import VIEWS, View, chromium, open_page
+from pipeline.mail.colour import contrast, luminance, parse_colour
+from pipeline.service.browser import VIEWS, View, chromium, open_page, show_digest
 from pipeline.service.preview import make_app, make_preview_server
 
-from .conftest import run_cli
+from .conftest import SECRET, make_project, run_cli, set_config
 
 
 @pytest.fixture(scope="module")
@@ -20,94 +24,164 @@ def browser():
         yield instance
 
 
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """One built project for the module: an edition sent to one subscriber, so the archive has a page."""
+    project = make_project(tmp_path_factory.mktemp("browser") / "site")
+    env = {**os.environ, "PIPELINE_SECRET": SECRET}
+    run_cli(project, "subscribers", "add", "ann@example.org", check=True, env=env)
+    run_cli(project, "run", check=True, env=env)
+    (sent,) = (project / "outbox").glob("*/*.eml")
+    html = message_from_bytes(sent.read_bytes(), policy=policy.default).get_body(("html",)).get_content()
+    (project / "public" / SENT).write_text(html, encoding="utf-8")  # beside the images it shows
+    return project
+
+
+SENT = "sent-email.html"  # the HTML part of the message the subscriber got, as sent
+
+
 @pytest.fixture
 def built(project):
     run_cli(project, "run", "--no-send", check=True)
     return project / "public"
 
 
-def _open(browser, built, view: View):
+# Every element that shows text of its own, with its colour and the first opaque background behind it.
+TEXT_PAIRS = """() => {
+  const opaque = el => { for (; el; el = el.parentElement) {
+      const bg = getComputedStyle(el).backgroundColor;
+      if (bg && !/rgba\\(.*,\\s*0\\)$/.test(bg) && bg !== 'transparent') return bg; }
+    return 'rgb(255, 255, 255)'; };
+  const pairs = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    const box = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (!own || box.width === 0 || box.height === 0 || style.visibility === 'hidden' || el.closest('[aria-hidden=true]')) continue;
+    pairs.push({text: [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim().slice(0, 40),
+                tag: el.tagName, color: style.color, background: opaque(el)});
+  }
+  return pairs;
+}"""
+
+LAYOUT = """() => {
+  const c = document.querySelector('.container').getBoundingClientRect();
+  const images = [...document.images].map(i => i.getBoundingClientRect());
+  const story = document.querySelector('img.item-image').getBoundingClientRect();
+  return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, left: c.left, width: c.width,
+          text: document.querySelector('.item-summary').getBoundingClientRect().width,
+          imgRight: Math.max(...images.map(r => r.right)), storyImage: [story.width, story.height]};
+}"""
+
+# Outlook.com / the Outlook apps in dark mode mark the elements they recolour; our [data-ogs*] rules answer.
+OUTLOOK_DARK = "() => { for (const el of [document.body, ...document.body.querySelectorAll('*')]) { el.setAttribute('data-ogsc', ''); el.setAttribute('data-ogsb', ''); } }"
+
+WIDTHS = [320, 375, 600, 1024]
+SCHEMES = ["light", "dark", "outlook-dark"]
+VARIANTS = ["as-sent", "styles-stripped", "images-blocked"]
+
+
+def _show(browser, site: Path, width: int, scheme: str, variant: str, name: str = SENT):
+    view = View(f"{width}-{scheme}-{variant}", width, 800, "dark" if scheme == "dark" else "light",
+                images=variant != "images-blocked", styles=variant != "styles-stripped")
     page = open_page(browser, view)
-    page.goto((built / "digest.html").as_uri())
+    show_digest(page, site / "public" / name, view)
+    if scheme == "outlook-dark":
+        page.evaluate(OUTLOOK_DARK)
     return page
 
 
-def _rgb(css: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in re.findall(r"[\d.]+", css)[:3])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_digest_fits_and_every_text_reads_at_4_5_to_1(browser, site, width, scheme, variant):
+    page = _show(browser, site, width, scheme, variant)
+    try:
+        box = page.evaluate(LAYOUT)
+        pairs = page.evaluate(TEXT_PAIRS)
+    finally:
+        page.context.close()
+    assert box["scroll"] <= width, box  # no horizontal scrolling
+    assert box["width"] == min(width, 600), box  # below 600 px the column fills the viewport
+    assert abs(box["left"] - (width - box["width"]) / 2) <= 1, box  # above, it is centred
+    assert box["text"] >= box["width"] - 48, box  # text runs nearly edge to edge: 24 px padding at most
+    assert box["imgRight"] <= width, box
+    story_width, story_height = box["storyImage"]
+    assert abs(story_height - story_width * 630 / 1200) <= 2, box  # the 1200x630 photo keeps its shape, even blocked
+    texts = [pair["text"] for pair in pairs]  # every element with text, not a sample: buttons to footer
+    assert texts.count("Read the full story") == 4 and "Unsubscribe" in texts and len(texts) > 30
+    low = [(p["text"], p["color"], p["background"], round(contrast(parse_colour(p["color"]), parse_colour(p["background"])), 2))
+           for p in pairs if contrast(parse_colour(p["color"]), parse_colour(p["background"])) < 4.5]
+    assert low == []
 
 
-def _luminance(rgb) -> float:
-    def channel(c):
-        c /= 255
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-    r, g, b = (channel(c) for c in rgb)
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+def test_dark_mode_really_switches_to_a_dark_palette(browser, site):
+    colours = "() => [getComputedStyle(document.querySelector('.container')).backgroundColor, getComputedStyle(document.querySelector('.item-summary')).color]"
+    light, dark, outlook = (_show(browser, site, 375, scheme, "as-sent") for scheme in SCHEMES)
+    try:
+        (light_bg, light_text), (dark_bg, dark_text), (outlook_bg, outlook_text) = (
+            page.evaluate(colours) for page in (light, dark, outlook))
+    finally:
+        for page in (light, dark, outlook):
+            page.context.close()
+    assert luminance(parse_colour(light_bg)) > 0.9 and luminance(parse_colour(dark_bg)) < 0.05
+    assert (dark_bg, dark_text) == (outlook_bg, outlook_text) != (light_bg, light_text)
 
 
-def contrast(a, b) -> float:
-    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (high + 0.05) / (low + 0.05)
+@pytest.fixture(scope="module")
+def logoless_site(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("logoless") / "site")
+    set_config(project, **{"site.logo": None})
+    run_cli(project, "run", "--no-send", check=True)
+    return project
 
 
-LAYOUT = """() => {
-  const c = document.querySelector('table.container').getBoundingClientRect();
-  const imgs = [...document.images].map(i => i.getBoundingClientRect().right);
-  return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
-          left: c.left, width: c.width, imgRight: Math.max(...imgs)};
-}"""
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_masthead_without_a_logo_reads_at_4_5_to_1(browser, logoless_site, scheme):
+    page = _show(browser, logoless_site, 375, scheme, "as-sent", "digest.html")
+    try:
+        (title,) = [p for p in page.evaluate(TEXT_PAIRS) if p["text"] == "National MS Society"]
+    finally:
+        page.context.close()
+    assert contrast(parse_colour(title["color"]), parse_colour(title["background"])) >= 4.5, title
 
 
-@pytest.mark.parametrize("width", [320, 375])
-def test_phone_widths_have_no_horizontal_scroll_and_use_the_full_width(browser, built, width, tmp_path):
-    page = _open(browser, built, View(f"w{width}", width, 700))
-    box = page.evaluate(LAYOUT)
-    page.screenshot(path=str(tmp_path / f"digest-{width}.png"), full_page=True)
-    page.context.close()
-    assert box["inner"] == width
-    assert box["scroll"] <= box["inner"], box
-    assert box["left"] == 0 and box["width"] == width, box  # the content column spans the width
-    assert box["imgRight"] <= width, box  # images fit
-    assert (tmp_path / f"digest-{width}.png").stat().st_size > 10_000
+def test_the_published_images_are_shown(browser, site):
+    page = _show(browser, site, 600, "light", "as-sent")
+    try:
+        loaded = page.evaluate("() => [...document.images].map(i => [i.naturalWidth, i.naturalHeight])")
+    finally:
+        page.context.close()
+    assert sorted(loaded) == [[48, 48]] * 4 + [[200, 60], [1200, 630]]  # icons, logo, story photo
 
 
-def test_desktop_shows_a_centred_600px_column(browser, built, tmp_path):
-    page = _open(browser, built, View("desktop", 1024, 900))
-    box = page.evaluate(LAYOUT)
-    page.screenshot(path=str(tmp_path / "digest-1024.png"), full_page=True)
-    page.context.close()
-    assert box["width"] == 600
-    assert abs(box["left"] - (1024 - 600) / 2) <= 1, box
-    assert box["scroll"] <= 1024
+AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 
-COLOURS = """() => {
-  const style = s => getComputedStyle(document.querySelector(s));
-  return {body: style('body').backgroundColor, container: style('table.container').backgroundColor,
-          text: style('.card-summary').color, card: style('table.card').backgroundColor,
-          footerText: style('td.footer').color, footer: style('td.footer').backgroundColor};
-}"""
+def _axe_violations(browser, url: str, scheme: str) -> list[str]:
+    page = open_page(browser, View("axe", 1024, 900, scheme))
+    try:
+        page.goto(url)
+        result = Axe().run(page, options=AXE_TAGS)
+    finally:
+        page.context.close()
+    return [f"{v['id']}: {[n['target'] for n in v['nodes']]}" for v in result.response["violations"]]
 
 
-def test_dark_mode_switches_colours_and_keeps_them_readable(browser, built, tmp_path):
-    light = _open(browser, built, View("light", 375, 800))
-    light_colours = light.evaluate(COLOURS)
-    light.context.close()
-    dark = _open(browser, built, View("dark", 375, 800, "dark"))
-    dark_colours = dark.evaluate(COLOURS)
-    dark.screenshot(path=str(tmp_path / "digest-dark.png"), full_page=True)
-    dark.context.close()
-    assert dark_colours["body"] != light_colours["body"] and dark_colours["text"] != light_colours["text"]
-    assert _luminance(_rgb(dark_colours["card"])) < 0.1  # a dark background
-    for text, background in (("text", "card"), ("footerText", "footer")):
-        assert contrast(_rgb(light_colours[text]), _rgb(light_colours[background])) >= 4.5
-        assert contrast(_rgb(dark_colours[text]), _rgb(dark_colours[background])) >= 4.5, dark_colours
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("page_name", [SENT, "digest.html", "archive/index.html", "archive/EDITION.html", "index.html"])
+def test_axe_finds_no_wcag_2_1_aa_violations(browser, site, page_name, scheme):
+    if page_name == "archive/EDITION.html":
+        (page_name,) = [f"archive/{p.name}" for p in (site / "public" / "archive").glob("*.html") if p.name != "index.html"]
+    assert _axe_violations(browser, (site / "public" / page_name).as_uri(), scheme) == []
 
 
 def test_preview_writes_the_same_screenshots_for_a_person(project, tmp_path):
     result = run_cli(project, "preview", "--screenshots", str(tmp_path / "shots"), check=True, timeout=180)
     names = sorted(p.name for p in (tmp_path / "shots").iterdir())
     assert names == sorted(f"digest-{view.name}.png" for view in VIEWS)
-    assert result.stdout.count("wrote") == 4
+    assert {"digest-images-off-375.png", "digest-no-styles-375.png"} <= set(names)
+    assert result.stdout.count("wrote") == len(VIEWS)
 
 
 @pytest.fixture

@@ -14,12 +14,10 @@ from pipeline.sources import read_content
 
 MESEMS_FACTS = [
     "MESEMS", "144 people", "15 sites in 9 countries", "24 weeks",
-    "Safety, tolerability, and activity of mesenchymal stem cells versus placebo in multiple sclerosis (MESEMS): "
-    "a phase 2, randomised, double-blind crossover trial",
-    "Antonio Uccelli", "Mark S Freedman, on behalf of the MESEMS investigators", "Lancet Neurology 2021; 20: 917–29",
+    "Safety, tolerability, and activity of mesenchymal stem cells versus placebo",
 ]
-FOOTER_FACTS = ["1-800-344-4867", "13-5661935", "1946", "National Multiple Sclerosis Society",
-                "About Multiple Sclerosis", "Facebook", "Instagram", "YouTube"]
+FOOTER_FACTS = ["1-800-344-4867", "13-5661935", "National Multiple Sclerosis Society",
+                "You receive this because you subscribed to National MS Society News"]
 
 
 @pytest.fixture
@@ -35,18 +33,32 @@ def _visible_text(html: str) -> str:
     return _words(lxml_html.fromstring(html).text_content())
 
 
-def test_elements_carry_inline_styles(digest):
+def _style(element) -> str:
+    return (element.get("style") or "").replace(" ", "")
+
+
+def test_the_column_is_fluid_from_inline_styles_alone(digest):
+    """Clients that strip <style> still get a column that shrinks: max-width, not width, inlined."""
     doc = lxml_html.fromstring(digest.html)
-    container = doc.xpath('//table[contains(@class, "container")]')[0]
-    assert "width:600px" in container.get("style").replace(" ", "")
-    assert all(a.get("style") for a in doc.xpath('//a[contains(@class, "read-more")]'))
+    (container,) = doc.xpath('//div[contains(@class, "container")]')
+    assert "max-width:600px" in _style(container) and "width:600px" not in _style(container).replace("max-width", "")
+    for image in doc.xpath('//img[contains(@class, "item-image")]'):
+        assert "width:100%" in _style(image) and "height:auto" in _style(image)
+    assert all(_style(a) for a in doc.xpath('//a[contains(@class, "button-a")]'))
 
 
-def test_media_queries_survive_in_the_style_block_with_important(digest):
+def test_media_queries_only_refine_and_survive_with_important(digest):
     style = lxml_html.fromstring(digest.html).xpath("//style")[0].text
-    assert re.search(r"@media only screen and \(max-width: 600px\)\s*{\s*\.container { width: 100% !important; }", style)
+    assert re.search(r"@media only screen and \(max-width: 599px\)\s*{[^}]*padding-left: 16px !important", style)
     assert "@media (prefers-color-scheme: dark)" in style
-    assert len(style.encode()) < STYLE_BLOCK_LIMIT
+    assert all(len((s.text or "").encode()) < STYLE_BLOCK_LIMIT for s in lxml_html.fromstring(digest.html).xpath("//style"))
+
+
+def test_outlook_dark_mode_hooks_have_a_style_block_of_their_own(digest):
+    """Gmail drops a whole <style> with selectors it does not know; the [data-ogsc] rules must not take the rest along."""
+    main, outlook = lxml_html.fromstring(digest.html).xpath("//style")
+    assert "[data-og" not in main.text
+    assert "[data-ogsc] .item-summary" in outlook.text and "[data-ogsb] .container" in outlook.text
 
 
 def test_doctype_lang_color_scheme_and_preheader(digest):
@@ -57,13 +69,31 @@ def test_doctype_lang_color_scheme_and_preheader(digest):
     preheader = doc.xpath('//div[@class="preheader"]')[0]
     assert "display:none" in preheader.get("style").replace(" ", "")
     assert preheader.text_content().startswith("The phase 2 MESEMS trial")
+    assert preheader.text_content().endswith("\u200c\u00a0" * 40)  # padding keeps body text out of the preview
 
 
-def test_layout_tables_are_presentational_and_images_have_alt_and_width(digest):
+def test_gmail_keeps_the_language_on_a_wrapper(digest):
+    """Gmail drops <html>; the article wrapper carries lang for screen readers."""
+    (wrapper,) = lxml_html.fromstring(digest.html).xpath('//div[@role="article"]')
+    assert wrapper.get("lang") == "en-us" and wrapper.get("aria-roledescription") == "email"
+
+
+def test_layout_tables_are_presentational_and_images_have_alt_width_and_height(digest):
     doc = lxml_html.fromstring(digest.html)
     assert all(t.get("role") == "presentation" for t in doc.xpath("//table"))
     images = doc.xpath("//img")
-    assert images and all(img.get("alt") and img.get("width") for img in images)
+    assert images and all(img.get("alt") and img.get("width") and img.get("height") for img in images)
+
+
+def test_an_image_is_never_wider_than_its_cell_and_keeps_its_proportions(digest):
+    (image,) = lxml_html.fromstring(digest.html).xpath('//img[contains(@class, "item-image")]')
+    assert (image.get("width"), image.get("height")) == ("552", "290")  # 1200x630 in a 552 px cell
+
+
+def test_alt_text_is_styled_to_read_on_its_background(digest):
+    """With images off (Outlook's default) the logo's alt text shows on the masthead colour."""
+    (logo,) = lxml_html.fromstring(digest.html).xpath('//img[contains(@class, "logo")]')
+    assert re.search(r"(^|;)color:#fff(fff)?(;|$)", _style(logo)) and "font-family:Arial" in _style(logo)
 
 
 @pytest.mark.parametrize("fact", MESEMS_FACTS + FOOTER_FACTS)
@@ -72,22 +102,115 @@ def test_every_fact_is_in_the_html_and_the_text(digest, fact):
     assert fact in _words(digest.text)
 
 
-def test_each_item_is_a_card_with_title_link_and_read_more(digest):
+MESEMS_LINK = "https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results"
+
+
+def test_each_item_has_one_title_link_and_a_call_to_action_naming_it(digest):
     doc = lxml_html.fromstring(digest.html)
-    titles = [a.text_content() for a in doc.xpath('//h2[contains(@class, "card-title")]/a')]
+    titles = [a.text_content() for a in doc.xpath('//h2[contains(@class, "item-title")]/a')]
     assert len(titles) == 4 and titles[0].startswith("International Mesenchymal Stem Cell Trial")
-    links = doc.xpath('//a[contains(@class, "read-more")]/@href')
-    assert links[0] == "https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results"
+    buttons = doc.xpath('//a[contains(@class, "button-a")]')
+    assert [b.get("href") for b in buttons][0] == MESEMS_LINK
+    assert [b.get("aria-label") for b in buttons] == [f"Read the full story: {title}" for title in titles]
+    assert not doc.xpath("//a//img[contains(@class, 'item-image')]")  # the image is not a third link
+
+
+def test_buttons_are_bulletproof_table_cells(digest):
+    """Outlook ignores padding on <a>: the coloured, padded box is the table cell (mso-padding-alt)."""
+    cells = lxml_html.fromstring(digest.html).xpath('//td[contains(@class, "button-td")]')
+    assert len(cells) == 4
+    assert all(c.get("bgcolor") == "#1f5fa8" and "mso-padding-alt:10px18px" in _style(c) for c in cells)
+
+
+def test_the_citation_is_one_short_line_with_a_link_to_the_full_one(digest):
+    (citation,) = lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "citation")]')
+    assert len(citation.text_content()) < 110 and "Antonio Uccelli" not in citation.text_content()
+    assert citation.xpath("a/@href") == [MESEMS_LINK]
+
+
+def test_the_author_is_shown_only_when_it_is_not_the_organisation(config):
+    items = newest_first(read_content(config))
+    guest = items[1].model_copy(update={"author": "Dr. Jane Researcher"})
+    digest = render_digest([items[0], guest], config)
+    metas = [_words(p.text_content()) for p in lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "item-meta")]')]
+    assert metas == ["November 4, 2021", "November 2, 2021 · Dr. Jane Researcher"]
+    assert "November 2, 2021 - Dr. Jane Researcher" in digest.text and "National MS Society\n" not in digest.text
+
+
+def test_the_edition_has_an_h1_and_more_than_three_items_get_an_in_this_issue_list(config, digest):
+    doc = lxml_html.fromstring(digest.html)
+    assert [h.text_content() for h in doc.xpath("//h1")] == ["National MS Society News"]
+    assert len(doc.xpath('//ol[contains(@class, "contents-list")]/li')) == 4
+    assert "In this issue:\n- International Mesenchymal" in digest.text
+    three = render_digest(newest_first(read_content(config))[:3], config)
+    assert "In this issue" not in three.html and "In this issue" not in three.text
+
+
+def test_phone_and_dates_do_not_break_across_lines(digest):
+    doc = lxml_html.fromstring(digest.html)
+    nowrap = [_words(s.text_content()) for s in doc.xpath('//span[contains(@class, "nowrap")]')]
+    assert "Call 1-800-344-4867" in nowrap and "November 4, 2021" in nowrap
+    assert all("white-space:nowrap" in _style(s) for s in doc.xpath('//span[contains(@class, "nowrap")]'))
+
+
+def test_social_links_are_small_icons_with_alt_text_and_lines_in_the_text_part(digest):
+    icons = lxml_html.fromstring(digest.html).xpath('//a[contains(@class, "social-link")]/img')
+    assert [(i.get("alt"), i.get("width"), i.get("height")) for i in icons] == [
+        ("Facebook", "24", "24"), ("X (formerly Twitter)", "24", "24"), ("Instagram", "24", "24"), ("YouTube", "24", "24")]
+    assert icons[0].get("src") == "https://www.nationalmssociety.org/news-feed/icons/facebook.png"
+    assert icons[0].getparent().get("href") == "https://www.facebook.com/nationalmssociety"
+    assert "Facebook: https://www.facebook.com/nationalmssociety" in digest.text
+
+
+def test_the_footer_is_compact(digest):
+    footer = lxml_html.fromstring(digest.html).xpath('//td[contains(@class, "footer")]')[0]
+    assert len(footer.text_content().split()) < 80
+    assert "https://www.nationalmssociety.org/news-feed/archive/" in footer.xpath(".//a/@href")
+
+
+def test_the_edition_date_is_the_editions_in_the_configured_timezone(config):
+    items = newest_first(read_content(config))
+    created = datetime(2021, 11, 8, 3, 30, tzinfo=timezone.utc)  # still Sunday 7 November in New York
+    digest = render_digest(items, config, "e1", edition_date=created)
+    edition = lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "edition-date")]')[0]
+    assert _words(edition.text_content()) == "November 7, 2021"
+    assert digest.text.splitlines()[1] == "November 7, 2021"
 
 
 def test_text_part_lists_each_item_with_its_link(digest):
     for item in digest.items:
         assert _words(item.title) in _words(digest.text)
-        assert f"Read more: {item.link}" in digest.text
+        assert f"Read the full story: {item.link}" in digest.text
 
 
 def test_html_stays_under_gmail_clipping(digest):
     assert len(digest.html.encode()) < GMAIL_CLIP_BYTES
+
+
+def test_ten_long_items_stay_under_gmail_clipping(config):
+    """digest.limit is 10: ten items with long titles, summaries and citations still fit in 102 KB."""
+    (lead, *_rest) = newest_first(read_content(config))
+    long_items = [lead.model_copy(update={
+        "id": f"urn:long:{n}", "link": f"https://www.nationalmssociety.org/news/long-{n}",
+        "title": "A long headline about research results and what they mean for people living with MS " * 2,
+        "summary": "A long summary sentence about a trial, its participants and its findings. " * 8,
+        "published": lead.published.replace(day=n + 1),
+    }) for n in range(config.digest.limit)]
+    digest = render_digest(newest_first(long_items), config)
+    assert len(digest.html.encode()) < GMAIL_CLIP_BYTES
+
+
+def test_outlook_markup_is_well_formed(digest):
+    """Every conditional comment opens and closes, and so does every VML element."""
+    html = digest.html
+    assert html.count("<!--[if mso]>") + html.count("<!--[if gte mso 9]>") >= 4
+    assert len(re.findall(r"<!--\[if [^\]]+\]>", html)) == len(re.findall(r"<!\[endif\]-->", html))
+    assert re.search(r"<o:PixelsPerInch>96</o:PixelsPerInch>", html) and "<o:OfficeDocumentSettings>" in html
+    # the ghost table around the column: opened before the container, closed after it
+    assert html.index('<table role="presentation" align="center" width="600"') < html.index('class="container"')
+    opened = re.findall(r"<(v:[a-z]+)\b[^>]*?(?<!/)>", html)
+    for tag in set(opened):
+        assert html.count(f"</{tag}>") == opened.count(tag)
 
 
 def test_unsubscribe_placeholder_is_filled_per_recipient(digest):

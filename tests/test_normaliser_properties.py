@@ -14,7 +14,8 @@ from lxml import html as lxml_html
 
 from pipeline.config import RemoteSource, load_config
 from pipeline.publish.feeds import build_atom, build_json_feed, build_rss
-from pipeline.sources.remote import RawEntry, entry_data, item_from_row, item_id_for
+from pipeline.sources.normalise import entry_data, item_from_row, item_id_for
+from pipeline.sources.parse import RawEntry
 from pipeline.state.storage import StoredEntry
 
 from .conftest import REPO

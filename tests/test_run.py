@@ -19,7 +19,8 @@ from .conftest import REPO, run_cli, snapshot, write_item
 TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
 OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
-                  "index.html", "rss.xml", *TOPICS])
+                  "icons/facebook.png", "icons/instagram.png", "icons/x.png", "icons/youtube.png",
+                  "images/mesems-trial.jpg", "index.html", "logo.png", "rss.xml", *TOPICS])
 
 
 def test_run_writes_the_feeds_and_the_digest(project):

@@ -12,7 +12,7 @@ import pytest
 from pipeline import app
 from pipeline.app import open_storage
 from pipeline.config import load_config
-from pipeline.sources.remote import merge_items
+from pipeline.sources.merge import merge_items
 
 from .conftest import run_cli, set_config
 from .feed_server import FeedServer, Response

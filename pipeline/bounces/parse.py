@@ -48,6 +48,7 @@ class Addresses:
     bounce_local_part: str
     bounce_domain: str | None
     unsubscribe_mailto: str
+    previous: tuple[bytes, ...] = ()  # earlier secrets: unsubscribe tokens in older mail still name their address
 
 
 def read_message(raw: bytes, addresses: Addresses, envelope_recipients: Iterable[str] = ()) -> list[Report]:
@@ -192,7 +193,7 @@ def _original_headers(message: Message) -> Message | None:
 def _token_email(original: Message, addresses: Addresses) -> str | None:
     for url in re.findall(r"<(https?://[^>]+)>", str(original.get("List-Unsubscribe", ""))):
         token = parse_qs(urlsplit(url).query).get("token", [""])[0]
-        email = read_token(addresses.secret, token) if token else None
+        email = read_token(addresses.secret, token, addresses.previous) if token else None
         if email:
             return email
     return None

@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
+from ..config import Config
 from ..errors import PipelineError
 from ..items import Item
 from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
+from ..publish.images import locate, real_size, relative_to_site
+from .colour import contrast, parse_colour
 
 ALLOWED_SCHEMES = {"http", "https", "mailto", "tel"}
 FORBIDDEN_ELEMENTS = {"script", "form", "iframe"}
@@ -29,10 +32,17 @@ RULES = {
     "external-stylesheet": "external stylesheets are not loaded by mail clients",
     "img-alt": "an image without alt text",
     "img-width": "an image without a width attribute (Outlook shows it at full size)",
+    "img-height": "an image without a height attribute (with images off it collapses to one line)",
+    "img-insecure": "an image over plain http (blocked or warned about by mail clients)",
+    "img-missing": "an image URL under site.base_url with no file to publish there",
+    "img-dimensions": "the width/height given for an image do not match the file's real size",
     "link-scheme": "a relative or non-http(s) link",
     "missing-lang": "no lang attribute on <html>",
     "missing-title": "no <title>",
     "missing-preheader": "no preheader text",
+    "preheader-padding": "no whitespace after the preheader: clients pull body text into the preview line",
+    "hidden-low-contrast": "hidden or near-invisible text (a spam signal, e.g. SpamAssassin HTML_FONT_LOW_CONTRAST)",
+    "postal-address-missing": "no organisation.postal_address: CAN-SPAM requires a postal address in every message",
     "text-missing-item": "the text part lacks an item's title or link",
     "list-unsubscribe-ascii": "List-Unsubscribe is not plain ASCII on the wire",
     "list-unsubscribe-missing": "no List-Unsubscribe / List-Unsubscribe-Post header",
@@ -41,21 +51,32 @@ RULES = {
 }
 
 
+PREHEADER_PADDING = 40  # invisible characters after the preheader text
+_PADDING_CHARS = "\u200c\u00a0\u034f\u2007\u00ad \u200b"
+_HIDING = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(?![.\d]*[1-9])"
+                     r"|font-size\s*:\s*[01](?:px)?\s*(?:;|$)|max-height\s*:\s*0(?:px)?\s*(?:;|$)")
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str
     where: str
     detail: str
+    blocking: bool = False  # a legal requirement: --force does not override it
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.rule}: {self.detail}"
+        note = " (--force does not override this)" if self.blocking else ""
+        return f"{self.where}: {self.rule}: {self.detail}{note}"
 
 
 class LintFailed(PipelineError):
     def __init__(self, findings: list[Finding]):
         self.findings = findings
         listing = "\n".join(f"  {finding}" for finding in findings)
-        super().__init__(f"the digest fails {len(findings)} pre-send check(s); fix them or use --force:\n{listing}")
+        blocking = sorted({finding.rule for finding in findings if finding.blocking})
+        advice = (f"fix them; --force does not override {', '.join(blocking)}" if blocking
+                  else "fix them or use --force")
+        super().__init__(f"the digest fails {len(findings)} pre-send check(s); {advice}:\n{listing}")
 
 
 def _where(name: str, element) -> str:
@@ -82,8 +103,12 @@ def lint_html(markup: str, name: str = "digest.html") -> list[Finding]:
     if title is None or not (title.text or "").strip():
         findings.append(Finding("missing-title", name, RULES["missing-title"]))
     preheader = doc.xpath('//*[contains(concat(" ", normalize-space(@class), " "), " preheader ")]')
-    if not preheader or not preheader[0].text_content().strip():
+    if not preheader or not preheader[0].text_content().strip(_PADDING_CHARS + "\t\n\r"):
         findings.append(Finding("missing-preheader", name, RULES["missing-preheader"]))
+    elif _trailing_padding(preheader[0].text_content()) < PREHEADER_PADDING:
+        findings.append(Finding("preheader-padding", _where(name, preheader[0]),
+                                f"fewer than {PREHEADER_PADDING} invisible characters after the preheader text"))
+    findings += _hidden_low_contrast(doc, name)
     for style in doc.iter("style"):
         style_size = len((style.text or "").encode("utf-8"))
         if style_size > STYLE_BLOCK_LIMIT:
@@ -100,8 +125,12 @@ def lint_html(markup: str, name: str = "digest.html") -> list[Finding]:
             findings.append(Finding("img-alt", _where(name, image), f"<img src={src!r}> has no alt text"))
         if not image.get("width"):
             findings.append(Finding("img-width", _where(name, image), f"<img src={src!r}> has no width"))
+        if not image.get("height"):
+            findings.append(Finding("img-height", _where(name, image), f"<img src={src!r}> has no height"))
         if not _scheme_ok(src):
             findings.append(Finding("link-scheme", _where(name, image), f"image source {src!r}"))
+        elif urlsplit(src.strip()).scheme == "http":
+            findings.append(Finding("img-insecure", _where(name, image), f"image source {src!r} is not https"))
     unsubscribe = None
     for anchor in doc.iter("a"):
         href = anchor.get("href")
@@ -122,9 +151,108 @@ def lint_html(markup: str, name: str = "digest.html") -> list[Finding]:
     return findings
 
 
+def _trailing_padding(text: str) -> int:
+    stripped = text.rstrip(_PADDING_CHARS + "\t\n\r")
+    return sum(1 for char in text[len(stripped):] if char in _PADDING_CHARS)
+
+
+def _inline(element, prop: str) -> str | None:
+    for declaration in (element.get("style") or "").split(";"):
+        key, _, value = declaration.partition(":")
+        if key.strip().lower() == prop:
+            return value.strip()
+    return None
+
+
+def _background(element):
+    """The nearest background colour given inline (style or bgcolor) on the element or an ancestor; white else."""
+    for node in [element, *element.iterancestors()]:
+        for value in (_inline(node, "background-color"), _inline(node, "background"), node.get("bgcolor")):
+            colour = parse_colour(value.split()[0]) if value else None
+            if colour is not None:
+                return colour
+    return (255, 255, 255)
+
+
+def _hidden_low_contrast(doc, name: str) -> list[Finding]:
+    """Text coloured like its background, or hidden and given a colour: what spam filters score as hidden text."""
+    findings = []
+    for element in doc.iter():
+        if not isinstance(element.tag, str) or not (element.text or "").strip():
+            continue
+        value = _inline(element, "color")
+        colour = parse_colour(value) if value else None
+        if colour is None:
+            continue
+        ratio = contrast(colour, _background(element))
+        hidden = bool(_HIDING.search(element.get("style") or ""))
+        if ratio < 1.5 or (hidden and ratio < 4.5):
+            findings.append(Finding("hidden-low-contrast", _where(name, element),
+                                    f"<{element.tag}> text in {value} at contrast {ratio:.2f}"
+                                    + (" (hidden)" if hidden else "")))
+    return findings
+
+
+def lint_images(markup: str, config: Config, name: str = "digest.html") -> list[Finding]:
+    """Images that point into the site must have a file to publish, shown at the file's own proportions."""
+    findings = []
+    for image in lxml_html.document_fromstring(markup).iter("img"):
+        src = (image.get("src") or "").strip()
+        local = locate(src, config)
+        if local is None:
+            continue
+        if local.source is None:
+            rel = relative_to_site(src, config)
+            logo = ", site.logo.file" if config.site.logo and config.site.logo.url == src else ""
+            findings.append(Finding("img-missing", _where(name, image),
+                                    f"{src} has no file: looked for {rel} in the content, templates and output "
+                                    f"folders{logo}"))
+            continue
+        size = real_size(local.source)
+        if size is None:
+            findings.append(Finding("img-dimensions", _where(name, image), f"{local.source} is not a readable image"))
+            continue
+        try:
+            width, height = int(image.get("width") or 0), int(image.get("height") or 0)
+        except ValueError:
+            width = height = 0
+        if width and height and (width > size[0] or abs(height - width * size[1] / size[0]) > 1):
+            findings.append(Finding("img-dimensions", _where(name, image),
+                                    f"{src} is shown at {width}x{height} but the file is {size[0]}x{size[1]}"))
+    return findings
+
+
+def lint_sizes(items: list[Item], config: Config) -> list[Finding]:
+    """The sizes declared in content front matter and in site.logo must be the files' real sizes."""
+    declared = [(f"{item.slug}: image", item.image.url, item.image.width, item.image.height)
+                for item in items if item.image is not None]
+    if config.site.logo is not None:
+        logo = config.site.logo
+        declared.append(("config: site.logo", logo.url, logo.width, logo.height))
+    findings = []
+    for where, url, width, height in declared:
+        local = locate(url, config)
+        source = local.source if local is not None else None
+        size = real_size(source) if source is not None else None
+        if source is not None and size is not None and (width, height) != size and (width or height):
+            findings.append(Finding("img-dimensions", where,
+                                    f"width/height say {width}x{height}, {source.name} is {size[0]}x{size[1]}"))
+    return findings
+
+
+def lint_config(config: Config) -> list[Finding]:
+    """What the law asks of every message, whatever the markup: a postal address (CAN-SPAM)."""
+    if not (config.organisation.postal_address or "").strip():
+        return [Finding("postal-address-missing", f"{config.source_file.name}: organisation.postal_address",
+                        RULES["postal-address-missing"] + "; fill it in before sending", blocking=True)]
+    return []
+
+
 def lint_text(text: str, items: list[Item], name: str = "digest.txt") -> list[Finding]:
     flat = " ".join(text.split())
     findings = []
+    if not re.search(r"unsubscribe[^\n]*\s(https://\S+|__UNSUBSCRIBE_URL__)", text, re.IGNORECASE):
+        findings.append(Finding("missing-unsubscribe", name, "no unsubscribe link in the text part"))
     for item in items:
         if " ".join(item.title.split()) not in flat:
             findings.append(Finding("text-missing-item", name, f"title {item.title!r} not in the text part"))
@@ -185,8 +313,11 @@ def lint_feed(data: bytes, name: str) -> list[Finding]:
 
 
 def lint_edition(html: str, text: str, items: list[Item], message: bytes | None = None,
-                 feeds: dict[str, bytes] | None = None) -> list[Finding]:
-    findings = lint_html(html) + lint_text(text, items)
+                 feeds: dict[str, bytes] | None = None, config: Config | None = None) -> list[Finding]:
+    """Every check; with the config also the legal ones and the local image files."""
+    findings = (lint_config(config) if config is not None else []) + lint_html(html) + lint_text(text, items)
+    if config is not None:
+        findings += lint_images(html, config) + lint_sizes(items, config)
     if message is not None:
         findings += lint_message(message)
     for name, data in (feeds or {}).items():
@@ -194,8 +325,14 @@ def lint_edition(html: str, text: str, items: list[Item], message: bytes | None 
     return findings
 
 
-def lint_outgoing(sample: Sample, items: list[Item], feeds: dict[str, bytes] | None = None) -> list[Finding]:
-    return lint_edition(sample.html, sample.text, items, sample.message, feeds)
+def lint_outgoing(sample: Sample, items: list[Item], feeds: dict[str, bytes] | None = None,
+                  config: Config | None = None) -> list[Finding]:
+    return lint_edition(sample.html, sample.text, items, sample.message, feeds, config)
+
+
+def blocks_sending(findings: list[Finding], force: bool) -> bool:
+    """Findings stop a send unless forced; a blocking (legal) finding stops it even then."""
+    return bool(findings) and (not force or any(finding.blocking for finding in findings))
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ a placeholder that delivery fills per recipient with a cheap string replacement.
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
 from premailer import Premailer
@@ -32,6 +34,18 @@ UNSUBSCRIBE_PLACEHOLDER = "__UNSUBSCRIBE_URL__"
 
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT = 16 * 1024
+
+ICON_SIZE = 24  # footer social icons, shown at 24 px from 48 px files
+
+# The column is 600 px with 24 px padding; an image never gets a width attribute wider than its cell.
+IMAGE_CELL_WIDTH = 552
+CONTENTS_FROM = 4  # editions with more items than 3 open with an "In this issue" list
+CITATION_CHARS = 90
+# Invisible characters after the preheader, so clients do not pull body text into the inbox preview.
+PREHEADER_PADDING = "\u200c\u00a0" * 50
+# What the web copies leave out: a "view in browser" link on a page already in the browser.
+_VIEW_IN_BROWSER_HTML = re.compile(r"<!--view-in-browser-->.*?<!--/view-in-browser-->", re.DOTALL)
+_VIEW_IN_BROWSER_TEXT = re.compile(r"^View this email in your browser:\n\S+\n\n", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -109,13 +123,87 @@ def archive_url(config: Config, edition_id: str) -> str:
     return config.site.url(f"{ARCHIVE_FOLDER}/{edition_id}.html")
 
 
-def render_digest(items: list[Item], config: Config, edition_id: str | None = None) -> Digest:
+@dataclass(frozen=True)
+class ImageBox:
+    """The width and height attributes of an image: its cell's width at most, in the file's proportions."""
+
+    width: int
+    height: int | None
+
+
+def image_box(url: str, width: int | None, height: int | None, config: Config,
+              cell: int = IMAGE_CELL_WIDTH) -> ImageBox:
+    """Declared sizes first, else the local file's real size; Outlook and images-off clients need both numbers."""
+    if not (width and height):
+        from .images import locate, real_size
+
+        local = locate(url, config)
+        size = real_size(local.source) if local is not None and local.source is not None else None
+        if size is not None:
+            width, height = size
+    if not width:
+        return ImageBox(cell, None)
+    shown = min(width, cell)
+    return ImageBox(shown, round(shown * height / width) if height else None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item as the digest shows it."""
+
+    item: Item
+    byline: str | None      # the author, only when not the organisation itself
+    image: ImageBox | None
+    citation: str | None    # collapsed to one line; the full reference is on the story's page
+
+
+def byline(item: Item, config: Config) -> str | None:
+    org = config.organisation
+    own = {name.casefold() for name in (org.name, org.short_name, org.display_name) if name}
+    return item.author if item.author and item.author.casefold() not in own else None
+
+
+def short_citation(citation: str | None, limit: int = CITATION_CHARS) -> str | None:
+    if not citation:
+        return None
+    return textwrap.shorten(" ".join(citation.split()), limit, placeholder=" …")
+
+
+def entry_for(item: Item, config: Config) -> Entry:
+    image = item.image
+    box = image_box(image.url, image.width, image.height, config) if image is not None else None
+    return Entry(item, byline(item, config), box, short_citation(item.citation))
+
+
+@dataclass(frozen=True)
+class SocialIcon:
+    label: str
+    url: str   # the network's page
+    src: str   # the published icon
+
+
+def social_icons(config: Config) -> list[SocialIcon]:
+    from .images import social_icon_url
+
+    return [SocialIcon(label, url, social_icon_url(name, config))
+            for name, label, url in config.organisation.social.icons()]
+
+
+def edition_day(moment: datetime, config: Config) -> datetime:
+    """A moment as the readers' calendar shows it: in digest.timezone."""
+    return moment.astimezone(ZoneInfo(config.digest.timezone))
+
+
+def render_digest(items: list[Item], config: Config, edition_id: str | None = None, *,
+                  edition_date: datetime | None = None) -> Digest:
     """Render the digest for these items, newest first; callers personalise the result.
 
     The "view in browser" link points at the edition's archive page, or at the
     latest digest for a preview that is not an edition yet.  A run renders each
     digest once and keeps it (see ``app.RunContext``); nothing is cached here, so a
-    template edit shows up in the next render.
+    template edit shows up in the next render.  ``edition_date`` is when the edition
+    was created; the header and the text part show it in digest.timezone (a preview
+    that is no edition yet shows the newest item's date).
     """
     chosen = newest_first(items)
     if not chosen:
@@ -123,23 +211,36 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
     env = template_environment(config.path("templates"))
     subject = subject_for(chosen, config)
     org = config.organisation
+    date = edition_day(edition_date or chosen[0].published, config)
+    logo = config.site.logo
     context = {
         "site": config.site,
         "organisation": org,
         "items": chosen,
+        "entries": [entry_for(item, config) for item in chosen],
+        "contents": len(chosen) >= CONTENTS_FROM,
         "subject": subject,
-        "edition_date": chosen[0].published,
+        "edition_date": date,
         "preheader": config.digest.preheader or chosen[0].summary,
+        "preheader_padding": PREHEADER_PADDING,
         "intro": config.digest.intro.format(organisation=org.display_name, count=len(chosen)),
         "view_url": archive_url(config, edition_id) if edition_id else config.site.url(HTML_FILE),
+        "archive_index_url": config.site.url(f"{ARCHIVE_FOLDER}/"),
+        "preferences_url": config.digest.preferences_url,
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        "logo_box": image_box(logo.url, logo.width, logo.height, config, cell=600 - 48) if logo else None,
+        "social_icons": social_icons(config),
+        "icon_size": ICON_SIZE,
     }
     html = inline_css(env.get_template(HTML_TEMPLATE).render(context))
     text = env.get_template(TEXT_TEMPLATE).render(context)
-    return Digest(subject=subject, html=html, text=text, items=tuple(chosen), edition_date=chosen[0].published)
+    return Digest(subject=subject, html=html, text=text, items=tuple(chosen), edition_date=date)
 
 
 def public_copy(digest: Digest, config: Config) -> tuple[bytes, bytes]:
-    """The web copy of a digest: no personal token, the unsubscribe link points at the generic page."""
+    """The web copy of a digest: no personal token, the unsubscribe link points at the generic page,
+    and no "view in browser" link (it is the browser copy)."""
     html, text = digest.with_unsubscribe(config.digest.unsubscribe_url or config.site.url("unsubscribe"))
+    html = _VIEW_IN_BROWSER_HTML.sub("", html)
+    text = _VIEW_IN_BROWSER_TEXT.sub("", text)
     return html.encode("utf-8"), text.encode("utf-8")

@@ -12,6 +12,7 @@ from ..items import Item
 from ..state.storage import Edition
 from .digest import HTML_FILE, TEXT_FILE, Digest, public_copy
 from .feeds import feed_files
+from .images import image_files
 from .output import write_atomic
 from .site import RenderDigest, archive_pages, site_pages
 
@@ -28,6 +29,7 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     out = config.path("output")
     files = {out / name: data for name, data in feed_files(items, config).items()}
     files.update(site_pages(config, items))
+    files.update(image_files(items, config))
     if web_digest is not None:
         html, text = public_copy(web_digest, config)
         files[out / HTML_FILE] = html

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import Config
 from ..items import Item, newest_first
 from ..state.storage import Edition
-from .digest import ARCHIVE_FOLDER, Digest, archive_url, public_copy, template_environment
+from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, public_copy, template_environment
 from .feeds import topics
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
@@ -52,7 +52,9 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
             continue
         html, _text = public_copy(render(chosen, edition.id), config)
         files[path] = html
-    entries = [ArchiveEntry(e.id, e.subject, e.created_at, len(e.item_ids), archive_url(config, e.id))
+    # The date of an edition is when it was created, as readers in digest.timezone count days.
+    entries = [ArchiveEntry(e.id, e.subject, edition_day(e.created_at, config), len(e.item_ids),
+                            archive_url(config, e.id))
                for e in editions]
     env = template_environment(config.path("templates"))
     index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation,

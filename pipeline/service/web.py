@@ -8,12 +8,13 @@ POST with ``List-Unsubscribe=One-Click`` (what Gmail and Yahoo send) unsubscribe
 from __future__ import annotations
 
 import logging
+import threading
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
 
 from ..config import Config
-from ..environment import signing_secret
+from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import template_environment
 from ..state.storage import Storage
@@ -63,6 +64,7 @@ def _one_click(body: bytes, environ: dict) -> bool:
 def make_app(config: Config, storage: Storage):
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
+    previous = previous_secrets(delivery.secret_env)
     env = template_environment(config.path("templates"))
 
     def page(start_response, status: str, **context):
@@ -87,7 +89,7 @@ def make_app(config: Config, storage: Storage):
         token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
         if method in ("GET", "HEAD") and not token:
             return page(start_response, "200 OK", state="info", heading="Unsubscribe")
-        email = read_token(secret, token) if token else None
+        email = read_token(secret, token, previous) if token else None
         if email is None:
             return page(start_response, "400 Bad Request", state="error", heading="Invalid link",
                         message="This unsubscribe link is not valid. Please use the link from your email.")
@@ -127,13 +129,27 @@ class WebServer:
                                     channel_timeout=channel_timeout, ident="newsletter-pipeline",
                                     expose_tracebacks=False, clear_untrusted_proxy_headers=True)
         self.server_port = int(self.server.effective_port)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
 
     def serve_forever(self, *_poll_interval: float) -> None:
-        self.server.run()
+        """Serve until ``shutdown`` (from another thread) or Ctrl-C; closing happens here, in the
+        serving thread, so the event loop never polls a socket that another thread closed."""
+        self._stop.clear()
+        self._stopped.clear()
+        try:
+            while not self._stop.is_set():
+                self.server.asyncore.loop(timeout=0.5, map=self.server._map, count=1)
+        finally:
+            for channel in list(self.server._map.values()):
+                channel.close()
+            self.server.task_dispatcher.shutdown()
+            self._stopped.set()
 
     def shutdown(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
+        self._stop.set()
+        self.server.pull_trigger()  # wake the loop at once
+        self._stopped.wait(10)
 
     def server_close(self) -> None:
         pass

@@ -1,0 +1,98 @@
+"""Local images: the files behind image URLs that point into the published site.
+
+An image URL under ``site.base_url`` is a promise that the file is published
+there.  Item images are looked up in the content folder at the same relative
+path (``images/x.jpg`` → ``content/images/x.jpg``), the logo at ``site.logo.file``,
+the footer's social icons in the templates folder (``templates/icons/``);
+the build copies them into the output folder, and lint checks they exist and
+that the sizes written in the markup are their real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..items import Item
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    url: str
+    source: Path | None  # the file to publish; None when no file was found
+    target: Path         # where it goes in the output folder
+
+
+def relative_to_site(url: str, config: Config) -> str | None:
+    """The path of a URL inside the published site, or None when it points elsewhere."""
+    base = config.site.base_url
+    if not url.startswith(base):
+        return None
+    rel = url[len(base):].split("?", 1)[0].split("#", 1)[0]
+    return rel or None
+
+
+def _inside(folder: Path, rel: str) -> Path | None:
+    path = (folder / rel).resolve()
+    return path if path.is_relative_to(folder) else None
+
+
+def locate(url: str, config: Config) -> LocalImage | None:
+    """Where a site image comes from: the logo file, the content folder, or (put there by hand) the output."""
+    rel = relative_to_site(url, config)
+    if rel is None:
+        return None
+    target = _inside(config.path("output"), rel)
+    if target is None:
+        return LocalImage(url, None, config.path("output") / "invalid")
+    logo = config.site.logo
+    candidates: list[Path | None] = []
+    if logo is not None and logo.file is not None and logo.url == url:
+        candidates.append(config.resolve(logo.file))
+    candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel), target]
+    source = next((path for path in candidates if path is not None and path.is_file()), None)
+    return LocalImage(url, source, target)
+
+
+ICON_FOLDER = "icons"
+
+
+def social_icon_url(name: str, config: Config) -> str:
+    """Where a social network's footer icon is published (from templates/icons/<name>.png)."""
+    return config.site.url(f"{ICON_FOLDER}/{name}.png")
+
+
+def site_images(items: list[Item], config: Config) -> list[LocalImage]:
+    """Every image of the outputs that must be published with the site: item images and the logo."""
+    urls = [item.image.url for item in items if item.image is not None]
+    if config.site.logo is not None:
+        urls.append(config.site.logo.url)
+    urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
+    found = [locate(url, config) for url in dict.fromkeys(urls)]
+    return [image for image in found if image is not None]
+
+
+def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
+    """The bytes of each local image to write into the output folder; missing files are logged (lint stops sends)."""
+    files: dict[Path, bytes] = {}
+    for image in site_images(items, config):
+        if image.source is None:
+            log.warning("image %s: no file for it in %s; it will not be published", image.url, config.path("content"))
+        elif image.source != image.target:
+            files[image.target] = image.source.read_bytes()
+    return files
+
+
+def real_size(path: Path) -> tuple[int, int] | None:
+    """An image file's pixel size (Pillow), or None when it is not an image Pillow reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -735,8 +736,16 @@ def make_bounce_receiver(config: Config, storage: Storage, host: str | None = No
     def deliver(raw: bytes, recipients: list[str]) -> None:
         handle_received(config, storage, addresses, raw, "receiver", recipients)
 
+    tls = None
+    if receiver.tls_cert and receiver.tls_key:
+        from .service.bounce_receiver import tls_context
+
+        try:
+            tls = tls_context(config.resolve(receiver.tls_cert), config.resolve(receiver.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise PipelineError(f"bounces.receiver.tls_cert/tls_key: {exc}") from None
     return make_receiver(addresses, deliver, host or receiver.host, receiver.port if port is None else port,
-                         receiver.max_size)
+                         receiver.max_size, tls)
 
 
 @dataclass

@@ -505,6 +505,14 @@ class Receiver(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, lt=65536)
     max_size: int = Field(default=10_000_000, gt=0)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) to offer STARTTLS with.")
+    tls_key: Path | None = Field(default=None, description="Its private key (PEM).")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Receiver:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 class SesWebhook(Strict):

@@ -292,6 +292,10 @@ def test_serve_bounces_runs_until_sigterm(project, secret):
             process.wait()
     with open_storage(config) as storage:
         assert storage.active_suppression(subscriber.id).reason == "hard-bounce"
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load_config(set_config(project, **{"bounces.receiver.tls_key": None}))
 
 
 def test_when_everyone_is_suppressed_no_edition_uses_up_the_new_items(project, config, secret):
@@ -314,3 +318,29 @@ def test_a_row_already_claimed_by_a_sender_is_withdrawn_when_its_address_is_supp
         assert storage.begin_attempt(claims[0]) is False  # the sender finds it withdrawn and sends nothing
         assert storage.begin_attempt(claims[1]) is True
         assert storage.ledger_counts("9" * 16)[SKIPPED] == 1
+
+
+def test_the_smtp_receiver_offers_starttls_when_given_a_certificate(project, secret, tmp_path):
+    import ssl
+
+    from .smtp_sink import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    config = load_config(set_config(project, **{"bounces.domain": BOUNCE_DOMAIN, "bounces.receiver.tls_cert": str(cert),
+                                                "bounces.receiver.tls_key": str(key)}))
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        _edition(storage, "7" * 16)
+        subscriber = storage.get_subscriber("reader00000@example.org")
+        controller = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        controller.start()
+        try:
+            with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+                client.ehlo()
+                assert client.has_extn("starttls")
+                client.starttls(context=ssl.create_default_context(cafile=str(cert)))
+                client.sendmail("", [return_path(SECRET, "7" * 16, subscriber.id)],
+                                sample("gmail_hard", SECRET, "7" * 16, subscriber.id, "reader00000@example.org"))
+        finally:
+            controller.stop()
+        assert storage.active_suppression(subscriber.id).reason == "hard-bounce"

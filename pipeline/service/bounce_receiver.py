@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from email.utils import parseaddr
 
 from ..bounces.parse import Addresses
@@ -54,9 +56,17 @@ class BounceHandler:
 
 
 def make_receiver(addresses: Addresses, deliver: Callable[[bytes, list[str]], object], host: str, port: int,
-                  max_size: int):
-    """An aiosmtpd Controller (start() / stop()); SMTPUTF8 on, since DSNs may quote such addresses."""
+                  max_size: int, tls: ssl.SSLContext | None = None):
+    """An aiosmtpd Controller (start() / stop()); SMTPUTF8 on, since DSNs may quote such addresses.
+    With ``tls`` it offers STARTTLS (not required: mail servers fall back to plain SMTP anyway)."""
     from aiosmtpd.controller import Controller
 
     return Controller(BounceHandler(addresses, deliver), hostname=host, port=port, data_size_limit=max_size,
-                      enable_SMTPUTF8=True, ready_timeout=10, server_hostname=addresses.bounce_domain or "localhost")
+                      enable_SMTPUTF8=True, ready_timeout=10, server_hostname=addresses.bounce_domain or "localhost",
+                      tls_context=tls, require_starttls=False)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from pathlib import Path
 from email.utils import parseaddr
+from pathlib import Path
 
 from ..bounces.parse import Addresses
 from ..mail.verp import read_return_path

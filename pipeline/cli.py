@@ -307,12 +307,17 @@ def subscribers_remove(ctx: Context, address: str) -> None:
 
 @subscribers.command("list")
 @click.option("--status", type=click.Choice(["subscribed", "unsubscribed"]), help="Only this status.")
+@click.option("--suppressed", is_flag=True, help="Only suppressed addresses: address, reason, since, detail.")
 @pass_context
-def subscribers_list(ctx: Context, status: str | None) -> None:
+def subscribers_list(ctx: Context, status: str | None, suppressed: bool) -> None:
     """List subscribers, one per line: address, status, name."""
     from .app import open_storage
 
     with open_storage(ctx.config) as storage:
+        if suppressed:
+            for email, held in storage.iter_suppressed():
+                click.echo(f"{email}\t{held.reason}\t{held.created_at.isoformat(timespec='seconds')}\t{held.detail}")
+            return
         for sub in storage.iter_subscribers(status):
             click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
 

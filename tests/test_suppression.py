@@ -124,6 +124,8 @@ def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, 
                       "mailbox", "b" * 16)
     status = run_cli(project, "status", check=True)
     assert "Suppressed: 1 hard-bounce (1 in all)" in status.stdout
+    listed = run_cli(project, "subscribers", "list", "--suppressed", check=True).stdout.split("\t")
+    assert listed[:2] == ["reader00000@example.org", "hard-bounce"] and listed[3] == "550 5.1.1 User unknown\n"
     shown = run_cli(project, "subscribers", "show", "reader00000@example.org", check=True).stdout
     assert "suppressed: hard-bounce since" in shown and "hard        via mailbox" in shown and "550 5.1.1" in shown
     refused = run_cli(project, "subscribers", "unsuppress", "reader00000@example.org")
@@ -132,6 +134,7 @@ def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, 
                      "the mailbox was restored (ticket 42)", check=True)
     assert "suppression lifted" in lifted.stdout
     shown = run_cli(project, "subscribers", "show", "reader00000@example.org", check=True).stdout
+    assert run_cli(project, "subscribers", "list", "--suppressed", check=True).stdout == ""
     assert "suppressed: no" in shown
     assert "lifted      hard-bounce suppression: the mailbox was restored (ticket 42)" in shown
     with open_storage(config) as storage:

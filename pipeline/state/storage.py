@@ -1074,6 +1074,19 @@ class Storage:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def iter_suppressed(self) -> Iterator[tuple[str, Suppression]]:
+        """Every active suppression with its address, oldest first."""
+        query = (select(subscribers.c.email, suppressions)
+                 .join(subscribers, subscribers.c.id == suppressions.c.subscriber_id)
+                 .where(suppressions.c.lifted_at.is_(None)).order_by(suppressions.c.id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            values = row._mapping
+            yield values["email"], Suppression(values["id"], values["subscriber_id"], values["reason"],
+                                               values["detail"], values["created_at"], values["lifted_at"],
+                                               values["lifted_reason"])
+
     def suppressed_among(self, emails: list[str]) -> set[str]:
         if not emails:
             return set()

@@ -334,12 +334,12 @@ class Sink:
         self.process.wait(timeout=30)
 
 
-def _send_project(folder: Path, port: int, subscribers: int, concurrency: int):
+def _send_project(folder: Path, port: int, subscribers: int, concurrency: int, **delivery):
     from pipeline.app import open_storage
 
     config = data.make_project(folder, limit=10, **{
         "transport": "smtp", "smtp.host": "127.0.0.1", "smtp.port": port, "smtp.security": "none",
-        "smtp.concurrency": concurrency, "batch_size": 500})
+        "smtp.concurrency": concurrency, "batch_size": 500, **delivery})
     data.write_content(config, 10)
     storage = open_storage(config)
     for start in range(0, subscribers, 5000):
@@ -429,6 +429,79 @@ def _case_send(count: int, connections: tuple[int, ...], pipelining: bool) -> No
         sink.close()
 
 
+# -- DKIM --------------------------------------------------------------------------------------
+
+def _dkim_key(folder: Path, algorithm: str) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if algorithm == "rsa-sha256"
+           else ed25519.Ed25519PrivateKey.generate())
+    path = folder / f"{algorithm}.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def case_dkim(recipients: int, count: int) -> None:
+    """Per-message cost of signing against personalisation alone (and dkimpy's own signer), then sending
+    throughput signed vs unsigned in the same run."""
+    from pipeline import app
+    from pipeline.mail.dkim import DkimSigner
+    from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
+    from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+
+    print("dkim: per-message cost of signing after personalisation, and sending signed vs unsigned")
+    os.environ["PIPELINE_SECRET"] = SECRET
+    with workdir() as folder:
+        config = data.make_project(folder / "dkim", limit=10)
+        digest = render_digest(data.make_items(config, 10), config)
+        envelope = Envelope.for_digest(digest, "0123456789abcdef", config.delivery, datetime.now(timezone.utc))
+        template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
+        people = [recipient_for(f"r{i}@example.org", "0123456789abcdef", config.delivery, SECRET.encode(),
+                                config.site.url("u")) for i in range(recipients)]
+        plain_ms = median_ms(lambda: [template.render(p) for p in people], 3) / recipients
+        values: dict[str, float] = {"personalise_ms": plain_ms}
+        keys = {algorithm: _dkim_key(folder, algorithm) for algorithm in ("rsa-sha256", "ed25519-sha256")}
+        for algorithm, key in keys.items():
+            signer = DkimSigner.from_file("example.org", "s", algorithm, key)
+            ms = median_ms(lambda signer=signer: [signer.sign(template.render(p)) for p in people], 3) / recipients
+            values[f"{algorithm}_ms"] = ms
+            values[f"{algorithm}_vs_personalise"] = ms / plain_ms
+        try:
+            import dkim
+
+            pem = keys["rsa-sha256"].read_bytes()
+            sample = people[:20]
+            values["dkimpy_rsa_sign_ms"] = median_ms(
+                lambda: [dkim.sign(template.render(p), b"s", b"example.org", pem) for p in sample], 3) / len(sample)
+        except ImportError:
+            pass
+        record(f"dkim per message ({recipients} recipients)", **values)
+    sink = Sink()
+    try:
+        with workdir() as folder:
+            rates = {}
+            for label, extra in (("unsigned", {}), ("rsa-sha256", {"dkim": {
+                    "selector": "s", "domain": "example.org", "algorithm": "rsa-sha256",
+                    "key_file": str(_dkim_key(folder, "rsa-sha256"))}}), ("ed25519-sha256", {"dkim": {
+                    "selector": "s", "domain": "example.org", "algorithm": "ed25519-sha256",
+                    "key_file": str(_dkim_key(folder, "ed25519-sha256"))}})):
+                config = _send_project(folder / label, sink.port, count, 2, **extra)
+                before = sink.count()
+                start = time.perf_counter()
+                report = app.run(config, progress=False).reports[0]
+                seconds = time.perf_counter() - start
+                assert report.sent == count and sink.count() - before == count
+                rates[label] = count / seconds
+            record(f"send x{count} concurrency=2 signed vs unsigned", unsigned_msgs_per_s=rates["unsigned"],
+                   rsa_msgs_per_s=rates["rsa-sha256"], rsa_vs_unsigned=rates["rsa-sha256"] / rates["unsigned"],
+                   ed25519_msgs_per_s=rates["ed25519-sha256"],
+                   ed25519_vs_unsigned=rates["ed25519-sha256"] / rates["unsigned"])
+    finally:
+        sink.close()
+
+
 # -- memory -------------------------------------------------------------------------------------
 
 def peak_rss_mb(args: list[str], env: dict | None = None) -> float:
@@ -465,10 +538,12 @@ def case_memory(subscriber_sizes, feed_items) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="startup, feeds, digest, rerun, claims, send, memory, signup, topics (default: all)")
+                        help="startup, feeds, digest, rerun, claims, send, dkim, memory, signup, topics "
+                             "(default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args()
-    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "memory", "signup", "topics"]
+    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "dkim", "memory", "signup",
+                           "topics"]
     quick = args.quick
     started = time.perf_counter()
     if "startup" in cases:
@@ -483,6 +558,8 @@ def main() -> None:
         case_claims([10000, 100000] if not quick else [10000, 50000], 5)
     if "send" in cases:
         case_send(2000 if quick else 10000)
+    if "dkim" in cases:
+        case_dkim(500 if quick else 2000, 2000 if quick else 10000)
     if "memory" in cases:
         case_memory([1000, 10000] if quick else [1000, 100000], 1000 if quick else 10000)
     if "signup" in cases or "topics" in cases:  # issue 13: bench/signup.py

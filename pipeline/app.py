@@ -13,24 +13,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from .bounces.parse import Addresses
+from .bounces.policy import BounceResult
 from .config import Config
 from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
 from .delivery.engine import Sender, SendReport, SendSettings
 from .delivery.topics import lint_variants, variant_mails, variant_renderer
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
-from .errors import PipelineError
+from .errors import PipelineError, require_extra
 from .items import Item
+from .mail.dkim import DkimSigner
 from .mail.edition import EditionMail
 from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
 from .publish.digest import Digest, render_digest
@@ -47,17 +51,21 @@ from .state.storage import (
     LEDGER_STATUSES,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    BounceEvent,
+    Claim,
     Edition,
     RunRecord,
     SourceState,
     Storage,
     StoredDigest,
+    Subscriber,
+    Suppression,
 )
 
 log = logging.getLogger(__name__)
 
 MANUAL_JOB = "manual"
-Action = Literal["run", "feeds", "send", "retry"]
+Action = Literal["run", "feeds", "send", "retry", "bounces"]
 
 
 # -- the parts every use case shares ------------------------------------------------------------
@@ -128,6 +136,7 @@ class RunOutcome:
     reports: list[SendReport] = field(default_factory=list)
     unchanged: bool = False  # nothing changed since the last run: nothing was parsed, rendered or written
     renders: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)  # what a non-sending action did (e.g. bounces read)
 
     @property
     def status(self) -> str:
@@ -147,6 +156,7 @@ class RunOutcome:
             "deferred": sum(r.deferred for r in self.reports), "retried": sum(r.retried for r in self.reports),
             "unreachable": next((r.unreachable for r in self.reports if r.unreachable), None),
             "stopped": any(r.stopped for r in self.reports), "duration_s": round(duration, 3),
+            **self.notes,
         }
 
 
@@ -167,6 +177,8 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
     new edition (if any) and sends what is due, ``retry`` only sends what is already queued and due.
     ``send`` and ``retry`` write just the archive pages their messages link to."""
     action = action or action_for(config, job)
+    if action == "bounces":  # reads the bounce mailbox only; needs no run lock (every step is idempotent)
+        return _bounce_run(config, job)
     with run_lock(config.path("state"), database_url=database_url(), wait=wait, stop=stop), \
             open_storage(config) as storage:
         run_id = storage.start_run(job)
@@ -323,10 +335,17 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
         log.warning("edition %s: sending despite a failed check (--force): %s", edition_id, finding)
     transport = transport_for(config, edition_id)
     settings = replace(SendSettings.for_delivery(delivery, transport), exclusive=storage.dialect == "sqlite")
-    wire = transport.name == "smtp"  # SMTP takes messages pre-stuffed, as DATA sends them
-    sender = Sender(storage, edition_id, variant_renderer(storage, edition_id, mails, wire=wire), transport, settings,
-                    stop=stop, progress=progress, worker=presence.id, share=presence.beat)
+    signer = dkim_signer(config)
+    # SMTP takes messages pre-stuffed, as DATA sends them; a DKIM signature is made over the plain
+    # personalised message, which the transport then stuffs itself.
+    render = variant_renderer(storage, edition_id, mails, wire=transport.name == "smtp" and signer is None)
+    if signer is not None:
+        render = signed(render, signer)
+    sender = Sender(storage, edition_id, render, transport, settings,
+                    stop=stop, progress=progress, worker=presence.id, share=presence.beat,
+                    envelope_for=return_paths(config, edition_id, secret))
     report = sender.run()
+    record_send_refusals(config, storage, edition_id)  # issue 14: 5xx replies count as bounces
     report.failures = storage.failures(edition_id)
     report.next_retry = storage.next_retry(edition_id)
     log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
@@ -415,7 +434,7 @@ def send_dry_run(config: Config) -> SendPreview:
         ctx = RunContext(config, storage, merge_items(local, remote))
         plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
-        return SendPreview(plan, due, storage.count_subscribers(SUBSCRIBED))
+        return SendPreview(plan, due, storage.count_mailable())
 
 
 def lint(config: Config) -> tuple[list[Item], list[Finding]]:
@@ -452,6 +471,9 @@ def send_test(config: Config, address: str, transport: Transport | None = None) 
     mail = EditionMail(ctx.digest(chosen), edition_id, datetime.now(timezone.utc), config, secret,
                        subject_prefix="[TEST] ")
     message = mail.render_once(email)
+    signer = dkim_signer(config)
+    if signer is not None:
+        message = signer.sign(message)
     connection = (transport or transport_for(config, edition_id)).connect()
     try:
         return connection.send(delivery.from_address, ascii_address(email) if email.split("@")[0].isascii()
@@ -504,6 +526,8 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
                             "unsubscribed": storage.count_subscribers(UNSUBSCRIBED),
                             "pending": storage.count_subscribers("pending")},  # signed up, not yet confirmed
+            "suppressed": storage.suppression_counts(),
+            "feedback_30d": _feedback(storage, now),
         }
         if latest:
             report["last_edition"] = _edition_row(storage, latest)
@@ -512,6 +536,19 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             if edition is not None and (latest is None or edition.id != latest.id):
                 report["editions_with_unsent"].append(_edition_row(storage, edition))
         return report
+
+
+def _feedback(storage: Storage, now: datetime) -> dict[str, Any]:
+    """Bounces and complaints of the last 30 days against messages sent: the rates mailbox providers judge."""
+    from datetime import timedelta
+
+    since = now - timedelta(days=30)
+    counts = storage.bounce_counts_since(since)
+    sent = storage.sent_since(since)
+    complaints = counts.get("complaint", 0)
+    return {"sent": sent, "hard": counts.get("hard", 0), "soft": counts.get("soft", 0), "complaints": complaints,
+            "unsubscribe_requests": counts.get("unsubscribe", 0),
+            "complaint_rate": round(complaints / sent, 5) if sent else None}
 
 
 def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
@@ -528,6 +565,10 @@ def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, in
         edition = storage.get_edition(edition_id) if edition_id else storage.latest_edition()
         if edition is None:
             raise PipelineError(f"no edition {edition_id}" if edition_id else "no edition has been made yet")
+        kept = storage.suppressed_failures(edition.id)
+        if kept:  # issue 14: a refusal that was a hard bounce keeps the address off the list
+            log.warning("edition %s: %d failed messages are of suppressed addresses and stay failed; lift with "
+                        "`pipeline subscribers unsuppress ADDRESS --reason ...` first", edition.id, kept)
         return edition.id, storage.requeue_failed(edition.id)
 
 
@@ -559,3 +600,203 @@ def storage_for(config: Config) -> Iterator[Storage]:
     """The state database for the subscriber commands and the web app."""
     with open_storage(config) as storage:
         yield storage
+
+
+# -- bounces, complaints and the suppression list (issue 14) -----------------------------------------
+
+def return_paths(config: Config, edition_id: str, secret: bytes) -> Callable[[Claim], str] | None:
+    """The VERP envelope sender of each message of an edition, when a bounce domain is configured."""
+    from .mail.verp import make_return_path
+
+    bounces = config.bounces
+    if not bounces.domain:
+        return None
+    domain, local_part = bounces.domain, bounces.local_part
+    return lambda claim: make_return_path(secret, edition_id, claim.subscriber_id, local_part, domain)
+
+
+def record_send_refusals(config: Config, storage: Storage, edition_id: str) -> int:
+    """The 5xx refusals the relay gave while sending count as bounces too (hard for a missing mailbox,
+    soft for a full one, not at all for refusals about us); each failed row is looked at once."""
+    from .bounces.policy import classify_smtp_reply, record_bounce
+
+    counted = 0
+    for subscriber_id, email, reply in storage.unrecorded_send_failures(edition_id):
+        kind = classify_smtp_reply(reply)
+        record_bounce(storage, config.bounces.policy, email, kind, reply or "refused at send time", "smtp",
+                      edition_id=edition_id, subscriber_id=subscriber_id)
+        counted += kind != "not counted"
+    return counted
+
+
+def dkim_signer(config: Config) -> DkimSigner | None:
+    """The DKIM signer of ``delivery.dkim`` (key read once per run), or None when signing is off."""
+    from .mail.dkim import DkimSigner
+
+    settings = config.require_delivery().dkim
+    if settings is None:
+        return None
+    require_extra("dkim", "cryptography")
+    return DkimSigner.from_file(settings.domain, settings.selector, settings.algorithm,
+                                config.resolve(settings.key_file))
+
+
+def signed(render: Callable[[Claim], bytes], signer: Any) -> Callable[[Claim], bytes]:
+    """Each claimed row's message, DKIM-signed after personalisation (To, Message-ID, List-Unsubscribe
+    and the bodies differ per recipient, so the signature must be made per message)."""
+    return lambda claim: signer.sign(render(claim))
+
+
+def bounce_addresses(config: Config, secret: bytes) -> Addresses:
+    delivery = config.require_delivery()
+    from email.utils import parseaddr
+
+    from .environment import previous_secrets
+
+    return Addresses(secret, config.bounces.local_part, config.bounces.domain,
+                     parseaddr(delivery.unsubscribe_mailto)[1].lower(), tuple(previous_secrets(delivery.secret_env)))
+
+
+def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,
+                    envelope_recipients: list[str] | None = None) -> list[BounceResult]:
+    """One received message (a bounce, a complaint, a mailto unsubscribe) through the policy."""
+    from .bounces.parse import read_message
+    from .bounces.policy import record_bounce
+    from .mail.addresses import AddressError, normalise_address
+
+    results: list[BounceResult] = []
+    try:
+        reports = read_message(raw, addresses, envelope_recipients or ())
+    except Exception as exc:  # noqa: BLE001 - one unreadable message must not stop the mailbox for good
+        log.warning("%s: an unreadable message was ignored (%s: %s)", source, type(exc).__name__, exc)
+        return results
+    for report in reports:
+        email = report.email or ""
+        if email:
+            try:
+                email = normalise_address(email)
+            except AddressError:
+                continue
+        target = report.target
+        results.append(record_bounce(storage, config.bounces.policy, email, report.kind, report.reason, source,
+                                     edition_id=target.edition_id if target else None,
+                                     subscriber_id=target.subscriber_id if target else None))
+    return results
+
+
+@dataclass
+class BounceFetch:
+    """What one read of the bounce mailbox did."""
+
+    fetched: int
+    already: int
+    results: list[BounceResult]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        return counts
+
+
+def fetch_bounces(config: Config) -> BounceFetch:
+    """Read the bounce mailbox once: every new message through the policy, each exactly once."""
+    from .bounces.mailbox import fetch_mailbox, mailbox_source
+    from .environment import secret_from_env
+
+    settings = config.bounces.mailbox
+    if settings is None:
+        raise PipelineError(f"{config.source_file}: bounces.mailbox: not configured")
+    require_extra("bounces", "flufl.bounce", "imap_tools")
+    delivery = config.require_delivery()
+    password = secret_from_env(settings.password_env)
+    if password is None:
+        raise PipelineError(f"the bounce mailbox password is not set: put it in ${settings.password_env}")
+    secret = signing_secret(delivery.secret_env, config.path("state"))
+    results: list[BounceResult] = []
+    with open_storage(config) as storage:
+        addresses = bounce_addresses(config, secret)
+        source = "mailbox"
+        report = fetch_mailbox(settings, password, storage,
+                               lambda raw: results.extend(handle_received(config, storage, addresses, raw, source)),
+                               str(config.resolve(settings.ca_file)) if settings.ca_file else None)
+    log.info("bounce mailbox %s: %d new messages, %d seen before", mailbox_source(settings), report.fetched,
+             report.already)
+    return BounceFetch(report.fetched, report.already, results)
+
+
+def _bounce_run(config: Config, job: str) -> RunOutcome:
+    with open_storage(config) as storage:
+        run_id = storage.start_run(job)
+    started = time.monotonic()
+    try:
+        fetched = fetch_bounces(config)
+    except BaseException as exc:
+        with open_storage(config) as storage:
+            storage.finish_run(run_id, "failed", {"action": "bounces", "error": str(exc)})
+        raise
+    outcome = RunOutcome("bounces", notes={"bounce_messages": fetched.fetched, "bounce_outcomes": fetched.counts()})
+    with open_storage(config) as storage:
+        storage.finish_run(run_id, "ok", outcome.summary(time.monotonic() - started))
+    return outcome
+
+
+def make_bounce_receiver(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
+    """The SMTP receiver for the bounce domain (started by the caller); each message through the policy."""
+    require_extra("bounces", "flufl.bounce", "aiosmtpd")
+    from .service.bounce_receiver import make_receiver
+
+    delivery = config.require_delivery()
+    addresses = bounce_addresses(config, signing_secret(delivery.secret_env, config.path("state")))
+    receiver = config.bounces.receiver
+
+    def deliver(raw: bytes, recipients: list[str]) -> None:
+        handle_received(config, storage, addresses, raw, "receiver", recipients)
+
+    tls = None
+    if receiver.tls_cert and receiver.tls_key:
+        from .service.bounce_receiver import tls_context
+
+        try:
+            tls = tls_context(config.resolve(receiver.tls_cert), config.resolve(receiver.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise PipelineError(f"bounces.receiver.tls_cert/tls_key: {exc}") from None
+    return make_receiver(addresses, deliver, host or receiver.host, receiver.port if port is None else port,
+                         receiver.max_size, tls)
+
+
+@dataclass
+class SubscriberDetails:
+    subscriber: Subscriber
+    suppression: Suppression | None
+    events: list[BounceEvent]
+    suppressions: list[Suppression]
+
+
+def subscriber_details(config: Config, address: str) -> SubscriberDetails:
+    from .mail.addresses import normalise_address
+
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        events, held = storage.bounce_history(subscriber.id)
+        return SubscriberDetails(subscriber, storage.active_suppression(subscriber.id), events, held)
+
+
+def lift_suppression(config: Config, address: str, reason: str) -> bool:
+    """An operator puts a suppressed address back on the list, with a reason that is kept."""
+    from .mail.addresses import normalise_address
+
+    if not reason.strip():
+        raise PipelineError("say why the suppression is lifted (--reason)")
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        lifted = storage.lift_suppression(subscriber.id, reason.strip())
+    if lifted:
+        log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
+    return lifted

@@ -115,6 +115,11 @@ def _report_sends(reports: list[SendReport]) -> None:
 
 
 def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
+    if outcome.action == "bounces":
+        counts = outcome.notes.get("bounce_outcomes") or {}
+        click.echo(f"bounce mailbox: {outcome.notes.get('bounce_messages', 0)} new messages: "
+                   + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"))
+        return
     if outcome.unchanged:
         click.echo("nothing changed since the last run: outputs are up to date")
     else:
@@ -311,14 +316,72 @@ def subscribers_remove(ctx: Context, address: str, via: str) -> None:
 
 @subscribers.command("list")
 @click.option("--status", type=click.Choice(["subscribed", "pending", "unsubscribed"]), help="Only this status.")
+@click.option("--suppressed", is_flag=True, help="Only suppressed addresses: address, reason, since, detail.")
 @pass_context
-def subscribers_list(ctx: Context, status: str | None) -> None:
+def subscribers_list(ctx: Context, status: str | None, suppressed: bool) -> None:
     """List subscribers, one per line: address, status, name."""
     from .app import open_storage
 
     with open_storage(ctx.config) as storage:
+        if suppressed:
+            for email, held in storage.iter_suppressed():
+                click.echo(f"{email}\t{held.reason}\t{held.created_at.isoformat(timespec='seconds')}\t{held.detail}")
+            return
         for sub in storage.iter_subscribers(status):
             click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+
+
+@subscribers.command("show")
+@click.argument("address")
+@pass_context
+def subscribers_show(ctx: Context, address: str) -> None:
+    """One subscriber: status, topics, suppression, and the history: consent given or withdrawn (when, how,
+    the consent text shown), every bounce, complaint and decision."""
+    from . import app
+    from .app import open_storage
+    from .signup import describe_event, show
+
+    details = app.subscriber_details(ctx.config, address)
+    sub = details.subscriber
+    with open_storage(ctx.config) as storage:
+        consent = show(storage, address)
+    click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+    if consent is not None:
+        profile = consent.profile
+        click.echo(f"topics: {', '.join(profile.topics) or 'everything'}")
+        for label, moment in (("confirmed", profile.confirmed_at), ("paused until", profile.paused_until)):
+            if moment:
+                click.echo(f"{label}: {moment.isoformat(timespec='seconds')}")
+        click.echo("consent history:" if consent.history else "consent history: none recorded")
+        for consent_event in consent.history:
+            click.echo(f"  {describe_event(consent_event)}")
+    left = sub.unsubscribed_at
+    click.echo(f"subscribed at {sub.subscribed_at.isoformat(timespec='seconds') if sub.subscribed_at else '-'}"
+               + (f", unsubscribed at {left.isoformat(timespec='seconds')}" if left else ""))
+    held = details.suppression
+    click.echo(f"suppressed: {held.reason} since {held.created_at.isoformat(timespec='seconds')} ({held.detail})"
+               if held else "suppressed: no")
+    if details.events or details.suppressions:
+        click.echo("history:")
+    for event in details.events:
+        click.echo(f"  {event.created_at.isoformat(timespec='seconds')}  {event.kind:<11} via {event.source:<14} "
+                   f"{event.outcome}: {event.reason}" + (f" (edition {event.edition_id})" if event.edition_id else ""))
+    for lifted in details.suppressions:
+        if lifted.lifted_at:
+            click.echo(f"  {lifted.lifted_at.isoformat(timespec='seconds')}  lifted      {lifted.reason} "
+                       f"suppression: {lifted.lifted_reason}")
+
+
+@subscribers.command("unsuppress")
+@click.argument("address")
+@click.option("--reason", required=True, help="Why the address may be mailed again (kept in its history).")
+@pass_context
+def subscribers_unsuppress(ctx: Context, address: str, reason: str) -> None:
+    """Lift the suppression of ADDRESS (after a bounce or complaint), with a recorded reason."""
+    from . import app
+
+    lifted = app.lift_suppression(ctx.config, address, reason)
+    click.echo(f"{address}: {'suppression lifted' if lifted else 'was not suppressed'}")
 
 
 @subscribers.command("import")
@@ -337,31 +400,9 @@ def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
                f"duplicates {report.duplicates}, invalid {len(report.invalid)}"
-               + ("" if confirmed else f", confirmations sent {report.confirmations}"))
+               + ("" if confirmed else f", confirmations sent {report.confirmations}")
+               + (f", kept suppressed {report.kept_suppressed}" if report.kept_suppressed else ""))
 
-
-@subscribers.command("show")
-@click.argument("address")
-@pass_context
-def subscribers_show(ctx: Context, address: str) -> None:
-    """Show ADDRESS with its topics and its consent history: when, how, and the consent text shown."""
-    from .app import open_storage
-    from .signup import describe_event, show
-
-    with open_storage(ctx.config) as storage:
-        report = show(storage, address)
-    if report is None:
-        raise PipelineError(f"{address.strip()}: not a subscriber")
-    p = report.profile
-    click.echo(f"{p.email}\t{p.status}\t{p.name or ''}")
-    click.echo(f"topics: {', '.join(p.topics) or 'everything'}")
-    for label, moment in (("confirmed", p.confirmed_at), ("paused until", p.paused_until),
-                          ("unsubscribed", p.unsubscribed_at)):
-        if moment:
-            click.echo(f"{label}: {moment.isoformat(timespec='seconds')}")
-    click.echo("consent history:" if report.history else "consent history: none recorded")
-    for event in report.history:
-        click.echo(f"  {describe_event(event)}")
 
 
 @subscribers.command("export")
@@ -405,6 +446,48 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
     with open_storage(ctx.config) as storage:
         server = make_web_server(ctx.config, storage, host, port)
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounces, complaints and mailto unsubscribes."""
+
+
+@bounces.command("fetch")
+@pass_context
+def bounces_fetch(ctx: Context) -> None:
+    """Read the bounce mailbox (bounces.mailbox) once; each message is counted once, ever."""
+    from . import app
+
+    fetched = app.fetch_bounces(ctx.config)
+    counts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(fetched.counts().items())) or "nothing to do"
+    click.echo(f"{fetched.fetched} new messages ({fetched.already} seen before): {counts}")
+
+
+@cli.command("serve-bounces")
+@click.option("--host", default=None, help="Address to listen on (default bounces.receiver.host).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default bounces.receiver.port; 0: any).")
+@pass_context
+def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
+    """Receive bounces by SMTP for the bounce domain (point its MX here); Ctrl-C or SIGTERM stops it."""
+    import signal
+    import threading
+
+    from . import app
+
+    stop = threading.Event()
+    with app.open_storage(ctx.config) as storage:
+        receiver = app.make_bounce_receiver(ctx.config, storage, host, port)
+        receiver.start()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        click.echo(f"receiving bounces on {receiver.hostname}:{receiver.port} (Ctrl-C to stop)", err=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            receiver.stop()
 
 
 @cli.command()
@@ -513,6 +596,16 @@ def format_status(report: dict) -> str:
     subs = report["subscribers"]
     lines.append(f"Subscribers: {subs['subscribed']} subscribed, {subs['unsubscribed']} unsubscribed"
                  + (f", {subs['pending']} pending confirmation" if subs.get("pending") else ""))
+    suppressed = report.get("suppressed") or {}
+    feedback = report.get("feedback_30d")
+    if feedback:
+        rate = feedback["complaint_rate"]
+        lines.append(f"Last 30 days: {feedback['sent']} sent, {feedback['hard']} hard bounces, {feedback['soft']} soft "
+                     f"bounces, {feedback['complaints']} complaints"
+                     + (f" (complaint rate {rate:.2%}; Gmail and Yahoo ask for under 0.3%)" if rate is not None
+                        else ""))
+    lines.append("Suppressed: " + (", ".join(f"{count} {reason}" for reason, count in sorted(suppressed.items()))
+                                   + f" ({sum(suppressed.values())} in all)" if suppressed else "none"))
     return "\n".join(lines)
 
 

@@ -308,6 +308,15 @@ class Smtp(Strict):
                                                                     "refused temporarily for this long.")
 
 
+class Dkim(Strict):
+    """DKIM signing of each message after personalisation (off unless configured; most relays sign)."""
+
+    selector: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    domain: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    key_file: Path = Field(description="PEM private key (RSA) or base64 raw ed25519 key; never in config.yaml itself.")
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+
+
 class Delivery(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -325,6 +334,19 @@ class Delivery(Strict):
     lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
                                  "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
+    # Issue 14: headers mailbox providers read, and optional DKIM signing.
+    feedback_id: str | None = Field(
+        default=None, description="Sender id for Feedback-ID (Gmail Postmaster Tools); default the From domain.")
+    list_help: str | None = Field(default=None, description="List-Help URL; default the site's home page.")
+    dkim: Dkim | None = None
+
+    @field_validator("feedback_id", "list_help")
+    @classmethod
+    def _ascii_header(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isascii() or _HEADER_UNSAFE.search(value) or ":" in value
+                                  and not value.startswith(("http://", "https://", "mailto:"))):
+            raise ValueError("must be one line of ASCII (no ':' in a Feedback-ID sender id)")
+        return value
 
     @field_validator("from_", "reply_to", "list_id", "unsubscribe_mailto")
     @classmethod
@@ -412,10 +434,11 @@ def _iana_timezone(value: str) -> str:
 class Job(Strict):
     cron: str = Field(description='Five-field crontab expression, e.g. "0 9 * * mon".')
     timezone: str = Field(default="UTC", description="IANA timezone the expression is read in.")
-    action: Literal["run", "feeds", "send", "retry"] = Field(
+    action: Literal["run", "feeds", "send", "retry", "bounces"] = Field(
         default="run", description="run: feeds, digest and sending; feeds: feeds and digest only, no email; "
                                    "send: a new edition if there is one, then whatever is due; retry: only "
-                                   "messages already queued and due (deferred ones, interrupted sends).")
+                                   "messages already queued and due (deferred ones, interrupted sends); "
+                                   "bounces: read the bounce mailbox.")
     misfire_grace_time: int | None = Field(default=None, ge=1, description="Overrides schedule.misfire_grace_time.")
 
     @field_validator("timezone")
@@ -447,6 +470,97 @@ class Schedule(Strict):
             if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
                 raise ValueError(f"job name {name!r}: use lower-case letters, digits, - and _")
         return value
+
+
+# -- issue 14: bounces, complaints and the suppression list ---------------------------------------
+
+class BouncePolicy(Strict):
+    soft_limit: int = Field(default=3, ge=1, description="Soft bounces within soft_window_days that suppress.")
+    soft_window_days: float = Field(default=30.0, gt=0)
+
+
+class Mailbox(Strict):
+    """The mailbox bounces, complaints and mailto unsubscribes are delivered to, read over IMAP or POP3."""
+
+    protocol: Literal["imap", "pop3"] = "imap"
+    host: str
+    port: int | None = Field(default=None, gt=0, lt=65536, description="Default: 993/995 with tls, else 143/110.")
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password_env: str = "PIPELINE_BOUNCE_PASSWORD"
+    folder: str = "INBOX"
+    ca_file: Path | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+    @property
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        if self.protocol == "imap":
+            return 993 if self.security == "tls" else 143
+        return 995 if self.security == "tls" else 110
+
+
+class Receiver(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, lt=65536)
+    max_size: int = Field(default=10_000_000, gt=0)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) to offer STARTTLS with.")
+    tls_key: Path | None = Field(default=None, description="Its private key (PEM).")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Receiver:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class SesWebhook(Strict):
+    enabled: bool = False
+    cert_url_pattern: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="SigningCertURL and SubscribeURL must match; they are fetched over verified HTTPS.")
+    ca_file: Path | None = Field(default=None, description="CA bundle trusted for those fetches (default: system).")
+    topic_arns: list[str] = Field(default_factory=list, description="Accept only these topics (empty: any).")
+
+
+class PostmarkWebhook(Strict):
+    username: str
+    password_env: str = "PIPELINE_POSTMARK_WEBHOOK_PASSWORD"
+
+
+class SendgridWebhook(Strict):
+    public_key_env: str = "PIPELINE_SENDGRID_WEBHOOK_KEY"
+
+
+class MailgunWebhook(Strict):
+    signing_key_env: str = "PIPELINE_MAILGUN_SIGNING_KEY"
+
+
+class Webhooks(Strict):
+    ses: SesWebhook = SesWebhook()
+    postmark: PostmarkWebhook | None = None
+    sendgrid: SendgridWebhook | None = None
+    mailgun: MailgunWebhook | None = None
+    max_age: int = Field(default=600, gt=0, description="Seconds a signed webhook timestamp stays acceptable.")
+
+
+class Bounces(Strict):
+    domain: str | None = Field(
+        default=None, description="VERP: envelope sender bounces+<token>@<domain>; null keeps the From address.")
+    local_part: str = Field(default="bounces", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    policy: BouncePolicy = BouncePolicy()
+    mailbox: Mailbox | None = None
+    receiver: Receiver = Receiver()
+    webhooks: Webhooks = Webhooks()
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$",
+                                              value.lower()):
+            raise ValueError("must be a domain name such as bounces.example.org")
+        return value.lower() if value else value
 
 
 class Logging(Strict):
@@ -519,6 +633,7 @@ class Config(Strict):
     logging: Logging = Logging()
     signup: Signup = Signup()
     topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
+    bounces: Bounces = Bounces()
 
     # Set by load_config, not by the file.
     root: Path = Path(".")

@@ -41,6 +41,11 @@ def smtp_password(variable: str) -> str | None:
     return os.environ.get(variable) or None
 
 
+def secret_from_env(variable: str) -> str | None:
+    """A secret named in the config by its variable (bounce mailbox password, webhook keys); never logged."""
+    return os.environ.get(variable) or None
+
+
 def signing_secret(variable: str, state_folder: Path) -> bytes:
     """The secret that signs unsubscribe links: $<variable> if set, else the state folder's own.
 

@@ -16,3 +16,19 @@ class ContentError(PipelineError):
         self.path, self.line, self.field, self.problem = path, line, field, problem
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """A clear error when an optional feature's packages are not installed."""
+    import importlib.util
+
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise PipelineError(f"this needs {', '.join(missing)}: pip install 'newsletter-pipeline[{extra}]'")

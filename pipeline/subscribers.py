@@ -28,6 +28,7 @@ class ImportReport:
     added: int = 0
     updated: int = 0
     kept_unsubscribed: int = 0
+    kept_suppressed: int = 0  # bounced or complained: an import never puts them back on the list
     duplicates: int = 0
     invalid: list[str] = field(default_factory=list)
     confirmations: int = 0
@@ -51,6 +52,7 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Co
     batch: list[tuple[str, str | None, dict[str, str]]] = []
 
     def flush() -> None:
+        report.kept_suppressed += len(storage.suppressed_among([email for email, _, _ in batch]))
         new = sorted({email for email, _, _ in batch} - storage.known_emails([e for e, _, _ in batch])) \
             if config is not None and batch else []
         counts = storage.merge_subscribers(batch, status=SUBSCRIBED if confirmed else PENDING_CONFIRMATION)

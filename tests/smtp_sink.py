@@ -28,6 +28,7 @@ class Received:
     recipient: str
     raw: bytes
     when: float = field(default_factory=time.monotonic)
+    mail_from: str = ""  # the envelope sender (MAIL FROM), where bounces go
 
     @property
     def message(self) -> EmailMessage:
@@ -107,7 +108,7 @@ class RecordingHandler:
             self.count += len(envelope.rcpt_tos)
             if self.store:
                 for rcpt in envelope.rcpt_tos:
-                    self.received.append(Received(rcpt, envelope.original_content))
+                    self.received.append(Received(rcpt, envelope.original_content, mail_from=envelope.mail_from or ""))
             for n, event in self.watchers:
                 if self.count >= n:
                     event.set()

@@ -157,6 +157,15 @@ def test_status_names_the_top_failure_reasons_and_retry_failed_queues_them_again
         assert _invoke(project, "run").exit_code == 2
         assert "2 x 550 5.1.1 No such user here" in _invoke(project, "status").output
         handler.behaviour.reject.clear()  # the mailboxes exist now
+        # 550 5.1.1 at send time is a hard bounce (issue 14): suppressed, so not queued again until an
+        # operator lifts the suppression with a reason.
+        kept = _invoke(project, "send", "--retry-failed")
+        assert "0 failed messages queued again" in kept.output
+        assert "2 failed messages are of suppressed addresses" in kept.output
+        for n in range(2):
+            lifted = _invoke(project, "subscribers", "unsuppress", f"reader{n:05d}@example.org",
+                             "--reason", "the mailbox exists now")
+            assert "suppression lifted" in lifted.output
         again = _invoke(project, "send", "--retry-failed")
     assert again.exit_code == 0, again.output
     assert "2 failed messages queued again" in again.output

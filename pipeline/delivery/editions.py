@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..errors import PipelineError
 from ..items import Item, newest_first
-from ..state.storage import SUBSCRIBED, Edition, Storage, StoredDigest
+from ..state.storage import Edition, Storage, StoredDigest
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def plan_edition(items: list[Item], storage: Storage, config: Config,
     edition_id = edition_id_for([item.id for item in chosen])
     if storage.get_edition(edition_id):
         return EditionPlan(edition_id, chosen, reason="edition exists already")
-    if storage.count_subscribers(SUBSCRIBED) == 0:
+    if storage.count_mailable() == 0:  # nobody subscribed, or every subscriber suppressed
         return EditionPlan(None, chosen, reason="no subscribers")
     if dry_run:
         return EditionPlan(edition_id, chosen, reason="would create the edition")

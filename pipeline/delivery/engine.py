@@ -137,8 +137,9 @@ class Sender:
     def __init__(self, ledger: Ledger, edition_id: str, render: Callable[[Claim], bytes], transport: Transport,
                  settings: SendSettings, *, stop: threading.Event | None = None, progress: bool | None = None,
                  clock: Callable[[], datetime] = utcnow, worker: str | None = None,
-                 share: Callable[[], int] | None = None):
+                 share: Callable[[], int] | None = None, envelope_for: Callable[[Claim], str] | None = None):
         self.ledger, self.edition_id, self.render = ledger, edition_id, render
+        self.envelope_for = envelope_for  # per-message envelope sender (VERP); default settings.envelope_from
         self.transport, self.settings, self.clock = transport, settings, clock
         self.stop = stop or threading.Event()
         self.abort = threading.Event()  # an unexpected error or an unreachable relay: every worker stops
@@ -331,12 +332,13 @@ class Sender:
             return None
         attempts = claim.attempts
         tries = 0
+        envelope_from = self.envelope_for(claim) if self.envelope_for else self.settings.envelope_from
         while True:
             self.limiter.wait()
             attempts += 1
             tries += 1
             try:
-                reply = connection.send(self.settings.envelope_from, claim.email, message,
+                reply = connection.send(envelope_from, claim.email, message,
                                         key=str(claim.subscriber_id))
             except PermanentError as exc:
                 if exc.whole_send:  # the server refuses us, not this recipient: stop, fail nobody

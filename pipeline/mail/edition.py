@@ -9,7 +9,7 @@ from typing import Protocol
 from ..config import Config
 from ..publish.digest import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from .lint import Sample
-from .message import DotStuffed, Envelope, MessageTemplate, Recipient, recipient_for
+from .message import DotStuffed, Envelope, MessageTemplate, Recipient, list_headers, recipient_for
 from .signup_tokens import make_preferences_token
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
@@ -46,7 +46,10 @@ class EditionMail:
         self.preferences_expire = date + timedelta(days=config.signup.preferences_days)
         self.delivery = config.require_delivery()
         self.base = unsubscribe_base(config)
-        envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix)
+        headers = list_headers(edition_id, self.delivery, config.site.url("archive/index.html"),
+                               self.delivery.list_help or config.site.base_url)
+        envelope = Envelope.for_digest(digest, edition_id, self.delivery, date, subject_prefix=subject_prefix,
+                                       headers=headers)
         self.template = MessageTemplate(envelope, UNSUBSCRIBE_PLACEHOLDER)
 
     def recipient(self, email: str, subscriber_id: int | None = None) -> Recipient:

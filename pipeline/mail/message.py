@@ -109,12 +109,32 @@ class Envelope:
     date: datetime
     boundary: str
     delivery: Delivery
+    headers: tuple[tuple[str, str], ...] = ()  # constant list headers (Feedback-ID, List-Archive, ...), ASCII
 
     @classmethod
     def for_digest(cls, digest: DigestParts, edition_id: str, delivery: Delivery, date: datetime,
-                   subject_prefix: str = "") -> Envelope:
+                   subject_prefix: str = "", headers: tuple[tuple[str, str], ...] = ()) -> Envelope:
         return cls(subject=subject_prefix + digest.subject, html=digest.html, text=digest.text, date=date,
-                   boundary=f"=_edition_{edition_id}", delivery=delivery)
+                   boundary=f"=_edition_{edition_id}", delivery=delivery, headers=headers)
+
+
+def list_headers(edition_id: str, delivery: Delivery, archive_index: str, help_url: str) -> tuple[tuple[str, str], ...]:
+    """The headers mailbox providers read besides List-Unsubscribe: Feedback-ID (campaign:list:kind:sender,
+    as Gmail's Postmaster Tools reads it), List-Archive and List-Help (RFC 2369), Precedence: bulk."""
+    list_name = re.sub(r"[^A-Za-z0-9.-]", "", delivery.list_id.rsplit("<", 1)[-1].rstrip(">")) or "list"
+    sender = delivery.feedback_id or delivery.sending_domain
+    return (
+        ("Feedback-ID", f"{edition_id}:{list_name}:newsletter:{sender}"),
+        ("List-Archive", f"<{archive_index}>"),
+        ("List-Help", f"<{help_url}>"),
+        ("Precedence", "bulk"),
+    )
+
+
+def _ascii_header(value: str) -> str:
+    if not value.isascii():
+        raise HeaderInjection(f"header value must be ASCII: {value[:60]!r}")
+    return _header_value(value)
 
 
 def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) -> bytes:
@@ -131,6 +151,8 @@ def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) ->
     msg["List-Id"] = _header_value(d.list_id)
     msg.set_raw("List-Unsubscribe", _header_value(list_unsubscribe(recipient.unsubscribe_url, d)))
     msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    for name, value in envelope.headers:
+        msg.set_raw(name, _ascii_header(value))  # raw: plain ASCII on the wire, never encoded or refolded
     msg.set_content(_with_preferences(envelope.text.replace(placeholder, recipient.unsubscribe_url), recipient),
                     charset="utf-8", cte="base64")
     msg.add_alternative(_with_preferences(envelope.html.replace(placeholder, recipient.unsubscribe_url), recipient),
@@ -236,7 +258,7 @@ class MessageTemplate:
         self.placeholder = placeholder
         skeleton = build_message(
             Envelope(envelope.subject, _SENTINEL_HTML, _SENTINEL_TEXT, envelope.date, envelope.boundary,
-                     envelope.delivery),
+                     envelope.delivery, envelope.headers),
             Recipient(_SENTINEL_TO, "https://sentinel.invalid/unsubscribe", _SENTINEL_MESSAGE_ID),
             placeholder,
         )

@@ -109,9 +109,14 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
 
     signup_pages = SignupPages(config, Signups(config, storage, clock=clock or utcnow, transport=transport,
                                                secret=secret), respond)
+    from .webhooks import WEBHOOK_PREFIX, make_webhook_app
+
+    webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks
 
     def unsubscribe_app(environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path.startswith(WEBHOOK_PREFIX):
+            return webhooks(environ, start_response)
         if path in SIGNUP_PATHS:
             try:
                 fields = _form_body(environ) if environ.get("REQUEST_METHOD") == "POST" else {}
@@ -160,7 +165,10 @@ class WebServer:
     def __init__(self, app, host: str, port: int, *, threads: int = 8, channel_timeout: int = 30):
         from waitress.server import create_server
 
-        self.server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=MAX_BODY,
+        from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
+
+        self.server = create_server(app, host=host, port=port, threads=threads,
+                                    max_request_body_size=max(MAX_BODY, WEBHOOK_MAX_BODY),
                                     channel_timeout=channel_timeout, ident="newsletter-pipeline",
                                     expose_tracebacks=False, clear_untrusted_proxy_headers=True)
         self.server_port = int(self.server.effective_port)

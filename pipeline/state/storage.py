@@ -53,7 +53,7 @@ from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
 MIGRATION_LOCK_KEY = 0x5049_5045_0001
 RUN_LOCK_KEY = 0x5049_5045_0002
@@ -288,6 +288,49 @@ class EditionVariants:
     digests: dict[str, StoredDigest]
 
 
+# -- schema 7 (issue 14): bounces, complaints and the suppression list --------------------------------
+# Every bounce, complaint and mailto unsubscribe that named a subscriber, with what it caused: the history.
+bounce_events = Table(
+    "bounce_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # hard, soft, complaint, unsubscribe
+    Column("reason", Text, nullable=False),
+    Column("source", String(100), nullable=False),  # smtp, mailbox, receiver, webhook:ses, ...
+    Column("edition_id", String(64)),
+    Column("outcome", String(32), nullable=False),  # counted, suppressed, unsubscribed, ...
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("bounce_events_by_subscriber", "subscriber_id", "created_at"),
+)
+
+# One row per suppression; it is active while lifted_at is NULL.  Lifting keeps the row (and its reason).
+suppressions = Table(
+    "suppressions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("reason", String(32), nullable=False),  # hard-bounce, soft-bounces, complaint
+    Column("detail", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("lifted_at", UTCDateTime),
+    Column("lifted_reason", Text),
+    Index("suppressions_by_subscriber", "subscriber_id", "lifted_at"),
+)
+
+# Messages of a bounce mailbox (or webhook deliveries) already handled: nothing is counted twice.
+processed_messages = Table(
+    "processed_messages", metadata,
+    Column("source", String(300), primary_key=True),
+    Column("key", String(300), primary_key=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+)
+
+
+def _suppressed(subscriber_id):
+    """True for a subscriber with an active suppression (used where editions are queued)."""
+    return (select(suppressions.c.id)
+            .where(suppressions.c.subscriber_id == subscriber_id, suppressions.c.lifted_at.is_(None)).exists())
+
+
 def _migrate_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[subscribers, editions, edition_items, deliveries, runs])
 
@@ -333,8 +376,14 @@ def _migrate_6(conn: Connection) -> None:
     DUE_INDEX.create(conn, checkfirst=True)  # a new database got it from schema 1's create_all
 
 
+def _migrate_7(conn: Connection) -> None:
+    """Bounces, complaints and the suppression list."""
+    metadata.create_all(conn, tables=[bounce_events, suppressions, processed_messages])
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6,
+              7: _migrate_7}
 
 
 @dataclass(frozen=True)
@@ -423,6 +472,31 @@ class WorkerRecord:
     heartbeat_at: datetime
     held: int  # rows it holds in 'sending'
     oldest_claim: datetime | None
+
+
+@dataclass(frozen=True)
+class BounceEvent:
+    """One bounce, complaint or mailto unsubscribe that named a subscriber, and what it caused."""
+
+    id: int
+    subscriber_id: int
+    kind: str
+    reason: str
+    source: str
+    edition_id: str | None
+    outcome: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Suppression:
+    id: int
+    subscriber_id: int
+    reason: str
+    detail: str
+    created_at: datetime
+    lifted_at: datetime | None
+    lifted_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -763,7 +837,7 @@ class Storage:
                     ["edition_id", "subscriber_id", "status", "attempts", "updated_at"],
                     select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
                            literal(0, Integer), literal(now, UTCDateTime))
-                    .where(subscribers.c.status == SUBSCRIBED, _not_paused(now)),
+                    .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), ~_suppressed(subscribers.c.id)),
                 ))
                 count = queued.rowcount if queued.rowcount is not None and queued.rowcount >= 0 else None
             if count is None:
@@ -977,7 +1051,8 @@ class Storage:
         """Put an edition's failed rows back in the queue, on purpose (``send --retry-failed``)."""
         with self.engine.begin() as conn:
             return conn.execute(update(deliveries)
-                                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED)
+                                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED,
+                                       ~_suppressed(deliveries.c.subscriber_id))  # issue 14: never a suppressed one
                                 .values(status=PENDING, retry_at=None, first_attempt_at=None,
                                         reply=None, updated_at=utcnow())).rowcount
 
@@ -1310,3 +1385,159 @@ class Storage:
         with self.engine.connect() as conn:
             rows = conn.execute(select(subscribers).where(subscribers.c.id.in_(subscriber_ids))).all()
         return {row.id: self._profile(row) for row in rows}
+
+    # -- bounces and suppression --------------------------------------------------------------
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return self._subscriber(row) if row else None
+
+    def soft_bounces_since(self, subscriber_id: int, since: datetime) -> int:
+        """Soft bounces counted since ``since``; several for one edition (delay warnings) count once."""
+        query = (select(bounce_events.c.id, bounce_events.c.edition_id)
+                 .where(bounce_events.c.subscriber_id == subscriber_id, bounce_events.c.kind == "soft",
+                        bounce_events.c.created_at >= since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return len({row.edition_id or f"event-{row.id}" for row in rows})
+
+    def last_lifted(self, subscriber_id: int) -> datetime | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(suppressions.c.lifted_at))
+                                .where(suppressions.c.subscriber_id == subscriber_id)).scalar_one_or_none()
+
+    def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
+                            *, suppress: str | None = None, unsubscribe: bool = False) -> str:
+        """Record one event and, in the same transaction, what the policy decided: suppress (with a reason)
+        and/or unsubscribe.  Queued, deferred and claimed rows of the address are skipped at once, as for an
+        unsubscribe, so a sender that claimed the row before finds it withdrawn.  Returns the outcome."""
+        now = utcnow()
+        outcome = "not counted" if kind == "not counted" else "counted"
+        with self.engine.begin() as conn:
+            if unsubscribe:
+                changed = conn.execute(
+                    update(subscribers).where(subscribers.c.id == subscriber_id, subscribers.c.status == SUBSCRIBED)
+                    .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
+                outcome = "unsubscribed" if changed else "already unsubscribed"
+            if suppress:
+                active = conn.execute(select(suppressions.c.id).where(
+                    suppressions.c.subscriber_id == subscriber_id, suppressions.c.lifted_at.is_(None))).first()
+                if active is None:
+                    conn.execute(insert(suppressions).values(subscriber_id=subscriber_id, reason=suppress,
+                                                             detail=reason[:2000], created_at=now))
+                    outcome = "suppressed" if not unsubscribe else f"{outcome}, suppressed"
+                elif not unsubscribe:
+                    outcome = "already suppressed"
+            if unsubscribe or suppress:
+                why = "unsubscribed before sending" if unsubscribe and not suppress else f"suppressed: {suppress}"
+                conn.execute(update(deliveries)
+                             .where(deliveries.c.subscriber_id == subscriber_id,
+                                    deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
+                             .values(status=SKIPPED, reply=why, updated_at=now))
+            conn.execute(insert(bounce_events).values(
+                subscriber_id=subscriber_id, kind=kind, reason=reason[:2000], source=source, edition_id=edition_id,
+                outcome=outcome, created_at=now))
+        return outcome
+
+    def active_suppression(self, subscriber_id: int) -> Suppression | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(suppressions).where(suppressions.c.subscriber_id == subscriber_id,
+                                                          suppressions.c.lifted_at.is_(None))).first()
+        return Suppression(**row._mapping) if row else None
+
+    def lift_suppression(self, subscriber_id: int, reason: str) -> bool:
+        """An operator's decision, kept with its reason; False when nothing was suppressed."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(suppressions)
+                                     .where(suppressions.c.subscriber_id == subscriber_id,
+                                            suppressions.c.lifted_at.is_(None))
+                                     .values(lifted_at=utcnow(), lifted_reason=reason)).rowcount)
+
+    def suppression_counts(self) -> dict[str, int]:
+        """Active suppressions by reason."""
+        query = (select(suppressions.c.reason, func.count()).where(suppressions.c.lifted_at.is_(None))
+                 .group_by(suppressions.c.reason))
+        with self.engine.connect() as conn:
+            return {reason: count for reason, count in conn.execute(query)}
+
+    def count_mailable(self) -> int:
+        """Subscribed and not suppressed: who a new edition would be queued for."""
+        query = (select(func.count()).select_from(subscribers)
+                 .where(subscribers.c.status == SUBSCRIBED, ~_suppressed(subscribers.c.id)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def bounce_counts_since(self, since: datetime) -> dict[str, int]:
+        """Events by kind since a moment (for the complaint and bounce rates in status)."""
+        query = (select(bounce_events.c.kind, func.count()).where(bounce_events.c.created_at >= since)
+                 .group_by(bounce_events.c.kind))
+        with self.engine.connect() as conn:
+            return {kind: count for kind, count in conn.execute(query)}
+
+    def sent_since(self, since: datetime) -> int:
+        query = (select(func.count()).select_from(deliveries)
+                 .where(deliveries.c.status == SENT, deliveries.c.updated_at >= since))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def iter_suppressed(self) -> Iterator[tuple[str, Suppression]]:
+        """Every active suppression with its address, oldest first."""
+        query = (select(subscribers.c.email, suppressions)
+                 .join(subscribers, subscribers.c.id == suppressions.c.subscriber_id)
+                 .where(suppressions.c.lifted_at.is_(None)).order_by(suppressions.c.id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            values = row._mapping
+            yield values["email"], Suppression(values["id"], values["subscriber_id"], values["reason"],
+                                               values["detail"], values["created_at"], values["lifted_at"],
+                                               values["lifted_reason"])
+
+    def suppressed_among(self, emails: list[str]) -> set[str]:
+        if not emails:
+            return set()
+        query = (select(subscribers.c.email).where(subscribers.c.email.in_(emails), _suppressed(subscribers.c.id)))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def bounce_history(self, subscriber_id: int) -> tuple[list[BounceEvent], list[Suppression]]:
+        """A subscriber's events and suppressions, oldest first."""
+        with self.engine.connect() as conn:
+            events = conn.execute(select(bounce_events).where(bounce_events.c.subscriber_id == subscriber_id)
+                                  .order_by(bounce_events.c.id)).all()
+            held = conn.execute(select(suppressions).where(suppressions.c.subscriber_id == subscriber_id)
+                                .order_by(suppressions.c.id)).all()
+        return [BounceEvent(**row._mapping) for row in events], [Suppression(**row._mapping) for row in held]
+
+    def unrecorded_send_failures(self, edition_id: str) -> list[tuple[int, str, str]]:
+        """(subscriber id, email, reply) of an edition's failed rows not yet looked at as bounces."""
+        seen = (select(bounce_events.c.id)
+                .where(bounce_events.c.subscriber_id == deliveries.c.subscriber_id,
+                       bounce_events.c.edition_id == edition_id, bounce_events.c.source == "smtp").exists())
+        query = (select(deliveries.c.subscriber_id, subscribers.c.email, deliveries.c.reply)
+                 .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED, ~seen)
+                 .order_by(deliveries.c.subscriber_id))
+        with self.engine.connect() as conn:
+            return [(row.subscriber_id, row.email, row.reply or "") for row in conn.execute(query)]
+
+    def suppressed_failures(self, edition_id: str) -> int:
+        """Failed rows of an edition whose address is suppressed (``send --retry-failed`` leaves them)."""
+        query = (select(func.count()).select_from(deliveries)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED,
+                        _suppressed(deliveries.c.subscriber_id)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def mark_processed(self, source: str, key: str) -> bool:
+        """True the first time a (source, key) is marked; False when it was handled before."""
+        with self.engine.begin() as conn:
+            result = conn.execute(self._insert_ignoring_conflicts(processed_messages, ["source", "key"])
+                                  .values(source=source[:300], key=key[:300], processed_at=utcnow()))
+        return bool(result.rowcount)
+
+    def is_processed(self, source: str, key: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(processed_messages.c.key).where(
+                processed_messages.c.source == source[:300], processed_messages.c.key == key[:300])).first() is not None

@@ -1341,13 +1341,15 @@ class Storage:
                 ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
                 select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
                        literal(0, Integer), literal(now, UTCDateTime), literal(routed, String))
-                .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key == topics)))
+                .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key == topics,
+                       ~_suppressed(subscribers.c.id))))
         unrouted = list(variants.routes)  # choices made after planning get the whole edition
         conn.execute(insert(deliveries).from_select(
             ["edition_id", "subscriber_id", "status", "attempts", "updated_at", "variant"],
             select(literal(edition_id, String), subscribers.c.id, literal(PENDING, String),
                    literal(0, Integer), literal(now, UTCDateTime), literal("", String))
-            .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key.not_in(unrouted))))
+            .where(subscribers.c.status == SUBSCRIBED, _not_paused(now), key.not_in(unrouted),
+                   ~_suppressed(subscribers.c.id))))
 
     def edition_variants(self, edition_id: str) -> dict[str, StoredDigest]:
         """An edition's per-topic digests (not the whole-edition one)."""

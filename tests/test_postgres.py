@@ -156,9 +156,8 @@ def test_a_killed_workers_messages_are_sent_by_the_others_within_a_lease(project
         finally:
             for worker in workers[1:]:
                 worker.send_signal(signal.SIGTERM)
-            for worker in workers[1:]:
-                worker.communicate(timeout=60)
-    assert [w.returncode for w in workers[1:]] == [0, 0]
+            outputs = [worker.communicate(timeout=60) for worker in workers[1:]]
+    assert [w.returncode for w in workers[1:]] == [0, 0], [err[-3000:] for _out, err in outputs]
     received = Counter(m.recipient for m in handler.received)
     assert sorted(received) == addresses, "somebody was skipped"
     duplicates = sum(1 for count in received.values() if count > 1)

@@ -191,7 +191,10 @@ class WebServer:
 
     def shutdown(self) -> None:
         self._stop.set()
-        self.server.pull_trigger()  # wake the loop at once
+        try:
+            self.server.pull_trigger()  # wake the loop at once
+        except OSError:  # its trigger is already closed: the loop still sees the flag within its 0.5 s timeout
+            pass
         self._stopped.wait(10)
 
     def server_close(self) -> None:

@@ -14,31 +14,45 @@ README = REPO / "README.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
+_UNITS = (("_msgs_per_s", " msg/s"), ("_per_s", "/s"), ("_ms", " ms"), ("_mb", " MB"), ("_s", " s"))
+
+
+def _split_unit(name: str) -> tuple[str, str]:
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix) or name == suffix[1:]:
+            return name.removesuffix(suffix).removesuffix(suffix[1:]), unit
+    return name, ""
+
+
 def _value(name: str, value: object) -> str:
+    unit = _split_unit(name)[1]
     if isinstance(value, float):
-        unit = " ms" if name.endswith("_ms") else " s" if name.endswith("_s") else ""
         shown = f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
         return shown + unit
-    return str(value)
+    return f"{value}{unit}"
 
 
 def _label(name: str) -> str:
     for prefix in ("pipeline_", "baseline_"):
         name = name.removeprefix(prefix)
-    return name.replace("_", " ")
+    label = _split_unit(name)[0].replace("_", " ").strip()
+    return f"{label}: " if label else ""
+
+
+def _field(name: str, value: object) -> str:
+    return _label(name) + _value(name, value)
 
 
 def row(result: dict) -> str | None:
     if "top" in result:
         return None  # profiles are printed by the bench, not tabulated
     fields = {k: v for k, v in result.items() if k != "case"}
-    ours = [f"{_label(k)}: {_value(k, v)}" for k, v in fields.items() if k.startswith("pipeline_")]
-    base = [f"{_label(k)}: {_value(k, v)}" for k, v in fields.items() if k.startswith("baseline_")]
+    ours = [_field(k, v) for k, v in fields.items() if k.startswith("pipeline_")]
+    base = [_field(k, v) for k, v in fields.items() if k.startswith("baseline_")]
     ratio = fields.get("ratio")
-    rest = [f"{_label(k)}: {_value(k, v)}" for k, v in fields.items()
-            if not k.startswith(("pipeline_", "baseline_")) and k != "ratio"]
+    rest = [_field(k, v) for k, v in fields.items() if not k.startswith(("pipeline_", "baseline_")) and k != "ratio"]
     return (f"| {result['case']} | {'; '.join(ours + rest) or '-'} | {'; '.join(base) or '-'} | "
-            f"{f'{ratio:.2f}' if isinstance(ratio, float) else '-'} |")
+            f"{f'{ratio:.3g}' if isinstance(ratio, float) else '-'} |")
 
 
 def table(results: dict) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -624,6 +625,10 @@ class Storage:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)
         self._ledger_writes: tuple[Prepared, Prepared] | None = None
+        # SQLite lets one connection write at a time and makes the others sleep and retry (in
+        # steps of milliseconds); the send threads of this process queue here instead, so the
+        # next writer starts the moment the last one commits.  PostgreSQL needs no such thing.
+        self._writes: Any = threading.Lock() if url.startswith("sqlite") else nullcontext()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
@@ -938,7 +943,7 @@ class Storage:
 
     def claim(self, edition_id: str, limit: int, worker: str) -> list[Claim]:
         """Atomically move up to ``limit`` due rows to 'sending' for this worker."""
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
             claimed = conn.execute(claim_statement(edition_id, limit, worker, utcnow(), self.dialect)).all()
             if not claimed:
                 return []
@@ -969,7 +974,7 @@ class Storage:
         """Mark the start of one send attempt; False when the row is no longer this worker's to send
         (the subscriber unsubscribed after the claim, or the claim was taken back)."""
         begin = self._prepared()[1]
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
             return bool(begin.execute(conn, self._begin_params(claim, utcnow())))
 
     def record_results(self, results: list[Outcome]) -> None:
@@ -978,7 +983,7 @@ class Storage:
             return
         record = self._prepared()[0]
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
             for outcome in results:
                 record.execute(conn, self._record_params(outcome, now))
 
@@ -988,13 +993,13 @@ class Storage:
         still checked to be this worker's (an unsubscribe since the claim withdraws it)."""
         record, begin = self._prepared()
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
             record.execute(conn, self._record_params(outcome, now))
             return bool(begin.execute(conn, self._begin_params(claim, now)))
 
     def renew_leases(self, worker: str) -> int:
         """Extend the lease on every row this worker holds: it is alive and still sending them."""
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
             return conn.execute(update(deliveries)
                                 .where(deliveries.c.status == SENDING, deliveries.c.claimed_by == worker)
                                 .values(claimed_at=utcnow())).rowcount

@@ -372,3 +372,15 @@ def test_test_send_with_nothing_new_shows_the_latest_edition(project, secret, si
     app.send_test(config, "editor@example.org")
     html = sink.handler.received[-1].message.get_body(("html",)).get_content()
     assert "New research grants announced" in html and "Mesenchymal" not in html
+
+
+def test_a_message_is_dated_when_it_goes_out_not_when_its_edition_was_made(config, secret):
+    from email import message_from_bytes, policy
+
+    from pipeline.mail.edition import EditionMail
+
+    config = load_config(config.source_file)
+    made = datetime(2021, 11, 5, 9, 0, tzinfo=timezone.utc)  # an edition whose last messages were deferred
+    mail = EditionMail(render_digest(read_content(config), config), "e1", made, config, SECRET.encode())
+    sent = parsedate_to_datetime(message_from_bytes(mail.render("a@example.org"), policy=policy.default)["Date"])
+    assert abs((sent - datetime.now(timezone.utc)).total_seconds()) < 60

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import make_msgid
 from typing import Protocol
 
@@ -58,7 +58,9 @@ class EditionMail:
         preferences = self.preferences_page
         if subscriber_id is not None:  # the token is URL-safe as it is
             preferences += "?token=" + make_preferences_token(self.secret, subscriber_id, self.preferences_expire)
-        return Recipient(base.email, base.unsubscribe_url, base.message_id, preferences)
+        # Dated when it is made, just before it goes out: a deferred message sent hours later says so.
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        return Recipient(base.email, base.unsubscribe_url, base.message_id, preferences, now)
 
     def render(self, email: str, subscriber_id: int | None = None) -> bytes:
         return self.template.render(self.recipient(email, subscriber_id))

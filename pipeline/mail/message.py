@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -65,6 +65,7 @@ class Recipient:
     unsubscribe_url: str
     message_id: str
     preferences_url: str = ""  # the signed "Manage preferences" link; "" leaves the bodies' placeholder alone
+    date: datetime | None = None  # when this message goes out (the Date header); None: the edition's date
 
 
 def _with_preferences(body: str, recipient: Recipient) -> str:
@@ -146,7 +147,7 @@ def build_message(envelope: Envelope, recipient: Recipient, placeholder: str) ->
         msg["Reply-To"] = _header_value(d.reply_to)
     msg.set_raw("To", _header_value(recipient.email))
     msg["Subject"] = _header_value(envelope.subject)
-    msg.set_raw("Date", formatdate(envelope.date.timestamp(), usegmt=True))
+    msg.set_raw("Date", formatdate((recipient.date or envelope.date).timestamp(), usegmt=True))
     msg.set_raw("Message-ID", _header_value(recipient.message_id))
     msg["List-Id"] = _header_value(d.list_id)
     msg.set_raw("List-Unsubscribe", _header_value(list_unsubscribe(recipient.unsubscribe_url, d)))
@@ -244,6 +245,15 @@ def dot_stuff(message: bytes) -> DotStuffed:
     return DotStuffed(quoted + b"." + _CRLF)
 
 
+_SENTINEL_DATE = datetime(1999, 12, 31, 23, 59, 58, tzinfo=timezone.utc)  # one copy, in the Date header
+
+
+@lru_cache(maxsize=4)
+def _date_header(moment: datetime) -> bytes:
+    """The Date header's value; messages of the same second share it."""
+    return formatdate(moment.timestamp(), usegmt=True).encode("ascii")
+
+
 class MessageTemplate:
     """The serialised message of an edition, split where the personal parts go.
 
@@ -259,13 +269,15 @@ class MessageTemplate:
         skeleton = build_message(
             Envelope(envelope.subject, _SENTINEL_HTML, _SENTINEL_TEXT, envelope.date, envelope.boundary,
                      envelope.delivery, envelope.headers),
-            Recipient(_SENTINEL_TO, "https://sentinel.invalid/unsubscribe", _SENTINEL_MESSAGE_ID),
+            Recipient(_SENTINEL_TO, "https://sentinel.invalid/unsubscribe", _SENTINEL_MESSAGE_ID,
+                      date=_SENTINEL_DATE),
             placeholder,
         )
         skeleton = skeleton.replace(
             list_unsubscribe("https://sentinel.invalid/unsubscribe", envelope.delivery).encode("ascii"),
             _SENTINEL_UNSUBSCRIBE.encode("ascii"))
         markers = {
+            b"DATE": formatdate(_SENTINEL_DATE.timestamp(), usegmt=True).encode("ascii"),
             b"TO": _SENTINEL_TO.encode("ascii"),
             b"MID": _SENTINEL_MESSAGE_ID.encode("ascii"),
             b"LU": _SENTINEL_UNSUBSCRIBE.encode("ascii"),
@@ -329,6 +341,7 @@ class MessageTemplate:
         preferences = recipient.preferences_url or self._preferences_placeholder
         personal = {self.placeholder: url.encode("utf-8"), self._preferences_placeholder: preferences.encode("utf-8")}
         return {
+            "DATE": _date_header(recipient.date or self.envelope.date),
             "TO": _header_value(recipient.email).encode("utf-8"),  # UTF-8 only for an SMTPUTF8 local part
             "MID": _header_value(recipient.message_id).encode("ascii"),
             "LU": _header_value(list_unsubscribe(url, self.envelope.delivery)).encode("ascii"),

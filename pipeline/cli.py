@@ -573,7 +573,8 @@ def format_status(report: dict) -> str:
         lines.append("  none yet")
     for run in report["runs"]:
         s = run["summary"]
-        detail = (f"error: {s['error']}" if "error" in s else "nothing changed" if s.get("unchanged") else
+        error = str(s.get("error", "")).splitlines()[0] if s.get("error") else ""
+        detail = (f"error: {error}" if "error" in s else "nothing changed" if s.get("unchanged") else
                   f"{s.get('action', 'run')}: {s.get('items') or 0} items, {s.get('files_written', 0)} files "
                   f"written, edition {s.get('edition') or '-'}, sent {s.get('sent', 0)}, "
                   f"failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")

@@ -64,10 +64,15 @@ def _header_url(value: str) -> str:
 def _check_fields(template: str, allowed: set[str]) -> str:
     """A str.format template may only name the fields it will be given."""
     try:
-        names = {field.split(".")[0].split("[")[0] for _text, field, _spec, _conv in Formatter().parse(template)
-                 if field is not None}
+        fields = [(field, spec, conversion) for _text, field, spec, conversion in Formatter().parse(template)
+                  if field is not None]
     except ValueError as exc:
         raise ValueError(f"not a valid template: {exc}") from None
+    for field, spec, conversion in fields:
+        if spec or conversion or "." in field or "[" in field:
+            raise ValueError(f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: "
+                             "write plain fields such as {" + sorted(allowed)[0] + "}, without formats or attributes")
+    names = {field for field, _spec, _conversion in fields}
     unknown = sorted(names - allowed)
     if "" in names:
         raise ValueError("use named fields, e.g. {site_title}")
@@ -136,6 +141,7 @@ class Site(Strict):
     )
 
     _base = field_validator("base_url")(_absolute_url)
+    _item_link = field_validator("item_link")(lambda value: _check_fields(value, {"base_url", "slug"}))
     _feed_icon = field_validator("feed_icon")(lambda value: None if value is None else _absolute_url(value))
 
     @field_validator("base_url")
@@ -618,6 +624,8 @@ class Signup(Strict):
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
         return [domain.strip().lower().lstrip("@") for domain in value if domain.strip()]
+
+    _consent_fields = field_validator("consent_text")(lambda value: _check_fields(value, {"site_title"}))
 
 
 class Config(Strict):

@@ -110,3 +110,17 @@ def test_an_internationalised_sender_domain_and_unsubscribe_host_become_ascii(pr
                                                  "digest.unsubscribe_url": "https://bücher.example/abmelden"}))
     assert config.delivery.from_address == "news@xn--bcher-kva.example"
     assert config.digest.unsubscribe_url == "https://xn--bcher-kva.example/abmelden"
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("site.item_link", "https://x.example/news/{nope}", "site.item_link: unknown field {nope}"),
+    ("signup.consent_text", "Yes, email me {nope}", "signup.consent_text: unknown field {nope}"),
+    ("digest.subject", "{site_title:d}", "digest.subject: {site_title:d}: write plain fields"),
+    ("digest.intro", "From {organisation!z}", "digest.intro: {organisation!z}: write plain fields"),
+    ("digest.subject", "{lead_title.upper}", "digest.subject: {lead_title.upper}: write plain fields"),
+])
+def test_templates_in_the_config_may_only_use_plain_known_fields(project, key, value, message):
+    from .conftest import set_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(set_config(project, **{key: value}))

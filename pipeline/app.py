@@ -36,7 +36,7 @@ from .errors import PipelineError, require_extra
 from .items import Item
 from .mail.dkim import DkimSigner
 from .mail.edition import EditionMail
-from .mail.lint import Finding, LintFailed, blocks_sending, lint_outgoing
+from .mail.lint import Finding, LintFailed, blocks_sending, lint_config, lint_outgoing
 from .publish.digest import Digest, render_digest
 from .publish.feeds import save_archive_cache
 from .publish.output import write_all
@@ -231,6 +231,9 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     if sending and storage.count_subscribers(SUBSCRIBED):
         # Refuse a missing or weak secret before anything is queued that could not then be sent.
         signing_secret(config.require_delivery().secret_env, config.path("state"))
+        blocking = [finding for finding in lint_config(config) if finding.blocking]
+        if blocking and action != "retry":  # the law's checks, which --force cannot lift: queue nothing
+            raise LintFailed(blocking)
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
@@ -424,6 +427,7 @@ class SendPreview:
     edition: EditionPlan
     due: dict[str, dict[str, int]]  # edition id -> ledger counts
     subscribers: int
+    blocked: list[Finding] = field(default_factory=list)  # checks that stop any send, --force or not
 
 
 def send_dry_run(config: Config) -> SendPreview:
@@ -434,7 +438,7 @@ def send_dry_run(config: Config) -> SendPreview:
         ctx = RunContext(config, storage, merge_items(local, remote))
         plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
-        return SendPreview(plan, due, storage.count_mailable())
+        return SendPreview(plan, due, storage.count_mailable(), [f for f in lint_config(config) if f.blocking])
 
 
 def lint(config: Config) -> tuple[list[Item], list[Finding]]:

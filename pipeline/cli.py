@@ -214,6 +214,8 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
                        f"deferred {counts['deferred']}, already sent {counts['sent']}")
         if plan.reason == "would create the edition":
             click.echo(f"would send the new edition to {preview.subscribers} subscribers")
+        for finding in preview.blocked:
+            click.echo(f"but sending is blocked until this is fixed: {finding}")
         return
     if retry_edition:
         edition_id, count = app.retry_failed(config, None if retry_edition == "latest" else retry_edition)

@@ -156,3 +156,16 @@ def test_help_and_version_start_without_the_heavy_libraries():
     # a fresh interpreter is the point: what `pipeline --help` imports
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_without_a_postal_address_nothing_is_queued_and_the_dry_run_says_why(project, config, secret):
+    from .conftest import set_config
+
+    config = load_config(set_config(project, **{"organisation.postal_address": ""}))
+    add_subscribers(config, 2)
+    dry = _invoke(project, "send", "--dry-run")
+    assert "blocked until this is fixed" in dry.output and "postal" in dry.output
+    result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "send", "--force"])
+    assert result.exit_code == 1 and "postal-address-missing" in result.output
+    with app.open_storage(config) as storage:
+        assert storage.latest_edition() is None  # nothing queued that could not go out

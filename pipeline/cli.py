@@ -274,7 +274,7 @@ def lint(ctx: Context) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Manage subscribers: add, remove, list, import, export."""
+    """Manage subscribers: add, remove, list, show, unsuppress, import, export."""
 
 
 @subscribers.command("add")

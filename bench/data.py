@@ -50,6 +50,18 @@ def make_project(root: Path, *, limit: int, subscribers_db: bool = False, **deli
     return load_config(root / "config.yaml")
 
 
+def smtp_project(root: Path, port: int, *, items: int = 10, **smtp: object) -> Config:
+    """A project that sends to an SMTP sink on loopback, with ``items`` synthetic stories and quiet logs
+    (the benchmarks that run the real command line read its output only when it fails)."""
+    settings = {"host": "127.0.0.1", "port": port, "security": "none", "concurrency": 2, **smtp}
+    config = make_project(root, limit=items, transport="smtp", **{f"smtp.{k}": v for k, v in settings.items()})
+    data = yaml.safe_load(config.source_file.read_text())
+    data["logging"]["level"] = "WARNING"
+    config.source_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_content(config, items)
+    return load_config(config.source_file)
+
+
 def write_content(config: Config, count: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     start = datetime(2021, 11, 4, 9, tzinfo=timezone.utc)

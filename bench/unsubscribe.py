@@ -29,6 +29,8 @@ from urllib.parse import urlencode
 
 from aiosmtpd.controller import Controller
 
+from . import data
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "unsubscribe.json"
 SECRET = "benchmark-secret-0123456789"
@@ -55,20 +57,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _project(root: Path, smtp_port: int) -> Path:
-    import yaml
+def _project(root: Path, port: int) -> Path:
+    return data.smtp_project(root, port, rate_limit=400).root
 
-    root.mkdir(parents=True)
-    shutil.copy(REPO / "config.yaml", root / "config.yaml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "content", root / "content")
-    data = yaml.safe_load((root / "config.yaml").read_text())
-    data["delivery"]["transport"] = "smtp"
-    data["delivery"]["smtp"].update({"host": "127.0.0.1", "port": smtp_port, "security": "none", "concurrency": 2,
-                                     "rate_limit": 400})
-    data["logging"]["level"] = "WARNING"
-    (root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root
 
 
 def _post_all(port: int, paths: list[str], body: bytes) -> tuple[float, list[float], list[tuple[str, float]]]:

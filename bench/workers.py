@@ -26,6 +26,8 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
+from . import data
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "workers.json"
 SECRET = "benchmark-secret-0123456789"
@@ -47,18 +49,8 @@ class SlowRelay:
 
 
 def _project(root: Path, port: int) -> Path:
-    import yaml
+    return data.smtp_project(root, port).root
 
-    root.mkdir(parents=True)
-    shutil.copy(REPO / "config.yaml", root / "config.yaml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "content", root / "content")
-    data = yaml.safe_load((root / "config.yaml").read_text())
-    data["delivery"]["transport"] = "smtp"
-    data["delivery"]["smtp"].update({"host": "127.0.0.1", "port": port, "security": "none", "concurrency": 2})
-    data["logging"]["level"] = "WARNING"
-    (root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root
 
 
 def _pipeline(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen:

@@ -9,30 +9,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 from datetime import datetime, timezone
 
-_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _b36(number: int) -> str:
-    digits = ""
-    while True:
-        number, rest = divmod(number, 36)
-        digits = _B36[rest] + digits
-        if not number:
-            return digits
+from .tokens import b64, base36, unb64
 
 
 def _mac(secret: bytes, purpose: str, *parts: str) -> bytes:
@@ -55,16 +37,16 @@ def hash_token(token: str) -> str:
 # -- preferences: HMAC over id, purpose, expiry ------------------------------------------------
 
 def make_preferences_token(secret: bytes, subscriber_id: int, expires: datetime) -> str:
-    stamp = _b36(int(expires.timestamp()))
-    ident = _b36(subscriber_id)
-    return f"{ident}.{stamp}.{_b64(_mac(secret, 'preferences', ident, stamp))}"
+    stamp = base36(int(expires.timestamp()))
+    ident = base36(subscriber_id)
+    return f"{ident}.{stamp}.{b64(_mac(secret, 'preferences', ident, stamp))}"
 
 
 def read_preferences_token(secret: bytes, token: str, now: datetime) -> tuple[int | None, str]:
     """(subscriber id, '') for a good token; (None, 'expired' or 'invalid') otherwise."""
     try:
         ident, stamp, signature = token.split(".")
-        given = _unb64(signature)
+        given = unb64(signature)
         subscriber_id, expires = int(ident, 36), int(stamp, 36)
     except ValueError:
         return None, "invalid"
@@ -78,15 +60,15 @@ def read_preferences_token(secret: bytes, token: str, now: datetime) -> tuple[in
 # -- form stamps: when the form was shown --------------------------------------------------------
 
 def make_form_stamp(secret: bytes, shown: datetime) -> str:
-    stamp = _b36(int(shown.timestamp() * 1000))
-    return f"{stamp}.{_b64(_mac(secret, 'form', stamp))}"
+    stamp = base36(int(shown.timestamp() * 1000))
+    return f"{stamp}.{b64(_mac(secret, 'form', stamp))}"
 
 
 def read_form_stamp(secret: bytes, value: str) -> datetime | None:
     """When the form was shown, or None for a missing, malformed or forged stamp."""
     try:
         stamp, signature = value.split(".")
-        given = _unb64(signature)
+        given = unb64(signature)
         millis = int(stamp, 36)
     except ValueError:
         return None

@@ -26,12 +26,23 @@ VERSION = "u1"
 _PURPOSE = b"unsubscribe token"
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """URL-safe base64 without padding: the form every token of the project uses."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def base36(number: int) -> str:
+    """A short, case-insensitive, URL- and address-safe form of a non-negative integer."""
+    digits = ""
+    while True:
+        number, rest = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[rest] + digits
+        if not number:
+            return digits
 
 
 @lru_cache(maxsize=8)
@@ -43,7 +54,7 @@ def _cipher(secret: bytes) -> AESSIV:
 
 def make_token(secret: bytes, email: str) -> str:
     """An opaque, URL-safe token for the address."""
-    return f"{VERSION}.{_b64(_cipher(secret).encrypt(email.encode('utf-8'), [_PURPOSE]))}"
+    return f"{VERSION}.{b64(_cipher(secret).encrypt(email.encode('utf-8'), [_PURPOSE]))}"
 
 
 def read_token(secret: bytes, token: str, previous: Iterable[bytes] = ()) -> str | None:
@@ -57,7 +68,7 @@ def read_token(secret: bytes, token: str, previous: Iterable[bytes] = ()) -> str
 
 def _open(secret: bytes, token: str) -> str | None:
     try:
-        return _cipher(secret).decrypt(_unb64(token.split(".", 1)[1]), [_PURPOSE]).decode("utf-8")
+        return _cipher(secret).decrypt(unb64(token.split(".", 1)[1]), [_PURPOSE]).decode("utf-8")
     except (InvalidTag, ValueError, UnicodeDecodeError):
         return None
 
@@ -70,8 +81,8 @@ def _legacy(secret: bytes, token: str) -> str | None:
     """Tokens of version 0.1 (the address in base64, HMAC-signed), in mail sent before the change."""
     try:
         payload, signature = token.split(".", 1)
-        email = _unb64(payload).decode("utf-8")
-        given = _unb64(signature)
+        email = unb64(payload).decode("utf-8")
+        given = unb64(signature)
     except (ValueError, UnicodeDecodeError):
         return None
     return email if hmac.compare_digest(given, _signature(secret, email)) else None

@@ -14,8 +14,11 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from .tokens import base36
+
 _SIGNATURE_CHARS = 10  # base32 characters: 50 bits
 _TOKEN = re.compile(r"^([0-9a-z]{1,64})-([0-9a-z]{1,13})-([a-z2-7]{10})$")
+
 
 
 @dataclass(frozen=True)
@@ -26,23 +29,13 @@ class BounceTarget:
     subscriber_id: int
 
 
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, rest = divmod(number, 36)
-        text = digits[rest] + text
-        if not number:
-            return text
-
-
 def _signature(secret: bytes, edition_id: str, subscriber_id: int) -> str:
     mac = hmac.new(secret, f"verp\x00{edition_id}\x00{subscriber_id}".encode("ascii"), hashlib.sha256).digest()
     return base64.b32encode(mac).decode("ascii").lower()[:_SIGNATURE_CHARS]
 
 
 def make_return_path(secret: bytes, edition_id: str, subscriber_id: int, local_part: str, domain: str) -> str:
-    token = f"{edition_id}-{_base36(subscriber_id)}-{_signature(secret, edition_id, subscriber_id)}"
+    token = f"{edition_id}-{base36(subscriber_id)}-{_signature(secret, edition_id, subscriber_id)}"
     return f"{local_part}+{token}@{domain}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -38,12 +39,17 @@ rows: list[dict] = []
 
 
 def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return statistics.median(timed_ms(fn) for _ in range(repeat))
+
+
+def timed_ms(fn) -> float:
+    """One call, from a collected heap: without it a call pays for the cycle collections that the
+    previous call's allocations (often the other side's) brought near, and a full collection costs
+    tens of milliseconds here.  The collector stays on during the call, so its own garbage counts."""
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
 
 
 def record(case: str, **values) -> None:
@@ -160,12 +166,8 @@ def case_feeds(sizes, repeat) -> None:
             reps = max(1, repeat if n < 10000 else repeat // 2)
             ours, base = [], []
             for _ in range(reps):  # interleaved, so both see the same machine load
-                started = time.perf_counter()
-                build_feeds(items, config)
-                ours.append((time.perf_counter() - started) * 1000)
-                started = time.perf_counter()
-                feedgen_alone(items, config)
-                base.append((time.perf_counter() - started) * 1000)
+                ours.append(timed_ms(lambda: build_feeds(items, config)))
+                base.append(timed_ms(lambda: feedgen_alone(items, config)))
             pipeline_ms, baseline_ms = statistics.median(ours), statistics.median(base)
             record(f"feeds RSS+Atom+JSON n={n}", pipeline_ms=pipeline_ms, baseline_feedgen_rss_atom_ms=baseline_ms,
                    ratio=pipeline_ms / baseline_ms)

@@ -40,10 +40,10 @@ from .mail.lint import Finding, LintFailed, blocks_sending, lint_config, lint_ou
 from .publish.digest import Digest, render_digest
 from .publish.feeds import save_archive_cache
 from .publish.output import write_all
-from .publish.outputs import input_fingerprint, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.outputs import input_fingerprint, inputs_digest, outputs_unchanged, plan_outputs, remember_outputs
 from .publish.site import archive_pages
 from .publish.websub import ping_hub
-from .sources import read_content
+from .sources import read_content, scan_content
 from .sources.merge import merge_items
 from .sources.remote import read_remote, stored_remote
 from .state.lock import run_lock
@@ -222,11 +222,13 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
-    if publishing and not has_work and outputs_unchanged(config, _fingerprint(config, storage, remote)):
+    content = scan_content(config)  # read once: the fingerprint and the parse see the same bytes
+    inputs = inputs_digest(config, remote, content)
+    if publishing and not has_work and outputs_unchanged(config, _fingerprint(inputs, storage)):
         log.info("nothing changed since the last run; outputs are up to date")
         plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
         return RunOutcome(action, edition=plan, unchanged=True)
-    ctx = RunContext(config, storage, merge_items(read_content(config, remember=True), remote))
+    ctx = RunContext(config, storage, merge_items(read_content(config, remember=True, files=content), remote))
     outcome = RunOutcome(action, items=ctx.items)
     if sending and storage.count_subscribers(SUBSCRIBED):
         # Refuse a missing or weak secret before anything is queued that could not then be sent.
@@ -251,15 +253,14 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if publishing:
-        remember_outputs(config, _fingerprint(config, storage, remote), outcome.files)
+        remember_outputs(config, _fingerprint(inputs, storage), outcome.files)
         save_archive_cache(config)
     outcome.renders = ctx.renders
     return outcome
 
 
-def _fingerprint(config: Config, storage: Storage, remote: list[Item]) -> str:
-    return input_fingerprint(config, remote, [e.id for e in storage.list_editions()],
-                             storage.count_subscribers() > 0)
+def _fingerprint(inputs: bytes, storage: Storage) -> str:
+    return input_fingerprint(inputs, [e.id for e in storage.list_editions()], storage.count_subscribers() > 0)
 
 
 def _due_editions(storage: Storage, config: Config) -> list[str]:

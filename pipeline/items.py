@@ -13,6 +13,7 @@ import mimetypes
 import re
 import unicodedata
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
@@ -66,6 +67,7 @@ def to_uri(url: str) -> str:
                        quote(parts.fragment, safe=_URI_SAFE)))
 
 
+@lru_cache(maxsize=4096)  # pure, and asked for every tag of every item by each feed, page and topic
 def tag_slug(tag: str) -> str:
     """The one slug of a tag name, used for its feed folder everywhere (``Stem Cells`` -> ``stem-cells``).
 
@@ -216,5 +218,6 @@ class Item(Model):
 
 def newest_first(items: list[Item]) -> list[Item]:
     """Order by publication date, newest first; the id breaks ties so the order is stable."""
-    return sorted(items, key=lambda item: (item.published_utc, item.id), reverse=True)
+    # Aware datetimes compare as instants whatever their zones, so no conversion to UTC is needed.
+    return sorted(items, key=lambda item: (item.published, item.id), reverse=True)
 

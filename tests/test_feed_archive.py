@@ -100,3 +100,25 @@ def test_cached_archive_pages_are_the_bytes_a_fresh_build_gives_and_an_edit_rebu
     rebuilt = feed_files(edited, limit20)
     assert from_cache == rebuilt and from_cache != fresh
     assert b"Corrected title" in from_cache["feed-archive/rss-1.xml"]
+
+
+def test_archive_pages_built_from_parsed_items_are_found_again_for_the_same_items_from_the_parse_cache(
+        limit20, monkeypatch):
+    """The parse cache gives unpickled copies, whose objects are shared differently from a fresh
+    parse: the archive cache must key pages by the items' values, or the run after a full build
+    rebuilds every page."""
+    import pickle
+
+    from pipeline.publish import feeds
+    from pipeline.publish.feeds import save_archive_cache
+
+    items = make_items(95)
+    fresh = feed_files(items, limit20)
+    save_archive_cache(limit20)
+    builds = []
+    build = feeds.build_rss_and_atom
+    monkeypatch.setattr(feeds, "build_rss_and_atom", lambda *args: builds.append(args) or build(*args))
+    copies = [pickle.loads(pickle.dumps(item)) for item in items]
+    assert feed_files(copies, limit20) == fresh
+    built_archive_pages = [args for args in builds if args[2].archive]
+    assert built_archive_pages == []

@@ -190,3 +190,28 @@ def test_changing_only_an_image_in_the_content_folder_rebuilds(project, config):
     assert app.run(config, progress=False).unchanged
     picture.write_bytes(b"second")
     assert not app.run(config, progress=False).unchanged
+
+
+def test_a_story_saved_while_a_run_builds_is_published_by_the_next_run(project, config, monkeypatch):
+    """The run fingerprints and parses the same bytes, read once at its start: an edit saved after
+    that must not be recorded as already built (the next run would say "nothing changed")."""
+    from pipeline import app
+
+    app.run(config, progress=False)
+    story = project / "content" / "mesems-stem-cell-trial-results.md"
+    original = story.read_text()
+    read_content = app.read_content
+
+    def editor_saves_mid_run(*args, **kwargs):
+        items = read_content(*args, **kwargs)
+        story.write_text(original.replace('title: "', 'title: "Updated - ', 1))
+        return items
+
+    (project / "content" / "new.md").write_text("---\ntitle: Another story\ndate: 2021-11-05T09:00:00Z\n---\nA body.\n")
+    monkeypatch.setattr(app, "read_content", editor_saves_mid_run)
+    app.run(config, progress=False)
+    monkeypatch.undo()
+    assert b"Updated -" not in (project / "public" / "rss.xml").read_bytes()
+    outcome = app.run(config, progress=False)
+    assert not outcome.unchanged
+    assert b"Updated -" in (project / "public" / "rss.xml").read_bytes()

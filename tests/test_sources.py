@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit, urlunsplit
 
 import feedparser
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import app
 from pipeline.app import open_storage
 from pipeline.config import load_config
-from pipeline.sources.merge import merge_items
+from pipeline.sources.merge import canonical_link, merge_items
 
 from .conftest import run_cli, set_config
 from .feed_server import FeedServer, Response
@@ -272,3 +275,14 @@ def test_a_changed_source_url_never_goes_back_to_the_old_redirect_target(project
     assert len(server.requests["/new"]) == 1 and len(server.requests["/third"]) == 2
     assert "If-None-Match" not in server.requests["/third"][0]
     assert "Volunteers' day recap" in _published(project)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["http", "https", "HTTP", "ftp", "mailto"]),
+       st.sampled_from(["example.org", "Example.ORG", "xn--bcher-kva.example", "example.org:8080", "[::1]", ""]),
+       st.text(alphabet="aZé/?#=&.-_ %\t", max_size=12))
+def test_a_link_is_made_canonical_the_same_way_with_or_without_the_shortcut(scheme, host, rest):
+    url = f"{scheme}://{host}/{rest}" if rest[:1] != "/" else f"{scheme}://{host}{rest}"
+    parts = urlsplit(url)
+    assert canonical_link(url) == urlunsplit((parts.scheme.lower(), parts.netloc.lower(),
+                                              parts.path.rstrip("/") or "/", parts.query, ""))

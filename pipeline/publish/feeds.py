@@ -567,7 +567,13 @@ class ArchiveCache:
 
     def get_or_build(self, page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec,
                      build: Callable[[], tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
-        key = hashlib.sha256(self.base + pickle.dumps((rss_spec, atom_spec, page), protocol=5)).hexdigest()
+        # Items by their JSON, not their pickle: a pickle's bytes depend on which objects happen to be
+        # shared (a freshly parsed item and the same item from the parse cache differ), JSON only on
+        # the values, so a page read back from the cache finds what was built from the parse.
+        digest = hashlib.sha256(self.base + pickle.dumps((rss_spec, atom_spec), protocol=5))
+        for item in page:
+            digest.update(item.model_dump_json().encode())
+        key = digest.hexdigest()
         data = self.old.get(key)
         if data is None:
             data = build()

@@ -10,6 +10,7 @@ Each use case takes the run lock where it must and records itself in the runs ta
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -228,7 +229,41 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         log.info("nothing changed since the last run; outputs are up to date")
         plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
         return RunOutcome(action, edition=plan, unchanged=True)
-    ctx = RunContext(config, storage, merge_items(read_content(config, remember=True, files=content), remote))
+    with _collector_paused():  # reading makes thousands of items that all live on: nothing to collect
+        ctx = RunContext(config, storage, merge_items(read_content(config, remember=True, files=content), remote))
+    with _kept_out_of_collections():
+        return _build_and_send(ctx, action, sending, publishing, inputs, force=force, stop=stop, progress=progress)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cycle collection while a block only creates objects that stay alive: each collection
+    would walk the growing heap for nothing (a fifth of reading 10,000 items from the parse cache)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def _kept_out_of_collections() -> Iterator[None]:
+    """The items and everything else alive now stay alive for the whole run: move them out of the
+    cycle collector's sight (``gc.freeze``) so the collections that the build's many short-lived
+    objects trigger stop walking 10,000 items each time (a tenth of a one-file rebuild)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: bool, inputs: bytes, *,
+                    force: bool, stop: threading.Event | None, progress: bool | None) -> RunOutcome:
+    config, storage = ctx.config, ctx.storage
+    delivering = config.delivery is not None
     outcome = RunOutcome(action, items=ctx.items)
     if sending and storage.count_subscribers(SUBSCRIBED):
         # Refuse a missing or weak secret before anything is queued that could not then be sent.

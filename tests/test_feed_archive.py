@@ -122,3 +122,24 @@ def test_archive_pages_built_from_parsed_items_are_found_again_for_the_same_item
     assert feed_files(copies, limit20) == fresh
     built_archive_pages = [args for args in builds if args[2].archive]
     assert built_archive_pages == []
+
+
+def test_a_new_process_builds_no_archive_page_the_last_one_built(project):
+    """Runs are processes, each with its own string hashing: the archive cache must hit across them."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import set_config
+
+    set_config(project, **{"feeds.limit": 2, "delivery": None})
+
+    def run(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        return subprocess.run([sys.executable, "-m", "pipeline", "-vv", "run"], cwd=project, env=env,
+                              capture_output=True, text=True, check=True).stderr
+
+    assert "feed archive: 2 pages, 2 built" in run("1")
+    newest = project / "content" / "mesems-stem-cell-trial-results.md"  # in the main feed, not archived
+    newest.write_text(newest.read_text().replace('title: "', 'title: "Corrected: ', 1))
+    assert "feed archive: 2 pages, 0 built" in run("2")

@@ -564,12 +564,14 @@ class ArchiveCache:
         except Exception as exc:  # noqa: BLE001 - a damaged cache only means building again
             log.warning("archive cache %s unreadable (%s); building every archive page", self.path, exc)
         self.used: dict[str, tuple[bytes, bytes]] = {}
+        self.built = 0
 
     def get_or_build(self, page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec,
                      build: Callable[[], tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         # Items by their JSON, not their pickle: a pickle's bytes depend on which objects happen to be
-        # shared (a freshly parsed item and the same item from the parse cache differ), JSON only on
-        # the values, so a page read back from the cache finds what was built from the parse.
+        # shared (a freshly parsed item and the same item from the parse cache differ) and on the
+        # order of sets (pydantic's fields-set), which changes with each process's string hashing:
+        # keyed by pickle, no new process ever found a page.  JSON depends on the values only.
         digest = hashlib.sha256(self.base + pickle.dumps((rss_spec, atom_spec), protocol=5))
         for item in page:
             digest.update(item.model_dump_json().encode())
@@ -577,6 +579,7 @@ class ArchiveCache:
         data = self.old.get(key)
         if data is None:
             data = build()
+            self.built += 1
         self.used[key] = data
         return data
 
@@ -622,6 +625,7 @@ def archive_documents(pages: list[list[Item]], config: Config) -> dict[str, byte
                                        partial(build_rss_and_atom, page, config, rss_spec, atom_spec))
         files[rss_spec.path(rss_spec.rss_file)] = rss
         files[atom_spec.path(atom_spec.atom_file)] = atom
+    log.debug("feed archive: %d pages, %d built, the others from %s", len(pages), cache.built, cache.path.name)
     return dict(sorted(files.items(), key=lambda pair: not pair[0].startswith(ARCHIVE_FOLDER + "rss")))
 
 

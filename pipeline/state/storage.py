@@ -593,14 +593,21 @@ class Prepared:
         self.processors = {name: processor for name, bind in compiled.binds.items()
                            if (processor := bind.type.bind_processor(dialect)) is not None}
 
-    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
-        """Run it; the number of rows changed."""
+    def arguments(self, params: dict[str, Any]) -> Any:
         values = self.compiled.construct_params(params)
         for name, processor in self.processors.items():
             if name in values:
                 values[name] = processor(values[name])
-        args: Any = tuple(values[name] for name in self.order) if self.order is not None else values
-        return conn.exec_driver_sql(self.sql, args).rowcount
+        return tuple(values[name] for name in self.order) if self.order is not None else values
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run it; the number of rows changed."""
+        return conn.exec_driver_sql(self.sql, self.arguments(params)).rowcount
+
+    def run(self, cursor: Any, params: dict[str, Any]) -> int:
+        """Run it on a driver cursor (``Storage._ledger_cursor``); the number of rows changed."""
+        cursor.execute(self.sql, self.arguments(params))
+        return cursor.rowcount
 
 
 class WorkListener:
@@ -970,12 +977,33 @@ class Storage:
                 "b_status": o.status, "b_reply": o.reply, "b_attempts": o.attempts, "b_retry_at": o.retry_at,
                 "b_now": now}
 
+    @contextmanager
+    def _ledger_cursor(self) -> Iterator[Any]:
+        """One transaction on a driver cursor, for the writes made for every message: the same
+        statements and values as through SQLAlchemy (``Prepared``), without its per-execution work
+        (two thirds of the 130 us each message's ledger write took).  Committed on success, rolled
+        back on any error, which reaches the caller as the driver raised it."""
+        with self._writes:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    yield cursor
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
+                finally:
+                    cursor.close()
+            finally:
+                connection.close()  # back to the pool
+
     def begin_attempt(self, claim: Claim) -> bool:
         """Mark the start of one send attempt; False when the row is no longer this worker's to send
         (the subscriber unsubscribed after the claim, or the claim was taken back)."""
         begin = self._prepared()[1]
-        with self._writes, self.engine.begin() as conn:
-            return bool(begin.execute(conn, self._begin_params(claim, utcnow())))
+        with self._ledger_cursor() as cursor:
+            return bool(begin.run(cursor, self._begin_params(claim, utcnow())))
 
     def record_results(self, results: list[Outcome]) -> None:
         """Record outcomes in one transaction; a row is only changed by the worker that holds it."""
@@ -983,9 +1011,9 @@ class Storage:
             return
         record = self._prepared()[0]
         now = utcnow()
-        with self._writes, self.engine.begin() as conn:
+        with self._ledger_cursor() as cursor:
             for outcome in results:
-                record.execute(conn, self._record_params(outcome, now))
+                record.run(cursor, self._record_params(outcome, now))
 
     def record_and_begin(self, outcome: Outcome, claim: Claim) -> bool:
         """A connection's last outcome and its next attempt in one transaction (one commit per
@@ -993,9 +1021,9 @@ class Storage:
         still checked to be this worker's (an unsubscribe since the claim withdraws it)."""
         record, begin = self._prepared()
         now = utcnow()
-        with self._writes, self.engine.begin() as conn:
-            record.execute(conn, self._record_params(outcome, now))
-            return bool(begin.execute(conn, self._begin_params(claim, now)))
+        with self._ledger_cursor() as cursor:
+            record.run(cursor, self._record_params(outcome, now))
+            return bool(begin.run(cursor, self._begin_params(claim, now)))
 
     def renew_leases(self, worker: str) -> int:
         """Extend the lease on every row this worker holds: it is alive and still sending them."""

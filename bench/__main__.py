@@ -278,6 +278,43 @@ def case_rerun(count, repeat) -> None:
                ratio=same / full)
 
 
+def case_rerun_command(count, repeat) -> None:
+    """The same as an operator runs it: `pipeline run` as a command, so start-up and imports count."""
+    from pipeline.publish.feeds import ArchiveCache
+    from pipeline.publish.outputs import FINGERPRINT_FILE
+    from pipeline.sources.local import ParseCache
+
+    print(f"rerun as a command: `pipeline run` on {count} items with nothing changed vs a cold full build "
+          "(caches deleted), both as commands, same run")
+    script = str(Path(sys.executable).with_name("pipeline"))
+    base = [script] if Path(script).exists() else [sys.executable, "-m", "pipeline"]
+    env = {**os.environ, "PIPELINE_SECRET": SECRET}
+    with workdir() as folder:
+        config = data.make_project(folder / "command", limit=50)
+        data.write_content(config, count)
+        command = [*base, "--config", str(config.source_file), "run"]
+
+        def run() -> float:
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            return (time.perf_counter() - started) * 1000
+
+        def cold() -> float:
+            state = config.path("state")
+            for name in (ParseCache.FILE, ArchiveCache.FILE, FINGERPRINT_FILE):
+                (state / name).unlink(missing_ok=True)
+            return run()
+
+        run()
+        full, same = [], []
+        for _ in range(repeat):  # interleaved, so both see the same machine load
+            full.append(cold())
+            same.append(run())
+        pipeline_ms, baseline_ms = statistics.median(same), statistics.median(full)
+        record(f"`pipeline run` command, nothing changed, {count} items", pipeline_ms=pipeline_ms,
+               baseline_cold_full_build_command_ms=baseline_ms, ratio=pipeline_ms / baseline_ms)
+
+
 # -- ledger claims ------------------------------------------------------------------------------
 
 def case_claims(sizes, repeat) -> None:
@@ -566,6 +603,7 @@ def main() -> None:
         case_digest([10, 50] if quick else [10, 50, 200], 1000 if quick else 10000, 3 if quick else 5)
     if "rerun" in cases:
         case_rerun(2000 if quick else 10000, 3)
+        case_rerun_command(1000, 3)
     if "claims" in cases:
         case_claims([10000, 100000] if not quick else [10000, 50000], 5)
     if "send" in cases:

@@ -223,14 +223,16 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     publishing = action in ("run", "feeds")
     remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
-    content = scan_content(config)  # read once: the fingerprint and the parse see the same bytes
-    inputs = inputs_digest(config, remote, content)
+    # Publishing reads the content folder once: the fingerprint and the parse see the same bytes.
+    content = scan_content(config) if publishing else None
+    inputs = inputs_digest(config, remote, content) if content is not None else b""
     if publishing and not has_work and outputs_unchanged(config, _fingerprint(inputs, storage)):
         log.info("nothing changed since the last run; outputs are up to date")
         plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
         return RunOutcome(action, edition=plan, unchanged=True)
     with _collector_paused():  # reading makes thousands of items that all live on: nothing to collect
         ctx = RunContext(config, storage, merge_items(read_content(config, remember=True, files=content), remote))
+    del content  # the stories' bytes are parsed: not kept through a send that can take hours
     with _kept_out_of_collections():
         return _build_and_send(ctx, action, sending, publishing, inputs, force=force, stop=stop, progress=progress)
 

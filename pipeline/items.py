@@ -218,6 +218,6 @@ class Item(Model):
 
 def newest_first(items: list[Item]) -> list[Item]:
     """Order by publication date, newest first; the id breaks ties so the order is stable."""
-    # Aware datetimes compare as instants whatever their zones, so no conversion to UTC is needed.
-    return sorted(items, key=lambda item: (item.published, item.id), reverse=True)
+    # In UTC: two datetimes sharing one tzinfo compare by wall clock, ignoring fold (DST's repeated hour).
+    return sorted(items, key=lambda item: (item.published_utc, item.id), reverse=True)
 

@@ -102,3 +102,23 @@ def test_a_damaged_cache_is_only_a_slower_read(config, parses):
     first = _read(config, parses)
     (config.path("state") / ParseCache.FILE).write_bytes(b"not a pickle")
     assert _read(config, parses) == first and len(parses) == len(first)
+
+
+def test_a_link_from_the_content_folder_to_its_parent_does_not_stop_a_run(project, config):
+    """Symlinked folders are not followed (as glob did): a loop must not break publishing or sending."""
+    from pipeline import app
+
+    (project / "content" / "images").mkdir(exist_ok=True)
+    (project / "content" / "images" / "up").symlink_to("..")
+    outcome = app.run(config, progress=False)
+    assert outcome.written and not outcome.unchanged
+
+
+def test_the_scan_keeps_the_bytes_of_stories_only(project):
+    from pipeline.sources.local import scan_folder
+
+    (project / "content" / "images").mkdir(exist_ok=True)
+    (project / "content" / "images" / "episode.mp3").write_bytes(b"\0" * 100_000)
+    files = {file.name: file for file in scan_folder(project / "content")}
+    assert files["images/episode.mp3"].raw is None and len(files["images/episode.mp3"].digest) == 64
+    assert all(file.raw is not None for name, file in files.items() if name.endswith(".md") and "/" not in name)

@@ -139,3 +139,41 @@ def test_feeds_point_browsers_at_the_stylesheet_and_stay_valid(feeds):
         assert data.splitlines()[1] == b'<?xml-stylesheet type="text/xsl" href="feed.xsl"?>'
         assert feedparser.parse(data).bozo == 0
     assert rss_problems(feeds.rss) == [] and atom_problems(feeds.atom) == []
+
+
+def test_a_size_too_large_for_64_bits_still_gives_the_json_feed_json_would(config):
+    from pipeline.items import Enclosure
+    from pipeline.publish.feeds import build_json_feed
+
+    item = Item(id="urn:x:big", slug="big", title="Episode", link="https://example.org/big",
+                published=datetime(2021, 11, 5, tzinfo=timezone.utc), summary="s", content_html="<p>a</p>",
+                enclosure=Enclosure(url="https://example.org/big.mp3", type="audio/mpeg", length=2**70))
+    document = json.loads(build_json_feed([item], config))
+    assert document["items"][0]["attachments"][0]["size_in_bytes"] == 2**70
+
+
+def test_json_feed_dates_are_the_instants_atom_gives_even_with_an_offset_in_seconds(config):
+    from datetime import timedelta
+
+    from pipeline.publish.feeds import build_json_feed
+
+    historic = timezone(timedelta(minutes=19, seconds=32))  # Amsterdam's mean time, before 1937
+    item = Item(id="urn:x:old", slug="old", title="From the archive", link="https://example.org/old",
+                published=datetime(1930, 1, 1, 12, tzinfo=historic), summary="s", content_html="<p>a</p>")
+    json_date = json.loads(build_json_feed([item], config))["items"][0]["date_published"]
+    atom_date = etree.fromstring(build_atom([item], config)).findtext("{http://www.w3.org/2005/Atom}entry/"
+                                                                     "{http://www.w3.org/2005/Atom}published")
+    assert json_date == atom_date == "1930-01-01T12:00:00+00:19:32"
+
+
+def test_items_in_the_hour_daylight_saving_repeats_are_ordered_by_the_instant():
+    from zoneinfo import ZoneInfo
+
+    from pipeline.items import newest_first
+
+    new_york = ZoneInfo("America/New_York")  # 2021-11-07 01:00-02:00 happens twice
+    earlier = datetime(2021, 11, 7, 1, 30, tzinfo=new_york)  # EDT: 05:30 UTC
+    later = datetime(2021, 11, 7, 1, 15, fold=1, tzinfo=new_york)  # EST: 06:15 UTC
+    items = [Item(id=f"urn:x:{name}", slug=name, title=name, link=f"https://example.org/{name}", published=when,
+                  summary="s", content_html="<p>a</p>") for name, when in (("earlier", earlier), ("later", later))]
+    assert [item.slug for item in newest_first(items)] == ["later", "earlier"]

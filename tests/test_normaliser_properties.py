@@ -63,3 +63,18 @@ def assert_safe_html(markup: str) -> None:
             assert not name.lower().startswith("on"), name
             if name in ("href", "src"):
                 assert value.startswith(("https://", "http://", "mailto:")), value
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.one_of(st.integers(), st.text(max_size=30)))
+def test_whatever_size_a_feed_gives_an_enclosure_or_image_every_feed_is_built(size):
+    raw = RawEntry(id="urn:x:sized", link="https://fuzz.example.org/sized", title="Sized", content_html="<p>a</p>",
+                   summary="s", published=NOW, updated=None, author=None,
+                   image={"url": "https://fuzz.example.org/i.jpg", "length": str(size), "width": str(size)},
+                   enclosure={"url": "https://fuzz.example.org/e.mp3", "type": "audio/mpeg", "length": str(size)})
+    data = json.loads(json.dumps(entry_data(raw, SOURCE, FEED, SOURCE.url)))
+    item = item_from_row(StoredEntry(item_id_for(raw), NOW, data), SOURCE)
+    lengths = [a.get("size_in_bytes", 0) for a in json.loads(build_json_feed([item], CONFIG))["items"][0]["attachments"]]
+    assert all(0 <= length <= 2**53 for length in lengths)
+    for document in (build_rss([item], CONFIG), build_atom([item], CONFIG)):
+        assert feedparser.parse(document).bozo == 0

@@ -132,3 +132,25 @@ def test_a_schema_4_database_gets_the_unsettled_rows_index(backend):
             assert "deliveries_unsettled" in {i["name"] for i in inspect(conn).get_indexes("deliveries")}
     finally:
         store.close()
+
+
+def test_a_ledger_write_that_fails_halfway_changes_nothing(backend, monkeypatch):
+    """record_and_begin is one transaction: the outcome is not stored if beginning the next fails."""
+    import pytest
+
+    from pipeline.state.storage import SENT, Outcome
+
+    store = _storage(backend)
+    store.merge_subscribers([("a@example.org", None, {}), ("b@example.org", None, {})])
+    store.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
+    first, second = store.claim("e1", 10, "w1")
+    assert store.begin_attempt(first)
+    begin = store._prepared()[1]
+    monkeypatch.setattr(begin, "run", lambda cursor, params: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        store.record_and_begin(Outcome(first, SENT, "250 OK", 1), second)
+    monkeypatch.undo()
+    assert store.ledger_counts("e1")["sending"] == 2 and store.ledger_counts("e1")["sent"] == 0
+    assert store.record_and_begin(Outcome(first, SENT, "250 OK", 1), second)  # the connection went back clean
+    assert store.ledger_counts("e1")["sent"] == 1
+    store.close()

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
-from premailer import Premailer
 
 from ..config import Config
 from ..items import Item, newest_first
@@ -97,6 +96,10 @@ def template_environment(folder: Path) -> jinja2.Environment:
 
 def inline_css(html: str) -> str:
     """Inline the stylesheet into style attributes, keeping the <style> block for media queries."""
+    # Imported here: premailer brings cssutils and requests (a tenth of a second), which a run that
+    # finds nothing changed, and every command that renders no digest, never needs.
+    from premailer import Premailer
+
     inlined = Premailer(
         html,
         strip_important=False,

@@ -9,6 +9,7 @@ per topic (tag), the RFC 5005 archive documents and a readable HTML page per fee
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -388,9 +389,9 @@ def build_json_feed(items: list[Item], config: Config, spec: FeedSpec = MAIN) ->
             "title": item.title,
             "content_html": item.full_html,
             "summary": item.summary,
-            # orjson writes aware datetimes as RFC 3339, exactly what isoformat() gives (whole seconds).
-            "date_published": item.published,
-            "date_modified": item.last_modified,
+            # isoformat, as Atom writes them (orjson's own datetimes round offsets with seconds).
+            "date_published": item.published.isoformat(),
+            "date_modified": item.last_modified.isoformat(),
             "authors": [{"name": _author_name(item, config)}],
         })
         if item.tags:
@@ -408,8 +409,12 @@ def build_json_feed(items: list[Item], config: Config, spec: FeedSpec = MAIN) ->
             entry["_source"] = {"about": SOURCE_EXTENSION_ABOUT, **item.source.model_dump(exclude_none=True)}
         entries.append(entry)
     feed["items"] = entries
-    # Compact UTF-8, the bytes json.dumps(ensure_ascii=False, separators=(",", ":")) gives, 20x faster.
-    return orjson.dumps(feed, option=orjson.OPT_APPEND_NEWLINE)
+    # Compact UTF-8: the bytes json.dumps(ensure_ascii=False, separators=(",", ":")) gives, 20x faster.
+    # orjson refuses integers beyond 64 bits (a size in a content file can be anything): json then.
+    try:
+        return orjson.dumps(feed, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def build_feeds(items: list[Item], config: Config) -> FeedSet:

@@ -218,17 +218,21 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
 @dataclass(frozen=True)
 class SourceFile:
     """One input file as a run saw it: read once, hashed once, then used for the fingerprint of the
-    run's inputs and for parsing, so both see the same bytes (an edit made mid-run shows next run)."""
+    run's inputs and, for stories, for parsing, so both see the same bytes (an edit made mid-run
+    shows next run).  Other files (images, audio) are hashed as a stream and not kept."""
 
     name: str  # relative to its folder, with "/" between parts
-    raw: bytes = field(repr=False)
     digest: str  # sha256, hex
+    raw: bytes | None = field(default=None, repr=False)  # kept for stories (``keep``) only
 
 
-def scan_folder(folder: Path, *, recursive: bool = True, suffix: str = "") -> list[SourceFile]:
-    """Every file under ``folder`` (or only its own files), by name as strings; a missing folder is empty.
+def scan_folder(folder: Path, *, recursive: bool = True, keep: str = ".md", others: bool = True) -> list[SourceFile]:
+    """Every file under ``folder`` (or only its own files), by name as strings; a missing folder is
+    empty.  Files directly in the folder whose names end with ``keep`` keep their bytes; without
+    ``others``, only those are read.
 
-    os.scandir rather than Path.glob: at 10,000 files glob's Path objects cost more than the reads."""
+    os.scandir rather than Path.glob: at 10,000 files glob's Path objects cost more than the reads.
+    Symlinked folders are not entered (as glob did; a link to a parent would loop)."""
     found: list[SourceFile] = []
 
     def walk(directory: str, prefix: str) -> None:
@@ -237,13 +241,16 @@ def scan_folder(folder: Path, *, recursive: bool = True, suffix: str = "") -> li
         except (FileNotFoundError, NotADirectoryError):
             return
         for entry in entries:
-            if entry.is_dir():
+            if entry.is_dir(follow_symlinks=False):
                 if recursive:
                     walk(entry.path, f"{prefix}{entry.name}/")
-            elif entry.name.endswith(suffix) and entry.is_file():
+            elif entry.is_file() and (others or (not prefix and entry.name.endswith(keep))):
                 with open(entry.path, "rb") as f:
-                    raw = f.read()
-                found.append(SourceFile(prefix + entry.name, raw, hashlib.sha256(raw).hexdigest()))
+                    if not prefix and entry.name.endswith(keep):
+                        raw = f.read()
+                        found.append(SourceFile(entry.name, hashlib.sha256(raw).hexdigest(), raw))
+                    elif others:
+                        found.append(SourceFile(prefix + entry.name, hashlib.file_digest(f, "sha256").hexdigest()))
 
     walk(str(folder), "")
     found.sort(key=lambda file: file.name)
@@ -251,7 +258,7 @@ def scan_folder(folder: Path, *, recursive: bool = True, suffix: str = "") -> li
 
 
 def scan_content(config: Config) -> list[SourceFile]:
-    """Every file of the content folder (stories, and images published with them)."""
+    """Every file of the content folder: the stories with their bytes, the rest (images) hashed."""
     return scan_folder(config.path("content"))
 
 
@@ -266,13 +273,13 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
     if not folder.is_dir():
         raise ContentError(str(folder), None, None, "content folder does not exist")
     if files is None:
-        files = scan_folder(folder, recursive=False, suffix=".md")
+        files = scan_folder(folder, recursive=False, others=False)
     cache = ParseCache.load(config)
     items: list[Item] = []
     seen: dict[str, str] = {}
     parsed = 0
     for file in files:
-        if "/" in file.name or not file.name.endswith(".md"):
+        if file.raw is None or not file.name.endswith(".md"):
             continue
         item = cache.get(file.name, file.digest)
         path = folder / file.name

@@ -29,13 +29,16 @@ from ..items import (
 from ..state.storage import StoredEntry
 from .parse import RawEntry, _iso_to_datetime
 
+_LARGEST = 2**53  # bytes or pixels beyond this are not real; JSON readers lose precision past it
+
 
 def _int_or_none(value: Any) -> int | None:
+    """A positive size as a feed gave it, or None for anything else (text, zero, absurdly large)."""
     try:
         number = int(value)
     except (TypeError, ValueError):
         return None
-    return number if number > 0 else None
+    return number if 0 < number <= _LARGEST else None
 
 
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")

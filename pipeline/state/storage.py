@@ -990,13 +990,20 @@ class Storage:
                 try:
                     yield cursor
                     connection.commit()
-                except BaseException:
+                except BaseException as exc:
+                    if isinstance(exc, self.engine.dialect.loaded_dbapi.Error) and \
+                            self.engine.dialect.is_disconnect(exc, connection.dbapi_connection, cursor):
+                        # As SQLAlchemy does on a lost connection (a restarted server): drop this one
+                        # and every pooled one, so the next write opens a fresh connection.
+                        connection.invalidate(exc)
+                        self.engine.dispose()
+                        raise
                     connection.rollback()
                     raise
                 finally:
                     cursor.close()
             finally:
-                connection.close()  # back to the pool
+                connection.close()  # back to the pool (an invalidated one is discarded)
 
     def begin_attempt(self, claim: Claim) -> bool:
         """Mark the start of one send attempt; False when the row is no longer this worker's to send

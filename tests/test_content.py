@@ -111,3 +111,11 @@ def test_cli_reports_a_broken_file_in_one_line_and_fails(project):
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: content/bad.md:3: date: needs a timezone, e.g. 2021-11-04T09:00:00-04:00"
     assert "Traceback" not in result.stderr
+
+
+def test_a_duplicate_id_names_both_files_when_the_first_came_from_the_parse_cache(project, config):
+    write_item(project, "first", VALID + '\nid: "urn:x:same"')
+    read_content(config, remember=True)  # first.md is now cached
+    write_item(project, "second", VALID + '\nid: "urn:x:same"')
+    with pytest.raises(ContentError, match=r"content/second.md: id: duplicate id 'urn:x:same', also used by content/first.md"):
+        read_content(config)

@@ -648,12 +648,13 @@ def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
     return html.encode("utf-8")
 
 
-def feed_files(items: list[Item], config: Config) -> dict[str, bytes]:
+def feed_files(items: list[Item], config: Config, chosen_topics: list[Topic] | None = None) -> dict[str, bytes]:
     """Every feed document of a run, by path relative to the output folder.
 
     The main feeds (newest feeds.limit items, linking prev-archive when older items
     exist) and their HTML page, the archive documents, and per topic an RSS, Atom and
-    JSON feed with an HTML page (tags/<slug>/index.html).
+    JSON feed with an HTML page (tags/<slug>/index.html); ``chosen_topics`` when the caller has
+    them already (``topics(items, config)``).
     """
     chosen = feed_items(items, config)
     main = main_spec(config)
@@ -669,7 +670,7 @@ def feed_files(items: list[Item], config: Config) -> dict[str, bytes]:
     else:
         files.update(feed_set(chosen, config, main))
     files[FEED_PAGE] = feed_page(chosen, config, main)
-    for topic in topics(items, config):
+    for topic in topics(items, config) if chosen_topics is None else chosen_topics:
         spec = topic_spec(topic, config)
         tagged = list(topic.items[: config.feeds.limit])
         files.update(feed_set(tagged, config, spec))

@@ -12,7 +12,7 @@ from ..items import Item
 from ..sources.local import SourceFile, scan_folder
 from ..state.storage import Edition
 from .digest import HTML_FILE, TEXT_FILE, Digest, public_copy
-from .feeds import feed_files
+from .feeds import feed_files, topics
 from .images import image_files
 from .output import write_atomic
 from .site import RenderDigest, archive_pages, site_pages
@@ -28,8 +28,9 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     items'); ``render`` gives the digest of an edition for its archive page.
     """
     out = config.path("output")
-    files = {out / name: data for name, data in feed_files(items, config).items()}
-    files.update(site_pages(config, items))
+    chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
+    files = {out / name: data for name, data in feed_files(items, config, chosen_topics).items()}
+    files.update(site_pages(config, items, chosen_topics))
     files.update(image_files(items, config))
     if web_digest is not None:
         html, text = public_copy(web_digest, config)

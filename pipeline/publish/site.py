@@ -17,7 +17,7 @@ from ..config import Config
 from ..items import Item, newest_first
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, public_copy, template_environment
-from .feeds import topics
+from .feeds import Topic, topics
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
@@ -63,13 +63,15 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
     return files
 
 
-def site_pages(config: Config, items: list[Item] | None = None) -> dict[Path, bytes]:
+def site_pages(config: Config, items: list[Item] | None = None,
+               chosen_topics: list[Topic] | None = None) -> dict[Path, bytes]:
     """The home page that the feeds link to (with the topic feeds of these items), and the
     stylesheet that still makes the feeds readable in browsers that run XSLT."""
     out = config.path("output")
     env = template_environment(config.path("templates"))
+    listed = topics(items or [], config) if chosen_topics is None else chosen_topics
     home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
-                                                 topics=topics(items or [], config), signup_form=_signup_form(config))
+                                                 topics=listed, signup_form=_signup_form(config))
     return {
         out / INDEX_FILE: home.encode("utf-8"),
         out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),

@@ -93,6 +93,7 @@ class RunContext:
     config: Config
     storage: Storage
     items: list[Item]
+    origins: dict[str, str] = field(default_factory=dict)  # what local items were made from, by id
     renders: int = 0
     _digests: dict[tuple[str | None, tuple[str, ...]], Digest] = field(default_factory=dict)
 
@@ -205,7 +206,8 @@ def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
         if config.delivery is not None and send:
             outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         editions = storage.list_editions() if config.delivery is not None else []
-        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
+        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest,
+                                     ctx.origins)
         outcome.renders = ctx.renders
         return outcome
 
@@ -231,7 +233,12 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
         return RunOutcome(action, edition=plan, unchanged=True)
     with _collector_paused():  # reading makes thousands of items that all live on: nothing to collect
-        ctx = RunContext(config, storage, merge_items(read_content(config, remember=True, files=content), remote))
+        origins: dict[str, str] = {}
+        local = read_content(config, remember=True, files=content, origins=origins)
+        merged = merge_items(local, remote)
+        from_files = {id(item) for item in local}  # an origin names a local item, never a remote one
+        origins = {item.id: origins[item.id] for item in merged if id(item) in from_files}
+        ctx = RunContext(config, storage, merged, origins)
     del content  # the stories' bytes are parsed: not kept through a send that can take hours
     with _kept_out_of_collections():
         return _build_and_send(ctx, action, sending, publishing, inputs, force=force, stop=stop, progress=progress)
@@ -279,7 +286,8 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
             log.info("edition: %s", outcome.edition.reason)
     editions = storage.list_editions() if delivering else []
     if publishing:
-        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest)
+        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest,
+                                     ctx.origins)
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)

@@ -21,15 +21,16 @@ FINGERPRINT_FILE = "outputs.json"
 
 
 def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: Digest | None,
-                 render: RenderDigest) -> dict[Path, bytes]:
+                 render: RenderDigest, origins: dict[str, str] | None = None) -> dict[Path, bytes]:
     """The bytes of every output file, keyed by path; nothing is written here.
 
     ``web_digest`` is the digest the site shows (the latest edition's, else the newest
-    items'); ``render`` gives the digest of an edition for its archive page.
+    items'); ``render`` gives the digest of an edition for its archive page; ``origins`` are what
+    ``read_content`` says the items were made from (keys of the feed archive cache).
     """
     out = config.path("output")
     chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
-    files = {out / name: data for name, data in feed_files(items, config, chosen_topics).items()}
+    files = {out / name: data for name, data in feed_files(items, config, chosen_topics, origins).items()}
     files.update(site_pages(config, items, chosen_topics))
     files.update(image_files(items, config))
     if web_digest is not None:

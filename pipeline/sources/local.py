@@ -262,13 +262,18 @@ def scan_content(config: Config) -> list[SourceFile]:
     return scan_folder(config.path("content"))
 
 
-def read_content(config: Config, *, remember: bool = False, files: list[SourceFile] | None = None) -> list[Item]:
+def read_content(config: Config, *, remember: bool = False, files: list[SourceFile] | None = None,
+                 origins: dict[str, str] | None = None) -> list[Item]:
     """Read every ``*.md`` file of the content folder; the first broken file stops the read.
 
     ``files`` is the folder as ``scan_content`` read it earlier in the run; without it the stories
     are read now.  A file whose bytes were parsed before (same name, same content hash, same
     config and program) is taken from the parse cache in the state folder instead of being parsed
-    again; with ``remember`` the cache is then rewritten to hold exactly the files read now."""
+    again; with ``remember`` the cache is then rewritten to hold exactly the files read now.
+
+    ``origins`` is filled with what each item (by id) was made from: its file's name and content
+    hash and the parse cache's key (config, program).  The same origin always gives the same item,
+    so a cache of things built from items can use it instead of serialising each item again."""
     folder = config.path("content")
     if not folder.is_dir():
         raise ContentError(str(folder), None, None, "content folder does not exist")
@@ -295,6 +300,8 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
                                f"duplicate id {item.id!r}, also used by {shown(seen[item.id])}")
         seen[item.id] = file.name
         items.append(item)
+        if origins is not None:
+            origins[item.id] = f"{cache.key}:{file.name}:{file.digest}"
     if remember:
         cache.save()
     log.debug("read %d items from %s (%d parsed, the rest from the cache)", len(items), folder, parsed)

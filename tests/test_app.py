@@ -158,6 +158,23 @@ def test_help_and_version_start_without_the_heavy_libraries():
     assert "HEAVY []" in out
 
 
+def test_a_run_that_finds_nothing_changed_imports_no_fetching_or_inlining_library(project):
+    """An unchanged `pipeline run` is a cron job's usual case: it must not pay for httpx, feedparser
+    or premailer, which only fetching sources, pinging a hub and rendering a digest need."""
+    import subprocess
+    import sys
+
+    from .conftest import set_config
+
+    set_config(project, delivery=None)
+    code = ("import sys; from pipeline.cli import main; sys.argv = ['pipeline', 'run']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', [m for m in ('httpx', 'feedparser', 'premailer') if m in sys.modules])")
+    subprocess.run([sys.executable, "-m", "pipeline", "run"], cwd=project, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True).stdout
+    assert "nothing changed since the last run" in out and "LOADED []" in out
+
+
 def test_without_a_postal_address_nothing_is_queued_and_the_dry_run_says_why(project, config, secret):
     from .conftest import set_config
 

@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from ..config import Config
 from .feeds import ARCHIVE_FOLDER, ATOM_FILE, JSON_FILE, RSS_FILE
 
@@ -52,6 +50,8 @@ def ping_hub(config: Config, written: list[Path]) -> PingReport:
     urls = changed_feed_urls(config, written)
     if not urls:
         return report
+    import httpx  # here: most runs have no hub, or nothing new to announce
+
     try:
         headers = {"User-Agent": config.fetch.user_agent}
         with httpx.Client(timeout=config.feeds.websub_timeout, headers=headers) as client:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..config import Fetch
 from ..state.storage import SourceState
+
+if TYPE_CHECKING:
+    import httpx
 
 PERMANENT_REDIRECTS = {301, 308}
 
@@ -32,6 +34,8 @@ class Fetched:
 
 
 def fetch(client: httpx.Client, url: str, settings: Fetch, state: SourceState | None) -> Fetched:
+    import httpx  # at the point of use: only runs that fetch sources pay for importing it
+
     headers = {}
     if state:
         if state.etag:
@@ -76,6 +80,8 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: SourceState | 
 
 
 def make_client(settings: Fetch) -> httpx.Client:
+    import httpx
+
     timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
     return httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5,
                         headers={"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate",

@@ -11,8 +11,6 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin
 
-import feedparser
-
 from ..items import guess_type
 from .fetch import Fetched, SourceError
 
@@ -108,6 +106,8 @@ def _text_to_html(text: str) -> str:
 
 
 def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, Any], list[RawEntry]]:
+    import feedparser  # at the point of use: only runs that fetch sources pay for importing it
+
     parsed = feedparser.parse(body, response_headers={"content-location": url,
                                                       "content-type": content_type or "application/xml"})
     if parsed.bozo and not parsed.entries and not parsed.get("version"):

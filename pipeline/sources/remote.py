@@ -12,8 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..config import Config, Fetch, RemoteSource
 from ..items import Item
@@ -21,6 +20,9 @@ from ..state.storage import SourceState, Storage, utcnow
 from .fetch import Fetched, SourceError, fetch, make_client
 from .normalise import content_hash, entry_data, item_from_row, item_id_for, select_items
 from .parse import parse
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 

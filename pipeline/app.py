@@ -223,8 +223,13 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     delivering = config.delivery is not None
     sending = delivering and action in ("run", "send", "retry")
     publishing = action in ("run", "feeds")
-    remote = read_remote(config, storage)[0] if config.sources else []
     has_work = sending and bool(_due_editions(storage, config))
+    if action == "retry" and not has_work:  # a retry job's usual case: fetch, read and render nothing
+        log.info("retry: no queued message is due")
+        return RunOutcome(action, notes={"nothing_due": True})
+    # A retry makes no edition: the items its archive pages need are those of the last fetch.
+    remote = (read_remote(config, storage)[0] if action != "retry" else stored_remote(config, storage)) \
+        if config.sources else []
     # Publishing reads the content folder once: the fingerprint and the parse see the same bytes.
     content = scan_content(config) if publishing else None
     inputs = inputs_digest(config, remote, content) if content is not None else b""
@@ -460,6 +465,8 @@ def _no_lock() -> Iterator[None]:
 def summary_line(summary: dict[str, Any]) -> str:
     if summary.get("unchanged"):
         return f"nothing changed since the last run, {summary.get('duration_s', 0):.2f}s"
+    if summary.get("nothing_due"):
+        return f"no queued message is due, {summary.get('duration_s', 0):.2f}s"
     return (f"{summary.get('items', 0)} items, {summary.get('files_written', 0)} files written, "
             f"edition {summary.get('edition') or '-'}, sent {summary.get('sent', 0)}, "
             f"failed {summary.get('failed', 0)}, deferred {summary.get('deferred', 0)}, "

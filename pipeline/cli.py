@@ -221,6 +221,8 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
         edition_id, count = app.retry_failed(config, None if retry_edition == "latest" else retry_edition)
         click.echo(f"edition {edition_id}: {count} failed messages queued again")
     outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
+    if outcome.notes.get("nothing_due"):
+        click.echo("no queued message is due")
     if outcome.edition is not None:
         plan = outcome.edition
         click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
@@ -577,6 +579,7 @@ def format_status(report: dict) -> str:
         s = run["summary"]
         error = str(s.get("error", "")).splitlines()[0] if s.get("error") else ""
         detail = (f"error: {error}" if "error" in s else "nothing changed" if s.get("unchanged") else
+                  f"{s.get('action', 'run')}: no queued message is due" if s.get("nothing_due") else
                   f"{s.get('action', 'run')}: {s.get('items') or 0} items, {s.get('files_written', 0)} files "
                   f"written, edition {s.get('edition') or '-'}, sent {s.get('sent', 0)}, "
                   f"failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")

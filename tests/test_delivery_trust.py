@@ -170,3 +170,20 @@ def test_status_names_the_top_failure_reasons_and_retry_failed_queues_them_again
     assert again.exit_code == 0, again.output
     assert "2 failed messages queued again" in again.output
     assert sorted(m.recipient for m in handler.received) == [f"reader{n:05d}@example.org" for n in range(3)]
+
+
+def test_a_retry_with_nothing_due_reads_fetches_and_renders_nothing(project, secret, monkeypatch):
+    """The retry job runs every few minutes and is usually idle: it must not parse the content,
+    poll the sources or render a page to find that out."""
+    config = use_smtp(project, 1)  # no server: nothing may be sent, or even connected to
+    add_subscribers(config, 2)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an idle retry read the content or fetched a source")
+
+    monkeypatch.setattr(app, "read_content", must_not_run)
+    monkeypatch.setattr(app, "read_remote", must_not_run)
+    result = _invoke(project, "send", "--queued-only")
+    assert result.exit_code == 0, result.output
+    assert "no queued message is due" in result.output
+    assert "no queued message is due" in _invoke(project, "status").output

@@ -235,7 +235,10 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
     inputs = inputs_digest(config, remote, content) if content is not None else b""
     if publishing and not has_work and outputs_unchanged(config, _fingerprint(inputs, storage)):
         log.info("nothing changed since the last run; outputs are up to date")
-        plan = EditionPlan(None, [], reason="no new items since the last edition") if sending else None
+        plan = None
+        if sending:  # as the last run planned it: the fingerprint covers items, editions and subscribers
+            plan = EditionPlan(None, [], reason="no new items since the last edition" if storage.count_mailable()
+                               else "no subscribers")
         return RunOutcome(action, edition=plan, unchanged=True)
     with _collector_paused():  # reading makes thousands of items that all live on: nothing to collect
         origins: dict[str, str] = {}

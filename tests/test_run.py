@@ -215,3 +215,10 @@ def test_a_story_saved_while_a_run_builds_is_published_by_the_next_run(project, 
     outcome = app.run(config, progress=False)
     assert not outcome.unchanged
     assert b"Updated -" in (project / "public" / "rss.xml").read_bytes()
+
+
+def test_an_unchanged_run_without_subscribers_says_so(project):
+    run_cli(project, "run", check=True)
+    again = run_cli(project, "run", check=True)
+    assert again.stdout.startswith("nothing changed since the last run")
+    assert "edition: - (no subscribers; 0 items)" in again.stdout

@@ -402,7 +402,8 @@ def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
         report = read_csv_file(storage, csv_file, ctx.config, confirmed=confirmed)
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
-    click.echo(f"added {report.added}, updated {report.updated}, kept unsubscribed {report.kept_unsubscribed}, "
+    click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+               f"kept unsubscribed {report.kept_unsubscribed}, "
                f"duplicates {report.duplicates}, invalid {len(report.invalid)}"
                + ("" if confirmed else f", confirmations sent {report.confirmations}")
                + (f", kept suppressed {report.kept_suppressed}" if report.kept_suppressed else ""))

@@ -27,6 +27,7 @@ CONSENT_COLUMNS = ["topics", "confirmed_at", "consent_history"]  # schema 5: aft
 class ImportReport:
     added: int = 0
     updated: int = 0
+    unchanged: int = 0  # already subscribed with the same name and attributes
     kept_unsubscribed: int = 0
     kept_suppressed: int = 0  # bounced or complained: an import never puts them back on the list
     duplicates: int = 0
@@ -62,6 +63,7 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Co
             report.confirmations += record_import(config, storage, new, confirmed=confirmed, source=source)
         report.added += counts["added"]
         report.updated += counts["updated"]
+        report.unchanged += counts["unchanged"]
         report.kept_unsubscribed += counts["unsubscribed"]
         batch.clear()
 

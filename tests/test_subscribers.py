@@ -29,7 +29,7 @@ def test_import_merges_duplicates_keeps_columns_and_reports_bad_rows(project):
     result = _import(project, "Email,Name,Chapter\nann@example.org,Ann,Ohio\nANN@example.org,Ann B,\n"
                               "bad-address,Bob,\nzoe@example.org,,Texas\n")
     assert result.returncode == 0, result.stderr
-    assert "added 2, updated 0, kept unsubscribed 0, duplicates 1, invalid 1" in result.stdout
+    assert "added 2, updated 0, unchanged 0, kept unsubscribed 0, duplicates 1, invalid 1" in result.stdout
     assert "list.csv:4: 'bad-address'" in result.stderr
     exported = list(csv.DictReader(io.StringIO(run_cli(project, "subscribers", "export", check=True).stdout)))
     assert [(r["email"], r["name"], r["chapter"]) for r in exported] == [("ann@example.org", "Ann", "Ohio"),
@@ -89,3 +89,19 @@ def test_debug_logging_never_shows_subscriber_addresses(project, caplog):
         run_cli(project, "-vv", "subscribers", "add", "private.person@example.org", check=True)
         run_cli(project, "-vv", "subscribers", "list", check=True)
     assert "private.person" not in caplog.text
+
+
+def test_importing_the_same_list_again_changes_nothing_and_says_so(project):
+    rows = "email,name,chapter\nann@example.org,Ann,Ohio\nzoe@example.org,Zoe,Texas\n"
+    _import(project, rows)
+    again = _import(project, rows.replace("Zoe,Texas", "Zoe Q,Texas"))
+    assert "added 0, updated 1, unchanged 1," in again.stdout
+
+
+def test_adding_someone_already_subscribed_says_so(project):
+    run_cli(project, "subscribers", "add", "jane.doe@example.org", "--name", "Jane", "--confirmed", check=True)
+    again = run_cli(project, "subscribers", "add", "jane.doe@example.org", "--confirmed", check=True)
+    assert again.stdout.strip() == "jane.doe@example.org: already subscribed"
+    renamed = run_cli(project, "subscribers", "add", "jane.doe@example.org", "--name", "Jane D", "--confirmed",
+                      check=True)
+    assert renamed.stdout.strip() == "jane.doe@example.org: updated"

@@ -729,16 +729,17 @@ class Storage:
     def merge_subscribers(self, rows: list[tuple[str, str | None, dict[str, Any]]], *,
                           status: str = SUBSCRIBED) -> dict[str, int]:
         """Merge a batch of (email, name, attributes) in one transaction: new ones are added
-        (with ``status``: pending when the import asks them to confirm), known ones updated,
-        unsubscribed ones left unsubscribed.  One round trip per batch, not per subscriber,
-        so large imports stay fast."""
+        (with ``status``: pending when the import asks them to confirm), known ones updated where
+        a name or attribute differs (else counted unchanged), unsubscribed ones left unsubscribed.
+        One round trip per batch, not per subscriber, so large imports stay fast."""
         now = utcnow()
-        counts = {"added": 0, "updated": 0, "unsubscribed": 0}
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0}
         if not rows:
             return counts
         with self.engine.begin() as conn:
             known = {row.email: row for row in conn.execute(
-                select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.attributes)
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.name,
+                       subscribers.c.attributes)
                 .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
             new = [{"email": email, "name": name, "attributes": attributes, "status": status,
                     "subscribed_at": now if status == SUBSCRIBED else None, "updated_at": now}
@@ -750,13 +751,16 @@ class Storage:
                 row = known.get(email)
                 if row is None:
                     continue
-                values: dict[str, Any] = {"updated_at": now}
-                if name:
+                values: dict[str, Any] = {}
+                if name and name != row.name:
                     values["name"] = name
-                if attributes:
-                    values["attributes"] = {**(row.attributes or {}), **attributes}
-                conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
-                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated"] += 1
+                merged = {**(row.attributes or {}), **attributes}
+                if merged != (row.attributes or {}):
+                    values["attributes"] = merged
+                if values:
+                    conn.execute(update(subscribers).where(subscribers.c.id == row.id)
+                                 .values(updated_at=now, **values))
+                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated" if values else "unchanged"] += 1
         return counts
 
     def unsubscribe(self, email: str) -> bool:
@@ -1232,8 +1236,8 @@ class Storage:
 
     def operator_add(self, email: str, name: str | None, topics: str | None, *, confirmed: bool,
                      now: datetime) -> tuple[str, Profile]:
-        """An operator's single add: 'added', 'updated', 'resubscribed' (confirmed) or 'pending'
-        (waits for the subscriber's own confirmation)."""
+        """An operator's single add: 'added', 'updated', 'already subscribed' (nothing changed),
+        'resubscribed' (confirmed) or 'pending' (waits for the subscriber's own confirmation)."""
         with self.engine.begin() as conn:
             row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
             values: dict[str, Any] = {"updated_at": now}
@@ -1248,6 +1252,9 @@ class Storage:
             if row is None:
                 conn.execute(insert(subscribers).values(email=email, attributes={}, **values))
                 outcome = "added" if confirmed else "pending"
+            elif row.status == SUBSCRIBED and (not name or name == row.name) and \
+                    (topics is None or topics == row.topics_key):
+                outcome = "already subscribed"  # nothing to change: say so, touch nothing
             else:
                 conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
                 outcome = ("updated" if row.status == SUBSCRIBED else

@@ -452,10 +452,16 @@ class Job(Strict):
     def _known_timezone(cls, value: str) -> str:
         return _iana_timezone(value)
 
-    @model_validator(mode="after")
-    def _valid_cron(self) -> Job:
-        self.trigger()
-        return self
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        """Checked on its own (the zone cannot make an expression valid), so the error names
+        ``schedule.jobs.<name>.cron``."""
+        try:
+            CronTrigger.from_crontab(value, timezone=ZoneInfo("UTC"))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid crontab expression ({exc})") from None
+        return value
 
     def trigger(self):
         try:

@@ -67,7 +67,7 @@ def test_a_time_skipped_by_spring_forward_runs_once_late_not_never():
 
 
 @pytest.mark.parametrize(("job", "message"), [
-    ({"cron": "0 9 * * funday"}, "schedule.jobs.weekly: cron: '0 9 * * funday' is not a valid crontab expression"),
+    ({"cron": "0 9 * * funday"}, "schedule.jobs.weekly.cron: '0 9 * * funday' is not a valid crontab expression"),
     ({"cron": "0 9 * *"}, "is not a valid crontab expression"),
     ({"cron": "0 9 * * mon", "timezone": "Mars/Olympus"}, "schedule.jobs.weekly.timezone: unknown timezone 'Mars/Olympus'"),
 ])

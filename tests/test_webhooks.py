@@ -314,3 +314,28 @@ def test_unconfigured_relays_and_other_methods_are_refused(project, secret):
         server.shutdown()
         server.server_close()
         storage.close()
+
+
+def test_two_copies_of_one_event_arriving_together_count_once(web, monkeypatch):
+    """The relay may deliver an event twice at the same moment: the second copy arrives while the
+    first is being recorded (reproduced here by posting it from inside the first one's recording)."""
+    from pipeline.service import webhooks
+
+    base, storage = web
+    body = json.dumps({"RecordType": "Bounce", "Type": "SoftBounce", "ID": 77, "Email": "reader00003@example.org",
+                       "Description": "Mailbox full", "Details": "452 4.2.2"}).encode()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"postmark:{POSTMARK_PASSWORD}".encode()).decode()}
+    recorded, second = [], []
+    original = webhooks.record_bounce
+
+    def record_while_a_copy_arrives(*args, **kwargs):
+        recorded.append(args[2])
+        if not second:
+            second.append(_post(base + "postmark", body, auth))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "record_bounce", record_while_a_copy_arrives)
+    first = _post(base + "postmark", body, auth)
+    assert first == (200, {"ok": True, "recorded": 1})
+    assert second == [(200, {"ok": True, "recorded": 0})]
+    assert recorded == ["reader00003@example.org"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import poplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy as email_policy
 
@@ -73,11 +74,11 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
             flagging = True
             for message in box.fetch(AND(no_keyword=PROCESSED_KEYWORD), mark_seen=False, bulk=50):
                 key = f"{validity}:{message.uid}"
-                if storage.is_processed(source, key):
+                if not storage.mark_processed(source, key):  # claimed first: a concurrent reader skips it
                     report.already += 1
                 else:
-                    handle(message.obj.as_bytes(policy=email_policy.compat32))
-                    storage.mark_processed(source, key)
+                    with _claimed(storage, source, key):
+                        handle(message.obj.as_bytes(policy=email_policy.compat32))
                     report.fetched += 1
                 if message.uid and flagging:
                     try:
@@ -89,6 +90,16 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
     except ImapToolsError as exc:
         raise PipelineError(f"bounce mailbox {host}:{port}: {exc}") from None
     return report
+
+
+@contextmanager
+def _claimed(storage: Storage, source: str, key: str) -> Iterator[None]:
+    """Handle a message this reader claimed; on failure give the claim back for the next read."""
+    try:
+        yield
+    except BaseException:
+        storage.release_processed(source, key)
+        raise
 
 
 def _fetch_pop3(settings: Mailbox, password: str, storage: Storage, handle: Callable[[bytes], None],
@@ -108,12 +119,12 @@ def _fetch_pop3(settings: Mailbox, password: str, storage: Storage, handle: Call
         _, listing, _ = client.uidl()
         for line in listing:
             number, uid = line.decode("ascii").split(" ", 1)
-            if storage.is_processed(source, uid):
+            if not storage.mark_processed(source, uid):  # claimed first: a concurrent reader skips it
                 report.already += 1
                 continue
-            _, lines, _ = client.retr(int(number))
-            handle(b"\r\n".join(lines) + b"\r\n")
-            storage.mark_processed(source, uid)
+            with _claimed(storage, source, uid):
+                _, lines, _ = client.retr(int(number))
+                handle(b"\r\n".join(lines) + b"\r\n")
             report.fetched += 1
     finally:
         try:

@@ -269,11 +269,16 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
         source = f"webhook:{relay}"
         counted = 0
         for event in events:
-            if not event.email or (event.key and storage.is_processed(source, event.key)):
+            # Claimed before it is counted (one atomic insert): two copies of one event arriving at
+            # once count once; a failure gives the claim back, so the relay's retry counts it.
+            if not event.email or (event.key and not storage.mark_processed(source, event.key)):
                 continue
-            record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
-            if event.key:
-                storage.mark_processed(source, event.key)
+            try:
+                record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
+            except BaseException:
+                if event.key:
+                    storage.release_processed(source, event.key)
+                raise
             counted += 1
         return counted
 
@@ -348,11 +353,13 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             raise Rejected("403 Forbidden", "Mailgun signature does not verify")
         if not _fresh(timestamp, hooks.max_age):
             raise Rejected("403 Forbidden", "Mailgun timestamp too old")
-        if storage.is_processed("webhook:mailgun-token", token):
+        if not storage.mark_processed("webhook:mailgun-token", token):
             return 0  # the same signed request again (Mailgun signs only timestamp + token): already handled
-        counted = record("mailgun", mailgun_events(payload))
-        storage.mark_processed("webhook:mailgun-token", token)
-        return counted
+        try:
+            return record("mailgun", mailgun_events(payload))
+        except BaseException:
+            storage.release_processed("webhook:mailgun-token", token)
+            raise
 
     handlers = {"ses": handle_ses, "postmark": handle_postmark, "sendgrid": handle_sendgrid, "mailgun": handle_mailgun}
 

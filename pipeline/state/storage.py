@@ -1586,6 +1586,12 @@ class Storage:
                                   .values(source=source[:300], key=key[:300], processed_at=utcnow()))
         return bool(result.rowcount)
 
+    def release_processed(self, source: str, key: str) -> None:
+        """Undo ``mark_processed`` when handling the message failed, so a retry handles it."""
+        with self.engine.begin() as conn:
+            conn.execute(processed_messages.delete().where(processed_messages.c.source == source[:300],
+                                                           processed_messages.c.key == key[:300]))
+
     def is_processed(self, source: str, key: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(processed_messages.c.key).where(

@@ -23,27 +23,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .bounces.parse import Addresses
 from .bounces.policy import BounceResult
 from .config import Config
 from .delivery.editions import EditionPlan, items_of, items_to_look_at, newest_items, plan_edition
-from .delivery.engine import Sender, SendReport, SendSettings
-from .delivery.topics import lint_variants, variant_mails, variant_renderer
-from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError, require_extra
 from .items import Item
-from .mail.dkim import DkimSigner
-from .mail.edition import EditionMail
-from .mail.lint import Finding, LintFailed, blocks_sending, lint_config, lint_outgoing
 from .publish.digest import Digest, render_digest
-from .publish.feeds import save_archive_cache
 from .publish.output import write_all
 from .publish.outputs import input_fingerprint, inputs_digest, outputs_unchanged, plan_outputs, remember_outputs
-from .publish.site import archive_pages
-from .publish.websub import ping_hub
 from .sources import read_content, scan_content
 from .sources.merge import merge_items
 from .sources.remote import read_remote, stored_remote
@@ -62,6 +52,13 @@ from .state.storage import (
     Subscriber,
     Suppression,
 )
+
+if TYPE_CHECKING:  # imported where used: a run that finds nothing changed needs none of them
+    from .bounces.parse import Addresses
+    from .delivery.engine import SendReport
+    from .delivery.transports import Transport
+    from .mail.dkim import DkimSigner
+    from .mail.lint import Finding
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +276,11 @@ def _kept_out_of_collections() -> Iterator[None]:
 
 def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: bool, inputs: bytes, *,
                     force: bool, stop: threading.Event | None, progress: bool | None) -> RunOutcome:
+    from .mail.lint import LintFailed, lint_config
+    from .publish.feeds import save_archive_cache
+    from .publish.site import archive_pages
+    from .publish.websub import ping_hub
+
     config, storage = ctx.config, ctx.storage
     delivering = config.delivery is not None
     outcome = RunOutcome(action, items=ctx.items)
@@ -372,6 +374,12 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
 
 def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Presence, *, force: bool,
                   stop: threading.Event | None, progress: bool | None) -> SendReport | None:
+    from .delivery.engine import Sender, SendSettings
+    from .delivery.topics import lint_variants, variant_mails, variant_renderer
+    from .delivery.transports import transport_for
+    from .mail.edition import EditionMail
+    from .mail.lint import LintFailed, blocks_sending, lint_outgoing
+
     config, storage = ctx.config, ctx.storage
     delivery = config.require_delivery()
     edition = storage.get_edition(edition_id)
@@ -488,6 +496,8 @@ class SendPreview:
 
 def send_dry_run(config: Config) -> SendPreview:
     """What ``send`` would do; fetches, writes and records nothing."""
+    from .mail.lint import lint_config
+
     config.require_delivery()
     with open_storage(config) as storage:
         local, remote = read_items(config, storage, fetch=False)
@@ -500,6 +510,8 @@ def send_dry_run(config: Config) -> SendPreview:
 def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
     from .delivery.editions import edition_id_for
+    from .mail.edition import EditionMail
+    from .mail.lint import lint_outgoing
     from .publish.feeds import ATOM_FILE, RSS_FILE, build_feeds
 
     delivery = config.require_delivery()
@@ -518,7 +530,9 @@ def lint(config: Config) -> tuple[list[Item], list[Finding]]:
 def send_test(config: Config, address: str, transport: Transport | None = None) -> str:
     """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
     from .delivery.editions import edition_id_for
+    from .delivery.transports import PermanentError, TransientError, transport_for
     from .mail.addresses import ascii_address, normalise_address
+    from .mail.edition import EditionMail
 
     delivery = config.require_delivery()
     email = normalise_address(address)
@@ -708,11 +722,12 @@ def signed(render: Callable[[Claim], bytes], signer: Any) -> Callable[[Claim], b
 
 
 def bounce_addresses(config: Config, secret: bytes) -> Addresses:
-    delivery = config.require_delivery()
     from email.utils import parseaddr
 
+    from .bounces.parse import Addresses
     from .environment import previous_secrets
 
+    delivery = config.require_delivery()
     return Addresses(secret, config.bounces.local_part, config.bounces.domain,
                      parseaddr(delivery.unsubscribe_mailto)[1].lower(), tuple(previous_secrets(delivery.secret_env)))
 

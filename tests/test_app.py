@@ -158,9 +158,9 @@ def test_help_and_version_start_without_the_heavy_libraries():
     assert "HEAVY []" in out
 
 
-def test_a_run_that_finds_nothing_changed_imports_no_fetching_or_inlining_library(project):
-    """An unchanged `pipeline run` is a cron job's usual case: it must not pay for httpx, feedparser
-    or premailer, which only fetching sources, pinging a hub and rendering a digest need."""
+def test_a_run_that_finds_nothing_changed_imports_no_fetching_building_or_sending_library(project):
+    """An unchanged `pipeline run` is a cron job's usual case: it must not pay for the libraries that
+    only fetching sources, pinging a hub, building feeds, rendering a digest or sending need."""
     import subprocess
     import sys
 
@@ -169,7 +169,8 @@ def test_a_run_that_finds_nothing_changed_imports_no_fetching_or_inlining_librar
     set_config(project, delivery=None)
     code = ("import sys; from pipeline.cli import main; sys.argv = ['pipeline', 'run']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', [m for m in ('httpx', 'feedparser', 'premailer') if m in sys.modules])")
+            "print('LOADED', [m for m in ('httpx', 'feedparser', 'premailer', 'feedgen', 'lxml', 'PIL', 'smtplib')"
+            " if m in sys.modules])")
     subprocess.run([sys.executable, "-m", "pipeline", "run"], cwd=project, check=True, capture_output=True)
     out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True).stdout
     assert "nothing changed since the last run" in out and "LOADED []" in out

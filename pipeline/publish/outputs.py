@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config
 from ..items import Item
 from ..sources.local import SourceFile, scan_folder
 from ..state.storage import Edition
-from .digest import HTML_FILE, TEXT_FILE, Digest, public_copy
-from .feeds import feed_files, topics
-from .images import image_files
 from .output import write_atomic
-from .site import RenderDigest, archive_pages, site_pages
+
+if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
+    from .digest import Digest
+    from .site import RenderDigest
 
 FINGERPRINT_FILE = "outputs.json"
 
@@ -28,6 +29,11 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     items'); ``render`` gives the digest of an edition for its archive page; ``origins`` are what
     ``read_content`` says the items were made from (keys of the feed archive cache).
     """
+    from .digest import HTML_FILE, TEXT_FILE, public_copy
+    from .feeds import feed_files, topics
+    from .images import image_files
+    from .site import archive_pages, site_pages
+
     out = config.path("output")
     chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
     files = {out / name: data for name, data in feed_files(items, config, chosen_topics, origins).items()}

@@ -279,7 +279,7 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     now = utcnow()
     outcome, profile = storage.operator_add(email, name, topics_key(topics) if topics is not None else None,
                                             confirmed=confirmed, now=now)
-    if outcome == "updated":
+    if outcome in ("updated", "already subscribed"):  # subscribed before: no consent to record, no mail
         return email, outcome
     if confirmed:
         storage.record_consent(profile.id, "subscribe", "operator", None,

@@ -105,3 +105,13 @@ def test_adding_someone_already_subscribed_says_so(project):
     renamed = run_cli(project, "subscribers", "add", "jane.doe@example.org", "--name", "Jane D", "--confirmed",
                       check=True)
     assert renamed.stdout.strip() == "jane.doe@example.org: updated"
+
+
+def test_adding_someone_already_subscribed_without_confirmed_sends_nothing_and_records_nothing(project):
+    run_cli(project, "subscribers", "add", "jane.doe@example.org", "--confirmed", check=True)
+    history = run_cli(project, "subscribers", "show", "jane.doe@example.org", check=True).stdout
+    for flags in ([], ["--confirmed"]):
+        again = run_cli(project, "subscribers", "add", "jane.doe@example.org", *flags, check=True)
+        assert again.stdout.strip() == "jane.doe@example.org: already subscribed"
+    assert run_cli(project, "subscribers", "show", "jane.doe@example.org", check=True).stdout == history
+    assert not (project / "outbox" / "signup").exists()

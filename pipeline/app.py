@@ -33,7 +33,15 @@ from .errors import PipelineError, require_extra
 from .items import Item
 from .publish.digest import Digest, render_digest
 from .publish.output import write_all
-from .publish.outputs import input_fingerprint, inputs_digest, outputs_unchanged, plan_outputs, remember_outputs
+from .publish.outputs import (
+    input_fingerprint,
+    inputs_digest,
+    outputs_unchanged,
+    plan_outputs,
+    remember_outputs,
+    remove_outputs,
+    stale_outputs,
+)
 from .sources import read_content, scan_content
 from .sources.merge import merge_items
 from .sources.remote import read_remote, stored_remote
@@ -131,6 +139,7 @@ class RunOutcome:
     items: list[Item] = field(default_factory=list)
     files: dict[Path, bytes] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)  # outputs the last run made and this one no longer does
     edition: EditionPlan | None = None
     reports: list[SendReport] = field(default_factory=list)
     unchanged: bool = False  # nothing changed since the last run: nothing was parsed, rendered or written
@@ -148,7 +157,7 @@ class RunOutcome:
         return {
             "action": self.action, "unchanged": self.unchanged,
             "items": None if self.unchanged else len(self.items),
-            "files_written": len(self.written),
+            "files_written": len(self.written), "files_removed": len(self.removed),
             "edition": self.edition.edition_id if self.edition else None,
             "edition_note": self.edition.reason if self.edition else None,
             "sent": sum(r.sent for r in self.reports), "failed": sum(r.failed for r in self.reports),
@@ -205,6 +214,7 @@ def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
         editions = storage.list_editions() if config.delivery is not None else []
         outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest,
                                      ctx.origins)
+        outcome.removed = stale_outputs(config, outcome.files)  # named, not removed
         outcome.renders = ctx.renders
         return outcome
 
@@ -301,10 +311,11 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     outcome.written = write_all(outcome.files)
-    if publishing:
+    if publishing:  # after the new files are in place, so a reader never finds neither
+        outcome.removed = remove_outputs(config, stale_outputs(config, outcome.files))
         ping_hub(config, outcome.written)
-    log.info("wrote %d of %d files (%d unchanged)", len(outcome.written), len(outcome.files),
-             len(outcome.files) - len(outcome.written))
+    log.info("wrote %d of %d files (%d unchanged), removed %d no longer made", len(outcome.written),
+             len(outcome.files), len(outcome.files) - len(outcome.written), len(outcome.removed))
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if publishing:

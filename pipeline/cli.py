@@ -127,6 +127,8 @@ def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
     for path in outcome.files:
         state = "would write" if dry_run else ("wrote" if path in outcome.written else "unchanged")
         click.echo(f"{state:>11}  {_shown(path)}")
+    for path in outcome.removed:  # made by an earlier run, no longer made (a deleted story's topic feed)
+        click.echo(f"{'would remove' if dry_run else 'removed':>11}  {_shown(path)}")
     if outcome.edition is not None:
         plan = outcome.edition
         click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")

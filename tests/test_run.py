@@ -222,3 +222,41 @@ def test_an_unchanged_run_without_subscribers_says_so(project):
     again = run_cli(project, "run", check=True)
     assert again.stdout.startswith("nothing changed since the last run")
     assert "edition: - (no subscribers; 0 items)" in again.stdout
+
+
+def test_outputs_no_longer_made_are_removed_so_an_incremental_build_equals_a_cold_one(project, tmp_path):
+    """Deleting the story that kept a topic at min_items must take the topic's feeds down too (they
+    would go on publishing the deleted story), as a build from scratch would never have made them."""
+    import shutil
+
+    from .conftest import set_config
+
+    set_config(project, **{"feeds.limit": 2})
+    run_cli(project, "run", check=True)
+    assert (project / "public" / "tags" / "living-with-ms" / "rss.xml").exists()
+    (project / "content" / "ms-navigators-are-here-to-help.md").unlink()
+    dry = run_cli(project, "run", "--dry-run", check=True)
+    assert "would remove  public/tags/living-with-ms/rss.xml" in dry.stdout
+    assert (project / "public" / "tags" / "living-with-ms" / "rss.xml").exists()  # a dry run removes nothing
+    result = run_cli(project, "run", check=True)
+    assert "    removed  public/tags/living-with-ms/rss.xml" in result.stdout
+    assert not (project / "public" / "tags" / "living-with-ms").exists()
+
+    cold = tmp_path / "cold"  # the same project, with no public/ and no build caches
+    shutil.copytree(project, cold, ignore=lambda folder, names: ["public"] if Path(folder) == project else [])
+    for cache in ("content-cache.pickle", "archive-cache.pickle", "outputs.json"):
+        (cold / ".state" / cache).unlink(missing_ok=True)
+    run_cli(cold, "run", check=True)
+    assert snapshot(cold / "public") == snapshot(project / "public")
+
+
+def test_an_output_changed_by_hand_that_is_no_longer_made_is_left_alone(project):
+    from .conftest import set_config
+
+    run_cli(project, "run", check=True)
+    page = project / "public" / "tags" / "living-with-ms" / "index.html"
+    page.write_text("my own notes")
+    set_config(project, **{"feeds.topics.min_items": 10})  # no topic has ten stories: none is made
+    result = run_cli(project, "run", check=True)
+    assert page.read_text() == "my own notes" and "removed  public/tags/living-with-ms/index.html" not in result.stdout
+    assert not (project / "public" / "tags" / "living-with-ms" / "rss.xml").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint 
     from .site import RenderDigest
 
 FINGERPRINT_FILE = "outputs.json"
+log = logging.getLogger(__name__)
 
 
 def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: Digest | None,
@@ -94,3 +96,44 @@ def remember_outputs(config: Config, fingerprint: str, files: dict[Path, bytes])
     record = {"fingerprint": fingerprint,
               "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
     write_atomic(_record_path(config), json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
+    """Files the last publishing run wrote that this one no longer makes: a topic that fell below
+    ``min_items``, archive pages after ``feeds.limit`` changed, an image no story uses.  Left in place
+    they would keep publishing what was deleted.  Only files of the output folder that are still
+    exactly as written are named (an edit by hand is left alone); the edition pages under
+    ``archive/`` never are (older ones are kept, not rebuilt, by design)."""
+    try:
+        recorded: dict[str, str] = json.loads(_record_path(config).read_text()).get("outputs", {})
+    except (FileNotFoundError, ValueError):
+        return []
+    out = config.path("output").resolve()
+    editions = out / "archive"
+    stale = []
+    for name, expected in sorted(recorded.items()):
+        path = Path(name)
+        if path in files or not path.is_file():
+            continue
+        where = path.resolve()
+        if not where.is_relative_to(out) or where.is_relative_to(editions):
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+            stale.append(path)
+        else:
+            log.warning("%s is no longer made but was changed by hand since; left in place", path)
+    return stale
+
+
+def remove_outputs(config: Config, paths: list[Path]) -> list[Path]:
+    """Delete ``stale_outputs`` and the folders they leave empty (up to the output folder)."""
+    out = config.path("output").resolve()
+    removed = []
+    for path in paths:
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        folder = path.parent.resolve()
+        while folder != out and folder.is_relative_to(out) and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return removed

@@ -260,3 +260,33 @@ def test_an_output_changed_by_hand_that_is_no_longer_made_is_left_alone(project)
     result = run_cli(project, "run", check=True)
     assert page.read_text() == "my own notes" and "removed  public/tags/living-with-ms/index.html" not in result.stdout
     assert not (project / "public" / "tags" / "living-with-ms" / "rss.xml").exists()
+
+
+def test_a_changed_program_with_the_same_version_number_rebuilds(project, config, monkeypatch):
+    """An operator who upgrades with `git pull` (or a new library) keeps the version number but
+    must not keep feeds the old code made."""
+    from pipeline import app, program
+
+    app.run(config, progress=False)
+    assert app.run(config, progress=False).unchanged
+    monkeypatch.setattr(program, "_code_and_libraries", lambda: "the code after a git pull")
+    assert not app.run(config, progress=False).unchanged
+
+
+def test_the_program_fingerprint_changes_with_any_module_or_installed_library(tmp_path):
+    from pipeline.program import _code_and_libraries
+
+    package, site = tmp_path / "package", tmp_path / "site-packages"
+    (package / "sub").mkdir(parents=True)
+    site.mkdir()
+    (package / "a.py").write_text("A = 1\n")
+    (package / "sub" / "b.py").write_text("B = 1\n")
+    (site / "jinja2-3.1.4.dist-info").mkdir()
+    first = _code_and_libraries(package, (str(site),))
+    (package / "sub" / "b.py").write_text("B = 2\n")
+    _code_and_libraries.cache_clear()  # a new process
+    second = _code_and_libraries(package, (str(site),))
+    (site / "jinja2-3.1.4.dist-info").rename(site / "jinja2-3.1.5.dist-info")
+    _code_and_libraries.cache_clear()
+    third = _code_and_libraries(package, (str(site),))
+    assert len({first, second, third}) == 3

@@ -28,6 +28,7 @@ from lxml import etree
 
 from ..config import Config, Job
 from ..items import Enclosure, Image, Item, newest_first, tag_slug
+from ..program import program_fingerprint
 from .digest import template_environment
 
 RSS_FILE = "rss.xml"
@@ -546,7 +547,7 @@ def archive_file(kind: str, number: int) -> str:
 
 class ArchiveCache:
     """Built archive documents from earlier runs, in the state folder, by a hash of everything a
-    document is made from: its items, its spec (links, names), the config and this module's code.
+    document is made from: its items, its spec (links, names), the config and the program.
 
     A full archive page never changes (pages count from the oldest item), so after one edit of
     10,000 items only the newest page and the main feeds are built again.  Only ``app.run``
@@ -556,8 +557,7 @@ class ArchiveCache:
 
     def __init__(self, config: Config):
         self.path = config.path("state") / self.FILE
-        code = Path(__file__).read_bytes()
-        self.base = hashlib.sha256(code + config.model_dump_json().encode()).digest()
+        self.base = hashlib.sha256(f"{program_fingerprint()}\0{config.model_dump_json()}".encode()).digest()
         self.old: dict[str, tuple[bytes, bytes]] = {}
         try:
             with self.path.open("rb") as f:

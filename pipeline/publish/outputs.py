@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import __version__
 from ..config import Config
 from ..items import Item
+from ..program import program_fingerprint
 from ..sources.local import SourceFile, scan_folder
 from ..state.storage import Edition
 from .output import write_atomic
@@ -52,8 +52,9 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
 
 def inputs_digest(config: Config, remote: list[Item], content: list[SourceFile]) -> bytes:
     """The files and items the outputs are made from, hashed once per run: config, templates,
-    content files (as ``scan_content`` read them), remote items and the program's version."""
-    digest = hashlib.sha256(__version__.encode())
+    content files (as ``scan_content`` read them), remote items and the program (its code and
+    libraries, not only its version number)."""
+    digest = hashlib.sha256(program_fingerprint().encode())  # a git pull or a new library rebuilds
     digest.update(config.source_file.read_bytes())
     for folder, files in ((b"templates", scan_folder(config.path("templates"))), (b"content", content)):
         digest.update(folder + b"\0")

@@ -11,7 +11,6 @@ import logging
 import os
 import pickle
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import Config
 from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
+from ..program import program_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -308,23 +308,12 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
     return items
 
 
-def _code_fingerprint() -> str:
-    """The program version and the code that turns a file into an Item: a change to either makes
-    every cached parse stale (a version number alone misses a change made between releases)."""
-    from .. import __version__, items, text
-
-    digest = hashlib.sha256(__version__.encode())
-    for module in (sys.modules[__name__], items, text):
-        digest.update(Path(module.__file__ or "").read_bytes())
-    return digest.hexdigest()
-
-
 class ParseCache:
     """Parsed content files by file name and content hash, in one pickle in the state folder.
 
     Everything is keyed, so nothing stale can come back: an edited file has a new hash, a
     renamed one a new name, a deleted one is dropped when the cache is saved, and a change of
-    the config or the program (``_code_fingerprint``) discards the whole cache."""
+    the config or the program (``program_fingerprint``: its code and libraries) discards the whole cache."""
 
     FILE = "content-cache.pickle"
     FORMAT = 2
@@ -337,7 +326,7 @@ class ParseCache:
     @classmethod
     def load(cls, config: Config) -> ParseCache:
         path = config.path("state") / cls.FILE
-        key = hashlib.sha256(f"{cls.FORMAT}\0{_code_fingerprint()}\0{config.model_dump_json()}".encode()).hexdigest()
+        key = hashlib.sha256(f"{cls.FORMAT}\0{program_fingerprint()}\0{config.model_dump_json()}".encode()).hexdigest()
         entries: dict[str, tuple[str, bytes]] = {}
         try:
             with path.open("rb") as f:

@@ -294,12 +294,15 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
     config, storage = ctx.config, ctx.storage
     delivering = config.delivery is not None
     outcome = RunOutcome(action, items=ctx.items)
+    blocking: list[Finding] = []
     if sending and storage.count_subscribers(SUBSCRIBED):
         # Refuse a missing or weak secret before anything is queued that could not then be sent.
         signing_secret(config.require_delivery().secret_env, config.path("state"))
-        blocking = [finding for finding in lint_config(config) if finding.blocking]
-        if blocking and action != "retry":  # the law's checks, which --force cannot lift: queue nothing
+        blocking = [finding for finding in lint_config(config) if finding.blocking] if action != "retry" else []
+        if blocking and not publishing:  # the law's checks, which --force cannot lift: queue nothing
             raise LintFailed(blocking)
+        if blocking:  # publish the feeds and pages all the same; queue and send nothing until it is fixed
+            sending = False
     if sending and action != "retry":
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
@@ -319,8 +322,12 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if publishing:
-        remember_outputs(config, _fingerprint(inputs, storage), outcome.files)
+        if not blocking:  # a blocked run is not remembered: the next one checks again, and says so again
+            remember_outputs(config, _fingerprint(inputs, storage), outcome.files)
         save_archive_cache(config)
+    if blocking:
+        log.warning("published %d changed files; sending nothing until this is fixed", len(outcome.written))
+        raise LintFailed(blocking)
     outcome.renders = ctx.renders
     return outcome
 

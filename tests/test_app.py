@@ -176,6 +176,22 @@ def test_a_run_that_finds_nothing_changed_imports_no_fetching_building_or_sendin
     assert "nothing changed since the last run" in out and "LOADED []" in out
 
 
+def test_without_a_postal_address_a_run_still_publishes_and_says_every_time_why_it_sends_nothing(project, secret):
+    """The legal gate stops the email, not the feeds: readers still get the corrected story."""
+    from .conftest import set_config
+
+    config = load_config(set_config(project, **{"organisation.postal_address": ""}))
+    add_subscribers(config, 2)
+    story = project / "content" / "mesems-stem-cell-trial-results.md"
+    story.write_text(story.read_text().replace('title: "', 'title: "Corrected: ', 1))
+    for _ in range(2):  # not remembered as done: the second run says it again
+        result = _invoke(project, "run")
+        assert result.exit_code == 1 and "postal-address-missing" in result.output
+    assert b"Corrected: " in (project / "public" / "rss.xml").read_bytes()
+    with app.open_storage(config) as storage:
+        assert storage.latest_edition() is None
+
+
 def test_without_a_postal_address_nothing_is_queued_and_the_dry_run_says_why(project, config, secret):
     from .conftest import set_config
 

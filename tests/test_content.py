@@ -95,7 +95,9 @@ def test_broken_file_is_reported_with_file_line_and_field(project, config, front
 def test_duplicate_ids_name_both_files(project, config):
     write_item(project, "first", VALID + '\nid: "urn:x:same"')
     write_item(project, "second", VALID + '\nid: "urn:x:same"')
-    with pytest.raises(ContentError, match=r"content/second.md: id: duplicate id 'urn:x:same', also used by content/first.md"):
+    line = 1 + (VALID + '\nid: "urn:x:same"').strip().count("\n") + 1  # the id line, after the opening ---
+    with pytest.raises(ContentError, match=rf"content/second.md:{line}: id: duplicate id 'urn:x:same', also used by "
+                                           r"content/first.md"):
         read_content(config)
 
 
@@ -117,5 +119,7 @@ def test_a_duplicate_id_names_both_files_when_the_first_came_from_the_parse_cach
     write_item(project, "first", VALID + '\nid: "urn:x:same"')
     read_content(config, remember=True)  # first.md is now cached
     write_item(project, "second", VALID + '\nid: "urn:x:same"')
-    with pytest.raises(ContentError, match=r"content/second.md: id: duplicate id 'urn:x:same', also used by content/first.md"):
+    line = 1 + (VALID + '\nid: "urn:x:same"').strip().count("\n") + 1  # the id line, after the opening ---
+    with pytest.raises(ContentError, match=rf"content/second.md:{line}: id: duplicate id 'urn:x:same', also used by "
+                                           r"content/first.md"):
         read_content(config)

@@ -296,7 +296,7 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
             cache.put(file.name, file.digest, item)
             parsed += 1
         if item.id in seen:
-            raise ContentError(shown(file.name), None, "id",
+            raise ContentError(shown(file.name), _field_line(file.raw, "id"), "id",
                                f"duplicate id {item.id!r}, also used by {shown(seen[item.id])}")
         seen[item.id] = file.name
         items.append(item)
@@ -363,6 +363,20 @@ class ParseCache:
         with temp.open("wb") as f:
             pickle.dump({"key": self.key, "files": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temp, self.path)
+
+
+def _field_line(raw: bytes, name: str) -> int | None:
+    """The line of a top-level front-matter field, for errors found after parsing (None when the
+    field is not written, e.g. an id made from the file name)."""
+    lines = raw.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != _FENCE:
+        return None
+    for number, line in enumerate(lines[1:], start=2):
+        if line.strip() == _FENCE:
+            return None
+        if re.match(rf"{re.escape(name)}\s*:", line):
+            return number
+    return None
 
 
 def _display(path: Path, root: Path) -> str:

@@ -496,7 +496,8 @@ def summary_line(summary: dict[str, Any]) -> str:
         return f"nothing changed since the last run, {summary.get('duration_s', 0):.2f}s"
     if summary.get("nothing_due"):
         return f"no queued message is due, {summary.get('duration_s', 0):.2f}s"
-    return (f"{summary.get('items', 0)} items, {summary.get('files_written', 0)} files written, "
+    written = summary.get("files_written", 0)
+    return (f"{summary.get('items', 0)} items, {written} file{'' if written == 1 else 's'} written, "
             f"edition {summary.get('edition') or '-'}, sent {summary.get('sent', 0)}, "
             f"failed {summary.get('failed', 0)}, deferred {summary.get('deferred', 0)}, "
             f"{summary.get('duration_s', 0):.2f}s" + (" (stopped early)" if summary.get("stopped") else ""))

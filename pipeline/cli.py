@@ -18,6 +18,7 @@ DEFAULT_CONFIG = "config.yaml"  # as pipeline.config has it; not imported, so --
 if TYPE_CHECKING:
     from .app import RunOutcome
     from .config import Config
+    from .delivery.editions import EditionPlan
     from .delivery.engine import SendReport
 
 # The heavy imports (SQLAlchemy, premailer, feedgen) happen inside the commands that need them,
@@ -114,6 +115,12 @@ def _report_sends(reports: list[SendReport]) -> None:
             click.echo(f"  failed: {email}: {reply}")
 
 
+def _edition_plan_line(plan: EditionPlan) -> str:
+    """The edition line; the item count only when the plan has items (an unchanged run does not look)."""
+    items = f"; {len(plan.items)} items" if plan.items else ""
+    return f"edition: {plan.edition_id or '-'} ({plan.reason}{items})"
+
+
 def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
     if outcome.action == "bounces":
         counts = outcome.notes.get("bounce_outcomes") or {}
@@ -131,7 +138,7 @@ def _report_run(outcome: RunOutcome, dry_run: bool = False) -> None:
         click.echo(f"{'would remove' if dry_run else 'removed':>11}  {_shown(path)}")
     if outcome.edition is not None:
         plan = outcome.edition
-        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+        click.echo(_edition_plan_line(plan))
     _report_sends(outcome.reports)
 
 
@@ -210,7 +217,7 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
     if dry_run:
         preview = app.send_dry_run(config)
         plan = preview.edition
-        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+        click.echo(_edition_plan_line(plan))
         for edition_id, counts in preview.due.items():
             click.echo(f"edition {edition_id}: would send {counts['pending'] + counts['sending']}, "
                        f"deferred {counts['deferred']}, already sent {counts['sent']}")
@@ -227,7 +234,7 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
         click.echo("no queued message is due")
     if outcome.edition is not None:
         plan = outcome.edition
-        click.echo(f"edition: {plan.edition_id or '-'} ({plan.reason}; {len(plan.items)} items)")
+        click.echo(_edition_plan_line(plan))
     _report_sends(outcome.reports)
     _exit_for(outcome)
 
@@ -581,11 +588,11 @@ def format_status(report: dict) -> str:
     for run in report["runs"]:
         s = run["summary"]
         error = str(s.get("error", "")).splitlines()[0] if s.get("error") else ""
+        files = f"{s.get('files_written', 0)} file{'' if s.get('files_written') == 1 else 's'} written"
         detail = (f"error: {error}" if "error" in s else "nothing changed" if s.get("unchanged") else
                   f"{s.get('action', 'run')}: no queued message is due" if s.get("nothing_due") else
-                  f"{s.get('action', 'run')}: {s.get('items') or 0} items, {s.get('files_written', 0)} files "
-                  f"written, edition {s.get('edition') or '-'}, sent {s.get('sent', 0)}, "
-                  f"failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")
+                  f"{s.get('action', 'run')}: {s.get('items') or 0} items, {files}, edition {s.get('edition') or '-'}, "
+                  f"sent {s.get('sent', 0)}, failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")
         lines.append(f"  {run['started_at']}  {run['job']:<16} {run['status']:<8} {detail}")
     lines.append("Scheduled jobs:")
     if not report["jobs"]:

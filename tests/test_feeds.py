@@ -177,3 +177,15 @@ def test_items_in_the_hour_daylight_saving_repeats_are_ordered_by_the_instant():
     items = [Item(id=f"urn:x:{name}", slug=name, title=name, link=f"https://example.org/{name}", published=when,
                   summary="s", content_html="<p>a</p>") for name, when in (("earlier", earlier), ("later", later))]
     assert [item.slug for item in newest_first(items)] == ["later", "earlier"]
+
+
+def test_an_image_of_unknown_size_has_no_atom_length_and_rss_says_zero(config):
+    from pipeline.items import Image
+
+    item = Item(id="urn:x:img", slug="img", title="Picture", link="https://example.org/img",
+                published=datetime(2021, 11, 5, tzinfo=timezone.utc), summary="s", content_html="<p>a</p>",
+                image=Image(url="https://example.org/i.jpg", alt="An MRI light box"))
+    atom = etree.fromstring(build_atom([item], config))
+    (enclosure,) = atom.iterfind("{http://www.w3.org/2005/Atom}entry/{http://www.w3.org/2005/Atom}link[@rel='enclosure']")
+    assert "length" not in enclosure.attrib
+    assert etree.fromstring(build_rss([item], config)).find("channel/item/enclosure").get("length") == "0"

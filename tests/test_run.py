@@ -221,7 +221,7 @@ def test_an_unchanged_run_without_subscribers_says_so(project):
     run_cli(project, "run", check=True)
     again = run_cli(project, "run", check=True)
     assert again.stdout.startswith("nothing changed since the last run")
-    assert "edition: - (no subscribers; 0 items)" in again.stdout
+    assert "edition: - (no subscribers)" in again.stdout
 
 
 def test_outputs_no_longer_made_are_removed_so_an_incremental_build_equals_a_cold_one(project, tmp_path):

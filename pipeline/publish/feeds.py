@@ -230,12 +230,13 @@ def _entry_links(item: Item) -> list[dict[str, str]]:
     links: list[dict[str, str]] = []
     if item.own_link:
         links.append({"href": item.link, "rel": "alternate", "type": "text/html"})
+    # Atom's length is advisory and optional: left out when unknown (RSS must say 0 instead).
     if item.image:
         links.append({"href": item.image.url, "rel": "enclosure", "type": item.image.type or "image/jpeg",
-                      "length": str(item.image.length)})
+                      **({"length": str(item.image.length)} if item.image.length else {})})
     if item.enclosure:
         links.append({"href": item.enclosure.url, "rel": "enclosure", "type": item.enclosure.type,
-                      "length": str(item.enclosure.length)})
+                      **({"length": str(item.enclosure.length)} if item.enclosure.length else {})})
     return links
 
 

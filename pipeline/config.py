@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .yaml_keys import repeated_key
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -704,11 +705,20 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such file (use --config PATH)") from None
     try:
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{shown}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    repeated = repeated_key(node)
+    if repeated:
+        raise ConfigError(f"{shown}:{repeated[1] + 1}: {repeated[0]}: given twice; keep one (the last would win "
+                          "silently)")
     if not isinstance(data, dict):
         raise ConfigError(f"{shown}: must be a mapping of settings")
     for reserved in ("root", "source_file"):

@@ -124,3 +124,15 @@ def test_templates_in_the_config_may_only_use_plain_known_fields(project, key, v
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(set_config(project, **{key: value}))
+
+
+def test_a_setting_given_twice_is_refused_naming_its_path_and_line(project):
+    path = project / "config.yaml"
+    text = path.read_text()
+    assert "\nschedule:\n" in text
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("timezone:") and lines[i].startswith("      "))
+    lines.insert(at + 1, lines[at])  # the same job's timezone pasted twice
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"config.yaml:{at + 2}: schedule\.jobs\.[a-z-]+\.timezone: given twice"):
+        load_config(path)

@@ -123,3 +123,15 @@ def test_a_duplicate_id_names_both_files_when_the_first_came_from_the_parse_cach
     with pytest.raises(ContentError, match=rf"content/second.md:{line}: id: duplicate id 'urn:x:same', also used by "
                                            r"content/first.md"):
         read_content(config)
+
+
+def test_a_field_given_twice_is_refused_naming_its_second_line(project, config):
+    write_item(project, "twice", VALID + '\ntitle: "Another title"')
+    with pytest.raises(ContentError, match=r"content/twice.md:4: title: given twice; keep one"):
+        read_content(config)
+
+
+def test_a_nested_field_given_twice_is_refused_too(project, config):
+    write_item(project, "twice", VALID + '\nimage:\n  url: "a.jpg"\n  alt: "One"\n  alt: "Two"')
+    with pytest.raises(ContentError, match=r"content/twice.md:7: image.alt: given twice"):
+        read_content(config)

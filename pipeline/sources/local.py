@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
 from ..program import program_fingerprint
+from ..yaml_keys import repeated_key
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ def _split(text: str, shown: str) -> _Document:
         raise ContentError(shown, line, None, f"front matter is not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise ContentError(shown, 2, None, "front matter must be a mapping of fields")
+    repeated = repeated_key(node)
+    if repeated:
+        raise ContentError(shown, repeated[1] + 2, repeated[0], "given twice; keep one (the last would win silently)")
     key_lines = {}
     if isinstance(node, yaml.MappingNode):
         key_lines = {str(key.value): key.start_mark.line + 2 for key, _ in node.value}

@@ -319,12 +319,13 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
         ping_hub(config, outcome.written)
     log.info("wrote %d of %d files (%d unchanged), removed %d no longer made", len(outcome.written),
              len(outcome.files), len(outcome.files) - len(outcome.written), len(outcome.removed))
+    if publishing:  # before sending, which can take hours or be stopped: what was written is recorded
+        # A blocked run records its files (so later runs can remove them) under a fingerprint that never
+        # matches: the next run checks again, and says so again.
+        remember_outputs(config, _fingerprint(inputs, storage) if not blocking else "", outcome.files)
+        save_archive_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
-    if publishing:
-        if not blocking:  # a blocked run is not remembered: the next one checks again, and says so again
-            remember_outputs(config, _fingerprint(inputs, storage), outcome.files)
-        save_archive_cache(config)
     if blocking:
         log.warning("published %d changed files; sending nothing until this is fixed", len(outcome.written))
         raise LintFailed(blocking)

@@ -29,10 +29,16 @@ def _code_and_libraries(package: Path = PACKAGE, entries: tuple[str, ...] | None
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(f"{path.relative_to(package)}\0".encode() + path.read_bytes() + b"\0")
-    for entry in sys.path if entries is None else entries:  # e.g. jinja2-3.1.4.dist-info: names carry versions
+    for entry in _library_folders() if entries is None else entries:  # jinja2-3.1.4.dist-info: names carry versions
         try:
             names = sorted(name for name in os.listdir(entry or ".") if name.endswith((".dist-info", ".egg-info")))
         except OSError:
             continue
         digest.update("\0".join(names).encode())
     return digest.hexdigest()
+
+
+def _library_folders() -> list[str]:
+    """The folders installed libraries live in, not the working directory or the script's folder
+    (a checkout holds its own egg-info: the fingerprint must not change with where a command runs)."""
+    return [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]

@@ -136,3 +136,16 @@ def test_a_setting_given_twice_is_refused_naming_its_path_and_line(project):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=rf"config.yaml:{at + 2}: schedule\.jobs\.[a-z-]+\.timezone: given twice"):
         load_config(path)
+
+
+def test_keys_that_only_look_alike_are_not_a_repetition_and_aliases_are_looked_at_once(monkeypatch):
+    from pipeline import yaml_keys
+
+    assert yaml_keys.repeated_key(yaml.compose("a: 1\n'1': x\n1: y\n")) is None  # the string '1', the number 1
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 7)]
+    calls = []
+    walk = yaml_keys.repeated_key
+    monkeypatch.setattr(yaml_keys, "repeated_key", lambda *args: calls.append(1) or walk(*args))
+    assert yaml_keys.repeated_key(yaml.compose("\n".join(levels) + "\n")) is None
+    assert len(calls) < 200  # walked as a tree, the aliases would make it a million visits

@@ -290,3 +290,41 @@ def test_the_program_fingerprint_changes_with_any_module_or_installed_library(tm
     _code_and_libraries.cache_clear()
     third = _code_and_libraries(package, (str(site),))
     assert len({first, second, third}) == 3
+
+
+def test_a_public_folder_reached_through_a_link_loses_no_file_it_still_makes(project):
+    """Operators move public/ elsewhere and leave a link: files recorded under the old name are the
+    same files, still made, and must not be taken for leftovers."""
+    run_cli(project, "run", check=True)
+    (project / "public").rename(project / "www")
+    (project / "public").symlink_to(project / "www")
+    story = project / "content" / "mesems-stem-cell-trial-results.md"
+    story.write_text(story.read_text().replace('title: "', 'title: "Corrected: ', 1))
+    result = run_cli(project, "run", check=True)
+    assert "removed" not in result.stdout
+    assert (project / "www" / "index.html").exists() and (project / "www" / "rss.xml").exists()
+
+
+def test_outputs_made_while_sending_was_blocked_are_still_removed_when_no_longer_made(project, secret):
+    from pipeline.config import load_config
+
+    from .conftest import add_subscribers, set_config
+
+    config = load_config(set_config(project, **{"organisation.postal_address": ""}))
+    add_subscribers(config, 1)
+    assert run_cli(project, "run").returncode == 1  # published, then refused to send
+    assert (project / "public" / "tags" / "living-with-ms" / "rss.xml").exists()
+    (project / "content" / "ms-navigators-are-here-to-help.md").unlink()
+    assert run_cli(project, "run").returncode == 1
+    assert not (project / "public" / "tags" / "living-with-ms").exists()
+
+
+def test_the_program_fingerprint_does_not_depend_on_the_working_directory(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "other_project.egg-info").mkdir()  # a checkout holds its own egg-info
+    code = "from pipeline.program import program_fingerprint; print(program_fingerprint())"
+    here = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    there = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert here.stdout == there.stdout and len(here.stdout.strip()) == 64

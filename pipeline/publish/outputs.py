@@ -111,13 +111,14 @@ def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
         return []
     out = config.path("output").resolve()
     editions = out / "archive"
+    made = {path.resolve() for path in files}  # by where they are: a recorded name may reach one by a link
     stale = []
     for name, expected in sorted(recorded.items()):
         path = Path(name)
-        if path in files or not path.is_file():
+        if not path.is_absolute() or path in files or not path.is_file():
             continue
         where = path.resolve()
-        if not where.is_relative_to(out) or where.is_relative_to(editions):
+        if where in made or not where.is_relative_to(out) or where.is_relative_to(editions):
             continue
         if hashlib.sha256(path.read_bytes()).hexdigest() == expected:
             stale.append(path)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import poplib
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy as email_policy
 
@@ -74,12 +73,12 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
             flagging = True
             for message in box.fetch(AND(no_keyword=PROCESSED_KEYWORD), mark_seen=False, bulk=50):
                 key = f"{validity}:{message.uid}"
-                if not storage.mark_processed(source, key):  # claimed first: a concurrent reader skips it
-                    report.already += 1
-                else:
-                    with _claimed(storage, source, key):
+                with storage.processing(source, key) as first:  # a concurrent reader skips it
+                    if first:
                         handle(message.obj.as_bytes(policy=email_policy.compat32))
-                    report.fetched += 1
+                        report.fetched += 1
+                    else:
+                        report.already += 1
                 if message.uid and flagging:
                     try:
                         box.flag(message.uid, PROCESSED_KEYWORD, True)
@@ -90,16 +89,6 @@ def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Call
     except ImapToolsError as exc:
         raise PipelineError(f"bounce mailbox {host}:{port}: {exc}") from None
     return report
-
-
-@contextmanager
-def _claimed(storage: Storage, source: str, key: str) -> Iterator[None]:
-    """Handle a message this reader claimed; on failure give the claim back for the next read."""
-    try:
-        yield
-    except BaseException:
-        storage.release_processed(source, key)
-        raise
 
 
 def _fetch_pop3(settings: Mailbox, password: str, storage: Storage, handle: Callable[[bytes], None],
@@ -119,13 +108,13 @@ def _fetch_pop3(settings: Mailbox, password: str, storage: Storage, handle: Call
         _, listing, _ = client.uidl()
         for line in listing:
             number, uid = line.decode("ascii").split(" ", 1)
-            if not storage.mark_processed(source, uid):  # claimed first: a concurrent reader skips it
-                report.already += 1
-                continue
-            with _claimed(storage, source, uid):
-                _, lines, _ = client.retr(int(number))
-                handle(b"\r\n".join(lines) + b"\r\n")
-            report.fetched += 1
+            with storage.processing(source, uid) as first:  # a concurrent reader skips it
+                if first:
+                    _, lines, _ = client.retr(int(number))
+                    handle(b"\r\n".join(lines) + b"\r\n")
+                    report.fetched += 1
+                else:
+                    report.already += 1
     finally:
         try:
             client.quit()

@@ -24,6 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -269,17 +270,14 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
         source = f"webhook:{relay}"
         counted = 0
         for event in events:
-            # Claimed before it is counted (one atomic insert): two copies of one event arriving at
-            # once count once; a failure gives the claim back, so the relay's retry counts it.
-            if not event.email or (event.key and not storage.mark_processed(source, event.key)):
+            if not event.email:
                 continue
-            try:
-                record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
-            except BaseException:
-                if event.key:
-                    storage.release_processed(source, event.key)
-                raise
-            counted += 1
+            # Claimed before it is counted: two copies of one event arriving at once count once, and
+            # a failure gives the claim back, so the relay's retry counts it.
+            with storage.processing(source, event.key) if event.key else nullcontext(True) as first:
+                if first:
+                    record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
+                    counted += 1
         return counted
 
     def handle_ses(environ, body: bytes) -> int:
@@ -353,13 +351,9 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             raise Rejected("403 Forbidden", "Mailgun signature does not verify")
         if not _fresh(timestamp, hooks.max_age):
             raise Rejected("403 Forbidden", "Mailgun timestamp too old")
-        if not storage.mark_processed("webhook:mailgun-token", token):
-            return 0  # the same signed request again (Mailgun signs only timestamp + token): already handled
-        try:
-            return record("mailgun", mailgun_events(payload))
-        except BaseException:
-            storage.release_processed("webhook:mailgun-token", token)
-            raise
+        with storage.processing("webhook:mailgun-token", token) as first:
+            # Not first: the same signed request again (Mailgun signs only timestamp + token), already handled.
+            return record("mailgun", mailgun_events(payload)) if first else 0
 
     handlers = {"ses": handle_ses, "postmark": handle_postmark, "sendgrid": handle_sendgrid, "mailgun": handle_mailgun}
 

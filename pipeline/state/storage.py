@@ -1586,6 +1586,18 @@ class Storage:
                                   .values(source=source[:300], key=key[:300], processed_at=utcnow()))
         return bool(result.rowcount)
 
+    @contextmanager
+    def processing(self, source: str, key: str) -> Iterator[bool]:
+        """Claim (source, key) for the block: True when this caller is the first (a concurrent copy gets
+        False and must skip it); if the block fails, the claim is given back so a retry handles it."""
+        claimed = self.mark_processed(source, key)
+        try:
+            yield claimed
+        except BaseException:
+            if claimed:
+                self.release_processed(source, key)
+            raise
+
     def release_processed(self, source: str, key: str) -> None:
         """Undo ``mark_processed`` when handling the message failed, so a retry handles it."""
         with self.engine.begin() as conn:

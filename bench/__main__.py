@@ -231,12 +231,20 @@ def case_digest(sizes, recipients, repeat) -> None:
                baseline_naive_render_and_build_ms=per_naive, ratio=per_fast / per_naive, naive_sampled=sample)
 
 
+def delete_build_caches(state: Path) -> None:
+    """What makes a build cold: the parse and archive caches and the record of the last run's inputs."""
+    from pipeline.publish.feeds import ArchiveCache
+    from pipeline.publish.outputs import FINGERPRINT_FILE
+    from pipeline.sources.local import ParseCache
+
+    for name in (ParseCache.FILE, ArchiveCache.FILE, FINGERPRINT_FILE):
+        (state / name).unlink(missing_ok=True)
+
+
 # -- unchanged rerun ----------------------------------------------------------------------------
 
 def case_rerun(count, repeat) -> None:
     from pipeline import app
-    from pipeline.publish.feeds import ArchiveCache
-    from pipeline.sources.local import ParseCache
 
     print(f"rerun: `pipeline run` on {count} items: one file edited (parse and archive caches warm) vs a cold "
           "full build (caches deleted), and nothing changed; same run")
@@ -260,8 +268,7 @@ def case_rerun(count, repeat) -> None:
 
         def cold():
             edit()
-            for name in (ParseCache.FILE, ArchiveCache.FILE):
-                (state / name).unlink(missing_ok=True)
+            delete_build_caches(state)
             result = app.run(config, progress=False)
             assert result.written, "a change must rewrite outputs"
 
@@ -280,10 +287,6 @@ def case_rerun(count, repeat) -> None:
 
 def case_rerun_command(count, repeat) -> None:
     """The same as an operator runs it: `pipeline run` as a command, so start-up and imports count."""
-    from pipeline.publish.feeds import ArchiveCache
-    from pipeline.publish.outputs import FINGERPRINT_FILE
-    from pipeline.sources.local import ParseCache
-
     print(f"rerun as a command: `pipeline run` on {count} items with nothing changed vs a cold full build "
           "(caches deleted), both as commands, same run")
     script = str(Path(sys.executable).with_name("pipeline"))
@@ -300,9 +303,7 @@ def case_rerun_command(count, repeat) -> None:
             return (time.perf_counter() - started) * 1000
 
         def cold() -> float:
-            state = config.path("state")
-            for name in (ParseCache.FILE, ArchiveCache.FILE, FINGERPRINT_FILE):
-                (state / name).unlink(missing_ok=True)
+            delete_build_caches(config.path("state"))
             return run()
 
         run()

@@ -92,8 +92,11 @@ def test_broken_file_is_reported_with_file_line_and_field(project, config, front
     assert str(caught.value).startswith(expected), str(caught.value)
 
 
-def test_duplicate_ids_name_both_files(project, config):
+@pytest.mark.parametrize("first_cached", [False, True], ids=["both-parsed", "first-from-the-parse-cache"])
+def test_duplicate_ids_name_both_files_and_the_id_line(project, config, first_cached):
     write_item(project, "first", VALID + '\nid: "urn:x:same"')
+    if first_cached:
+        read_content(config, remember=True)
     write_item(project, "second", VALID + '\nid: "urn:x:same"')
     line = 1 + (VALID + '\nid: "urn:x:same"').strip().count("\n") + 1  # the id line, after the opening ---
     with pytest.raises(ContentError, match=rf"content/second.md:{line}: id: duplicate id 'urn:x:same', also used by "
@@ -113,16 +116,6 @@ def test_cli_reports_a_broken_file_in_one_line_and_fails(project):
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: content/bad.md:3: date: needs a timezone, e.g. 2021-11-04T09:00:00-04:00"
     assert "Traceback" not in result.stderr
-
-
-def test_a_duplicate_id_names_both_files_when_the_first_came_from_the_parse_cache(project, config):
-    write_item(project, "first", VALID + '\nid: "urn:x:same"')
-    read_content(config, remember=True)  # first.md is now cached
-    write_item(project, "second", VALID + '\nid: "urn:x:same"')
-    line = 1 + (VALID + '\nid: "urn:x:same"').strip().count("\n") + 1  # the id line, after the opening ---
-    with pytest.raises(ContentError, match=rf"content/second.md:{line}: id: duplicate id 'urn:x:same', also used by "
-                                           r"content/first.md"):
-        read_content(config)
 
 
 def test_a_field_given_twice_is_refused_naming_its_second_line(project, config):

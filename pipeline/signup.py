@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode
 
 from .config import Config
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
@@ -33,6 +33,7 @@ from .mail.signup_tokens import (
     read_preferences_token,
 )
 from .state.storage import PENDING_CONFIRMATION, ConsentEvent, Profile, Storage, topics_key
+from .urls import web_url
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ PAUSES = {"": 0, "2w": 14, "1m": 30, "3m": 91}  # the preferences page's pause c
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def web_url(config: Config) -> str:
-    """Where the web app answers: signup.web_url, else the folder of the unsubscribe URL."""
-    if config.signup.web_url:
-        return config.signup.web_url if config.signup.web_url.endswith("/") else config.signup.web_url + "/"
-    unsubscribe = config.digest.unsubscribe_url or config.site.url("unsubscribe")
-    return urljoin(unsubscribe, ".")
 
 
 def consent_line(config: Config) -> str:

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from email.utils import make_msgid
-from typing import Protocol
 
 from ..config import Config
 from ..publish.digest import PREFERENCES_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
+from ..urls import unsubscribe_base, web_url
 from .lint import Sample
-from .message import DotStuffed, Envelope, MessageTemplate, Recipient, list_headers, recipient_for
+from .message import DigestParts, DotStuffed, Envelope, MessageTemplate, Recipient, list_headers, recipient_for
 from .signup_tokens import make_preferences_token
 
 SAMPLE_RECIPIENT = "subscriber@example.org"
-
-
-class DigestParts(Protocol):
-    """A rendered digest (fresh, or as stored with its edition), with the unsubscribe placeholder in it."""
-
-    @property
-    def subject(self) -> str: ...
-
-    @property
-    def html(self) -> str: ...
-
-    @property
-    def text(self) -> str: ...
-
-
-def unsubscribe_base(config: Config) -> str:
-    return config.digest.unsubscribe_url or config.site.url("unsubscribe")
 
 
 class EditionMail:
@@ -37,8 +20,6 @@ class EditionMail:
 
     def __init__(self, digest: DigestParts, edition_id: str, date: datetime, config: Config, secret: bytes,
                  subject_prefix: str = ""):
-        from ..signup import web_url
-
         self.digest, self.edition_id, self.secret = digest, edition_id, secret
         self.config, self.date = config, date
         # The preferences link is dated from the edition, so a resend after a crash carries the same bytes.

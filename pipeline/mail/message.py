@@ -24,16 +24,13 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlencode
 
 from ..config import Delivery
 from ..errors import PipelineError
 from .addresses import ascii_address
 from .tokens import make_token
-
-if TYPE_CHECKING:
-    from .edition import DigestParts
 
 CONTENT_POLICY = policy.SMTP  # CRLF, 78-column folding for the headers we let it fold
 WIRE_POLICY = policy.SMTP.clone(refold_source="none")  # raw headers stay exactly as written
@@ -45,6 +42,19 @@ _SENTINEL_TEXT = "@@TEXT-BODY@@"
 _SENTINEL_HTML = "@@HTML-BODY@@"
 _CRLF = b"\r\n"
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+
+
+class DigestParts(Protocol):
+    """A rendered digest (fresh, or as stored with its edition), with the unsubscribe placeholder in it."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def html(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 class HeaderInjection(PipelineError):

@@ -21,6 +21,7 @@ import jinja2
 from ..config import Config
 from ..items import Item, newest_first
 from ..text import squash_spaces
+from ..urls import unsubscribe_base, web_url
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
@@ -251,9 +252,7 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
 def public_copy(digest: Digest, config: Config) -> tuple[bytes, bytes]:
     """The web copy of a digest: no personal token, the unsubscribe and preferences links point at the
     generic pages, and no "view in browser" link (it is the browser copy)."""
-    from ..signup import web_url
-
-    html, text = digest.with_links(config.digest.unsubscribe_url or config.site.url("unsubscribe"),
+    html, text = digest.with_links(unsubscribe_base(config),
                                    web_url(config) + "preferences")
     html = _VIEW_IN_BROWSER_HTML.sub("", html)
     text = _VIEW_IN_BROWSER_TEXT.sub("", text)

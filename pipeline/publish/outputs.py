@@ -125,17 +125,3 @@ def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
         else:
             log.warning("%s is no longer made but was changed by hand since; left in place", path)
     return stale
-
-
-def remove_outputs(config: Config, paths: list[Path]) -> list[Path]:
-    """Delete ``stale_outputs`` and the folders they leave empty (up to the output folder)."""
-    out = config.path("output").resolve()
-    removed = []
-    for path in paths:
-        path.unlink(missing_ok=True)
-        removed.append(path)
-        folder = path.parent.resolve()
-        while folder != out and folder.is_relative_to(out) and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-    return removed

@@ -314,18 +314,22 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
                                      ctx.origins)
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
+    # A blocked run records its files (so later runs can remove them) under a fingerprint that never
+    # matches: the next run checks again, and says so again.  A send keeps the record of the set it adds to.
+    fingerprint = (_fingerprint(inputs, storage) if not blocking else "") if publishing else None
+
+    def record(version: str) -> None:  # what the new set holds, recorded before it is switched in
+        remember_outputs(config, fingerprint, outcome.files if publishing else None, version)
+
     # The whole output folder switches at once: a reader, or a run killed now, sees the old set or the new one.
     published = publish_version(config.path("output"), outcome.files,
-                                stale_outputs(config, outcome.files) if publishing else [])
+                                stale_outputs(config, outcome.files) if publishing else [], record)
     outcome.written, outcome.removed = published.written, published.removed
     if publishing:
         ping_hub(config, outcome.written)
     log.info("wrote %d of %d files (%d unchanged), removed %d no longer made", len(outcome.written),
              len(outcome.files), len(outcome.files) - len(outcome.written), len(outcome.removed))
-    if publishing:  # before sending, which can take hours or be stopped: what was written is recorded
-        # A blocked run records its files (so later runs can remove them) under a fingerprint that never
-        # matches: the next run checks again, and says so again.
-        remember_outputs(config, _fingerprint(inputs, storage) if not blocking else "", outcome.files)
+    if publishing:  # before sending, which can take hours or be stopped
         save_archive_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)

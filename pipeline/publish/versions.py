@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +62,12 @@ def switch_point(out: Path) -> Path:
     raise PipelineError(f"{out}: too many levels of symbolic links")
 
 
+def live_version(out: Path) -> str:
+    """The name of the version ``out`` shows; "" for a real folder or none."""
+    switched = switch_point(out)
+    return Path(os.readlink(switched)).name if switched.is_symlink() else ""
+
+
 def current_version(switched: Path) -> Path | None:
     """The folder the live set is read from: a version, a real (legacy) directory, or None (none yet)."""
     if switched.is_symlink():
@@ -73,11 +79,14 @@ def current_version(switched: Path) -> Path | None:
     return None
 
 
-def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = ()) -> Published:
+def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = (),
+            record: Callable[[str], None] | None = None) -> Published:
     """Make ``files`` (keyed by paths under ``out``) the live set, without ``stale``, in one switch.
 
     Files whose bytes did not change are neither written nor counted; when nothing changed and
     nothing is stale, no version is made at all.  Files planned outside ``out`` are written in place.
+    ``record`` is called with the name of the version about to be live (the new one, just before the
+    switch; the live one when nothing changed), to record what it holds.
     """
     from .output import write_atomic
 
@@ -92,10 +101,13 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = ()) -> 
                if current is None or not _holds(current / path.relative_to(out), data)}
     gone = [path for path in stale if current is not None and _relative(path, out, current) is not None]
     if not changed and not gone and (current is None or switched.is_symlink()):
+        if record is not None:
+            record(live_version(out))
         return result
     versions = versions_folder(switched)
     versions.mkdir(parents=True, exist_ok=True)
     version = versions / _new_id()
+    log.debug("building %s: %d files changed, %d removed", version, len(changed), len(gone))
     try:
         if current is not None:
             _link_copy(current, version)
@@ -107,6 +119,8 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = ()) -> 
             rel = _relative(path, out, current)
             if rel is not None:
                 _remove(version, rel)
+        if record is not None:
+            record(version.name)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         raise

@@ -13,10 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
+import pytest
+
 from .conftest import SECRET, add_subscribers, run_cli, set_config, snapshot, use_smtp, write_item
-from .smtp_sink import RecordingHandler, SmtpSink
+from .smtp_sink import RecordingHandler, SmtpSink, free_port
 
 STORIES = 200
 KILLS = 30
@@ -192,3 +195,70 @@ def test_a_run_that_changes_nothing_makes_no_version(project):
     result = run_cli(project, "run", check=True)
     assert "nothing changed" not in result.stderr  # it did rebuild ...
     assert sorted((project / "public.versions").iterdir()) == before  # ... and switched nothing
+
+
+NGINX = Path("/usr/sbin/nginx")
+NGINX_CONF = """{user}daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location /news-feed/ {{
+            alias {public}/;
+            disable_symlinks on from=$document_root;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx(project, tmp_path):
+    """nginx serving the project's public/ as docs/how-to/serve-public.md configures it (symlink checks on)."""
+    if not NGINX.exists():
+        if os.environ.get("CI"):
+            pytest.fail("no nginx (apt-get install nginx): CI must run this test")
+        pytest.skip("no nginx (apt-get install nginx); CI runs this")
+    root, port = tmp_path / "nginx", free_port()
+    (root / "tmp").mkdir(parents=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers read the test's private folders as its user
+    (root / "nginx.conf").write_text(NGINX_CONF.format(user=user, root=root, port=port, public=project / "public"))
+    server = subprocess.Popen([str(NGINX), "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/news-feed/"
+    deadline = time.monotonic() + 30
+    while True:  # until nginx listens (it answers 404 before the first run made public/)
+        try:
+            urllib.request.urlopen(url + "rss.xml", timeout=5)
+            break
+        except urllib.error.HTTPError:
+            break
+        except OSError:  # not listening yet: wait for nginx to exit (a failure) or for the next try
+            try:
+                server.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                assert time.monotonic() < deadline, "nginx never listened"
+            else:
+                raise AssertionError(f"nginx stopped: {server.stderr.read()}") from None
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_nginx_configured_as_the_guide_says_serves_each_new_version_whole(project, nginx):
+    def served(name: str) -> bytes:
+        with urllib.request.urlopen(nginx + name, timeout=10) as response:
+            return response.read()
+
+    run_cli(project, "run", check=True)
+    assert served("rss.xml") == (project / "public" / "rss.xml").read_bytes()
+    story = project / "content" / "mesems-stem-cell-trial-results.md"
+    story.write_text(story.read_text().replace('title: "', 'title: "Corrected: ', 1))
+    run_cli(project, "run", check=True)
+    assert b"Corrected: " in served("rss.xml") and served("rss.xml") == (project / "public" / "rss.xml").read_bytes()
+    assert served("feed.xsl") == (project / "public" / "feed.xsl").read_bytes()  # a file shared by two versions

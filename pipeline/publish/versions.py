@@ -56,7 +56,7 @@ def switch_point(out: Path) -> Path:
         if not path.is_symlink():
             return path
         target = Path(os.path.normpath(path.parent / os.readlink(path)))
-        if target.parent == versions_folder(path):
+        if target.parent.name.endswith(VERSIONS_SUFFIX):  # a switch link (perhaps renamed since)
             return path
         path = target
     raise PipelineError(f"{out}: too many levels of symbolic links")
@@ -104,7 +104,8 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = (),
         if record is not None:
             record(live_version(out))
         return result
-    versions = versions_folder(switched)
+    linked = switched.is_symlink() and current is not None
+    versions = current.parent if linked and current is not None else versions_folder(switched)
     versions.mkdir(parents=True, exist_ok=True)
     version = versions / _new_id()
     log.debug("building %s: %d files changed, %d removed", version, len(changed), len(gone))

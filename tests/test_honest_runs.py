@@ -262,3 +262,16 @@ def test_nginx_configured_as_the_guide_says_serves_each_new_version_whole(projec
     run_cli(project, "run", check=True)
     assert b"Corrected: " in served("rss.xml") and served("rss.xml") == (project / "public" / "rss.xml").read_bytes()
     assert served("feed.xsl") == (project / "public" / "feed.xsl").read_bytes()  # a file shared by two versions
+
+
+def test_a_run_left_running_by_an_older_version_is_closed_as_interrupted_by_the_next_run(project, config):
+    from pipeline.app import open_storage
+
+    with open_storage(config) as storage:  # as the pipeline before run owners wrote it: no owner recorded
+        old = storage.start_run("weekly-digest")
+    assert [row["status"] for row in json.loads(run_cli(project, "status", "--json", check=True).stdout)["runs"]] \
+        == ["running"]  # status alone cannot tell whose it was
+    rerun = run_cli(project, "run", check=True)
+    assert f"run {old} (job weekly-digest, started " in rerun.stderr and "was interrupted" in rerun.stderr
+    report = json.loads(run_cli(project, "status", "--json", check=True).stdout)
+    assert [(row["id"], row["status"]) for row in report["runs"]] == [(old + 1, "ok"), (old, "interrupted")]

@@ -259,9 +259,12 @@ def _sync_folder(folder: Path) -> None:
 def _clean(switched: Path, versions: Path, keep: set[str]) -> None:
     """Delete every version but the live one and the one before, and what a killed run left behind."""
     for entry in versions.iterdir():
-        if entry.name not in keep:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() \
-                else entry.unlink(missing_ok=True)
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     for entry in switched.parent.glob(f".{switched.name}{_TEMP_MARK}*"):
         if entry.is_symlink() or not entry.is_dir():
             entry.unlink(missing_ok=True)

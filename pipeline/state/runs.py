@@ -86,8 +86,12 @@ def start_run(storage: Storage, job: str) -> int:
 
 
 def close_interrupted(storage: Storage, limit: int = 50) -> list[RunRecord]:
-    """Record as ``interrupted`` the recent runs whose process is gone, saying so once each; return them."""
-    found = [record for record in storage.recent_runs(limit) if record.status == RUNNING and is_interrupted(record)]
+    """Record as ``interrupted`` the recent runs whose process is gone, saying so once each; return them.
+
+    Called under the run lock: a ``running`` row that names no owner was left by a version of the
+    pipeline before owners were recorded, and its run cannot be alive while this one holds the lock."""
+    found = [record for record in storage.recent_runs(limit)
+             if record.status == RUNNING and (_owner(record) is None or is_interrupted(record))]
     for record in found:
         summary: dict[str, Any] = {**record.summary, "interrupted": True}
         with storage.engine.begin() as conn:

@@ -32,20 +32,20 @@ from .environment import database_url, lint_secret, signing_secret
 from .errors import PipelineError, require_extra
 from .items import Item
 from .publish.digest import Digest, render_digest
-from .publish.output import write_all
 from .publish.outputs import (
     input_fingerprint,
     inputs_digest,
     outputs_unchanged,
     plan_outputs,
     remember_outputs,
-    remove_outputs,
     stale_outputs,
 )
+from .publish.versions import publish as publish_version
 from .sources import read_content, scan_content
 from .sources.merge import merge_items
 from .sources.remote import read_remote, stored_remote
 from .state.lock import run_lock
+from .state.runs import close_interrupted, is_interrupted, start_run
 from .state.storage import (
     LEDGER_STATUSES,
     SUBSCRIBED,
@@ -189,7 +189,8 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
         return _bounce_run(config, job)
     with run_lock(config.path("state"), database_url=database_url(), wait=wait, stop=stop), \
             open_storage(config) as storage:
-        run_id = storage.start_run(job)
+        close_interrupted(storage)  # under the lock: no other locked run is alive to be taken for dead
+        run_id = start_run(storage, job)
         started = time.monotonic()
         try:
             outcome = _run(config, storage, action, force=force, stop=stop, progress=progress)
@@ -313,16 +314,22 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
                                      ctx.origins)
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
-    outcome.written = write_all(outcome.files)
-    if publishing:  # after the new files are in place, so a reader never finds neither
-        outcome.removed = remove_outputs(config, stale_outputs(config, outcome.files))
+    # A blocked run records its files (so later runs can remove them) under a fingerprint that never
+    # matches: the next run checks again, and says so again.  A send keeps the record of the set it adds to.
+    fingerprint = (_fingerprint(inputs, storage) if not blocking else "") if publishing else None
+
+    def record(version: str) -> None:  # what the new set holds, recorded before it is switched in
+        remember_outputs(config, fingerprint, outcome.files if publishing else None, version)
+
+    # The whole output folder switches at once: a reader, or a run killed now, sees the old set or the new one.
+    published = publish_version(config.path("output"), outcome.files,
+                                stale_outputs(config, outcome.files) if publishing else [], record)
+    outcome.written, outcome.removed = published.written, published.removed
+    if publishing:
         ping_hub(config, outcome.written)
     log.info("wrote %d of %d files (%d unchanged), removed %d no longer made", len(outcome.written),
              len(outcome.files), len(outcome.files) - len(outcome.written), len(outcome.removed))
-    if publishing:  # before sending, which can take hours or be stopped: what was written is recorded
-        # A blocked run records its files (so later runs can remove them) under a fingerprint that never
-        # matches: the next run checks again, and says so again.
-        remember_outputs(config, _fingerprint(inputs, storage) if not blocking else "", outcome.files)
+    if publishing:  # before sending, which can take hours or be stopped
         save_archive_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
@@ -591,7 +598,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _run_row(record: RunRecord) -> dict[str, Any]:
     return {"id": record.id, "job": record.job, "started_at": _iso(record.started_at),
-            "finished_at": _iso(record.finished_at), "status": record.status, "summary": record.summary}
+            "finished_at": _iso(record.finished_at),  # a run whose process is gone is interrupted, not running
+            "status": "interrupted" if is_interrupted(record) else record.status, "summary": record.summary}
 
 
 def status(config: Config, runs: int = 10) -> dict[str, Any]:
@@ -822,7 +830,7 @@ def fetch_bounces(config: Config) -> BounceFetch:
 
 def _bounce_run(config: Config, job: str) -> RunOutcome:
     with open_storage(config) as storage:
-        run_id = storage.start_run(job)
+        run_id = start_run(storage, job)
     started = time.monotonic()
     try:
         fetched = fetch_bounces(config)

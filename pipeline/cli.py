@@ -589,7 +589,9 @@ def format_status(report: dict) -> str:
         s = run["summary"]
         error = str(s.get("error", "")).splitlines()[0] if s.get("error") else ""
         files = f"{s.get('files_written', 0)} file{'' if s.get('files_written') == 1 else 's'} written"
-        detail = (f"error: {error}" if "error" in s else "nothing changed" if s.get("unchanged") else
+        detail = ("stopped before it finished: its process is gone" if run["status"] == "interrupted" else
+                  "in progress" if run["status"] == "running" else
+                  f"error: {error}" if "error" in s else "nothing changed" if s.get("unchanged") else
                   f"{s.get('action', 'run')}: no queued message is due" if s.get("nothing_due") else
                   f"{s.get('action', 'run')}: {s.get('items') or 0} items, {files}, edition {s.get('edition') or '-'}, "
                   f"sent {s.get('sent', 0)}, failed {s.get('failed', 0)}, deferred {s.get('deferred', 0)}")

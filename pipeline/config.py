@@ -655,7 +655,10 @@ class Config(Strict):
     source_file: Path = Path(DEFAULT_CONFIG)
 
     def path(self, which: Literal["content", "templates", "output", "state"]) -> Path:
-        return (self.root / getattr(self.paths, which)).resolve()
+        path = self.root / getattr(self.paths, which)
+        if which == "output" and path.name not in ("", ".", ".."):  # a link to its live version: named, not followed
+            return path.parent.resolve() / path.name
+        return path.resolve()
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Config:

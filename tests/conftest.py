@@ -1,4 +1,9 @@
-"""Shared fixtures: a throw-away copy of the real project (config, templates, the MESEMS content)."""
+"""Shared fixtures: a throw-away project in a temporary folder, made from tests/fixtures/project/
+(a frozen copy of the shipped config and the MESEMS content) and the shipped templates.
+
+Nothing here reads or writes the working tree's config.yaml, content/, .state/ or public/: a
+project made one's own (another organisation, another relay, other stories) runs the same suite,
+and the suite cannot send to the relay that project configures (tests/test_isolation.py proves it)."""
 
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ from click.testing import CliRunner
 
 from pipeline.config import Config, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the code and its docs; never the project files at its root
+FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "project"  # config.yaml and content/
+# The templates are the program's shipped defaults (code under test, like pipeline/), not project data.
+TEMPLATES = REPO / "templates"
 
 
 # The seed gives no postal address and no image files; a sendable test project needs both.
@@ -100,17 +108,18 @@ def backend(request, monkeypatch, tmp_path: Path) -> Backend:
 
 @pytest.fixture
 def project(tmp_path: Path, backend: Backend) -> Path:
-    """A copy of the repository's config, templates and content that a test may change freely."""
+    """A project in a temporary folder (config, templates and content) that a test may change freely."""
     return make_project(tmp_path / "site")
 
 
 def make_project(root: Path) -> Path:
-    """Copy config, templates and content into root, adding what the seed lacks and sending requires:
-    a postal address, the MESEMS story's image file and a local logo file, each at its declared size."""
+    """Copy the fixture's config and content and the shipped templates into root, adding what the seed
+    lacks and sending requires: a postal address, the MESEMS story's image file and a local logo file,
+    each at its declared size."""
     root.mkdir(parents=True)
-    shutil.copy(REPO / "config.yaml", root / "config.yaml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "content", root / "content")
+    shutil.copy(FIXTURE_PROJECT / "config.yaml", root / "config.yaml")
+    shutil.copytree(TEMPLATES, root / "templates")
+    shutil.copytree(FIXTURE_PROJECT / "content", root / "content")
     write_image(root / "content" / "images" / "mesems-trial.jpg", 1200, 630)
     write_image(root / "assets" / "logo.png", 200, 60, "#ffffff")
     set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS, "site.logo.file": "assets/logo.png"})
@@ -127,9 +136,12 @@ PIPELINE_ENV = ("PIPELINE_CONFIG", "PIPELINE_DATABASE_URL", "PIPELINE_SECRET", "
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
+def clean_environment(monkeypatch, tmp_path: Path):
+    """No pipeline variable from the developer's shell, and a working directory of the test's own: a
+    relative ``config.yaml`` (the command line's default) can never name the working tree's."""
     for name in PIPELINE_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
 
 
 @dataclass

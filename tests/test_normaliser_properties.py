@@ -18,9 +18,9 @@ from pipeline.sources.normalise import entry_data, item_from_row, item_id_for
 from pipeline.sources.parse import RawEntry
 from pipeline.state.storage import StoredEntry
 
-from .conftest import REPO
+from .conftest import FIXTURE_PROJECT
 
-CONFIG = load_config(REPO / "config.yaml")
+CONFIG = load_config(FIXTURE_PROJECT / "config.yaml")  # read only: nothing here writes the project
 SOURCE = RemoteSource(name="fuzz", url="https://fuzz.example.org/feed.xml")
 FEED = {"title": "Fuzz <b>feed</b>", "link": "https://fuzz.example.org/"}
 NOW = datetime(2021, 11, 12, tzinfo=timezone.utc)

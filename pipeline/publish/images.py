@@ -37,8 +37,10 @@ def relative_to_site(url: str, config: Config) -> str | None:
 
 
 def _inside(folder: Path, rel: str) -> Path | None:
-    path = (folder / rel).resolve()
-    return path if path.is_relative_to(folder) else None
+    """``folder / rel`` when it stays inside ``folder`` (which may be a link, as the output folder is)."""
+    root = folder.resolve()
+    path = (root / rel).resolve()
+    return folder / path.relative_to(root) if path.is_relative_to(root) else None
 
 
 def locate(url: str, config: Config) -> LocalImage | None:

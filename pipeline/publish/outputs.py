@@ -14,6 +14,7 @@ from ..program import program_fingerprint
 from ..sources.local import SourceFile, scan_folder
 from ..state.storage import Edition
 from .output import write_atomic
+from .versions import live_version
 
 if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
     from .digest import Digest
@@ -78,12 +79,27 @@ def _record_path(config: Config) -> Path:
     return config.path("state") / FINGERPRINT_FILE
 
 
+def _records(config: Config) -> dict[str, dict]:
+    """What each kept version of the output folder holds, by version name ("" for a real folder)."""
+    try:
+        data = json.loads(_record_path(config).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    if "versions" not in data:  # written before versioned outputs: the record of the folder itself
+        return {"": data}
+    return dict(data["versions"])
+
+
+def _live_record(config: Config) -> dict:
+    """The record of the set that is live now, whichever instant the last run was stopped at."""
+    return _records(config).get(live_version(config.path("output")), {})
+
+
 def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     """True when the last run saw the same inputs and its outputs are still there, untouched."""
-    try:
-        record = json.loads(_record_path(config).read_text())
-    except (FileNotFoundError, ValueError):
-        return False
+    record = _live_record(config)
     if record.get("fingerprint") != fingerprint:
         return False
     for name, expected in record.get("outputs", {}).items():
@@ -93,10 +109,18 @@ def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     return True
 
 
-def remember_outputs(config: Config, fingerprint: str, files: dict[Path, bytes]) -> None:
-    record = {"fingerprint": fingerprint,
-              "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
-    write_atomic(_record_path(config), json.dumps(record, indent=1, sort_keys=True).encode())
+def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, bytes] | None, version: str) -> None:
+    """Record what ``version`` of the output folder holds, before it is switched in, beside the record of
+    the live one: a run killed at any instant leaves the record of whichever set is live.  ``files`` None
+    (a send, which adds archive pages only) keeps the live set's record for the new version."""
+    live = live_version(config.path("output"))
+    records = {name: record for name, record in _records(config).items() if name in (live, version)}
+    if files is None:
+        records[version] = records.get(live, {})
+    else:
+        records[version] = {"fingerprint": fingerprint,
+                            "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
+    write_atomic(_record_path(config), json.dumps({"versions": records}, indent=1, sort_keys=True).encode())
 
 
 def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
@@ -105,10 +129,7 @@ def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
     they would keep publishing what was deleted.  Only files of the output folder that are still
     exactly as written are named (an edit by hand is left alone); the edition pages under
     ``archive/`` never are (older ones are kept, not rebuilt, by design)."""
-    try:
-        recorded: dict[str, str] = json.loads(_record_path(config).read_text()).get("outputs", {})
-    except (FileNotFoundError, ValueError):
-        return []
+    recorded: dict[str, str] = _live_record(config).get("outputs", {})
     out = config.path("output").resolve()
     editions = out / "archive"
     made = {path.resolve() for path in files}  # by where they are: a recorded name may reach one by a link
@@ -125,17 +146,3 @@ def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
         else:
             log.warning("%s is no longer made but was changed by hand since; left in place", path)
     return stale
-
-
-def remove_outputs(config: Config, paths: list[Path]) -> list[Path]:
-    """Delete ``stale_outputs`` and the folders they leave empty (up to the output folder)."""
-    out = config.path("output").resolve()
-    removed = []
-    for path in paths:
-        path.unlink(missing_ok=True)
-        removed.append(path)
-        folder = path.parent.resolve()
-        while folder != out and folder.is_relative_to(out) and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-    return removed

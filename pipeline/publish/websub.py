@@ -29,7 +29,7 @@ class PingReport:
 def changed_feed_urls(config: Config, written: list[Path]) -> list[str]:
     """The public URLs of the subscribable feeds among the files just written (not archive documents,
     which never change once full and advertise no hub)."""
-    out = config.path("output")
+    out = config.path("output").resolve()  # the live version the written files are in
     urls = []
     for path in written:
         try:

@@ -59,10 +59,11 @@ def make_app(config: Config, rebuild: Callable[[], RunOutcome] | None = None) ->
             result = rebuild()
             page = env.from_string(INDEX).render(site=config.site, count=len(result.items))
             return respond(start_response, "200 OK", page.encode("utf-8"))
-        target = (public / path.lstrip("/")).resolve()
+        root = public.resolve()  # the live version, read once per request: a run may switch it meanwhile
+        target = (root / path.lstrip("/")).resolve()
         if target.is_dir():
             target = target / "index.html"
-        if not target.is_relative_to(public) or not target.is_file():
+        if not target.is_relative_to(root) or not target.is_file():
             return respond(start_response, "404 Not Found", b"not found", "text/plain")
         kind = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return respond(start_response, "200 OK", target.read_bytes(), kind)

@@ -105,15 +105,14 @@ def project(tmp_path: Path, backend: Backend) -> Path:
 
 
 def make_project(root: Path) -> Path:
-    """Copy config, templates and content into root, adding what the seed lacks and sending requires:
-    a postal address, the MESEMS story's image file and a local logo file, each at its declared size."""
+    """Copy config, templates, content and assets (the shipped wordmark and story image) into root,
+    adding the one thing the seed lacks and sending requires: a postal address."""
     root.mkdir(parents=True)
     shutil.copy(REPO / "config.yaml", root / "config.yaml")
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "content", root / "content")
-    write_image(root / "content" / "images" / "mesems-trial.jpg", 1200, 630)
-    write_image(root / "assets" / "logo.png", 200, 60, "#ffffff")
-    set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS, "site.logo.file": "assets/logo.png"})
+    shutil.copytree(REPO / "assets", root / "assets")
+    set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS})
     return root
 
 

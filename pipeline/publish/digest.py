@@ -143,12 +143,12 @@ class ImageBox:
 
 
 def image_box(url: str, width: int | None, height: int | None, config: Config,
-              cell: int = IMAGE_CELL_WIDTH) -> ImageBox:
+              cell: int = IMAGE_CELL_WIDTH, items: tuple[Item, ...] = ()) -> ImageBox:
     """Declared sizes first, else the local file's real size; Outlook and images-off clients need both numbers."""
     if not (width and height):
         from .images import locate, real_size
 
-        local = locate(url, config)
+        local = locate(url, config, items)
         size = real_size(local.source) if local is not None and local.source is not None else None
         if size is not None:
             width, height = size
@@ -182,7 +182,7 @@ def short_citation(citation: str | None, limit: int = CITATION_CHARS) -> str | N
 
 def entry_for(item: Item, config: Config) -> Entry:
     image = item.image
-    box = image_box(image.url, image.width, image.height, config) if image is not None else None
+    box = image_box(image.url, image.width, image.height, config, items=(item,)) if image is not None else None
     return Entry(item, byline(item, config), box, short_citation(item.citation))
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import feedparser
@@ -12,10 +11,10 @@ import pytest
 from lxml import etree
 
 from pipeline import app
-from pipeline.media import published_name
 from pipeline.config import RemoteSource, load_config
 from pipeline.errors import ContentError
 from pipeline.mail.lint import lint_feed
+from pipeline.media import published_name
 from pipeline.publish.digest import render_digest
 from pipeline.publish.feeds import build_feeds
 from pipeline.sources import read_content

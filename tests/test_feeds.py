@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import feedparser
 import pytest

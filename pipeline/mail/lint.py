@@ -200,7 +200,8 @@ def _hidden_low_contrast(doc, name: str) -> list[Finding]:
     return findings
 
 
-def lint_images(markup: str, config: Config, name: str = "digest.html", items: list[Item] | None = None) -> list[Finding]:
+def lint_images(markup: str, config: Config, name: str = "digest.html",
+                items: list[Item] | None = None) -> list[Finding]:
     """Images that point into the site must have a file to publish, shown at the file's own proportions."""
     findings = []
     for image in lxml_html.document_fromstring(markup).iter("img"):

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from markdown_it import MarkdownIt
@@ -114,6 +114,9 @@ class FrontMatter(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+M = TypeVar("M", Image, Enclosure)
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
     )
 
 
-def _published_media(media: Image | Enclosure, config: Config) -> Image | Enclosure:
+def _published_media(media: M, config: Config) -> M:
     """A medium as the outputs give it: a file of the content folder at its published (URL-safe) name,
     typed from its name unless the content says otherwise; media elsewhere keep their URL."""
     site = config.site

@@ -1,0 +1,243 @@
+"""The shipped project sends on the first try, media of any name are published, and every reader sees the
+same words: a story with a hostile title, an accented image name and an MP3 enclosure, read back from
+every feed document by feedparser and by a second parser, its files served from public/."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import feedparser
+import pytest
+from lxml import etree
+
+from pipeline import app
+from pipeline.config import load_config
+from pipeline.mail.lint import SUBJECT_CHARS, SUBJECT_LINE_LIMIT, lint_media, lint_subject
+from pipeline.media import published_name
+from pipeline.sources import read_content
+from pipeline.sources.parse import parse_json_feed
+
+from .conftest import add_subscribers, run_cli, use_smtp, write_image, write_item
+from .feedcheck import aa_problems, html_problems
+from .smtp_sink import RecordingHandler, SmtpSink
+from .test_feed_validation import problems
+
+BASE = "https://www.nationalmssociety.org/news-feed/"
+TITLE = 'Q&A <MS> & "you" — café'
+SUMMARY = "Ask us <anything> & we’ll answer: \"MS\" isn't the end — 5\u00a0km walks, café talks."
+HOSTILE = f"""title: '{TITLE}'
+date: 2021-12-01T09:00:00-05:00
+summary: '{SUMMARY.replace("'", "''")}'
+tags: [research, podcast]
+image:
+  url: "images/MS walk é.jpg"
+  alt: "People walking together at an MS walk"
+enclosure:
+  url: "audio/Q&A episode é.mp3"
+  type: "audio/mpeg"
+"""
+MP3 = b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40  # a stand-in episode: its bytes are what counts
+
+
+@pytest.fixture
+def hostile(project, secret) -> Path:
+    """The shipped project plus the hostile story and its two files, built by a real run."""
+    write_image(project / "content" / "images" / "MS walk é.jpg", 600, 315)
+    (project / "content" / "audio").mkdir()
+    (project / "content" / "audio" / "Q&A episode é.mp3").write_bytes(MP3)
+    write_item(project, "q-and-a", HOSTILE, "We answered your questions about MS.\n")
+    app.run(load_config(project / "config.yaml"), progress=False)
+    return project
+
+
+def feed_documents(public: Path) -> dict[str, bytes]:
+    return {p.relative_to(public).as_posix(): p.read_bytes() for p in public.rglob("*")
+            if p.is_file() and p.suffix in (".xml", ".json") and p.name != "feed.xsl"}
+
+
+def entry_of(parsed, link_part: str = "q-and-a"):
+    return next(entry for entry in parsed.entries if link_part in (entry.get("id", "") + entry.get("link", "")))
+
+
+def summary_text(detail) -> str:
+    """What a reader shows for a summary: HTML is rendered (here: its entities decoded), text shown as is."""
+    return html.unescape(re.sub(r"<[^>]+>", "", detail.value)) if "html" in detail.type else detail.value
+
+
+@pytest.mark.parametrize("name", ["rss.xml", "atom.xml", "tags/research/rss.xml", "tags/research/atom.xml"])
+def test_feedparser_reads_the_hostile_title_and_summary_exactly(hostile, name):
+    entry = entry_of(feedparser.parse((hostile / "public" / name).read_bytes()))
+    assert entry.title == TITLE
+    assert summary_text(entry.summary_detail) == SUMMARY
+
+
+def test_rss_read_by_lxml_gives_the_title_as_text_and_the_description_as_html_of_the_text(hostile):
+    channel = etree.fromstring((hostile / "public" / "rss.xml").read_bytes()).find("channel")
+    item = next(i for i in channel.findall("item") if "q-and-a" in i.findtext("guid"))
+    assert item.findtext("title") == TITLE
+    description = item.findtext("description")
+    assert "<" not in description and html.unescape(description) == SUMMARY
+
+
+def test_atom_read_by_lxml_gives_text_constructs_as_text(hostile):
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    feed = etree.fromstring((hostile / "public" / "atom.xml").read_bytes())
+    entry = next(e for e in feed.findall("a:entry", ns) if "q-and-a" in e.findtext("a:id", namespaces=ns))
+    title, summary = entry.find("a:title", ns), entry.find("a:summary", ns)
+    assert (title.get("type", "text"), title.text) == ("text", TITLE)
+    assert (summary.get("type", "text"), summary.text) == ("text", SUMMARY)
+
+
+@pytest.mark.parametrize("name", ["feed.json", "tags/research/feed.json"])
+def test_json_feed_read_by_the_json_module_and_a_feed_reader_gives_the_same_words(hostile, name):
+    """feedparser 6.0 reads no JSON Feed; the json module and the pipeline's own JSON Feed reader do."""
+    data = (hostile / "public" / name).read_bytes()
+    item = next(i for i in json.loads(data)["items"] if "q-and-a" in i["id"])
+    assert (item["title"], item["summary"]) == (TITLE, SUMMARY)
+    entry = next(e for e in parse_json_feed(data, BASE + name)[1] if e.id and "q-and-a" in e.id)
+    assert (entry.title, entry.summary, entry.title_html, entry.summary_html) == (TITLE, SUMMARY, False, False)
+
+
+def test_media_are_published_under_url_safe_names_with_length_and_type_from_the_file(hostile):
+    image_name, audio_name = published_name("images/MS walk é.jpg"), published_name("audio/Q&A episode é.mp3")
+    assert re.fullmatch(r"audio/Q-A-episode-e-[0-9a-f]{8}\.mp3", audio_name)
+    public = hostile / "public"
+    assert (public / image_name).read_bytes() == (hostile / "content" / "images" / "MS walk é.jpg").read_bytes()
+    assert (public / audio_name).read_bytes() == MP3
+    item = next(i for i in etree.fromstring((public / "rss.xml").read_bytes()).iter("item")
+                if "q-and-a" in i.findtext("guid"))
+    assert item.find("enclosure").attrib == {"url": BASE + audio_name, "length": str(len(MP3)), "type": "audio/mpeg"}
+    assert item.find("{http://search.yahoo.com/mrss/}content").get("url") == BASE + image_name
+
+
+def test_image_and_enclosure_play_the_same_roles_in_rss_atom_and_json(hostile):
+    public = hostile / "public"
+    audio, image = BASE + published_name("audio/Q&A episode é.mp3"), BASE + published_name("images/MS walk é.jpg")
+    rss = entry_of(feedparser.parse((public / "rss.xml").read_bytes()))
+    atom = entry_of(feedparser.parse((public / "atom.xml").read_bytes()))
+    item = next(i for i in json.loads((public / "feed.json").read_bytes())["items"] if "q-and-a" in i["id"])
+    assert [e.href for e in rss.enclosures] == [e.href for e in atom.enclosures] == [audio]
+    assert [a["url"] for a in item["attachments"]] == [audio]
+    assert rss.media_content[0]["url"] == atom.media_content[0]["url"] == item["image"] == image
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+        pass
+
+
+def test_every_local_media_url_in_every_feed_page_and_digest_answers_200(hostile):
+    public = hostile / "public"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(public)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        urls: set[str] = set()
+        for path in public.rglob("*"):
+            if path.suffix in (".xml", ".json", ".html"):
+                text = html.unescape(path.read_text(encoding="utf-8"))
+                urls |= {url for url in re.findall(re.escape(BASE) + r"[^\s\"'<>)]+", text)
+                         if re.search(r"\.(png|jpe?g|gif|mp3|svg|pdf)$", url)}
+        assert BASE + published_name("audio/Q&A episode é.mp3") in urls
+        assert BASE + published_name("images/MS walk é.jpg") in urls and BASE + "logo.png" in urls
+        statuses = {}
+        for url in sorted(urls):
+            local = f"http://127.0.0.1:{server.server_address[1]}/{url.removeprefix(BASE)}"
+            try:
+                with urllib.request.urlopen(local, timeout=10) as response:
+                    statuses[url] = response.status
+            except urllib.error.HTTPError as exc:
+                statuses[url] = exc.code
+        assert {url: status for url, status in statuses.items() if status != 200} == {}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_feedcheck_at_level_aa_reports_nothing_over_every_feed_document(hostile):
+    documents = feed_documents(hostile / "public")
+    assert len([name for name in documents if name.startswith("feed-archive/")]) == 0
+    assert len(documents) >= 9
+    assert problems(documents) == {}
+
+
+def test_feedcheck_reports_a_summary_escaped_only_once_as_invalid_html():
+    assert html_problems("Q&A <MS> & you", "item/description")[0].startswith("item/description: Invalid HTML")
+    assert html_problems("Q&amp;A &lt;MS&gt; &amp; you", "item/description") == []
+
+
+def test_feedcheck_reports_unencoded_markup_characters_in_an_rss_title():
+    feed = (b'<rss version="2.0"><channel><title>t</title><link>https://example.org/</link><description>d'
+            b'</description><item><title>Q&amp;A &lt;MS&gt;</title><guid isPermaLink="false">x</guid></item>'
+            b"</channel></rss>")
+    assert any("hexadecimal character references" in problem for problem in aa_problems(feed))
+
+
+def test_a_missing_enclosure_file_is_a_lint_finding_with_file_line_and_field(project, config):
+    write_item(project, "episode", 'title: "Episode"\ndate: 2021-12-01T09:00:00-05:00\n'
+               'enclosure:\n  type: audio/mpeg\n  url: "audio/missing one.mp3"\n')
+    findings = lint_media(read_content(config), config)
+    assert [(f.rule, f.where) for f in findings] == [("media-missing", "content/episode.md:6: enclosure.url")]
+    assert "audio/missing one.mp3" in findings[0].detail
+
+
+# -- the Subject -----------------------------------------------------------------------------------
+
+def test_a_subject_past_the_limit_is_a_finding_that_states_the_limit():
+    (finding,) = lint_subject("x" * (SUBJECT_CHARS + 1))
+    assert finding.rule == "subject-length" and f"about {SUBJECT_CHARS}" in finding.detail and not finding.blocking
+
+
+def test_a_100000_character_title_is_refused_by_lint_even_with_force(project, secret):
+    write_item(project, "long", f'title: "{"Long " * 20000}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    result = run_cli(project, "lint")
+    assert result.returncode != 0
+    assert f"over the {SUBJECT_LINE_LIMIT}-character line limit of RFC 5322" in result.stdout + result.stderr
+
+
+# -- the first send ----------------------------------------------------------------------------------
+
+def test_the_shipped_project_runs_and_sends_without_force(project, secret):
+    """A clean copy (config, templates, content, assets as shipped) with only a postal address and one
+    subscriber: `pipeline run` then `pipeline send` deliver to a loopback SMTP server."""
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        config = use_smtp(project, sink.port)
+        add_subscribers(config, 1)
+        ran = run_cli(project, "run")
+        sent = run_cli(project, "send")
+    assert (ran.returncode, sent.returncode) == (0, 0), ran.stderr + sent.stderr
+    assert "img-missing" not in ran.stderr + sent.stderr
+    (message,) = handler.by_recipient()["reader00000@example.org"]
+    assert b"International Mesenchymal Stem Cell Trial" in message.raw
+    assert (project / "public" / "logo.png").read_bytes() == (project / "assets" / "logo.png").read_bytes()
+    assert (project / "public" / "images" / "mesems-trial-design.png").is_file()
+
+
+def test_a_send_that_lint_stops_creates_no_edition(project, secret):
+    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    config = load_config(project / "config.yaml")
+    add_subscribers(config, 1)
+    result = run_cli(project, "send")
+    assert result.returncode != 0 and "subject-length" in result.stderr
+    with app.open_storage(config) as storage:
+        assert storage.list_editions() == []
+
+
+def test_the_test_copy_prints_the_findings_the_real_send_stops_on(project, secret):
+    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        use_smtp(project, sink.port)
+        copy = run_cli(project, "send", "--to", "editor@example.org")
+    assert copy.returncode == 0 and "test copy sent to editor@example.org" in copy.stdout
+    assert "the real send will stop on 1 pre-send check(s)" in copy.stderr and "subject-length" in copy.stderr
+    assert len(handler.by_recipient()["editor@example.org"]) == 1

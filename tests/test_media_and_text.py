@@ -20,12 +20,12 @@ from lxml import etree
 
 from pipeline import app
 from pipeline.config import load_config
-from pipeline.mail.lint import SUBJECT_CHARS, SUBJECT_LINE_LIMIT, lint_media, lint_subject
+from pipeline.mail.lint import SUBJECT_CHARS, SUBJECT_LINE_LIMIT, lint_media, lint_sizes, lint_subject
 from pipeline.media import published_name
 from pipeline.sources import read_content
 from pipeline.sources.parse import parse_json_feed
 
-from .conftest import add_subscribers, run_cli, use_smtp, write_image, write_item
+from .conftest import add_subscribers, run_cli, set_config, use_smtp, write_image, write_item
 from .feedcheck import aa_problems, html_problems
 from .smtp_sink import RecordingHandler, SmtpSink
 from .test_feed_validation import problems
@@ -241,3 +241,40 @@ def test_the_test_copy_prints_the_findings_the_real_send_stops_on(project, secre
     assert copy.returncode == 0 and "test copy sent to editor@example.org" in copy.stdout
     assert "the real send will stop on 1 pre-send check(s)" in copy.stderr and "subject-length" in copy.stderr
     assert len(handler.by_recipient()["editor@example.org"]) == 1
+
+
+# -- remote Atom text is text ------------------------------------------------------------------------
+
+REMOTE_ATOM = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Partner news</title><id>urn:uuid:60a76c80-d399-11d9-b93c-0003939e0af6</id>
+<updated>2021-11-20T10:00:00Z</updated><link href="https://partner.example.org/"/>
+<entry><id>urn:uuid:1225c695-cfb8-4ebb-aaaa-80da344efa6a</id><updated>2021-11-20T10:00:00Z</updated>
+<link href="https://partner.example.org/q-and-a"/>
+<title type="text">Q&amp;A &lt;MS&gt; &amp; "you" — café: &lt;script&gt;alert(1)&lt;/script&gt;</title>
+<summary type="text">Text that looks like markup: &lt;img src=x onerror=alert(1)&gt; &amp;lt;b&amp;gt; stays text</summary>
+</entry></feed>""".encode()
+
+
+def test_remote_atom_type_text_titles_and_summaries_are_kept_as_text(project):
+    from .feed_server import FeedServer, Response
+
+    with FeedServer() as server:
+        server.routes["/partner"] = Response(body=REMOTE_ATOM, headers={"Content-Type": "application/atom+xml"})
+        config = load_config(set_config(project, sources=[{"name": "partner", "url": server.url("/partner")}]))
+        app.run(config, progress=False)
+    atom = feedparser.parse((project / "public" / "atom.xml").read_bytes())
+    entry = entry_of(atom, "partner.example.org/q-and-a")
+    assert entry.title == 'Q&A <MS> & "you" — café: <script>alert(1)</script>'
+    assert entry.summary == "Text that looks like markup: <img src=x onerror=alert(1)> &lt;b&gt; stays text"
+    feed = json.loads((project / "public" / "feed.json").read_bytes())
+    item = next(i for i in feed["items"] if "q-and-a" in i.get("url", "") + i.get("external_url", ""))
+    assert "<img" not in item["content_html"] and "&lt;img src=x onerror=alert(1)&gt;" in item["content_html"]
+
+
+def test_a_mis_sized_image_is_a_lint_finding_with_file_line_and_field(project, config):
+    write_image(project / "content" / "images" / "walk.png", 600, 315)
+    write_item(project, "walk", 'title: "Walk"\ndate: 2021-12-01T09:00:00-05:00\n'
+               'image:\n  url: images/walk.png\n  alt: "Walkers"\n  width: 1200\n  height: 700\n')
+    findings = [f for f in lint_sizes(read_content(config), config) if "walk" in f.where]
+    assert [(f.rule, f.where) for f in findings] == [("img-dimensions", "content/walk.md:7: image.width")]
+    assert "1200x700" in findings[0].detail and "600x315" in findings[0].detail

@@ -278,3 +278,14 @@ def test_a_mis_sized_image_is_a_lint_finding_with_file_line_and_field(project, c
     findings = [f for f in lint_sizes(read_content(config), config) if "walk" in f.where]
     assert [(f.rule, f.where) for f in findings] == [("img-dimensions", "content/walk.md:7: image.width")]
     assert "1200x700" in findings[0].detail and "600x315" in findings[0].detail
+
+
+@pytest.mark.parametrize("title", ["Bonjour\u00a0! Les «\u202fMS\u202f» & <vous>", "5\u00a0km walk: 'quotes' & \"more\""])
+def test_no_break_spaces_and_quotes_in_a_title_round_trip_through_rss_and_atom(project, config, title):
+    from pipeline.publish.feeds import build_feeds
+
+    write_item(project, "nbsp", f"title: {json.dumps(title)}\ndate: 2030-01-01T09:00:00-05:00\n")
+    feeds = build_feeds(read_content(config), config)
+    for data in (feeds.rss, feeds.atom):
+        assert entry_of(feedparser.parse(data), "nbsp").title == title
+    assert json.loads(feeds.json)["items"][0]["title"] == title

@@ -91,7 +91,7 @@ def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     for image in site_images(items, config):
         if image.source is None:
-            log.warning("image %s: no file for it in %s; it will not be published", image.url, config.path("content"))
+            log.warning("media %s: no file for it in %s; it will not be published", image.url, config.path("content"))
         elif image.source != image.target:
             files[image.target] = image.source.read_bytes()
     return files

@@ -304,7 +304,10 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
             raise LintFailed(blocking)
         if blocking:  # publish the feeds and pages all the same; queue and send nothing until it is fixed
             sending = False
+    refused: list[Finding] = []
     if sending and action != "retry":
+        refused = _refused_new_edition(ctx, force)
+    if sending and action != "retry" and not refused:
         outcome.edition = plan_edition(ctx.items, storage, config, ctx.stored)
         if outcome.edition.reason and not outcome.edition.created:
             log.info("edition: %s", outcome.edition.reason)
@@ -333,6 +336,8 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
         save_archive_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
+    if refused:  # the new edition was never made: fixing the content and running again makes it
+        raise LintFailed(refused)
     if blocking:
         log.warning("published %d changed files; sending nothing until this is fixed", len(outcome.written))
         raise LintFailed(blocking)
@@ -396,6 +401,23 @@ def _send_due(ctx: RunContext, *, force: bool, stop: threading.Event | None, pro
         if own_presence:
             storage.forget_worker(presence.id)
     return reports
+
+
+def _refused_new_edition(ctx: RunContext, force: bool) -> list[Finding]:
+    """The pre-send findings that would stop the edition this run is about to create, checked before
+    it is created: a refused send leaves no edition behind (and nothing queued)."""
+    from .mail.edition import EditionMail
+    from .mail.lint import blocks_sending, lint_outgoing
+
+    config = ctx.config
+    plan = plan_edition(ctx.items, ctx.storage, config, ctx.stored, dry_run=True)
+    if plan.reason != "would create the edition" or plan.edition_id is None:
+        return []
+    secret = signing_secret(config.require_delivery().secret_env, config.path("state"))
+    mail = EditionMail(ctx.stored(plan.edition_id, plan.items), plan.edition_id, datetime.now(timezone.utc),
+                       config, secret)
+    findings = lint_outgoing(mail.sample(), plan.items, config=config)
+    return findings if blocks_sending(findings, force) else []
 
 
 def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Presence, *, force: bool,
@@ -554,8 +576,22 @@ def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     return chosen, lint_outgoing(mail.sample(), chosen, checked_feeds, config)
 
 
+@dataclass(frozen=True)
+class SentTestCopy:
+    """A test copy sent: the relay's reply, and the pre-send findings that would stop the real send."""
+
+    reply: str
+    findings: list[Finding]
+
+
 def send_test(config: Config, address: str, transport: Transport | None = None) -> str:
     """Send the next (or latest) edition to one address, marked [TEST]; the ledger is not touched."""
+    return send_test_copy(config, address, transport).reply
+
+
+def send_test_copy(config: Config, address: str, transport: Transport | None = None) -> SentTestCopy:
+    """``send_test``, also giving the findings of the checks the real send runs first (``lint``), so the
+    operator hears about them before the real send stops on them."""
     from .delivery.editions import edition_id_for
     from .delivery.transports import PermanentError, TransientError, transport_for
     from .mail.addresses import ascii_address, normalise_address
@@ -571,14 +607,20 @@ def send_test(config: Config, address: str, transport: Transport | None = None) 
     secret = signing_secret(delivery.secret_env, config.path("state"))
     mail = EditionMail(ctx.digest(chosen), edition_id, datetime.now(timezone.utc), config, secret,
                        subject_prefix="[TEST] ")
+    from .mail.lint import lint_outgoing
+
+    real = EditionMail(ctx.digest(chosen, edition_id_for([item.id for item in chosen])), edition_id,
+                       datetime.now(timezone.utc), config, secret)
+    findings = lint_outgoing(real.sample(), chosen, config=config)
     message = mail.render_once(email)
     signer = dkim_signer(config)
     if signer is not None:
         message = signer.sign(message)
     connection = (transport or transport_for(config, edition_id)).connect()
     try:
-        return connection.send(delivery.from_address, ascii_address(email) if email.split("@")[0].isascii()
-                               else email, message, key="test")
+        reply = connection.send(delivery.from_address, ascii_address(email) if email.split("@")[0].isascii()
+                                else email, message, key="test")
+        return SentTestCopy(reply, findings)
     except (PermanentError, TransientError) as exc:
         raise PipelineError(f"test send to {email} failed: {exc}") from None
     finally:

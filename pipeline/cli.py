@@ -211,8 +211,13 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
     config = ctx.config
     config.require_delivery()
     if to_address:
-        reply = app.send_test(config, to_address)
-        click.echo(f"test copy sent to {to_address}: {reply}")
+        copy = app.send_test_copy(config, to_address)
+        click.echo(f"test copy sent to {to_address}: {copy.reply}")
+        if copy.findings:
+            click.echo(f"the real send will stop on {len(copy.findings)} pre-send check(s) "
+                       "(pipeline lint; --force overrides only those not marked):", err=True)
+            for finding in copy.findings:
+                click.echo(f"  {finding}", err=True)
         return
     if dry_run:
         preview = app.send_dry_run(config)

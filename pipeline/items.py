@@ -135,6 +135,8 @@ class Image(Model):
     height: int | None = Field(default=None, gt=0)
     type: str | None = Field(default=None, description="image/*; default: from the file extension, else image/jpeg.")
     length: int = Field(default=0, ge=0, description="Size in bytes, for the RSS enclosure (0: unknown).")
+    local_file: str | None = Field(default=None, description="The content-relative file published at `url` "
+                                   "(set by the content reader, never written in front matter).")
 
     _uri = field_validator("url")(lambda value: to_uri(value))
 
@@ -160,6 +162,8 @@ class Enclosure(Model):
     url: str
     type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
     length: int = Field(default=0, ge=0, description="Size in bytes (0: unknown).")
+    local_file: str | None = Field(default=None, description="The content-relative file published at `url` "
+                                   "(set by the content reader, never written in front matter).")
 
     _uri = field_validator("url")(lambda value: to_uri(value))
 

@@ -89,3 +89,20 @@ def plain_text(text: str) -> str:
     execute (``<script>…</script>`` and the like) is dropped.
     """
     return squash_spaces(_ACTIVE.sub("", strip_xml_illegal(text)))
+
+
+def exact_text(text: str) -> str:
+    """A field a format declares to be plain text (Atom ``type="text"``, JSON Feed): every character kept,
+    ``<script>`` included (it is text; each output escapes it), on one line."""
+    return squash_spaces(strip_xml_illegal(text))
+
+
+def shorten_words(text: str, limit: int, ellipsis: str = "…") -> str:
+    """At most ``limit`` characters (the ellipsis included), cut at a space, never inside a word; a text
+    whose first word is longer than that is cut after it, whole."""
+    if len(text) <= limit:
+        return text
+    head = text[: max(1, limit - len(ellipsis)) + 1]  # one more: a space there ends the last whole word
+    cut = head.rsplit(" ", 1)[0] if " " in head else text.split(" ", 1)[0]
+    cut = cut.rstrip(" ,;:")
+    return text if cut == text else cut + ellipsis

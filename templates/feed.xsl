@@ -28,7 +28,7 @@
       </head>
       <body>
         <p class="note"><strong>This is a web feed.</strong> To follow it, copy this address into your feed reader
-          (Feedly, Inoreader, NetNewsWire, Thunderbird, …): <code><xsl:value-of select="$self"/></code></p>
+          (Feedly, Inoreader, NetNewsWire, Thunderbird, …): <a href="{$self}"><code><xsl:value-of select="$self"/></code></a></p>
         <h1><xsl:value-of select="$title"/></h1>
         <p><xsl:value-of select="$description"/></p>
         <p><a href="{$site}">Visit the site</a></p>
@@ -41,7 +41,8 @@
     <div class="item">
       <h2><a href="{link}"><xsl:value-of select="title"/></a></h2>
       <div class="date"><xsl:value-of select="pubDate"/></div>
-      <p><xsl:value-of select="description"/></p>
+      <!-- RSS descriptions are HTML (here: the HTML of the summary's text), shown as HTML. -->
+      <p><xsl:value-of select="description" disable-output-escaping="yes"/></p>
     </div>
   </xsl:template>
 

@@ -113,16 +113,15 @@ def project(tmp_path: Path, backend: Backend) -> Path:
 
 
 def make_project(root: Path) -> Path:
-    """Copy the fixture's config and content and the shipped templates into root, adding what the seed
-    lacks and sending requires: a postal address, the MESEMS story's image file and a local logo file,
-    each at its declared size."""
+    """Copy the fixture project (config, content and assets: the wordmark and the story's image) and
+    the shipped templates into root, adding the one thing the seed lacks and sending requires: a
+    postal address."""
     root.mkdir(parents=True)
     shutil.copy(FIXTURE_PROJECT / "config.yaml", root / "config.yaml")
     shutil.copytree(TEMPLATES, root / "templates")
     shutil.copytree(FIXTURE_PROJECT / "content", root / "content")
-    write_image(root / "content" / "images" / "mesems-trial.jpg", 1200, 630)
-    write_image(root / "assets" / "logo.png", 200, 60, "#ffffff")
-    set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS, "site.logo.file": "assets/logo.png"})
+    shutil.copytree(FIXTURE_PROJECT / "assets", root / "assets")
+    set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS})
     return root
 
 

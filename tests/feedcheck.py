@@ -3,7 +3,14 @@
 The W3C validator is a web service; these checks encode the rules it reports as errors
 or warnings at its default level (required elements, date formats, link and id rules,
 Media RSS groups, URL vs IRI, source elements, duplicate updated values) so the tests
-can run offline.
+can run offline.  ``aa_problems`` adds the warnings it reports at level AA (errors and
+warnings; level A is errors only), read from its public source (w3c/feedvalidator,
+src/feedvalidator/): "Invalid HTML" (escaped HTML that an HTML5 parser in strict mode
+refuses) and unsafe elements in RSS descriptions and Atom html text; HTML in plain-text
+elements (RSS titles, categories, sources; Atom type="text"); "&" and "<" in RSS plain text
+not written as hexadecimal character references (the RSS Profile's CharacterData rule);
+implausible dates (before 1990); self links not typed as a feed; an RSS image whose link or
+title differs from its channel's; an item without a guid.
 """
 
 from __future__ import annotations
@@ -268,6 +275,116 @@ def json_feed_problems(data: bytes) -> list[str]:
         for key, value in item.items():
             if key.startswith("_") and not (isinstance(value, dict) and value.get("about")):
                 problems.append(f"{where}/{key}: an extension object needs an 'about' string")
+    return problems
+
+
+# HTML element names the validator knows, and those it accepts as safe (a subset of its lists).
+HTML_TAGS = {
+    "a", "abbr", "acronym", "address", "applet", "area", "article", "aside", "audio", "b", "base", "basefont",
+    "bdi", "bdo", "big", "blockquote", "body", "br", "button", "canvas", "caption", "center", "cite", "code",
+    "col", "colgroup", "dd", "del", "details", "dfn", "dialog", "dir", "div", "dl", "dt", "em", "embed",
+    "fieldset", "figcaption", "figure", "font", "footer", "form", "frame", "frameset", "h1", "h2", "h3", "h4",
+    "h5", "h6", "head", "header", "hr", "html", "i", "iframe", "img", "input", "ins", "kbd", "label", "legend",
+    "li", "link", "main", "map", "mark", "menu", "meta", "nav", "noscript", "object", "ol", "optgroup", "option",
+    "p", "param", "picture", "pre", "q", "s", "samp", "script", "section", "select", "small", "source", "span",
+    "strike", "strong", "style", "sub", "summary", "sup", "table", "tbody", "td", "template", "textarea",
+    "tfoot", "th", "thead", "time", "title", "tr", "track", "tt", "u", "ul", "var", "video", "wbr",
+}
+UNSAFE_TAGS = {"applet", "base", "basefont", "body", "embed", "frame", "frameset", "head", "html", "iframe",
+               "link", "meta", "object", "param", "script", "style", "title"}
+_END_TAG = re.compile(r"</(\w+)>")
+_CHARACTER_DATA = re.compile(r"&#[x0-9]|<[/a-zA-Z]")
+RSS_TEXT_ELEMENTS = ("title", "category", "source")
+
+
+def html_problems(markup: str, where: str) -> list[str]:
+    """What the validator says about escaped HTML: a strict HTML5 parse error is "Invalid HTML"."""
+    import html5lib
+    from html5lib.html5parser import ParseError
+
+    try:
+        fragment = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parseFragment(markup)
+    except ParseError as exc:
+        return [f"{where}: Invalid HTML ({exc})"]
+    problems = []
+    for element in fragment.iter():
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if tag and tag not in ("DOCUMENT_FRAGMENT",):
+            if tag.lower() not in HTML_TAGS:
+                problems.append(f"{where}: Non-html tag <{tag}>")
+            elif tag.lower() in UNSAFE_TAGS:
+                problems.append(f"{where}: may contain a security risk (<{tag}>)")
+    return problems
+
+
+def text_html_problems(text: str, where: str) -> list[str]:
+    """HTML where plain text is expected: an end tag of a known HTML element."""
+    tags = [tag for tag in _END_TAG.findall(text) if tag.lower() in HTML_TAGS]
+    return [f"{where}: plain text should not contain HTML (</{tags[0]}>)"] if tags else []
+
+
+def _raw_lines(data: bytes, element) -> list[str]:
+    lines = data.decode("utf-8", "replace").split("\n")
+    first = (element.sourceline or 1) - 1
+    return lines[first:first + (element.text or "").count("\n") + 1]
+
+
+def _implausible(moment: datetime | None, where: str) -> list[str]:
+    if moment is not None and moment.year < 1990:
+        return [f"{where}: Implausible date {moment.isoformat()}"]
+    return []
+
+
+def aa_problems(data: bytes) -> list[str]:
+    """The validator's warnings at level AA for an RSS 2.0 or Atom document (see the module doc)."""
+    root = etree.fromstring(data)
+    problems: list[str] = []
+    if root.tag == "rss":
+        channel = root.find("channel")
+        for element in root.iter(*RSS_TEXT_ELEMENTS):
+            where = f"{element.getparent().tag}/{element.tag}"
+            text = element.text or ""
+            problems += text_html_problems(text, where)
+            if _CHARACTER_DATA.search(text) and not any("&#x" in line for line in _raw_lines(data, element)):
+                problems.append(f"{where}: Encode \"&\" and \"<\" in plain text using hexadecimal character "
+                                "references")
+        for element in root.iter("description", f"{{{CONTENT}}}encoded"):
+            if element.getparent().tag == "item":
+                problems += html_problems(element.text or "", f"item/{etree.QName(element).localname}")
+        for element in root.iter("pubDate", "lastBuildDate"):
+            if element.text and _rfc822(element.text):
+                problems += _implausible(email.utils.parsedate_to_datetime(element.text), element.tag)
+        for item in channel.findall("item") if channel is not None else []:
+            if item.find("guid") is None:
+                problems.append("item: Missing item element: guid")
+        image = channel.find("image") if channel is not None else None
+        if image is not None:
+            if image.findtext("link") != channel.findtext("link"):
+                problems.append("channel/image: Image link doesn't match channel link")
+            if image.findtext("title") != channel.findtext("title"):
+                problems.append("channel/image: Image title doesn't match channel title")
+        links = root.iter(f"{{{ATOM}}}link")
+    else:
+        for element in root.iter(f"{{{ATOM}}}title", f"{{{ATOM}}}summary", f"{{{ATOM}}}content",
+                                 f"{{{ATOM}}}subtitle", f"{{{ATOM}}}rights"):
+            where = f"{etree.QName(element.getparent()).localname}/{etree.QName(element).localname}"
+            kind = element.get("type", "text")
+            if kind == "html":
+                problems += html_problems(element.text or "", where)
+            elif kind == "text":
+                problems += text_html_problems(element.text or "", where)
+        for element in root.iter(f"{{{ATOM}}}updated", f"{{{ATOM}}}published"):
+            if element.text and RFC3339.match(element.text):
+                problems += _implausible(parse_rfc3339(element.text), etree.QName(element).localname)
+        links = root.iter(f"{{{ATOM}}}link")
+    feed_type = "application/rss+xml" if root.tag == "rss" else "application/atom+xml"
+    for link in links:
+        if link.get("rel") == "self" and etree.QName(link.getparent()).localname in ("channel", "feed"):
+            kind = (link.get("type") or "").split(";")[0]
+            if kind and kind not in ("application/atom+xml", "application/rss+xml", "application/rdf+xml"):
+                problems.append(f"self link: type {kind!r} is not a feed type")
+            elif kind and kind != feed_type:
+                problems.append(f"self link: typed {kind} in a document that is {feed_type}")
     return problems
 
 

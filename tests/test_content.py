@@ -32,7 +32,7 @@ def test_mesems_story_is_read_with_its_facts(config):
     citation = " ".join(item.citation.split())
     assert citation.startswith('"Safety, tolerability, and activity of mesenchymal stem cells versus placebo')
     assert "Antonio Uccelli" in citation and "Mark S Freedman, on behalf of the MESEMS investigators" in citation
-    assert citation.endswith("Lancet Neurology 2021; 20: 917–29.")
+    assert citation.endswith("Lancet Neurology (2021; 20: 917–29).")
 
 
 def test_item_id_comes_from_the_slug_not_the_title(project, config):

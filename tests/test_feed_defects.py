@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import feedparser
@@ -13,6 +14,7 @@ from pipeline import app
 from pipeline.config import RemoteSource, load_config
 from pipeline.errors import ContentError
 from pipeline.mail.lint import lint_feed
+from pipeline.media import published_name
 from pipeline.publish.digest import render_digest
 from pipeline.publish.feeds import build_feeds
 from pipeline.sources import read_content
@@ -167,11 +169,13 @@ def test_a_remote_png_without_a_declared_type_is_typed_from_its_name(project, se
 
 # 7. URLs, not IRIs -------------------------------------------------------------------------------
 
-def test_image_urls_with_spaces_and_accents_are_percent_encoded(project, config):
+def test_image_names_with_spaces_and_accents_are_published_under_url_safe_names(project, config):
     write_item(project, "photo", 'title: "Photo"\ndate: 2021-11-20T09:00:00-05:00\n'
                'image: {url: "images/MS walk é.jpg", alt: "walkers"}')
     feeds = build_feeds(read_content(config), config)
-    expected = "https://www.nationalmssociety.org/news-feed/images/MS%20walk%20%C3%A9.jpg"
+    safe = published_name("images/MS walk é.jpg")
+    assert re.fullmatch(r"images/MS-walk-e-[0-9a-f]{8}\.jpg", safe)
+    expected = "https://www.nationalmssociety.org/news-feed/" + safe
     item = etree.fromstring(feeds.rss).find("channel/item")
     assert item.find("enclosure").get("url") == expected == item.find(f"{MEDIA_NS}content").get("url")
     assert json.loads(feeds.json)["items"][0]["image"] == expected

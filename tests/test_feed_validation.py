@@ -14,7 +14,7 @@ from pipeline.sources import read_content
 
 from .conftest import set_config
 from .feed_server import FeedServer, Response
-from .feedcheck import atom_problems, json_feed_problems, rss_problems
+from .feedcheck import aa_problems, atom_problems, json_feed_problems, rss_problems
 from .generated import make_items
 from .test_sources import ATOM, JSON_FEED, RSS
 
@@ -29,7 +29,7 @@ def problems(files: dict[str, bytes]) -> dict[str, list[str]]:
             parsed = feedparser.parse(data)
             bozo = [f"feedparser: {parsed.get('bozo_exception')}"] if parsed.bozo else []
             is_atom = etree.fromstring(data).tag == "{http://www.w3.org/2005/Atom}feed"
-            found[name] = bozo + (atom_problems(data) if is_atom else rss_problems(data))
+            found[name] = bozo + (atom_problems(data) if is_atom else rss_problems(data)) + aa_problems(data)
     return {name: found_problems for name, found_problems in found.items() if found_problems}
 
 

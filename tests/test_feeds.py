@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import feedparser
 import pytest
@@ -38,8 +39,12 @@ def test_feedparser_reads_the_mesems_entry(feeds, kind):
     assert entry.author == "National MS Society"
     assert [tag.term for tag in entry.tags] == ["research", "stem cells", "clinical trials"]
     content = " ".join(entry.content[0].value.split())
-    assert "144 people aged up to 50" in content and "Lancet Neurology 2021; 20: 917–29." in content
+    assert "144 people aged up to 50" in content and "Lancet Neurology (2021; 20: 917–29)." in content
     assert parsed.feed.language == "en-us"
+
+
+# The shipped story image: feeds give its length from the file.
+SHIPPED_IMAGE = Path(__file__).resolve().parent.parent / "content" / "images" / "mesems-trial-design.png"
 
 
 def test_json_feed_has_the_same_ids_links_dates_and_titles(feeds):
@@ -79,8 +84,8 @@ def test_rss_item_carries_guid_creator_content_and_image(feeds):
     assert item.findtext("{http://purl.org/dc/elements/1.1/}creator") == "National MS Society"
     assert "MESEMS" in item.findtext("{http://purl.org/rss/1.0/modules/content/}encoded")
     enclosure = item.find("enclosure")
-    assert enclosure.attrib == {"url": "https://www.nationalmssociety.org/news-feed/images/mesems-trial.jpg",
-                                "length": "184320", "type": "image/jpeg"}
+    assert enclosure.attrib == {"url": "https://www.nationalmssociety.org/news-feed/images/mesems-trial-design.png",
+                                "length": str(SHIPPED_IMAGE.stat().st_size), "type": "image/png"}
     media = item.find(".//{http://search.yahoo.com/mrss/}content")
     assert media.get("url") == enclosure.get("url") and media.get("width") == "1200"
 

@@ -17,21 +17,21 @@ SITE = "https://www.nationalmssociety.org/news-feed/"
 def test_content_images_and_the_local_logo_are_copied_into_the_output(project):
     run_cli(project, "run", "--no-send", check=True)
     public = project / "public"
-    assert (public / "images" / "mesems-trial.jpg").read_bytes() == (project / "content" / "images" / "mesems-trial.jpg").read_bytes()
+    assert (public / "images" / "mesems-trial-design.png").read_bytes() == (project / "content" / "images" / "mesems-trial-design.png").read_bytes()
     assert (public / "logo.png").read_bytes() == (project / "assets" / "logo.png").read_bytes()
     assert (public / "icons" / "x.png").read_bytes() == (project / "templates" / "icons" / "x.png").read_bytes()
 
 
 def test_a_missing_image_file_is_logged_and_the_rest_is_still_built(project):
-    (project / "content" / "images" / "mesems-trial.jpg").unlink()
+    (project / "content" / "images" / "mesems-trial-design.png").unlink()
     result = run_cli(project, "run", "--no-send", check=True)
-    assert "images/mesems-trial.jpg: no file for it" in result.stderr
+    assert "images/mesems-trial-design.png: no file for it" in result.stderr
     assert (project / "public" / "digest.html").exists() and not (project / "public" / "images").exists()
 
 
 def test_image_urls_cannot_reach_outside_the_output_folder(config):
     assert locate(SITE + "../../etc/passwd", config).source is None
-    assert locate("https://cdn.example.org/images/mesems-trial.jpg", config) is None
+    assert locate("https://cdn.example.org/images/mesems-trial-design.png", config) is None
 
 
 def test_a_logo_file_must_be_published_under_the_site(project):
@@ -43,4 +43,4 @@ def test_a_logo_file_must_be_published_under_the_site(project):
 def test_only_images_the_outputs_use_are_copied(project, config):
     (project / "content" / "images" / "draft-photo.jpg").write_bytes(b"not referenced")
     assert sorted(path.name for path in image_files(read_content(config), config)) == [
-        "facebook.png", "instagram.png", "logo.png", "mesems-trial.jpg", "x.png", "youtube.png"]
+        "facebook.png", "instagram.png", "logo.png", "mesems-trial-design.png", "x.png", "youtube.png"]

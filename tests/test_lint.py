@@ -110,7 +110,7 @@ def _img(src: str, width: int, height: int) -> str:
 
 
 def test_a_local_image_without_a_file_is_a_finding(config):
-    assert lint_images(_img(SITE + "images/mesems-trial.jpg", 550, 289), config) == []
+    assert lint_images(_img(SITE + "images/mesems-trial-design.png", 550, 289), config) == []
     (finding,) = lint_images(_img(SITE + "images/no-such-photo.jpg", 550, 289), config)
     assert finding.rule == "img-missing" and "no-such-photo.jpg" in finding.detail
 
@@ -120,14 +120,14 @@ def test_images_elsewhere_are_not_looked_up(config):
 
 
 def test_an_image_shown_out_of_proportion_or_beyond_its_size_is_a_finding(config):
-    assert rules(lint_images(_img(SITE + "images/mesems-trial.jpg", 550, 400), config)) == {"img-dimensions"}
-    assert rules(lint_images(_img(SITE + "images/mesems-trial.jpg", 2400, 1260), config)) == {"img-dimensions"}
+    assert rules(lint_images(_img(SITE + "images/mesems-trial-design.png", 550, 400), config)) == {"img-dimensions"}
+    assert rules(lint_images(_img(SITE + "images/mesems-trial-design.png", 2400, 1260), config)) == {"img-dimensions"}
 
 
 def test_a_declared_image_size_that_is_not_the_files_is_a_finding(project, config):
     items = read_content(config)
     assert lint_sizes(items, config) == []
-    write_image(project / "content" / "images" / "mesems-trial.jpg", 1000, 630)
+    write_image(project / "content" / "images" / "mesems-trial-design.png", 1000, 630)
     (finding,) = lint_sizes(items, config)
     assert finding.rule == "img-dimensions" and "1200x630" in finding.detail and "1000x630" in finding.detail
 

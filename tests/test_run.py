@@ -20,7 +20,7 @@ TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms"
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
 OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
                   "icons/facebook.png", "icons/instagram.png", "icons/x.png", "icons/youtube.png",
-                  "images/mesems-trial.jpg", "index.html", "logo.png", "rss.xml", *TOPICS])
+                  "images/mesems-trial-design.png", "index.html", "logo.png", "rss.xml", *TOPICS])
 
 
 def test_run_writes_the_feeds_and_the_digest(project):

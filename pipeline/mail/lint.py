@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email import message_from_bytes
+from email import policy as email_policy
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -21,6 +22,9 @@ from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 from ..publish.images import locate, real_size, relative_to_site
 from .colour import contrast, parse_colour
 
+# The pipeline's limit for a Subject: desktop inboxes cut longer ones (mobile ones after about 40 characters).
+SUBJECT_CHARS = 120
+SUBJECT_LINE_LIMIT = 998  # RFC 5322 2.1.1: lines MUST be at most 998 characters
 ALLOWED_SCHEMES = {"http", "https", "mailto", "tel"}
 FORBIDDEN_ELEMENTS = {"script", "form", "iframe"}
 RULES = {
@@ -47,6 +51,9 @@ RULES = {
     "list-unsubscribe-ascii": "List-Unsubscribe is not plain ASCII on the wire",
     "list-unsubscribe-missing": "no List-Unsubscribe / List-Unsubscribe-Post header",
     "feed-relative-url": "a feed item with a relative URL",
+    "media-missing": "an image or enclosure a content file names, with no file in the content folder",
+    "subject-length": f"a Subject over {SUBJECT_CHARS} characters is cut by inboxes; over {SUBJECT_LINE_LIMIT} "
+                      "(RFC 5322's line limit) it is refused even with --force",
     "feed-url-iri": "a feed URL with spaces or non-ASCII characters (an IRI where a URL is expected)",
 }
 
@@ -193,12 +200,13 @@ def _hidden_low_contrast(doc, name: str) -> list[Finding]:
     return findings
 
 
-def lint_images(markup: str, config: Config, name: str = "digest.html") -> list[Finding]:
+def lint_images(markup: str, config: Config, name: str = "digest.html",
+                items: list[Item] | None = None) -> list[Finding]:
     """Images that point into the site must have a file to publish, shown at the file's own proportions."""
     findings = []
     for image in lxml_html.document_fromstring(markup).iter("img"):
         src = (image.get("src") or "").strip()
-        local = locate(src, config)
+        local = locate(src, config, items or ())
         if local is None:
             continue
         if local.source is None:
@@ -222,16 +230,57 @@ def lint_images(markup: str, config: Config, name: str = "digest.html") -> list[
     return findings
 
 
+def _content_where(item: Item, config: Config, field: str, sub: str) -> str:
+    """``content/<slug>.md:<line>: <field>.<sub>`` for a field of a local item's front matter."""
+    from ..sources.local import field_line
+
+    path = config.path("content") / f"{item.slug}.md"
+    try:
+        line = field_line(path.read_bytes(), field, sub)
+    except OSError:
+        line = None
+    shown = path.relative_to(config.root) if path.is_relative_to(config.root) else path
+    return f"{shown}:{line}: {field}.{sub}" if line else f"{shown}: {field}.{sub}"
+
+
+def lint_media(items: list[Item], config: Config) -> list[Finding]:
+    """Every image and enclosure a content file names must be a file in the content folder."""
+    findings = []
+    for item in items:
+        for field in ("image", "enclosure"):
+            media = getattr(item, field)
+            if media is None or media.local_file is None:
+                continue
+            if not (config.path("content") / media.local_file).is_file():
+                findings.append(Finding("media-missing", _content_where(item, config, field, "url"),
+                                        f"no file {media.local_file!r} in {config.path('content').name}/ "
+                                        f"(it would be published at {media.url})"))
+    return findings
+
+
+def lint_subject(subject: str, name: str = "Subject") -> list[Finding]:
+    """A Subject longer than inboxes show is cut; past RFC 5322's line limit the message is malformed."""
+    length = len(subject)
+    if length > SUBJECT_LINE_LIMIT:
+        return [Finding("subject-length", name, f"{length:,} characters: over the {SUBJECT_LINE_LIMIT}-character "
+                        "line limit of RFC 5322; shorten the lead item's title or digest.subject", blocking=True)]
+    if length > SUBJECT_CHARS:
+        return [Finding("subject-length", name, f"{length} characters (inboxes show about {SUBJECT_CHARS}); "
+                        "shorten the lead item's title or digest.subject")]
+    return []
+
+
 def lint_sizes(items: list[Item], config: Config) -> list[Finding]:
     """The sizes declared in content front matter and in site.logo must be the files' real sizes."""
-    declared = [(f"{item.slug}: image", item.image.url, item.image.width, item.image.height)
+    declared = [(_content_where(item, config, "image", "width") if item.image.local_file else f"{item.slug}: image",
+                 item.image.url, item.image.width, item.image.height)
                 for item in items if item.image is not None]
     if config.site.logo is not None:
         logo = config.site.logo
         declared.append(("config: site.logo", logo.url, logo.width, logo.height))
     findings = []
     for where, url, width, height in declared:
-        local = locate(url, config)
+        local = locate(url, config, items)
         source = local.source if local is not None else None
         size = real_size(source) if source is not None else None
         if source is not None and size is not None and (width, height) != size and (width or height):
@@ -276,6 +325,8 @@ def lint_message(raw: bytes, name: str = "message") -> list[Finding]:
     elif b"=?" in value or any(byte > 127 for byte in value) or not re.search(rb"<https://[^>\s]+>", value):
         findings.append(Finding("list-unsubscribe-ascii", name,
                                 f"List-Unsubscribe: {value[:120].decode('ascii', 'replace')}"))
+    subject = message_from_bytes(raw, policy=email_policy.default).get("Subject")
+    findings += lint_subject(str(subject or ""), f"{name}: Subject")
     message = message_from_bytes(raw)
     if message.get_content_type() != "multipart/alternative":
         findings.append(Finding("text-missing-item", name, "the message has no text/plain alternative"))
@@ -317,7 +368,7 @@ def lint_edition(html: str, text: str, items: list[Item], message: bytes | None 
     """Every check; with the config also the legal ones and the local image files."""
     findings = (lint_config(config) if config is not None else []) + lint_html(html) + lint_text(text, items)
     if config is not None:
-        findings += lint_images(html, config) + lint_sizes(items, config)
+        findings += lint_images(html, config, items=items) + lint_sizes(items, config) + lint_media(items, config)
     if message is not None:
         findings += lint_message(message)
     for name, data in (feeds or {}).items():

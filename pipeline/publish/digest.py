@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from html import escape
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ import jinja2
 
 from ..config import Config
 from ..items import Item, newest_first
-from ..text import squash_spaces
+from ..text import shorten_words, squash_spaces
 from ..urls import unsubscribe_base, web_url
 
 HTML_TEMPLATE = "digest.html"
@@ -41,7 +42,9 @@ ICON_SIZE = 24  # footer social icons, shown at 24 px from 48 px files
 # The column is 600 px with 24 px padding; an image never gets a width attribute wider than its cell.
 IMAGE_CELL_WIDTH = 552
 CONTENTS_FROM = 4  # editions with more items than 3 open with an "In this issue" list
-CITATION_CHARS = 90
+# A citation longer than this is shortened in the email at an author boundary ("et al."), linking to the
+# whole one on the edition's web copy; the reference's title and journal are kept.
+CITATION_CHARS = 280
 # Invisible characters after the preheader, so clients do not pull body text into the inbox preview.
 PREHEADER_PADDING = "\u200c\u00a0" * 50
 # What the web copies leave out: a "view in browser" link on a page already in the browser.
@@ -143,12 +146,12 @@ class ImageBox:
 
 
 def image_box(url: str, width: int | None, height: int | None, config: Config,
-              cell: int = IMAGE_CELL_WIDTH) -> ImageBox:
+              cell: int = IMAGE_CELL_WIDTH, items: tuple[Item, ...] = ()) -> ImageBox:
     """Declared sizes first, else the local file's real size; Outlook and images-off clients need both numbers."""
     if not (width and height):
         from .images import locate, real_size
 
-        local = locate(url, config)
+        local = locate(url, config, items)
         size = real_size(local.source) if local is not None and local.source is not None else None
         if size is not None:
             width, height = size
@@ -165,7 +168,8 @@ class Entry:
     item: Item
     byline: str | None      # the author, only when not the organisation itself
     image: ImageBox | None
-    citation: str | None    # collapsed to one line; the full reference is on the story's page
+    citation: str | None    # collapsed to one line; shortened at an author boundary when long
+    citation_shortened: bool = False  # the whole citation is on the web copy, at #citation-<slug>
 
 
 def byline(item: Item, config: Config) -> str | None:
@@ -175,15 +179,41 @@ def byline(item: Item, config: Config) -> str | None:
 
 
 def short_citation(citation: str | None, limit: int = CITATION_CHARS) -> str | None:
+    """A citation on one line; past ``limit``, the authors after the first few give way to "et al."
+    (``"Title," by A, B et al. Journal (2021; 20: 917–29).``); the title, the journal and every word
+    kept are whole.  A citation without a "by" list of authors is cut at a word."""
     if not citation:
         return None
-    return textwrap.shorten(" ".join(citation.split()), limit, placeholder=" …")
+    text = " ".join(citation.split())
+    if len(text) <= limit:
+        return text
+    head, by, rest = text.partition(" by ")
+    if by:
+        group = rest.find(", on behalf of ")
+        if group >= 0:
+            authors_text, after = rest[:group], rest[group:]
+            journal = after.split(". ", 1)[1] if ". " in after else ""
+        else:  # the authors end at the last sentence break before the journal (which has the year)
+            breaks = [m for m in re.finditer(r"\.\s+(?=[^.]*\d)", rest)]
+            authors_text, journal = (rest[:breaks[-1].start()], rest[breaks[-1].end():]) if breaks else (rest, "")
+        authors = [name.strip() for name in re.split(r",\s+|\s+and\s+", authors_text) if name.strip()]
+        for count in range(len(authors) - 1, 0, -1):
+            short = f"{head} by {', '.join(authors[:count])} et al." + (f" {journal}" if journal else "")
+            if len(short) <= limit:
+                return short
+    return shorten_words(text, limit)
+
+
+def citation_anchor(item: Item) -> str:
+    return f"citation-{item.slug}"
 
 
 def entry_for(item: Item, config: Config) -> Entry:
     image = item.image
-    box = image_box(image.url, image.width, image.height, config) if image is not None else None
-    return Entry(item, byline(item, config), box, short_citation(item.citation))
+    box = image_box(image.url, image.width, image.height, config, items=(item,)) if image is not None else None
+    short = short_citation(item.citation)
+    return Entry(item, byline(item, config), box, short,
+                 short is not None and short != " ".join((item.citation or "").split()))
 
 
 @dataclass(frozen=True)
@@ -254,6 +284,22 @@ def public_copy(digest: Digest, config: Config) -> tuple[bytes, bytes]:
     generic pages, and no "view in browser" link (it is the browser copy)."""
     html, text = digest.with_links(unsubscribe_base(config),
                                    web_url(config) + "preferences")
-    html = _VIEW_IN_BROWSER_HTML.sub("", html)
+    html = _whole_citations(_VIEW_IN_BROWSER_HTML.sub("", html), digest.items)
     text = _VIEW_IN_BROWSER_TEXT.sub("", text)
     return html.encode("utf-8"), text.encode("utf-8")
+
+
+_CITATION_PARAGRAPH = re.compile(r'(<p\b[^>]*\bid="citation-([a-z0-9-]+)"[^>]*>).*?</p>', re.DOTALL)
+
+
+def _whole_citations(html: str, items: tuple[Item, ...]) -> str:
+    """The web copy (archive page, web digest) carries each citation whole where the email shortened it."""
+    by_slug = {item.slug: item for item in items if item.citation}
+
+    def whole(match: re.Match) -> str:
+        item = by_slug.get(match.group(2))
+        if item is None or item.citation is None:
+            return match.group(0)
+        return f"{match.group(1)}{escape(' '.join(item.citation.split()), quote=False)}</p>"
+
+    return _CITATION_PARAGRAPH.sub(whole, html)

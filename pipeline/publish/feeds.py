@@ -9,10 +9,12 @@ per topic (tag), the RFC 5005 archive documents and a readable HTML page per fee
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import os
 import pickle
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -72,6 +74,7 @@ class FeedSpec:
     rss_file: str = RSS_FILE
     atom_file: str = ATOM_FILE
     json_file: str | None = JSON_FILE
+    updated: datetime | None = None  # the feed's date when it has no items (an empty archive page)
 
     def path(self, name: str) -> str:
         return self.folder + name
@@ -231,13 +234,18 @@ def _entry_links(item: Item) -> list[dict[str, str]]:
     if item.own_link:
         links.append({"href": item.link, "rel": "alternate", "type": "text/html"})
     # Atom's length is advisory and optional: left out when unknown (RSS must say 0 instead).
-    if item.image:
-        links.append({"href": item.image.url, "rel": "enclosure", "type": item.image.type or "image/jpeg",
-                      **({"length": str(item.image.length)} if item.image.length else {})})
-    if item.enclosure:
-        links.append({"href": item.enclosure.url, "rel": "enclosure", "type": item.enclosure.type,
-                      **({"length": str(item.enclosure.length)} if item.enclosure.length else {})})
+    attachment = attachment_of(item)
+    if attachment:
+        links.append({"href": attachment.url, "rel": "enclosure", "type": attachment.type or "image/jpeg",
+                      **({"length": str(attachment.length)} if attachment.length else {})})
     return links
+
+
+def attachment_of(item: Item) -> Image | Enclosure | None:
+    """The item's one attachment, the same in every format (RSS <enclosure>, Atom rel="enclosure", JSON
+    Feed ``attachments``): its file (audio, video, PDF), else its image.  The image itself is always the
+    item's picture: ``media:content`` in RSS and Atom, ``image`` in JSON Feed."""
+    return item.enclosure or item.image
 
 
 @dataclass(frozen=True)
@@ -266,13 +274,14 @@ def _author_name(item: Item, config: Config) -> str:
     return item.source.name if item.source else config.organisation.name
 
 
-def _point(fg: FeedGenerator, config: Config, spec: FeedSpec, self_file: str) -> None:
-    """The parts of a feed's head that differ between its RSS and Atom documents: the self link and
-    the extra links (archives point at documents of their own format)."""
+def _point(fg: FeedGenerator, config: Config, spec: FeedSpec, self_file: str, atom: bool = False) -> None:
+    """The parts of a feed's head that differ between its RSS and Atom documents: the self link (typed
+    by the document's format, whatever its file is called) and the extra links (archives point at
+    documents of their own format)."""
     site = config.site
     # feedgen uses the *last* link added as the RSS channel <link>: self first, site last.
     fg.link(href=site.url(spec.path(self_file)), rel="self", replace=True,
-            type="application/rss+xml" if self_file == spec.rss_file else "application/atom+xml")
+            type="application/atom+xml" if atom else "application/rss+xml")
     fg.link(href=site.url(spec.page) if spec.page else site.base_url, rel="alternate", type="text/html")
     extras: _FeedExtras = fg.extras
     extras.stylesheet = spec.stylesheet_href
@@ -303,12 +312,15 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
         fg.logo(site.logo.url)
         width, height = site.logo.width, site.logo.height
         fits = width <= _RSS_IMAGE_MAX[0] and height <= _RSS_IMAGE_MAX[1]
-        fg.image(url=site.logo.url, title=spec.title or site.title, link=site.base_url,
+        # The image links where the channel does (W3C validator: "Image link doesn't match channel link").
+        fg.image(url=site.logo.url, title=spec.title or site.title,
+                 link=site.url(spec.page) if spec.page else site.base_url,
                  width=str(width) if fits else None, height=str(height) if fits else None)
     if site.icon:
         fg.icon(site.icon)
-    fg.lastBuildDate(last_updated(items))
-    fg.updated(last_updated(items))
+    updated = last_updated(items) if items or spec.updated is None else spec.updated
+    fg.lastBuildDate(updated)
+    fg.updated(updated)
 
     for item in items:  # already newest first; append keeps that order
         fe = fg.add_entry(order="append")
@@ -329,24 +341,43 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
             entry_extras.creator = name
         for tag in item.tags:
             fe.category(term=tag, label=tag)
-        fe.summary(item.summary)
+        fe.summary(item.summary)  # Atom: type="text", the words as they are
+        # RSS 2.0 has no text type and readers take <description> as HTML: the HTML whose rendering is
+        # the summary's text, so `Q&A <MS>` reads as written and escaped markup never comes alive.
+        fe._FeedEntry__rss_description = html.escape(item.summary, quote=False)
         # Atom gets escaped HTML with type="html" ("CDATA" is not an Atom content type), RSS a CDATA
         # section: feedgen keeps one content record per format, so each gets its own type.
         fe.content(item.full_html, type="html")
         fe._FeedEntry__rss_content["type"] = "CDATA"
-        attachment = item.enclosure or item.image  # RSS allows one enclosure: the file, else the image
+        attachment = attachment_of(item)  # RSS allows one enclosure: the file, else the image
         if attachment:
             fe.enclosure(attachment.url, str(attachment.length), attachment.type)
         _without_atom_links(fe)
     return fg
 
 
+# Plain-text RSS elements (titles, categories, creators, sources): "&" and "<" as hexadecimal character
+# references, as the RSS Best Practices Profile asks (W3C validator, AA: "Encode & and < in plain text
+# using hexadecimal character references"); the characters read back are the same.
+_RSS_TEXT_ELEMENT = re.compile(rb"(<(title|category|dc:creator|source)(?:\s[^>]*)?>)([^<]*?&[^<]*)(</\2>)")
+
+
+def _rss_text_refs(data: bytes) -> bytes:
+    def encode(match: re.Match) -> bytes:
+        text = match.group(3).replace(b"&amp;", b"&#x26;").replace(b"&lt;", b"&#x3C;").replace(b"&gt;", b"&#x3E;")
+        return match.group(1) + text + match.group(4)
+
+    return _RSS_TEXT_ELEMENT.sub(encode, data) if b"&" in data else data
+
+
 def build_rss(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
-    return _generator(items, config, spec, spec.rss_file).rss_str(pretty=True)
+    return _rss_text_refs(_generator(items, config, spec, spec.rss_file).rss_str(pretty=True))
 
 
 def build_atom(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
-    return _generator(items, config, spec, spec.atom_file).atom_str(pretty=True)
+    fg = _generator(items, config, spec, spec.atom_file)
+    _point(fg, config, spec, spec.atom_file, atom=True)
+    return fg.atom_str(pretty=True)
 
 
 def build_rss_and_atom(items: list[Item], config: Config, rss_spec: FeedSpec,
@@ -357,8 +388,8 @@ def build_rss_and_atom(items: list[Item], config: Config, rss_spec: FeedSpec,
     if replace(atom_spec, links=rss_spec.links, rss_file=rss_spec.rss_file, atom_file=rss_spec.atom_file) != rss_spec:
         raise ValueError("RSS and Atom documents built together must differ only in links and file names")
     fg = _generator(items, config, rss_spec, rss_spec.rss_file)
-    rss = fg.rss_str(pretty=True)
-    _point(fg, config, atom_spec, atom_spec.atom_file)
+    rss = _rss_text_refs(fg.rss_str(pretty=True))
+    _point(fg, config, atom_spec, atom_spec.atom_file, atom=True)
     atom = fg.atom_str(pretty=True)
     return rss, atom
 
@@ -398,15 +429,12 @@ def build_json_feed(items: list[Item], config: Config, spec: FeedSpec = MAIN) ->
         })
         if item.tags:
             entry["tags"] = list(item.tags)
-        attachments: list[Image | Enclosure] = []
         if item.image:
             entry["image"] = item.image.url
-            attachments.append(item.image)
-        if item.enclosure:
-            attachments.append(item.enclosure)
-        if attachments:
-            entry["attachments"] = [{"url": a.url, "mime_type": a.type,
-                                     **({"size_in_bytes": a.length} if a.length else {})} for a in attachments]
+        attachment = attachment_of(item)
+        if attachment:
+            entry["attachments"] = [{"url": attachment.url, "mime_type": attachment.type or "image/jpeg",
+                                     **({"size_in_bytes": attachment.length} if attachment.length else {})}]
         if item.source:
             entry["_source"] = {"about": SOURCE_EXTENSION_ABOUT, **item.source.model_dump(exclude_none=True)}
         entries.append(entry)
@@ -631,9 +659,11 @@ def archive_documents(pages: list[list[Item]], config: Config,
             if number < len(pages):
                 links.append(("next-archive", site.url(archive_file(kind, number + 1))))
             name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
+            # The newest page may still be empty: dated by the newest archived item, never 1970.
+            updated = None if page else max((last_updated(older) for older in pages if older), default=None)
             specs.append(FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
                                   title=f"{site.title} (archive {number})", rss_file=name, atom_file=name,
-                                  json_file=None))
+                                  json_file=None, updated=updated))
         rss_spec, atom_spec = specs
         rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
                                        partial(build_rss_and_atom, page, config, rss_spec, atom_spec), origins)

@@ -11,8 +11,10 @@ that the sizes written in the markup are their real ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..config import Config
 from ..items import Item
@@ -43,16 +45,23 @@ def _inside(folder: Path, rel: str) -> Path | None:
     return folder / path.relative_to(root) if path.is_relative_to(root) else None
 
 
-def locate(url: str, config: Config) -> LocalImage | None:
-    """Where a site image comes from: the logo file, the content folder, or (put there by hand) the output."""
+def locate(url: str, config: Config, items: Iterable[Item] = ()) -> LocalImage | None:
+    """Where a site image or medium comes from: the content file an item names for it (published
+    under its URL-safe name, ``pipeline.media``), the logo file, the content or templates folder at
+    the URL's path, or (put there by hand) the output."""
     rel = relative_to_site(url, config)
     if rel is None:
         return None
+    rel = unquote(rel)
     target = _inside(config.path("output"), rel)
     if target is None:
         return LocalImage(url, None, config.path("output") / "invalid")
     logo = config.site.logo
     candidates: list[Path | None] = []
+    for item in items:
+        for media in (item.image, item.enclosure):
+            if media is not None and media.url == url and media.local_file is not None:
+                candidates.append(_inside(config.path("content"), media.local_file))
     if logo is not None and logo.file is not None and logo.url == url:
         candidates.append(config.resolve(logo.file))
     candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel), target]
@@ -69,12 +78,13 @@ def social_icon_url(name: str, config: Config) -> str:
 
 
 def site_images(items: list[Item], config: Config) -> list[LocalImage]:
-    """Every image of the outputs that must be published with the site: item images and the logo."""
-    urls = [item.image.url for item in items if item.image is not None]
+    """Every image and medium of the outputs that must be published with the site: item images and
+    enclosures, the logo and the footer icons."""
+    urls = [media.url for item in items for media in (item.image, item.enclosure) if media is not None]
     if config.site.logo is not None:
         urls.append(config.site.logo.url)
     urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
-    found = [locate(url, config) for url in dict.fromkeys(urls)]
+    found = [locate(url, config, items) for url in dict.fromkeys(urls)]
     return [image for image in found if image is not None]
 
 
@@ -83,7 +93,7 @@ def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     for image in site_images(items, config):
         if image.source is None:
-            log.warning("image %s: no file for it in %s; it will not be published", image.url, config.path("content"))
+            log.warning("media %s: no file for it in %s; it will not be published", image.url, config.path("content"))
         elif image.source != image.target:
             files[image.target] = image.source.read_bytes()
     return files

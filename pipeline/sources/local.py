@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from markdown_it import MarkdownIt
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import Config
 from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
+from ..media import content_path, file_facts, published_name
 from ..program import program_fingerprint
 from ..yaml_keys import repeated_key
 
@@ -100,12 +101,22 @@ class FrontMatter(BaseModel):
         lambda value: None if value is None else _parse_datetime(value)
     )
 
+    @field_validator("image", "enclosure")
+    @classmethod
+    def _no_local_file(cls, value: Image | Enclosure | None) -> Image | Enclosure | None:
+        if value is not None and value.local_file is not None:
+            raise ValueError("local_file: unknown field (the file is the one `url` names)")
+        return value
+
     @field_validator("title", "summary", "author", "citation")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+M = TypeVar("M", Image, Enclosure)
 
 
 @dataclass(frozen=True)
@@ -195,12 +206,8 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
     link = meta.link or site.item_link.format(base_url=site.base_url, slug=slug)
     link = site.url(link)
     content_html = clean_html(_markdown.render(doc.body), base_url=link)
-    image = meta.image
-    if image is not None:
-        image = Image(**{**image.model_dump(), "url": site.url(image.url)})
-    enclosure = meta.enclosure
-    if enclosure is not None:
-        enclosure = Enclosure(**{**enclosure.model_dump(), "url": site.url(enclosure.url)})
+    image = _published_media(meta.image, config) if meta.image is not None else None
+    enclosure = _published_media(meta.enclosure, config) if meta.enclosure is not None else None
     return Item(
         id=meta.id or f"{site.item_id_prefix}{slug}",
         slug=slug,
@@ -217,6 +224,51 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
         citation=meta.citation.strip() if meta.citation else None,
         source=meta.source,
     )
+
+
+def _published_media(media: M, config: Config) -> M:
+    """A medium as the outputs give it: a file of the content folder at its published (URL-safe) name,
+    typed from its name unless the content says otherwise; media elsewhere keep their URL."""
+    site = config.site
+    fields = media.model_dump(exclude={"type"} if "type" not in media.model_fields_set else set())
+    rel = content_path(media.url, site.base_url)
+    if rel is None:
+        return type(media)(**{**fields, "url": site.url(media.url)})
+    fields.update(url=site.url(published_name(rel)), local_file=rel)
+    if isinstance(media, Enclosure) and "type" not in media.model_fields_set:
+        facts = file_facts(config.path("content") / rel)
+        guessed = facts[1] if facts else None
+        fields["type"] = guessed or "application/octet-stream"
+    return type(media)(**fields)
+
+
+def with_file_facts(item: Item, folder: Path) -> Item:
+    """The item with the byte length of its local media files as they are now (a parsed item may come
+    from the parse cache, made when the file had another size); a missing file keeps what was declared."""
+    update: dict[str, Any] = {}
+    for name in ("image", "enclosure"):
+        media = getattr(item, name)
+        if media is None or media.local_file is None:
+            continue
+        facts = file_facts(folder / media.local_file)
+        if facts is not None and facts[0] != media.length:
+            update[name] = media.model_copy(update={"length": facts[0]})
+    return item.model_copy(update=update) if update else item
+
+
+def field_line(raw: bytes, name: str, sub: str | None = None) -> int | None:
+    """The line of a front-matter field (``image``) or of a key inside it (``image``, ``url``)."""
+    line = _field_line(raw, name)
+    if line is None or sub is None:
+        return line
+    lines = raw.decode("utf-8", "replace").splitlines()
+    for number in range(line + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if text.strip() == _FENCE or (text[:1].strip() and not text.startswith("#")):
+            break
+        if re.match(rf"\s+{re.escape(sub)}\s*:", text):
+            return number
+    return line
 
 
 @dataclass(frozen=True)
@@ -299,13 +351,15 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
             item = _parse_item(folder / file.name, file.raw, config, shown(file.name))
             cache.put(file.name, file.digest, item)
             parsed += 1
+        item = with_file_facts(item, folder)
         if item.id in seen:
             raise ContentError(shown(file.name), _field_line(file.raw, "id"), "id",
                                f"duplicate id {item.id!r}, also used by {shown(seen[item.id])}")
         seen[item.id] = file.name
         items.append(item)
         if origins is not None:
-            origins[item.id] = f"{cache.key}:{file.name}:{file.digest}"
+            sizes = ",".join(str(media.length) for media in (item.image, item.enclosure) if media is not None)
+            origins[item.id] = f"{cache.key}:{file.name}:{file.digest}:{sizes}"
     if remember:
         cache.save()
     log.debug("read %d items from %s (%d parsed, the rest from the cache)", len(items), folder, parsed)

@@ -27,6 +27,7 @@ from ..items import (
     strip_xml_illegal,
 )
 from ..state.storage import StoredEntry
+from ..text import exact_text, shorten_words
 from .parse import RawEntry, _iso_to_datetime
 
 _LARGEST = 2**53  # bytes or pixels beyond this are not real; JSON readers lose precision past it
@@ -70,13 +71,14 @@ def entry_data(raw: RawEntry, source: RemoteSource, feed: dict[str, Any], feed_u
     if not own_link:  # no link of its own: readers get the home page, but it is not the item's identity
         link = home
     content = clean_html(raw.content_html or raw.summary, base_url=link)
+    as_text = exact_text if raw.text_declared else plain_text
     if raw.summary:
-        summary = html_to_text(raw.summary) if raw.summary_html else plain_text(raw.summary)
+        summary = html_to_text(raw.summary) if raw.summary_html else as_text(raw.summary)
     else:
         summary = html_to_text(raw.content_html)
-    if len(summary) > 400:
-        summary = summary[:400].rsplit(" ", 1)[0] + "…"
-    title = (html_to_text(raw.title) if raw.title_html else plain_text(raw.title)) or summary[:80] or "(untitled)"
+    summary = shorten_words(summary, 400)
+    title = (html_to_text(raw.title) if raw.title_html else as_text(raw.title)) or shorten_words(summary, 80) \
+        or "(untitled)"
     image = None
     if raw.image and raw.image.get("url"):
         url = urljoin(link, str(raw.image["url"]).strip())

@@ -34,6 +34,9 @@ class RawEntry:
     enclosure: dict[str, Any] | None = None  # a non-image file: audio, video, a document
     title_html: bool = True  # the title field is HTML at its source (Atom type="html"); else plain text
     summary_html: bool = True
+    # The format says what its text fields are (Atom type="text", JSON Feed): plain text is kept exactly
+    # as written, markup-looking text and all; RSS titles are only guessed to be text.
+    text_declared: bool = False
 
 
 
@@ -97,6 +100,7 @@ def parse_json_feed(body: bytes, url: str) -> tuple[dict[str, Any], list[RawEntr
             enclosure=enclosure,
             title_html=False,  # JSON Feed titles and summaries are plain text by definition
             summary_html=False,
+            text_declared=True,
         ))
     return {"title": data.get("title"), "link": home, "id": data.get("feed_url")}, entries
 
@@ -119,9 +123,14 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
     entries = []
     for entry in parsed.entries:
         content = entry.get("content") or []
+        atom = str(parsed.get("version") or "").startswith("atom")
         html_body = next((c.get("value", "") for c in content if "html" in c.get("type", "")), None)
         if html_body is None:
-            html_body = content[0].get("value", "") if content else entry.get("summary", "")
+            text_body = content[0] if content else {"value": entry.get("summary", ""),
+                                                   "type": (entry.get("summary_detail") or {}).get("type", "")}
+            html_body = text_body.get("value", "")
+            if atom and text_body.get("type") == "text/plain":  # Atom type="text": the words, as HTML text
+                html_body = _text_to_html(html_body)
         image, enclosure = None, None
         for media in (entry.get("media_content") or []) + (entry.get("enclosures") or []):
             url = media.get("url") or media.get("href")
@@ -151,7 +160,8 @@ def parse_xml_feed(body: bytes, url: str, content_type: str) -> tuple[dict[str, 
             image=image,
             enclosure=enclosure,
             title_html="html" in title_type,
-            summary_html="html" in summary_type or not content,
+            summary_html="html" in summary_type or not (content or atom),
+            text_declared=atom,
         ))
     feed = {"title": parsed.feed.get("title"), "link": parsed.feed.get("link") or url, "id": parsed.feed.get("id")}
     return feed, entries

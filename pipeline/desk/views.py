@@ -1,0 +1,345 @@
+"""The desk's pages.  Each view reads the request, calls one use case, records what it did, and renders."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.datastructures import FileStorage
+
+from ..errors import PipelineError
+from . import stories as story_files
+from .digest import next_digest
+from .forms import SendForm, SetPasswordForm, SignInForm, StoryForm
+from .sessions import DeskSession
+from .web import SendJob, audit, desk, signed_in
+
+log = logging.getLogger(__name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of the desk itself (no open redirect)."""
+    script = request.script_root
+    if target and target.startswith(script + "/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("home")
+
+
+def register(app: Flask) -> None:
+    # -- people --------------------------------------------------------------------------------------
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        form = SignInForm()
+        locked = None
+        if form.validate_on_submit():
+            outcome = desk()["accounts"].sign_in(form.email.data or "", form.password.data or "", g.client)
+            if outcome.user is not None:
+                assert isinstance(session, DeskSession)
+                session.sign_in(outcome.user.id)
+                g.user = outcome.user
+                return redirect(_safe_next(request.args.get("next")))
+            locked = outcome.locked_until
+            if locked is None:
+                form.password.errors = ["That email address and password do not match an account."]
+        status = 429 if locked else (401 if request.method == "POST" else 200)
+        return render_template("login.html", form=form, locked=locked), status
+
+    @app.route("/logout", methods=["POST"])
+    def logout():
+        if g.user is not None:
+            audit("signed out")
+        assert isinstance(session, DeskSession)
+        session.end()
+        return redirect(url_for("login"))
+
+    @app.route("/logout-everywhere", methods=["POST"])
+    @signed_in()
+    def logout_everywhere():
+        ended = desk()["store"].delete_sessions_of(g.user.id)
+        audit("signed out everywhere", f"{ended} sessions ended")
+        assert isinstance(session, DeskSession)
+        session.end()
+        return redirect(url_for("login"))
+
+    @app.route("/set-password", methods=["GET", "POST"])
+    def set_password():
+        form = SetPasswordForm(token=request.args.get("token", ""))
+        if form.validate_on_submit():
+            user = desk()["accounts"].set_password_with_token(form.token.data or "", form.password.data or "")
+            if user is None:
+                form.password.errors = ["This link has expired or was used already; ask an admin for a new one."]
+            else:
+                flash("Your password is set. Sign in with it.")
+                return redirect(url_for("login"))
+        return render_template("set_password.html", form=form)
+
+    # -- the desk's front page and the audit log --------------------------------------------------------
+
+    @app.route("/")
+    @signed_in()
+    def home():
+        return render_template("home.html")
+
+    @app.route("/audit", endpoint="audit")
+    @signed_in()
+    def audit_log():
+        return render_template("audit.html", entries=desk()["store"].audit_log())
+
+    # -- stories ------------------------------------------------------------------------------------
+
+    @app.route("/stories")
+    @signed_in()
+    def stories():
+        return render_template("stories.html", rows=story_files.list_stories(desk()["config"], desk()["clock"]()))
+
+    @app.route("/stories/new", methods=["GET", "POST"])
+    @signed_in()
+    def story_new():
+        return _story_page(None)
+
+    @app.route("/stories/<slug>", methods=["GET", "POST"])
+    @signed_in()
+    def story_edit(slug: str):
+        return _story_page(slug)
+
+    @app.route("/stories/preview", methods=["POST"])
+    @signed_in()
+    def story_preview():
+        """The live preview's fragment (the page's small script posts the body here, with its CSRF token)."""
+        html = story_files.preview_html(desk()["config"], request.form.get("body", ""),
+                                        request.form.get("slug", "preview"))
+        return html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    # -- the next digest ---------------------------------------------------------------------------
+
+    @app.route("/digest")
+    @signed_in()
+    def digest():
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        try:
+            preview = next_digest(config)
+            _items, findings = use_cases.lint(config)
+        except PipelineError as exc:
+            return render_template("error.html", heading="No digest to show", message=str(exc)), 200
+        return render_template("digest.html", preview=preview, findings=[
+            (finding, preview.story_of(finding)) for finding in findings])
+
+    @app.route("/digest/render")
+    @signed_in()
+    def digest_render():
+        """The digest's HTML as a subscriber gets it, for the preview's frames (dark: as a dark-mode client)."""
+        preview = next_digest(desk()["config"])
+        html = preview.html
+        if request.args.get("scheme") == "dark":
+            html = html.replace("@media (prefers-color-scheme: dark)", "@media all")
+        return html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.route("/digest/test", methods=["POST"])
+    @signed_in()
+    def digest_test():
+        from .. import app as use_cases
+
+        try:
+            reply = use_cases.send_test(desk()["config"], g.user.email, desk()["transport"])
+        except PipelineError as exc:
+            audit("test send failed", str(exc))
+            flash(f"The test message was not sent: {exc}")
+            return redirect(url_for("digest"))
+        audit("test sent", f"to {g.user.email}")
+        flash(f"A test message is on its way to {g.user.email} (the server said: {reply}).")
+        return redirect(url_for("digest"))
+
+    @app.route("/send", methods=["GET", "POST"])
+    @signed_in("admin")
+    def send():
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        try:
+            plan = use_cases.send_dry_run(config)
+        except PipelineError as exc:
+            return render_template("error.html", heading="Nothing can be sent", message=str(exc)), 200
+        edition_id = plan.edition.edition_id
+        form = SendForm(recipients=str(plan.subscribers), edition=edition_id or "")
+        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        if request.method == "POST" and form.validate_on_submit():
+            if not ready or form.edition.data != edition_id or form.recipients.data != str(plan.subscribers):
+                flash("What would be sent has changed since the page was shown; check it again.")
+                return redirect(url_for("send"))
+            _start_send(edition_id or "")
+            return redirect(url_for("progress", edition_id=edition_id))
+        return render_template("send.html", plan=plan, form=form, ready=ready), 200 if request.method == "GET" else 400
+
+    @app.route("/progress/<edition_id>")
+    @signed_in()
+    def progress(edition_id: str):
+        storage = desk()["storage"]
+        edition = storage.get_edition(edition_id)
+        job = desk()["jobs"].get(edition_id)
+        if edition is None and job is None:
+            abort(404, "No such edition.")
+        counts = storage.ledger_counts(edition_id) if edition else {}
+        running = job is not None and not job.done.is_set()
+        return render_template("progress.html", edition=edition, edition_id=edition_id, counts=counts, job=job,
+                               running=running)
+
+    # -- editions ----------------------------------------------------------------------------------
+
+    @app.route("/editions")
+    @signed_in()
+    def editions():
+        storage = desk()["storage"]
+        rows = [(edition, storage.ledger_counts(edition.id)) for edition in storage.list_editions()]
+        return render_template("editions.html", rows=rows)
+
+    @app.route("/editions/<edition_id>")
+    @signed_in()
+    def edition(edition_id: str):
+        from .digest import edition_report
+
+        report = edition_report(desk()["config"], desk()["storage"], edition_id)
+        if report is None:
+            abort(404, "No such edition.")
+        query = request.args.get("q", "").strip()
+        found = None
+        if query:
+            found = desk()["store"].deliveries_to(query.lower(), edition_id)
+            audit("looked up a recipient", f"edition {edition_id}")
+        return render_template("edition.html", report=report, query=query, found=found)
+
+    # -- subscribers and health ------------------------------------------------------------------------
+
+    @app.route("/subscribers")
+    @signed_in()
+    def subscribers():
+        query = request.args.get("q", "").strip()
+        rows = desk()["store"].search_subscribers(query) if query else []
+        return render_template("subscribers.html", query=query, rows=rows)
+
+    @app.route("/health")
+    @signed_in()
+    def health():
+        from .digest import health_report
+
+        return render_template("health.html", report=health_report(desk()["config"], desk()["storage"]))
+
+
+def _start_send(edition_id: str) -> None:
+    """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
+    from .. import app as use_cases
+
+    config, jobs = desk()["config"], desk()["jobs"]
+    job = SendJob(edition_id, g.user.email, desk()["clock"]())
+    jobs[edition_id] = job
+    audit("edition sent", f"edition {edition_id}")
+
+    def work() -> None:
+        try:
+            outcome = use_cases.run(config, action="send", wait=True)
+            job.summary = outcome.summary(0.0)
+        except PipelineError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - shown on the progress page, logged in full
+            log.exception("desk: sending edition %s failed", edition_id)
+            job.error = f"sending stopped: {exc}"
+        finally:
+            job.done.set()
+
+    threading.Thread(target=work, name=f"desk send {edition_id}", daemon=True).start()
+
+
+def _uploaded(field: Any) -> FileStorage | None:
+    data = field.data
+    return data if isinstance(data, FileStorage) and data.filename else None
+
+
+def _story_page(slug: str | None):
+    config = desk()["config"]
+    new = slug is None
+    if new:
+        story = story_files.Story(date=_now_text(config))
+    else:
+        try:
+            story = story_files.load_story(config, slug or "")
+        except PipelineError:
+            abort(404, "No such story.")
+    form = StoryForm(obj=None, data=None if request.method == "POST" else _form_data(story))
+    preview_html = None
+    if request.method == "POST" and form.validate_on_submit():
+        story = _story_from(form, story, new)
+        image = _uploaded(form.image)
+        enclosure = _uploaded(form.enclosure)
+        try:
+            if image is not None:
+                if not (form.image_alt.data or "").strip():
+                    raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who "
+                                                                "cannot see it")
+                story.image = story_files.save_image(config, story.slug or "story", image.filename or "",
+                                                     image.read(), form.image_alt.data or "")
+            elif story.image is not None:
+                story.image = {**story.image, "alt": (form.image_alt.data or "").strip()}
+            if form.remove_image.data:
+                story.image = None
+            if enclosure is not None:
+                story.enclosure = story_files.save_enclosure(config, story.slug or "story", enclosure.filename or "",
+                                                             enclosure.read(), enclosure.mimetype)
+            if form.preview.data:
+                story_files.check_story(config, story)
+                preview_html = story_files.preview_html(config, story.body, story.slug)
+            else:
+                path = story_files.save_story(config, story, new=new)
+                kind = "draft" if story.draft else "published"
+                audit("story saved", f"{story_files.shown_path(config, path)} ({kind})")
+                flash(f"Saved {story_files.shown_path(config, path)}.")
+                if not story.draft:
+                    _publish_feeds()
+                return redirect(url_for("story_edit", slug=story.slug))
+        except story_files.UploadRefused as exc:
+            getattr(form, "image" if image is not None else "enclosure").errors = [str(exc)]
+            audit("upload refused", str(exc))
+        except story_files.StoryInvalid as exc:
+            getattr(form, exc.field if hasattr(form, exc.field) else "body").errors = [str(exc)]
+    status = 200 if request.method == "GET" or preview_html is not None else 400
+    return render_template("story.html", form=form, story=story, new=new, preview_html=preview_html), status
+
+
+def _publish_feeds() -> None:
+    """Rebuild the feeds and the site at once, so the story is out; a run in progress does it itself."""
+    from .. import app as use_cases
+    from ..state.lock import RunLocked
+
+    try:
+        use_cases.run(desk()["config"], action="feeds", wait=False)
+        flash("The feeds are updated.")
+    except RunLocked:
+        flash("Another run is going on; the feeds will carry the story after it.")
+    except PipelineError as exc:
+        flash(f"The feeds were not updated: {exc}")
+
+
+def _now_text(config) -> str:
+    from zoneinfo import ZoneInfo
+
+    now = desk()["clock"]().astimezone(ZoneInfo(config.digest.timezone))
+    return now.replace(microsecond=0).isoformat()
+
+
+def _form_data(story: story_files.Story) -> dict[str, Any]:
+    return {"slug": story.slug, "title": story.title, "date": story.date, "author": story.author,
+            "summary": story.summary, "tags": story.tags, "image_alt": (story.image or {}).get("alt", ""),
+            "citation": story.citation, "source_name": story.source_name, "source_url": story.source_url,
+            "body": story.body, "status": "draft" if story.draft else "published"}
+
+
+def _story_from(form: StoryForm, old: story_files.Story, new: bool) -> story_files.Story:
+    return story_files.Story(
+        slug=(form.slug.data or "").strip() if new else old.slug, draft=form.status.data != "published",
+        title=form.title.data or "", date=form.date.data or "", author=form.author.data or "",
+        summary=form.summary.data or "", tags=form.tags.data or "", image=old.image, enclosure=old.enclosure,
+        citation=form.citation.data or "", source_name=form.source_name.data or "",
+        source_url=form.source_url.data or "", body=form.body.data or "", kept=old.kept)

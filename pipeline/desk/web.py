@@ -85,7 +85,7 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
         site = request.headers.get("Sec-Fetch-Site", "")
         origin = request.headers.get("Origin")
         if site in ("cross-site", "same-site") or (origin is not None and urlsplit(origin).netloc != request.host):
-            log.warning("desk: refused a cross-site %s to %s", request.method, request.path)
+            log.warning("desk: refused a cross-site %s to %s (from %s)", request.method, request.path, origin or site)
             abort(403, "This form was sent from another site.")
 
     @app.before_request
@@ -130,7 +130,7 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
 
     @app.context_processor
     def shared() -> dict[str, Any]:
-        return {"user": g.get("user"), "site": config.site, "button": ButtonForm(),
+        return {"user": g.get("user"), "site": config.site, "button": ButtonForm(formdata=None),
                 "nav": NAV, "active": request.endpoint}
 
     from . import views

@@ -229,7 +229,7 @@ class DeskStore:
             conn.execute(insert(desk_audit).values(at=now, who=who, address=address, action=action, detail=detail))
 
     def audit_log(self, limit: int = 200) -> list[AuditEntry]:
-        query = select(desk_audit).order_by(desk_audit.c.at.desc(), desk_audit.c.id.desc()).limit(limit)
+        query = select(desk_audit).order_by(desk_audit.c.id.desc()).limit(limit)  # as recorded
         with self.engine.connect() as conn:
             return [AuditEntry(row.at, row.who, row.address, row.action, row.detail) for row in conn.execute(query)]
 

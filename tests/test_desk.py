@@ -1,0 +1,350 @@
+"""The editor's desk over HTTP (Flask's WSGI test client on the real app and the real state database):
+accounts, sessions, the attacks it refuses, stories as content files, the digest, sending and the audit log."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import feedparser
+import pytest
+
+from pipeline.desk.accounts import add_user
+from pipeline.sources import read_content
+from pipeline.sources.local import read_item
+from pipeline.state.desk import DeskStore
+
+from .conftest import add_subscribers, run_cli, set_config, write_image, write_item
+from .desk_helpers import ADMIN, EDITOR, PASSWORD, csrf_token, desk_site
+
+STORY = {"slug": "a-new-wheelchair-clinic", "title": "A new wheelchair clinic opens",
+         "date": "2030-01-06T09:00:00-05:00", "summary": "Fittings and repairs, free for members.",
+         "tags": "programs and services, living with ms", "image_alt": "", "author": "", "citation": "",
+         "source_name": "", "source_url": "", "body": "The clinic opens on **Monday**.\n", "status": "published",
+         "save": "Save"}
+
+
+def image_bytes(tmp_path, width=800, height=420) -> bytes:
+    return write_image(tmp_path / "photo.jpg", width, height).read_bytes()
+
+
+@pytest.fixture
+def site(project, secret):
+    yield from desk_site(project)
+
+
+# -- people and sessions ------------------------------------------------------------------------------
+
+def test_every_desk_page_sends_a_visitor_without_a_session_to_sign_in(site):
+    visitor = site.visitor()
+    for path in ("/desk/", "/desk/stories", "/desk/stories/new", "/desk/digest", "/desk/send", "/desk/editions",
+                 "/desk/subscribers", "/desk/health", "/desk/audit"):
+        response = visitor.get(path)
+        assert (response.status_code, response.headers["Location"]) == (302, f"/desk/login?next={path}"), path
+
+
+def test_a_post_without_a_session_changes_nothing(site):
+    response = site.visitor().post("/desk/stories/new", STORY, token_from="/desk/login")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/desk/login")
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_the_session_cookie_is_secure_httponly_and_samesite_strict(site):
+    response = site.visitor().sign_in(ADMIN)
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("desk_session=")
+    assert {"Secure", "HttpOnly", "SameSite=Strict", "Path=/desk"} <= {part.strip() for part in cookie.split(";")}
+
+
+def test_signing_in_gives_a_new_session_token(site):
+    visitor = site.visitor()
+    visitor.get("/desk/login")
+    before = visitor.cookie
+    visitor.sign_in(ADMIN)
+    assert visitor.cookie not in (None, before)
+
+
+def test_a_session_unused_for_the_idle_time_is_signed_out(site):
+    visitor = site.signed_in(EDITOR)
+    site.clock.advance(minutes=site.config.desk.idle_minutes - 1)
+    assert visitor.get("/desk/stories").status_code == 200
+    site.clock.advance(minutes=site.config.desk.idle_minutes + 1)
+    response = visitor.get("/desk/stories")
+    assert response.status_code == 302
+    assert "Your session ended" in visitor.get(response.headers["Location"]).text
+
+
+def test_a_session_ends_at_its_absolute_expiry_even_when_in_use(site):
+    visitor = site.signed_in(EDITOR)
+    started, step = site.clock.now, timedelta(minutes=20)
+    while site.clock.now + step - started <= timedelta(hours=site.config.desk.absolute_hours):
+        site.clock.advance(minutes=20)
+        assert visitor.get("/desk/stories").status_code == 200
+    site.clock.advance(minutes=20)
+    assert visitor.get("/desk/stories").status_code == 302
+
+
+def test_signing_out_everywhere_ends_the_sessions_on_other_browsers(site):
+    laptop, phone = site.signed_in(EDITOR), site.signed_in(EDITOR)
+    assert phone.post("/desk/logout-everywhere", token_from="/desk/").status_code == 302
+    assert laptop.get("/desk/stories").status_code == 302
+
+
+def test_a_made_up_session_cookie_is_refused(site):
+    visitor = site.visitor()
+    visitor.client.set_cookie("desk_session", "x" * 43, domain="desk.example.org", path="/desk")
+    assert visitor.get("/desk/stories").status_code == 302
+
+
+def test_add_user_stores_an_argon2id_hash_not_the_password(site):
+    user = DeskStore(site.storage).user(email=ADMIN)
+    assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+
+
+def test_desk_add_user_with_link_prints_a_one_time_set_password_link(site):
+    result = run_cli(site.project, "desk", "add-user", "New.Person@Example.org", "--role", "editor", "--link",
+                     check=True)
+    token = re.search(r"/desk/set-password\?token=(\S+)", result.stdout).group(1)
+    visitor, page = site.visitor(), f"/desk/set-password?token={token}"
+    assert visitor.post(page, {"token": token, "password": "my own long password"}, token_from=page).status_code == 302
+    assert visitor.sign_in("new.person@example.org", "my own long password").headers["Location"] == "/desk/"
+    again = visitor.post(page, {"token": token, "password": "another long password"}, token_from=page)
+    assert "expired or was used already" in again.text
+
+
+def test_a_wrong_password_is_refused_with_one_message_for_both_fields(site):
+    response = site.visitor().sign_in(EDITOR, "not the password at all")
+    assert response.status_code == 401
+    assert "do not match an account" in response.text
+    assert site.visitor().sign_in("nobody@example.org").status_code == 401
+
+
+# -- attacks ------------------------------------------------------------------------------------------
+
+def test_a_post_without_a_csrf_token_is_refused(site):
+    visitor = site.signed_in(EDITOR)
+    response = visitor.post("/desk/stories/new", STORY)
+    assert response.status_code == 400 and "The form was refused" in response.text
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_a_csrf_token_from_another_users_session_is_refused(site):
+    editor, admin = site.signed_in(EDITOR), site.signed_in(ADMIN)
+    stolen = csrf_token(admin.get("/desk/stories/new").text)
+    response = editor.post("/desk/stories/new", {**STORY, "csrf_token": stolen})
+    assert response.status_code == 400
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_a_csrf_token_replayed_after_signing_out_is_refused(site):
+    visitor = site.signed_in(EDITOR)
+    old = csrf_token(visitor.get("/desk/stories/new").text)
+    visitor.post("/desk/logout", token_from="/desk/")
+    visitor.sign_in(EDITOR)
+    response = visitor.post("/desk/stories/new", {**STORY, "csrf_token": old})
+    assert response.status_code == 400
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_a_cross_site_post_is_refused_even_with_a_valid_token(site):
+    visitor = site.signed_in(EDITOR)
+    response = visitor.post("/desk/stories/new", STORY, token_from="/desk/stories/new",
+                            headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 403 and "another site" in response.text
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_repeated_wrong_passwords_lock_the_account_even_for_the_right_one(site):
+    attacker = site.visitor()
+    for _ in range(site.config.desk.account_attempts):
+        attacker.sign_in(EDITOR, "guess-guess-guess")
+    response = site.visitor().sign_in(EDITOR)  # the real person, from anywhere
+    assert response.status_code == 429
+    assert "Too many failed sign-ins" in response.text
+    site.clock.advance(minutes=site.config.desk.lockout_minutes + 1)
+    assert site.visitor().sign_in(EDITOR).status_code == 302
+
+
+def test_one_address_guessing_many_accounts_is_locked_out(site):
+    attacker = site.visitor()
+    for n in range(site.config.desk.address_attempts):
+        attacker.sign_in(f"guess{n}@example.org", "guess-guess-guess")
+    assert attacker.sign_in(ADMIN).status_code == 429
+
+
+def test_an_editor_cannot_send_the_edition_and_the_attempt_is_audited(site):
+    editor = site.signed_in(EDITOR)
+    response = editor.post("/desk/send", {"recipients": "1", "edition": "x", "confirm": "y"},
+                           token_from="/desk/stories/new")
+    assert response.status_code == 403 and "Only an admin" in response.text
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.who, entry.action) == (EDITOR, "refused")
+
+
+def test_an_upload_that_is_not_an_image_is_refused_next_to_the_image_field(site):
+    editor = site.signed_in(EDITOR)
+    fake = (io.BytesIO(b"%PDF-1.4 not a picture"), "photo.jpg", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": fake, "image_alt": "A clinic"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert re.search(r'id="image-error">photo.jpg: not an image', response.text)
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_a_50_mb_upload_is_refused(site):
+    editor = site.signed_in(EDITOR)
+    huge = (io.BytesIO(b"\xff\xd8" + b"\0" * (50 * 1024 * 1024)), "huge.jpg", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": huge, "image_alt": "A clinic"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 413 and "The upload is too large" in response.text
+    assert not list((site.project / "content").glob("images/a-new-wheelchair-clinic*"))
+
+
+# -- stories -------------------------------------------------------------------------------------------
+
+def test_a_story_written_on_the_desk_is_a_content_file_the_pipeline_reads(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "Clinic Photo.JPG", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": photo, "image_alt": "The clinic's front door"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.headers["Location"] == "/desk/stories/a-new-wheelchair-clinic"
+    path = site.project / "content" / "a-new-wheelchair-clinic.md"
+    item = read_item(path, site.config)
+    assert (item.title, item.tags) == ("A new wheelchair clinic opens", ("programs and services", "living with ms"))
+    assert item.image.url == site.config.site.url("images/a-new-wheelchair-clinic-clinic-photo.jpg")
+    assert (item.image.width, item.image.height, item.image.alt) == (800, 420, "The clinic's front door")
+    assert "<strong>Monday</strong>" in item.content_html
+
+
+def test_a_published_story_is_in_the_feeds_at_once(site):
+    editor = site.signed_in(EDITOR)
+    editor.post("/desk/stories/new", STORY, token_from="/desk/stories/new")
+    feed = feedparser.parse((site.config.path("output") / "rss.xml").read_bytes())
+    assert feed.entries[0].title == "A new wheelchair clinic opens"
+
+
+def test_a_draft_reaches_no_feed_or_digest(site):
+    editor = site.signed_in(EDITOR)
+    editor.post("/desk/stories/new", {**STORY, "status": "draft"}, token_from="/desk/stories/new")
+    assert (site.project / "content" / "drafts" / "a-new-wheelchair-clinic.md").is_file()
+    assert "a-new-wheelchair-clinic" not in {item.slug for item in read_content(site.config)}
+    assert "status-draft" in editor.get("/desk/stories").text
+
+
+def test_publishing_a_draft_moves_its_file_into_content(site):
+    editor = site.signed_in(EDITOR)
+    editor.post("/desk/stories/new", {**STORY, "status": "draft"}, token_from="/desk/stories/new")
+    page = "/desk/stories/a-new-wheelchair-clinic"
+    editor.post(page, {**STORY, "slug": "", "status": "published"}, token_from=page)
+    assert (site.project / "content" / "a-new-wheelchair-clinic.md").is_file()
+    assert not (site.project / "content" / "drafts" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_a_bad_date_shows_the_message_of_pipeline_validate_next_to_the_date(site):
+    editor = site.signed_in(EDITOR)
+    response = editor.post("/desk/stories/new", {**STORY, "date": "2030-01-06"}, token_from="/desk/stories/new")
+    shown = re.search(r'<p class="error" id="date-error">([^<]+)</p>', response.text).group(1).strip()
+    write_item(site.project, "a-new-wheelchair-clinic", 'title: "A new wheelchair clinic opens"\ndate: "2030-01-06"')
+    validate = run_cli(site.project, "validate")
+    assert shown.replace("&#39;", "'") in validate.stderr
+    assert shown.startswith("content/a-new-wheelchair-clinic.md:3: date: needs a time and a timezone")
+
+
+def test_an_image_without_alt_text_is_refused_next_to_the_alt_field(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "clinic.jpg", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": photo}, token_from="/desk/stories/new",
+                           content_type="multipart/form-data")
+    assert 'id="image_alt-error">image.alt: describe the image' in response.text
+
+
+def test_a_file_edited_by_hand_shows_on_the_desk_at_once(site):
+    editor = site.signed_in(EDITOR)
+    write_item(site.project, "written-by-hand", 'title: "Written in a text editor"\ndate: 2030-02-01T09:00:00+00:00')
+    assert "Written in a text editor" in editor.get("/desk/stories").text
+    assert "Written in a text editor" in editor.get("/desk/stories/written-by-hand").text
+
+
+def test_the_preview_button_shows_the_story_as_readers_will_without_saving(site):
+    editor = site.signed_in(EDITOR)
+    response = editor.post("/desk/stories/new", {**STORY, "save": "", "preview": "Preview"},
+                           token_from="/desk/stories/new")
+    assert "The clinic opens on <strong>Monday</strong>." in response.text
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+# -- the digest, sending, editions, the audit log ------------------------------------------------------
+
+def test_the_digest_page_shows_the_subject_the_text_part_and_the_checks(site):
+    page = site.signed_in(EDITOR).get("/desk/digest").text
+    assert 'id="subject">National MS Society News: International Mesenchymal Stem Cell Trial' in page
+    assert 'class="text-part"' in page and "MS Navigators Are Here to Help" in page
+    assert "No problems found." in page
+
+
+def test_the_dark_preview_applies_the_digests_dark_mode_rules(site):
+    editor = site.signed_in(EDITOR)
+    light, dark = editor.get("/desk/digest/render").text, editor.get("/desk/digest/render?scheme=dark").text
+    assert "@media (prefers-color-scheme: dark)" in light and "@media (prefers-color-scheme: dark)" not in dark
+    assert editor.get("/desk/digest/render").headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_the_send_page_shows_the_recipients_and_the_postal_address_gate(site):
+    add_subscribers(site.config, 3)
+    set_config(site.project, **{"organisation.postal_address": None})
+    admin = site.reloaded().signed_in(ADMIN)
+    page = admin.get("/desk/send").text
+    assert 'id="recipients">3<' in page
+    assert "Sending is blocked until this is fixed" in page and "organisation.postal_address" in page
+    assert 'value="Send the edition"' not in page
+
+
+def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
+    add_subscribers(site.config, 3)
+    admin = site.signed_in(ADMIN)
+    form = admin.get("/desk/send").text
+    assert 'id="recipients">3<' in form
+    data = {"recipients": "3", "edition": re.search(r'name="edition" type="hidden" value="(\w+)"', form).group(1),
+            "confirm": "y", "csrf_token": csrf_token(form)}
+    response = admin.post("/desk/send", data)
+    edition_id = data["edition"]
+    assert response.headers["Location"] == f"/desk/progress/{edition_id}"
+    _job(site, edition_id).done.wait(60)
+    assert site.storage.ledger_counts(edition_id)["sent"] == 3
+    assert re.search(r'data-status="sent">3<', admin.get(f"/desk/progress/{edition_id}").text)
+
+
+def _job(site, edition_id):
+    (desk_app,) = site.app.mounts.values()
+    return desk_app.extensions["desk"]["jobs"][edition_id]
+
+
+def test_one_recipients_delivery_is_found_on_the_editions_page(site):
+    add_subscribers(site.config, 2)
+    run_cli(site.project, "send", check=True)  # the file transport: each message an .eml in the outbox
+    (edition,) = site.storage.list_editions()
+    page = site.signed_in(EDITOR).get(f"/desk/editions/{edition.id}?q=reader00001@example.org").text
+    assert re.search(r'<table id="recipient">.*<td>sent</td><td>1</td>', page, re.S)
+    assert re.search(r'data-status="sent">2<', page)
+
+
+def test_every_action_is_in_the_audit_log_with_who_and_what(site):
+    editor = site.signed_in(EDITOR)
+    editor.post("/desk/stories/new", STORY, token_from="/desk/stories/new")
+    log = editor.get("/desk/audit").text
+    assert re.search(rf"<td>{re.escape(EDITOR)}</td><td>[^<]*</td><td>story saved</td>"
+                     r"<td>content/a-new-wheelchair-clinic.md \(published\)</td>", log)
+    assert re.search(rf"<td>{re.escape(EDITOR)}</td><td>[^<]*</td><td>signed in</td>", log)
+
+
+def test_the_health_page_lists_the_last_runs_and_the_next_jobs(site):
+    run_cli(site.project, "run", "--no-send", check=True)
+    page = site.signed_in(EDITOR).get("/desk/health").text
+    assert "<td>manual</td>" in page and "<td>weekly-digest</td><td>run</td>" in page
+
+
+def test_a_changed_role_ends_the_persons_sessions(site):
+    visitor = site.signed_in(EDITOR)
+    add_user(site.storage, EDITOR, "admin", PASSWORD)
+    assert visitor.get("/desk/").status_code == 302

@@ -295,7 +295,7 @@ def test_the_send_page_shows_the_recipients_and_the_postal_address_gate(site):
     set_config(site.project, **{"organisation.postal_address": None})
     admin = site.reloaded().signed_in(ADMIN)
     page = admin.get("/desk/send").text
-    assert 'id="recipients">3<' in page
+    assert 'id="recipient-count">3<' in page
     assert "Sending is blocked until this is fixed" in page and "organisation.postal_address" in page
     assert 'value="Send the edition"' not in page
 
@@ -304,7 +304,7 @@ def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     add_subscribers(site.config, 3)
     admin = site.signed_in(ADMIN)
     form = admin.get("/desk/send").text
-    assert 'id="recipients">3<' in form
+    assert 'id="recipient-count">3<' in form
     data = {"recipients": "3", "edition": re.search(r'name="edition" type="hidden" value="(\w+)"', form).group(1),
             "confirm": "y", "csrf_token": csrf_token(form)}
     response = admin.post("/desk/send", data)

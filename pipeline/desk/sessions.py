@@ -65,7 +65,7 @@ class ServerSessions(SessionInterface):
             self.store.delete_session(row.id)
             return DeskSession(expired=row.user_id is not None)
         session = DeskSession(row.data, token, row.user_id)
-        self.store.save_session(row.id, row.data, now)  # it was used: the idle clock starts again
+        self.store.touch_session(row.id, now)  # it was used: the idle clock starts again
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:

@@ -185,6 +185,11 @@ class DeskStore:
             conn.execute(update(desk_sessions).where(desk_sessions.c.id == session_id).values(data=data,
                                                                                               last_seen=now))
 
+    def touch_session(self, session_id: str, now: datetime) -> None:
+        """The session was used: only its idle clock restarts (its data is saved by the request that changed it)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(desk_sessions).where(desk_sessions.c.id == session_id).values(last_seen=now))
+
     def delete_session(self, session_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(desk_sessions).where(desk_sessions.c.id == session_id))

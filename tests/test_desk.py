@@ -348,3 +348,111 @@ def test_a_changed_role_ends_the_persons_sessions(site):
     visitor = site.signed_in(EDITOR)
     add_user(site.storage, EDITOR, "admin", PASSWORD)
     assert visitor.get("/desk/").status_code == 302
+
+
+# -- subscribers --------------------------------------------------------------------------------------
+
+def _suppress(site, email: str) -> None:
+    from pipeline.bounces.policy import record_bounce
+
+    record_bounce(site.storage, site.config.bounces.policy, email, "hard", "550 5.1.1 no such user", "mailbox")
+
+
+def test_searching_finds_subscribers_by_address_and_links_to_their_record(site):
+    add_subscribers(site.config, 3)
+    page = site.signed_in(EDITOR).get("/desk/subscribers?q=reader00002").text
+    assert re.findall(r'<a href="/desk/subscribers/one\?email=([^"]+)">', page) == ["reader00002@example.org"]
+
+
+def test_a_subscribers_record_shows_their_consent_history_and_suppression(site):
+    add_subscribers(site.config, 1)
+    _suppress(site, "reader00000@example.org")
+    page = site.signed_in(EDITOR).get("/desk/subscribers/one?email=reader00000@example.org").text
+    assert re.search(r'id="suppression">yes: hard', page)
+    assert "hard (mailbox): 550 5.1.1 no such user" in page
+
+
+def test_an_admin_adds_a_confirmed_subscriber_with_the_stated_reason_in_the_consent_record(site):
+    admin = site.signed_in(ADMIN)
+    response = admin.post("/desk/subscribers/add", {"email": "Jane@Example.org", "name": "Jane", "confirmed": "y",
+                                                    "reason": "signed the paper form at the spring walk"},
+                          token_from="/desk/subscribers/add")
+    assert response.headers["Location"] == "/desk/subscribers/one?email=jane@example.org"
+    profile = site.storage.profile(email="jane@example.org")
+    (event,) = site.storage.consent_histories([profile.id])[profile.id]
+    assert profile.status == "subscribed"
+    assert event.detail["confirmed_by"] == "desk: signed the paper form at the spring walk"
+
+
+def test_adding_a_confirmed_subscriber_without_a_reason_is_refused_next_to_the_reason(site):
+    response = site.signed_in(ADMIN).post("/desk/subscribers/add", {"email": "jane@example.org", "confirmed": "y"},
+                                          token_from="/desk/subscribers/add")
+    assert 'id="reason-error">Say how they agreed' in response.text
+    assert site.storage.profile(email="jane@example.org") is None
+
+
+def test_an_editor_cannot_change_subscribers(site):
+    add_subscribers(site.config, 1)
+    editor = site.signed_in(EDITOR)
+    response = editor.post("/desk/subscribers/unsubscribe", {"email": "reader00000@example.org"},
+                           token_from="/desk/stories/new")
+    assert response.status_code == 403
+    assert site.storage.get_subscriber("reader00000@example.org").status == "subscribed"
+
+
+def test_an_admin_unsubscribes_a_subscriber_and_it_is_in_their_consent_history(site):
+    add_subscribers(site.config, 1)
+    admin = site.signed_in(ADMIN)
+    admin.post("/desk/subscribers/unsubscribe", {"email": "reader00000@example.org"},
+               token_from="/desk/subscribers/one?email=reader00000@example.org")
+    profile = site.storage.profile(email="reader00000@example.org")
+    assert profile.status == "unsubscribed"
+    assert [(e.action, e.method) for e in site.storage.consent_histories([profile.id])[profile.id]] == \
+        [("unsubscribe", "desk")]
+
+
+def test_an_admin_lifts_a_suppression_and_the_reason_is_kept(site):
+    add_subscribers(site.config, 1)
+    _suppress(site, "reader00000@example.org")
+    admin = site.signed_in(ADMIN)
+    admin.post("/desk/subscribers/lift", {"email": "reader00000@example.org", "reason": "new mailbox, she called"},
+               token_from="/desk/subscribers/one?email=reader00000@example.org")
+    subscriber = site.storage.get_subscriber("reader00000@example.org")
+    _events, (held,) = site.storage.bounce_history(subscriber.id)
+    assert held.lifted_at is not None and held.lifted_reason == "new mailbox, she called"
+
+
+IMPORT = ("email,name\nnew.one@example.org,New One\nreader00000@example.org,Reader Zero\nnot an address,Nobody\n"
+          "reader00001@example.org,Suppressed\n")
+
+
+def test_a_csv_import_is_shown_before_anything_is_written(site):
+    add_subscribers(site.config, 2)
+    _suppress(site, "reader00001@example.org")
+    admin = site.signed_in(ADMIN)
+    response = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(IMPORT.encode()), "walk.csv")},
+                          token_from="/desk/subscribers/import", content_type="multipart/form-data")
+    assert re.search(r'id="import-summary">1 added, 1 updated, 2 refused', response.text)
+    assert "walk.csv:4: " in response.text and "walk.csv:5: reader00001@example.org: suppressed" in response.text
+    assert site.storage.get_subscriber("new.one@example.org") is None
+
+
+def test_committing_a_previewed_import_adds_the_subscribers(site):
+    admin = site.signed_in(ADMIN)
+    page = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(IMPORT.encode()), "walk.csv"),
+                                                   "confirmed": "y"},
+                      token_from="/desk/subscribers/import", content_type="multipart/form-data").text
+    key = re.search(r'name="key" value="(\w+)"', page).group(1)
+    admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y", "csrf_token": csrf_token(page)})
+    assert site.storage.get_subscriber("new.one@example.org").status == "subscribed"
+    again = admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y",
+                                                           "csrf_token": csrf_token(page)})
+    assert again.status_code == 400  # an import is made once
+
+
+def test_an_admin_exports_the_list_as_csv(site):
+    add_subscribers(site.config, 2)
+    response = site.signed_in(ADMIN).get("/desk/subscribers/export.csv")
+    assert response.headers["Content-Disposition"] == 'attachment; filename="subscribers.csv"'
+    rows = response.text.splitlines()
+    assert rows[0].startswith("email,name,status") and len([r for r in rows if "@example.org" in r]) == 2

@@ -233,6 +233,7 @@ def test_axe_finds_no_serious_or_critical_violations_on_any_desk_page(browser, s
     paths = ["/desk/", "/desk/stories", "/desk/stories/new", "/desk/stories/mesems-stem-cell-trial-results",
              "/desk/digest", "/desk/send", f"/desk/progress/{edition.id}", "/desk/editions",
              f"/desk/editions/{edition.id}?q=reader00001@example.org", "/desk/subscribers?q=reader",
+             "/desk/subscribers/one?email=reader00001@example.org", "/desk/subscribers/add", "/desk/subscribers/import",
              "/desk/health", "/desk/audit", "/desk/no-such-page"]
     for path in paths:
         page.goto(served.url + path)

@@ -456,3 +456,40 @@ def test_an_admin_exports_the_list_as_csv(site):
     assert response.headers["Content-Disposition"] == 'attachment; filename="subscribers.csv"'
     rows = response.text.splitlines()
     assert rows[0].startswith("email,name,status") and len([r for r in rows if "@example.org" in r]) == 2
+
+
+# -- the command line and PostgreSQL ---------------------------------------------------------------------
+
+def test_desk_add_user_asks_for_the_password_twice_and_stores_only_its_hash(site):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["--config", str(site.project / "config.yaml"), "desk", "add-user",
+                                      "sam@example.org", "--role", "editor"],
+                                input="a passphrase for sam\na passphrase for sam\n")
+    assert result.exit_code == 0, result.output
+    assert "sam@example.org: added as editor" in result.output
+    assert DeskStore(site.storage).user(email="sam@example.org").password_hash.startswith("$argon2id$")
+    assert site.visitor().sign_in("sam@example.org", "a passphrase for sam").status_code == 302
+
+
+def test_a_short_password_is_refused_with_the_rule(site):
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="password: use at least 12 characters"):
+        add_user(site.storage, "sam@example.org", "editor", "short")
+
+
+def test_sign_in_throttle_sessions_and_audit_log_work_on_postgresql(postgres_cluster, monkeypatch, tmp_path, secret):
+    from .conftest import make_project
+
+    monkeypatch.setenv("PIPELINE_DATABASE_URL", postgres_cluster.new_database())
+    for pg in desk_site(make_project(tmp_path / "pg")):
+        assert pg.storage.dialect == "postgresql"
+        editor = pg.signed_in(EDITOR)
+        editor.post("/desk/stories/new", {**STORY, "status": "draft"}, token_from="/desk/stories/new")
+        assert [e.action for e in DeskStore(pg.storage).audit_log()][:2] == ["story saved", "signed in"]
+        for _ in range(pg.config.desk.account_attempts):
+            pg.visitor().sign_in(ADMIN, "guess-guess-guess")
+        assert pg.visitor().sign_in(ADMIN).status_code == 429

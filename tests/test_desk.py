@@ -493,3 +493,24 @@ def test_sign_in_throttle_sessions_and_audit_log_work_on_postgresql(postgres_clu
         for _ in range(pg.config.desk.account_attempts):
             pg.visitor().sign_in(ADMIN, "guess-guess-guess")
         assert pg.visitor().sign_in(ADMIN).status_code == 429
+
+
+def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
+    from pipeline.signup import unsubscribe
+
+    add_subscribers(site.config, 3)
+    run_cli(site.project, "send", check=True)
+    (edition,) = site.storage.list_editions()
+    unsubscribe(site.storage, "reader00002@example.org", "one-click")
+    page = site.signed_in(EDITOR).get(f"/desk/editions/{edition.id}").text
+    assert '<td id="unsubscribed">1</td>' in page
+    assert f'href="{site.config.site.url(f"archive/{edition.id}.html")}"' in page
+
+
+def test_a_check_that_fails_links_to_the_story_that_causes_it(site):
+    write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2030-01-07T09:00:00+00:00\n'
+                                           'image: {url: images/gone.jpg, alt: "A photo", width: 600, height: 400}')
+    page = site.signed_in(EDITOR).get("/desk/digest").text
+    finding = re.search(r"<li><strong>img-missing</strong>:(.*?)</li>", page, re.S).group(1)
+    assert "images/gone.jpg" in finding
+    assert '<a href="/desk/stories/photo-gone">Fix it in “A story whose photo is gone”</a>' in finding

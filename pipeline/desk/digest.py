@@ -59,16 +59,19 @@ class EditionReport:
     feedback: dict[str, int]  # bounces, complaints and unsubscribe requests recorded since it went out
     archive_url: str
     next_retry: datetime | None
+    unsubscribed: int  # recipients who unsubscribed since it was made
 
 
 def edition_report(config: Config, storage: Storage, edition_id: str) -> EditionReport | None:
     from ..publish.digest import archive_url
+    from ..state.desk import DeskStore
 
     edition = storage.get_edition(edition_id)
     if edition is None:
         return None
     return EditionReport(edition, storage.ledger_counts(edition_id), storage.bounce_counts_since(edition.created_at),
-                         archive_url(config, edition_id), storage.next_retry(edition_id))
+                         archive_url(config, edition_id), storage.next_retry(edition_id),
+                         DeskStore(storage).unsubscribed_since(edition_id, edition.created_at))
 
 
 def health_report(config: Config, storage: Storage) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from .storage import Storage, UTCDateTime, deliveries, editions, subscribers
+from .storage import Storage, UTCDateTime, consent_events, deliveries, editions, subscribers
 
 metadata = MetaData()
 
@@ -252,6 +252,16 @@ class DeskStore:
             query = query.where(deliveries.c.edition_id == edition_id)
         with self.engine.connect() as conn:
             return [RecipientDelivery(*row) for row in conn.execute(query)]
+
+    def unsubscribed_since(self, edition_id: str, since: datetime) -> int:
+        """Recipients of the edition who unsubscribed (by any way) since it was made."""
+        query = (select(func.count(func.distinct(consent_events.c.subscriber_id)))
+                 .select_from(consent_events.join(deliveries,
+                                                  deliveries.c.subscriber_id == consent_events.c.subscriber_id))
+                 .where(deliveries.c.edition_id == edition_id, consent_events.c.action == "unsubscribe",
+                        consent_events.c.at >= since))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def search_subscribers(self, text: str, limit: int = 50) -> list[tuple[str, str | None, str]]:
         """Subscribers whose address or name contains ``text``: (email, name, status)."""

@@ -514,3 +514,17 @@ def test_a_check_that_fails_links_to_the_story_that_causes_it(site):
     finding = re.search(r"<li><strong>img-missing</strong>:(.*?)</li>", page, re.S).group(1)
     assert "images/gone.jpg" in finding
     assert '<a href="/desk/stories/photo-gone">Fix it in “A story whose photo is gone”</a>' in finding
+
+
+def test_the_health_page_shows_deferred_messages_and_their_next_retry(site):
+    from .conftest import use_smtp
+    from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
+
+    add_subscribers(site.config, 2)
+    with SmtpSink(RecordingHandler(Behaviour(defer={"reader00000@example.org": 99}))) as sink:
+        use_smtp(site.project, sink.port, max_attempts=1)
+        run_cli(site.project, "send")
+    (edition,) = site.storage.list_editions()
+    retry = site.storage.next_retry(edition.id)
+    page = site.signed_in(EDITOR).get("/desk/health").text
+    assert re.search(rf"<td>{edition.id}</td><td>1</td><td>0</td><td>{re.escape(retry.isoformat())}</td>", page)

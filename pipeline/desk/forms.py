@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import BooleanField, HiddenField, PasswordField, RadioField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length
 
 
@@ -50,8 +51,8 @@ class StoryForm(FlaskForm):
     source_name = StringField("Source name (optional)", description="When the story comes from elsewhere.")
     source_url = StringField("Source web address (optional)")
     body = TextAreaField("Story (Markdown)", render_kw={"rows": 16})
-    status = RadioField("Status", choices=[("draft", "Draft: not in any feed or digest"),
-                                           ("published", "Published: in the feeds and the next digest")],
+    status = RadioField("Status", choices=[SelectChoice("draft", "Draft: not in any feed or digest"),
+                                           SelectChoice("published", "Published: in the feeds and the next digest")],
                         default="draft", validators=[InputRequired()])
     preview = SubmitField("Preview")
     save = SubmitField("Save")

@@ -528,3 +528,59 @@ def test_the_health_page_shows_deferred_messages_and_their_next_retry(site):
     retry = site.storage.next_retry(edition.id)
     page = site.signed_in(EDITOR).get("/desk/health").text
     assert re.search(rf"<td>{edition.id}</td><td>1</td><td>0</td><td>{re.escape(retry.isoformat())}</td>", page)
+
+
+# -- scheduled sends ---------------------------------------------------------------------------------------
+
+def _schedule(site, admin, hours: float = 1) -> str:
+    from zoneinfo import ZoneInfo
+
+    form = admin.get("/desk/send").text
+    edition_id = re.search(r'name="edition" type="hidden" value="(\w+)"', form).group(1)
+    when = (site.clock.now + timedelta(hours=hours)).astimezone(ZoneInfo(site.config.digest.timezone))
+    admin.post("/desk/send/schedule", {"recipients": "3", "edition": edition_id, "csrf_token": csrf_token(form),
+                                       "when": when.strftime("%Y-%m-%dT%H:%M")})
+    return edition_id
+
+
+def _desk_ext(site):
+    (desk_app,) = site.app.mounts.values()
+    return desk_app.extensions["desk"]
+
+
+def test_a_scheduled_edition_is_sent_when_its_time_comes(site):
+    from pipeline.desk.schedules import run_due
+    from pipeline.desk.views import start_send
+
+    add_subscribers(site.config, 3)
+    admin = site.signed_in(ADMIN)
+    edition_id = _schedule(site, admin)
+    assert "will be sent at" in admin.get("/desk/send").text
+    start = lambda edition, by: start_send(_desk_ext(site), edition, by)  # noqa: E731
+    assert run_due(site.config, site.storage, site.clock.now + timedelta(minutes=30), start) == []
+    (started,) = run_due(site.config, site.storage, site.clock.now + timedelta(minutes=61), start)
+    assert started.edition_id == edition_id
+    assert _job(site, edition_id).done.wait(60)
+    assert site.storage.ledger_counts(edition_id)["sent"] == 3
+
+
+def test_a_scheduled_edition_that_changed_since_is_not_sent(site):
+    from pipeline.desk.schedules import run_due
+
+    add_subscribers(site.config, 3)
+    _schedule(site, site.signed_in(ADMIN))
+    write_item(site.project, "late-news", 'title: "Late news"\ndate: 2030-03-01T09:00:00+00:00')
+    assert run_due(site.config, site.storage, site.clock.now + timedelta(hours=2), lambda *_: None) == []
+    (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
+    assert "look at it and schedule again" in skipped.note
+    assert site.storage.list_editions() == []
+
+
+def test_a_scheduled_send_can_be_cancelled(site):
+    add_subscribers(site.config, 3)
+    admin = site.signed_in(ADMIN)
+    _schedule(site, admin)
+    (waiting,) = DeskStore(site.storage).scheduled()
+    admin.post(f"/desk/send/cancel/{waiting.id}", token_from="/desk/send")
+    assert DeskStore(site.storage).scheduled() == []
+    assert [s.state for s in DeskStore(site.storage).scheduled(state=None)] == ["cancelled"]

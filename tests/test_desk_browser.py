@@ -22,7 +22,7 @@ from pipeline.service.web import make_web_server
 from pipeline.sources.local import read_item
 from pipeline.state.storage import Storage
 
-from .conftest import REPO, add_subscribers, run_cli, use_smtp, write_image
+from .conftest import REPO, add_subscribers, run_cli, use_smtp, write_image, write_item
 from .desk_helpers import ADMIN, EDITOR, PASSWORD, desk_config
 from .smtp_sink import RecordingHandler, SmtpSink
 
@@ -226,7 +226,8 @@ def _serious(page) -> list[str]:
 def test_axe_finds_no_serious_or_critical_violations_on_any_desk_page(browser, served, scheme):
     run_cli(served.project, "send", check=True)  # one edition, so its pages exist
     (edition,) = served.storage.list_editions()
-    page = desk_page(browser, served, scheme=scheme)
+    write_item(served.project, "new-since", 'title: "New since the edition"\ndate: 2030-01-02T09:00:00+00:00')
+    page = desk_page(browser, served, scheme=scheme)  # the send page has its send and schedule forms
     page.goto(f"{served.url}/desk/login")
     found = {"login": _serious(page)}
     sign_in(page, served)

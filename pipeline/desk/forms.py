@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import BooleanField, HiddenField, PasswordField, RadioField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    HiddenField,
+    PasswordField,
+    RadioField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length
 
@@ -64,6 +73,14 @@ class SendForm(FlaskForm):
     confirm = BooleanField("I have looked at the preview and the test message, and want to send this edition now",
                            validators=[DataRequired(message="Tick the box to confirm.")])
     submit = SubmitField("Send the edition")
+
+
+class ScheduleForm(FlaskForm):
+    recipients = HiddenField(validators=[DataRequired()])
+    edition = HiddenField(validators=[DataRequired()])
+    when = DateTimeLocalField("Send at", format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"],
+                              validators=[DataRequired(message="Give the date and time.")])
+    submit = SubmitField("Schedule the edition")
 
 
 class SearchForm(FlaskForm):

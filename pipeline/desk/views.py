@@ -15,6 +15,7 @@ from .digest import next_digest
 from .forms import (
     ImportForm,
     ReasonForm,
+    ScheduleForm,
     SendForm,
     SetPasswordForm,
     SignInForm,
@@ -181,7 +182,44 @@ def register(app: Flask) -> None:
                 return redirect(url_for("send"))
             _start_send(edition_id or "")
             return redirect(url_for("progress", edition_id=edition_id))
-        return render_template("send.html", plan=plan, form=form, ready=ready), 200 if request.method == "GET" else 400
+        schedule = ScheduleForm(formdata=None, recipients=str(plan.subscribers), edition=edition_id or "")
+        return render_template("send.html", plan=plan, form=form, ready=ready, schedule=schedule,
+                               timezone=config.digest.timezone, waiting=desk()["store"].scheduled()), \
+            200 if request.method == "GET" else 400
+
+    @app.route("/send/schedule", methods=["POST"])
+    @signed_in("admin")
+    def send_schedule():
+        from zoneinfo import ZoneInfo
+
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        plan = use_cases.send_dry_run(config)
+        form = ScheduleForm()
+        if not form.validate_on_submit() or form.when.data is None:
+            flash("Give the date and time to send at.")
+            return redirect(url_for("send"))
+        when = form.when.data.replace(tzinfo=ZoneInfo(config.digest.timezone))
+        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        if not ready or form.edition.data != plan.edition.edition_id or form.recipients.data != str(plan.subscribers):
+            flash("What would be sent has changed since the page was shown; check it again.")
+        elif when <= desk()["clock"]():
+            flash("That time has passed; choose a time in the future.")
+        else:
+            desk()["store"].schedule(plan.edition.edition_id or "", when, g.user.email)
+            desk()["ticker_waiting"]()
+            audit("edition scheduled", f"edition {plan.edition.edition_id} at {when.isoformat()}")
+            flash(f"Edition {plan.edition.edition_id} will be sent at {when.strftime('%Y-%m-%d %H:%M %Z')}.")
+        return redirect(url_for("send"))
+
+    @app.route("/send/cancel/<int:schedule_id>", methods=["POST"])
+    @signed_in("admin")
+    def send_cancel(schedule_id: int):
+        if desk()["store"].settle_scheduled(schedule_id, "cancelled", f"by {g.user.email}"):
+            audit("scheduled send cancelled", f"schedule {schedule_id}")
+            flash("The scheduled send is cancelled.")
+        return redirect(url_for("send"))
 
     @app.route("/progress/<edition_id>")
     @signed_in()
@@ -361,13 +399,17 @@ def register(app: Flask) -> None:
 
 
 def _start_send(edition_id: str) -> None:
+    audit("edition sent", f"edition {edition_id}")
+    start_send(desk(), edition_id, g.user.email)
+
+
+def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
     """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
     from .. import app as use_cases
 
-    config, jobs = desk()["config"], desk()["jobs"]
-    job = SendJob(edition_id, g.user.email, desk()["clock"]())
+    config, jobs = ext["config"], ext["jobs"]
+    job = SendJob(edition_id, by, ext["clock"]())
     jobs[edition_id] = job
-    audit("edition sent", f"edition {edition_id}")
 
     def work() -> None:
         try:

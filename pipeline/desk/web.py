@@ -53,8 +53,9 @@ def client_address(config: Config) -> str:
     return (request.remote_addr or "unknown")[:64]
 
 
-def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, transport=None) -> Flask:
-    """The desk as a WSGI app (expects to be mounted at /desk)."""
+def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, transport=None,
+               ticker: bool = False) -> Flask:
+    """The desk as a WSGI app (expects to be mounted at /desk); with ``ticker``, a thread starts scheduled sends."""
     from ..environment import signing_secret
 
     settings = config.desk
@@ -74,8 +75,20 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
                                            timedelta(hours=settings.absolute_hours))
     CSRFProtect(app)
     jobs: dict[str, SendJob] = {}
-    app.extensions["desk"] = {"config": config, "storage": storage, "store": store, "accounts": accounts,
-                              "clock": clock, "transport": transport, "jobs": jobs}
+    app.extensions["desk"] = ext = {"config": config, "storage": storage, "store": store, "accounts": accounts,
+                                    "clock": clock, "transport": transport, "jobs": jobs,
+                                    "ticker_waiting": lambda: None}
+    if ticker:
+        from .schedules import Ticker
+        from .views import start_send
+
+        running = Ticker(config, storage, clock, lambda edition_id, by: start_send(ext, edition_id, by))
+
+        def wake() -> None:
+            running.waiting = True
+
+        ext["ticker_waiting"] = wake
+        running.thread.start()
 
     @app.before_request
     def refuse_cross_site() -> None:
@@ -179,7 +192,7 @@ def mount(config: Config, storage: Storage, web_app):
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     log.info("the desk is at /desk/")
-    return DispatcherMiddleware(web_app, {PREFIX: create_app(config, storage)})
+    return DispatcherMiddleware(web_app, {PREFIX: create_app(config, storage, ticker=True)})
 
 
 def standalone(config: Config, storage: Storage, **kwargs):
@@ -201,7 +214,7 @@ def make_desk_server(config: Config, storage: Storage, host: str | None = None, 
 
     if not config.desk.enabled:
         raise PipelineError(f"{config.source_file}: desk.enabled: the desk is off; set it to true to serve it")
-    server = WebServer(standalone(config, storage), host or config.desk.host or "127.0.0.1",
+    server = WebServer(standalone(config, storage, ticker=True), host or config.desk.host or "127.0.0.1",
                        config.desk.port if port is None else port)
     log.info("the desk on http://%s:%d/desk/", host or config.desk.host, server.server_port)
     return server

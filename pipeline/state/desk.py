@@ -74,7 +74,17 @@ desk_audit = Table(
     Column("detail", Text, nullable=False, default=""),
 )
 
-TABLES = [desk_users, desk_sessions, desk_login_attempts, desk_audit]
+desk_scheduled = Table(  # editions an admin scheduled on the desk, sent by the desk's server when due
+    "desk_scheduled", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("edition_id", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | started | cancelled | skipped
+    Column("note", Text, nullable=False, default=""),
+)
+
+TABLES = [desk_users, desk_sessions, desk_login_attempts, desk_audit, desk_scheduled]
 
 
 def create_tables(conn: Connection) -> None:
@@ -106,6 +116,16 @@ class AuditEntry:
     address: str
     action: str
     detail: str
+
+
+@dataclass(frozen=True)
+class ScheduledSend:
+    id: int
+    edition_id: str
+    at: datetime
+    created_by: str
+    state: str
+    note: str
 
 
 @dataclass(frozen=True)
@@ -237,6 +257,30 @@ class DeskStore:
         query = select(desk_audit).order_by(desk_audit.c.id.desc()).limit(limit)  # as recorded
         with self.engine.connect() as conn:
             return [AuditEntry(row.at, row.who, row.address, row.action, row.detail) for row in conn.execute(query)]
+
+    # -- scheduled sends ---------------------------------------------------------------------------------
+
+    def schedule(self, edition_id: str, at: datetime, by: str) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(desk_scheduled).values(edition_id=edition_id, at=at, created_by=by,
+                                                                state="waiting", note=""))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def scheduled(self, state: str | None = "waiting") -> list[ScheduledSend]:
+        query = select(desk_scheduled).order_by(desk_scheduled.c.at)
+        if state is not None:
+            query = query.where(desk_scheduled.c.state == state)
+        with self.engine.connect() as conn:
+            return [ScheduledSend(r.id, r.edition_id, r.at, r.created_by, r.state, r.note) for r in conn.execute(query)]
+
+    def settle_scheduled(self, schedule_id: int, state: str, note: str = "") -> bool:
+        """Move a waiting schedule to ``state``; False when it was not waiting (another thread took it)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(desk_scheduled).where(desk_scheduled.c.id == schedule_id,
+                                                             desk_scheduled.c.state == "waiting")
+                                .values(state=state, note=note)).rowcount == 1
 
     # -- the ledger, seen from one recipient ------------------------------------------------------
 

@@ -584,3 +584,20 @@ def test_a_scheduled_send_can_be_cancelled(site):
     admin.post(f"/desk/send/cancel/{waiting.id}", token_from="/desk/send")
     assert DeskStore(site.storage).scheduled() == []
     assert [s.state for s in DeskStore(site.storage).scheduled(state=None)] == ["cancelled"]
+
+
+def test_a_subscribers_record_shows_every_edition_sent_to_them(site):
+    add_subscribers(site.config, 2)
+    run_cli(site.project, "send", check=True)
+    (edition,) = site.storage.list_editions()
+    page = site.signed_in(EDITOR).get("/desk/subscribers/one?email=reader00001@example.org").text
+    assert re.search(rf'<table id="deliveries">.*<a href="/desk/editions/{edition.id}">{edition.id}</a></td>'
+                     rf"<td>[^<]+</td><td>sent</td><td>1</td>", page, re.S)
+
+
+def test_a_sign_in_refused_by_the_lock_out_is_audited(site):
+    for _ in range(site.config.desk.account_attempts):
+        site.visitor().sign_in(EDITOR, "guess-guess-guess")
+    site.visitor().sign_in(EDITOR)
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.who, entry.action) == (EDITOR, "sign-in refused") and entry.detail.startswith("locked out until")

@@ -118,6 +118,7 @@ class Accounts:
         locked = self.locked_until(account, client)
         if locked is not None:
             self.store.record_attempt(account, client, False, now)
+            self.store.audit(account, client, "sign-in refused", f"locked out until {locked.isoformat()}", now)
             log.warning("desk sign-in refused: locked out")
             return SignIn(None, locked)
         user = self.store.user(email=account)

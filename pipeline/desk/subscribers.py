@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import PipelineError
 from ..mail.addresses import AddressError, normalise_address
+from ..state.desk import DeskStore, RecipientDelivery
 from ..state.storage import UNSUBSCRIBED, BounceEvent, ConsentEvent, Profile, Storage, Suppression
 
 IMPORTS = "desk-imports"
@@ -26,6 +27,7 @@ class SubscriberRecord:
     suppression: Suppression | None
     bounces: list[BounceEvent]
     suppressions: list[Suppression]
+    deliveries: list[RecipientDelivery]  # every edition's message to them, newest first
 
 
 def subscriber_record(config: Config, storage: Storage, address: str) -> SubscriberRecord | None:
@@ -36,7 +38,8 @@ def subscriber_record(config: Config, storage: Storage, address: str) -> Subscri
     if report is None:
         return None
     details = use_cases.subscriber_details(config, address)
-    return SubscriberRecord(report.profile, report.history, details.suppression, details.events, details.suppressions)
+    return SubscriberRecord(report.profile, report.history, details.suppression, details.events, details.suppressions,
+                            DeskStore(storage).deliveries_to(report.profile.email))
 
 
 @dataclass

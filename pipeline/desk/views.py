@@ -142,7 +142,10 @@ def register(app: Flask) -> None:
     @signed_in()
     def digest_render():
         """The digest's HTML as a subscriber gets it, for the preview's frames (dark: as a dark-mode client)."""
-        preview = next_digest(desk()["config"])
+        try:
+            preview = next_digest(desk()["config"])
+        except PipelineError as exc:
+            return render_template("error.html", heading="No digest to show", message=str(exc)), 200
         html = preview.html
         if request.args.get("scheme") == "dark":
             html = html.replace("@media (prefers-color-scheme: dark)", "@media all")

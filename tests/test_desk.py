@@ -601,3 +601,15 @@ def test_a_sign_in_refused_by_the_lock_out_is_audited(site):
     site.visitor().sign_in(EDITOR)
     entry = DeskStore(site.storage).audit_log()[0]
     assert (entry.who, entry.action) == (EDITOR, "sign-in refused") and entry.detail.startswith("locked out until")
+
+
+def test_an_attached_file_becomes_the_storys_enclosure(site):
+    editor = site.signed_in(EDITOR)
+    audio = (io.BytesIO(b"ID3" + b"\0" * 2000), "Clinic Tour.mp3", "audio/mpeg")
+    editor.post("/desk/stories/new", {**STORY, "enclosure": audio}, token_from="/desk/stories/new",
+                content_type="multipart/form-data")
+    item = read_item(site.project / "content" / "a-new-wheelchair-clinic.md", site.config)
+    assert (item.enclosure.url, item.enclosure.type, item.enclosure.length) == (
+        site.config.site.url("files/a-new-wheelchair-clinic-clinic-tour.mp3"), "audio/mpeg", 2003)
+    published = site.config.path("output") / "files" / "a-new-wheelchair-clinic-clinic-tour.mp3"
+    assert published.read_bytes() == b"ID3" + b"\0" * 2000  # published with the feeds that link to it

@@ -613,3 +613,54 @@ def test_an_attached_file_becomes_the_storys_enclosure(site):
         site.config.site.url("files/a-new-wheelchair-clinic-clinic-tour.mp3"), "audio/mpeg", 2003)
     published = site.config.path("output") / "files" / "a-new-wheelchair-clinic-clinic-tour.mp3"
     assert published.read_bytes() == b"ID3" + b"\0" * 2000  # published with the feeds that link to it
+
+
+# -- where it is served --------------------------------------------------------------------------------
+
+def _serving(server):
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+def test_the_desk_is_not_served_unless_enabled(project, secret):
+    import httpx
+
+    from pipeline.app import open_storage
+    from pipeline.config import load_config
+    from pipeline.service.web import make_web_server
+
+    config = load_config(project / "config.yaml")
+    with open_storage(config) as storage:
+        server = make_web_server(config, storage, "127.0.0.1", 0)
+        try:
+            assert httpx.get(f"{_serving(server)}/desk/login").status_code == 404
+        finally:
+            server.shutdown()
+
+
+def test_with_its_own_address_the_desk_is_served_alone_and_not_by_serve_web(site):
+    import httpx
+
+    from pipeline.desk.web import make_desk_server
+    from pipeline.service.web import make_web_server
+
+    set_config(site.project, **{"desk.host": "127.0.0.1"})
+    config = site.reloaded().config
+    web, alone = make_web_server(config, site.storage, "127.0.0.1", 0), make_desk_server(config, site.storage, port=0)
+    try:
+        assert httpx.get(f"{_serving(web)}/desk/login").status_code == 404
+        desk_url = _serving(alone)
+        assert httpx.get(f"{desk_url}/desk/login").status_code == 200
+        assert httpx.get(f"{desk_url}/").headers["Location"] == "/desk/"
+        assert httpx.get(f"{desk_url}/unsubscribe").status_code == 404
+    finally:
+        web.shutdown(), alone.shutdown()
+
+
+def test_desk_serve_refuses_to_start_while_the_desk_is_off(project, secret):
+    result = run_cli(project, "desk", "serve", "--port", "0")
+    assert result.returncode == 1
+    assert "desk.enabled: the desk is off; set it to true to serve it" in result.stderr

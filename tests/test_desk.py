@@ -664,3 +664,13 @@ def test_desk_serve_refuses_to_start_while_the_desk_is_off(project, secret):
     result = run_cli(project, "desk", "serve", "--port", "0")
     assert result.returncode == 1
     assert "desk.enabled: the desk is off; set it to true to serve it" in result.stderr
+
+
+def test_a_form_sent_after_the_session_ended_asks_to_sign_in_and_changes_nothing(site):
+    editor = site.signed_in(EDITOR)
+    token = csrf_token(editor.get("/desk/stories/new").text)
+    site.clock.advance(minutes=site.config.desk.idle_minutes + 1)
+    response = editor.post("/desk/stories/new", {**STORY, "csrf_token": token})
+    assert response.headers["Location"] == "/desk/login"
+    assert "Your session ended, so that form was not sent" in editor.get("/desk/login").text
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()

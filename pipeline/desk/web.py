@@ -126,6 +126,9 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
     @app.errorhandler(CSRFError)
     def csrf_refused(error: CSRFError):
         log.warning("desk: refused a form without a valid CSRF token (%s)", error.description)
+        if isinstance(session, DeskSession) and session.expired:  # a form left open past the session's end
+            flash("Your session ended, so that form was not sent; sign in and do it again.")
+            return redirect(url_for("login")), 302
         return render_template("error.html", heading="The form was refused",
                                message="This form has expired or did not come from your session. Go back, "
                                        "reload the page and try again."), 400

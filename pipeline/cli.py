@@ -468,6 +468,47 @@ def serve_web(ctx: Context, host: str, port: int) -> None:
 
 
 @cli.group()
+def desk() -> None:
+    """The editor's desk (docs/how-to/desk.md): its accounts, and serving it alone."""
+
+
+@desk.command("add-user")
+@click.argument("address")
+@click.option("--role", type=click.Choice(["editor", "admin"]), required=True,
+              help="editor: write, preview and test-send; admin: also send editions and change subscribers.")
+@click.option("--link", is_flag=True, help="Print a one-time set-password link (valid 48 hours) instead of "
+                                           "asking for the password here.")
+@pass_context
+def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
+    """Create the desk account ADDRESS (or change its role and password); its sessions end."""
+    from .app import open_storage
+    from .desk.accounts import add_user, set_password_link
+
+    password = None if link else click.prompt("Password (at least 12 characters)", hide_input=True,
+                                              confirmation_prompt=True)
+    with open_storage(ctx.config) as storage:
+        outcome, token = add_user(storage, address, role, password)
+    click.echo(f"{address}: {outcome} as {role}")
+    if token:
+        click.echo(f"set-password link (once, within 48 hours): {set_password_link(ctx.config, token)}")
+
+
+@desk.command("serve")
+@click.option("--host", default=None, help="Address to listen on (default: desk.host, else 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default: desk.port; 0: any free port).")
+@pass_context
+def desk_serve(ctx: Context, host: str | None, port: int | None) -> None:
+    """Serve the desk alone, at /desk/ of its own address (e.g. loopback or an intranet)."""
+    from .app import open_storage
+    from .desk.web import make_desk_server
+
+    with open_storage(ctx.config) as storage:
+        server = make_desk_server(ctx.config, storage, host, port)
+        _serve_until_interrupted(server, f"http://{host or ctx.config.desk.host or '127.0.0.1'}:"
+                                         f"{server.server_port}/desk/")
+
+
+@cli.group()
 def bounces() -> None:
     """Bounces, complaints and mailto unsubscribes."""
 

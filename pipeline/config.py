@@ -635,6 +635,31 @@ class Signup(Strict):
     _consent_fields = field_validator("consent_text")(lambda value: _check_fields(value, {"site_title"}))
 
 
+class Desk(Strict):
+    """The editor's desk (docs/how-to/desk.md): a web desk for the comms team at /desk/ of ``serve-web``."""
+
+    enabled: bool = Field(default=False, description="Serve the desk; off unless set, so nobody reaches it by chance.")
+    host: str | None = Field(default=None, description="Serve the desk alone on this address (e.g. 127.0.0.1 or an "
+                                                       "intranet address) with `pipeline desk serve`, and not under "
+                                                       "/desk/ of `serve-web`; default: mounted in `serve-web`.")
+    port: int = Field(default=8026, ge=0, lt=65536, description="Port of the desk served alone (0: any free port).")
+    idle_minutes: float = Field(default=30.0, gt=0, description="A session unused this long is signed out.")
+    absolute_hours: float = Field(default=12.0, gt=0, description="A session ends this long after sign-in, "
+                                                                  "used or not.")
+    account_attempts: int = Field(default=5, ge=1, description="Failed sign-ins of one account, within "
+                                                               "lockout_minutes, that lock the account.")
+    address_attempts: int = Field(default=20, ge=1, description="Failed sign-ins from one client address, within "
+                                                                "lockout_minutes, that lock that address out.")
+    lockout_minutes: float = Field(default=15.0, gt=0, description="The window failed sign-ins are counted in, and "
+                                                                   "how long a lock-out lasts.")
+    max_upload_bytes: int = Field(default=1_000_000, gt=0, le=1_048_576, description="Largest image or enclosure "
+                                                                                     "upload (at most 1 MiB, the "
+                                                                                     "web server's body limit).")
+    client_ip_header: str | None = Field(default=None, description='e.g. "X-Forwarded-For" behind a proxy you run: '
+                                                                   "its last address is the client (for the "
+                                                                   "sign-in throttle and the audit log).")
+
+
 class Config(Strict):
     site: Site
     organisation: Organisation
@@ -649,6 +674,7 @@ class Config(Strict):
     signup: Signup = Signup()
     topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
     bounces: Bounces = Bounces()
+    desk: Desk = Desk()
 
     # Set by load_config, not by the file.
     root: Path = Path(".")

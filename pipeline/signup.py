@@ -260,7 +260,7 @@ def unsubscribe(storage: Storage, email: str, method: str, *, now: datetime | No
 
 
 def operator_add(config: Config, storage: Storage, address: str, name: str | None, topics: list[str] | None, *,
-                 confirmed: bool, transport: Transport | None = None) -> tuple[str, str]:
+                 confirmed: bool, transport: Transport | None = None, reason: str | None = None) -> tuple[str, str]:
     """`subscribers add`: active at once only with ``confirmed`` (recorded as the operator's word);
     otherwise pending, with a confirmation mail, like a form signup."""
     email = normalise_address(address)
@@ -276,7 +276,7 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
         return email, outcome
     if confirmed:
         storage.record_consent(profile.id, "subscribe", "operator", None,
-                               {"confirmed_by": "operator flag --confirmed"}, now)
+                               {"confirmed_by": reason or "operator flag --confirmed"}, now)
         return email, outcome
     storage.record_consent(profile.id, "subscribe", "operator", None, {"confirmation": "requested"}, now)
     Signups(config, storage, transport=transport).send_confirmation(profile)

@@ -96,6 +96,10 @@ def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
             log.warning("media %s: no file for it in %s; it will not be published", image.url, config.path("content"))
         elif image.source != image.target:
             files[image.target] = image.source.read_bytes()
+    for item in items:  # an enclosure kept in the content folder (the desk's uploads) is published the same way
+        found = locate(item.enclosure.url, config) if item.enclosure is not None else None
+        if found is not None and found.source is not None and found.source != found.target:
+            files[found.target] = found.source.read_bytes()
     return files
 
 

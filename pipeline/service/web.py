@@ -203,6 +203,8 @@ class WebServer:
 
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
     """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
-    server = WebServer(make_app(config, storage), host, port)
+    from ..desk.web import mount  # the editor's desk at /desk/, when desk.enabled
+
+    server = WebServer(mount(config, storage, make_app(config, storage)), host, port)
     log.info("web app (unsubscribe, subscribe, confirm, preferences) on http://%s:%d/", host, server.server_port)
     return server

@@ -54,7 +54,7 @@ from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
 MIGRATION_LOCK_KEY = 0x5049_5045_0001
 RUN_LOCK_KEY = 0x5049_5045_0002
@@ -382,9 +382,16 @@ def _migrate_7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[bounce_events, suppressions, processed_messages])
 
 
+def _migrate_8(conn: Connection) -> None:
+    """The editor's desk: its people, sessions, sign-in attempts and audit log (tables in ``state/desk.py``)."""
+    from .desk import create_tables
+
+    create_tables(conn)
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6,
-              7: _migrate_7}
+              7: _migrate_7, 8: _migrate_8}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,521 @@
+"""The desk's pages.  Each view reads the request, calls one use case, records what it did, and renders."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.datastructures import FileStorage
+
+from ..errors import PipelineError
+from . import stories as story_files
+from .digest import next_digest
+from .forms import (
+    ImportForm,
+    ReasonForm,
+    ScheduleForm,
+    SendForm,
+    SetPasswordForm,
+    SignInForm,
+    StoryForm,
+    SubscriberAddForm,
+)
+from .sessions import DeskSession
+from .web import SendJob, audit, desk, signed_in
+
+log = logging.getLogger(__name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of the desk itself (no open redirect)."""
+    script = request.script_root
+    if target and target.startswith(script + "/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("home")
+
+
+def register(app: Flask) -> None:
+    # -- people --------------------------------------------------------------------------------------
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        form = SignInForm()
+        locked = None
+        if form.validate_on_submit():
+            outcome = desk()["accounts"].sign_in(form.email.data or "", form.password.data or "", g.client)
+            if outcome.user is not None:
+                assert isinstance(session, DeskSession)
+                session.sign_in(outcome.user.id)
+                g.user = outcome.user
+                return redirect(_safe_next(request.args.get("next")))
+            locked = outcome.locked_until
+            if locked is None:
+                form.password.errors = ["That email address and password do not match an account."]
+        status = 429 if locked else (401 if request.method == "POST" else 200)
+        return render_template("login.html", form=form, locked=locked), status
+
+    @app.route("/logout", methods=["POST"])
+    def logout():
+        if g.user is not None:
+            audit("signed out")
+        assert isinstance(session, DeskSession)
+        session.end()
+        return redirect(url_for("login"))
+
+    @app.route("/logout-everywhere", methods=["POST"])
+    @signed_in()
+    def logout_everywhere():
+        ended = desk()["store"].delete_sessions_of(g.user.id)
+        audit("signed out everywhere", f"{ended} sessions ended")
+        assert isinstance(session, DeskSession)
+        session.end()
+        return redirect(url_for("login"))
+
+    @app.route("/set-password", methods=["GET", "POST"])
+    def set_password():
+        form = SetPasswordForm(token=request.args.get("token", ""))
+        if form.validate_on_submit():
+            user = desk()["accounts"].set_password_with_token(form.token.data or "", form.password.data or "")
+            if user is None:
+                form.password.errors = ["This link has expired or was used already; ask an admin for a new one."]
+            else:
+                flash("Your password is set. Sign in with it.")
+                return redirect(url_for("login"))
+        return render_template("set_password.html", form=form)
+
+    # -- the desk's front page and the audit log --------------------------------------------------------
+
+    @app.route("/")
+    @signed_in()
+    def home():
+        return render_template("home.html")
+
+    @app.route("/audit", endpoint="audit")
+    @signed_in()
+    def audit_log():
+        return render_template("audit.html", entries=desk()["store"].audit_log())
+
+    # -- stories ------------------------------------------------------------------------------------
+
+    @app.route("/stories")
+    @signed_in()
+    def stories():
+        return render_template("stories.html", rows=story_files.list_stories(desk()["config"], desk()["clock"]()))
+
+    @app.route("/stories/new", methods=["GET", "POST"])
+    @signed_in()
+    def story_new():
+        return _story_page(None)
+
+    @app.route("/stories/<slug>", methods=["GET", "POST"])
+    @signed_in()
+    def story_edit(slug: str):
+        return _story_page(slug)
+
+    @app.route("/stories/preview", methods=["POST"])
+    @signed_in()
+    def story_preview():
+        """The live preview's fragment (the page's small script posts the body here, with its CSRF token)."""
+        html = story_files.preview_html(desk()["config"], request.form.get("body", ""),
+                                        request.form.get("slug", "preview"))
+        return html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    # -- the next digest ---------------------------------------------------------------------------
+
+    @app.route("/digest")
+    @signed_in()
+    def digest():
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        try:
+            preview = next_digest(config)
+            _items, findings = use_cases.lint(config)
+        except PipelineError as exc:
+            return render_template("error.html", heading="No digest to show", message=str(exc)), 200
+        return render_template("digest.html", preview=preview, findings=[
+            (finding, preview.story_of(finding)) for finding in findings])
+
+    @app.route("/digest/render")
+    @signed_in()
+    def digest_render():
+        """The digest's HTML as a subscriber gets it, for the preview's frames (dark: as a dark-mode client)."""
+        try:
+            preview = next_digest(desk()["config"])
+        except PipelineError as exc:
+            return render_template("error.html", heading="No digest to show", message=str(exc)), 200
+        html = preview.html
+        if request.args.get("scheme") == "dark":
+            html = html.replace("@media (prefers-color-scheme: dark)", "@media all")
+        return html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.route("/digest/test", methods=["POST"])
+    @signed_in()
+    def digest_test():
+        from .. import app as use_cases
+
+        try:
+            reply = use_cases.send_test(desk()["config"], g.user.email, desk()["transport"])
+        except PipelineError as exc:
+            audit("test send failed", str(exc))
+            flash(f"The test message was not sent: {exc}")
+            return redirect(url_for("digest"))
+        audit("test sent", f"to {g.user.email}")
+        flash(f"A test message is on its way to {g.user.email} (the server said: {reply}).")
+        return redirect(url_for("digest"))
+
+    @app.route("/send", methods=["GET", "POST"])
+    @signed_in("admin")
+    def send():
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        try:
+            plan = use_cases.send_dry_run(config)
+        except PipelineError as exc:
+            return render_template("error.html", heading="Nothing can be sent", message=str(exc)), 200
+        edition_id = plan.edition.edition_id
+        form = SendForm(recipients=str(plan.subscribers), edition=edition_id or "")
+        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        if request.method == "POST" and form.validate_on_submit():
+            if not ready or form.edition.data != edition_id or form.recipients.data != str(plan.subscribers):
+                flash("What would be sent has changed since the page was shown; check it again.")
+                return redirect(url_for("send"))
+            _start_send(edition_id or "")
+            return redirect(url_for("progress", edition_id=edition_id))
+        schedule = ScheduleForm(formdata=None, recipients=str(plan.subscribers), edition=edition_id or "")
+        return render_template("send.html", plan=plan, form=form, ready=ready, schedule=schedule,
+                               timezone=config.digest.timezone, waiting=desk()["store"].scheduled()), \
+            200 if request.method == "GET" else 400
+
+    @app.route("/send/schedule", methods=["POST"])
+    @signed_in("admin")
+    def send_schedule():
+        from zoneinfo import ZoneInfo
+
+        from .. import app as use_cases
+
+        config = desk()["config"]
+        plan = use_cases.send_dry_run(config)
+        form = ScheduleForm()
+        if not form.validate_on_submit() or form.when.data is None:
+            flash("Give the date and time to send at.")
+            return redirect(url_for("send"))
+        when = form.when.data.replace(tzinfo=ZoneInfo(config.digest.timezone))
+        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        if not ready or form.edition.data != plan.edition.edition_id or form.recipients.data != str(plan.subscribers):
+            flash("What would be sent has changed since the page was shown; check it again.")
+        elif when <= desk()["clock"]():
+            flash("That time has passed; choose a time in the future.")
+        else:
+            desk()["store"].schedule(plan.edition.edition_id or "", when, g.user.email)
+            desk()["ticker_waiting"]()
+            audit("edition scheduled", f"edition {plan.edition.edition_id} at {when.isoformat()}")
+            flash(f"Edition {plan.edition.edition_id} will be sent at {when.strftime('%Y-%m-%d %H:%M %Z')}.")
+        return redirect(url_for("send"))
+
+    @app.route("/send/cancel/<int:schedule_id>", methods=["POST"])
+    @signed_in("admin")
+    def send_cancel(schedule_id: int):
+        if desk()["store"].settle_scheduled(schedule_id, "cancelled", f"by {g.user.email}"):
+            audit("scheduled send cancelled", f"schedule {schedule_id}")
+            flash("The scheduled send is cancelled.")
+        return redirect(url_for("send"))
+
+    @app.route("/progress/<edition_id>")
+    @signed_in()
+    def progress(edition_id: str):
+        storage = desk()["storage"]
+        edition = storage.get_edition(edition_id)
+        job = desk()["jobs"].get(edition_id)
+        if edition is None and job is None:
+            abort(404, "No such edition.")
+        counts = storage.ledger_counts(edition_id) if edition else {}
+        running = job is not None and not job.done.is_set()
+        return render_template("progress.html", edition=edition, edition_id=edition_id, counts=counts, job=job,
+                               running=running)
+
+    # -- editions ----------------------------------------------------------------------------------
+
+    @app.route("/editions")
+    @signed_in()
+    def editions():
+        storage = desk()["storage"]
+        rows = [(edition, storage.ledger_counts(edition.id)) for edition in storage.list_editions()]
+        return render_template("editions.html", rows=rows)
+
+    @app.route("/editions/<edition_id>")
+    @signed_in()
+    def edition(edition_id: str):
+        from .digest import edition_report
+
+        report = edition_report(desk()["config"], desk()["storage"], edition_id)
+        if report is None:
+            abort(404, "No such edition.")
+        query = request.args.get("q", "").strip()
+        found = None
+        if query:
+            found = desk()["store"].deliveries_to(query.lower(), edition_id)
+            audit("looked up a recipient", f"edition {edition_id}")
+        return render_template("edition.html", report=report, query=query, found=found)
+
+    # -- subscribers and health ------------------------------------------------------------------------
+
+    @app.route("/subscribers")
+    @signed_in()
+    def subscribers():
+        query = request.args.get("q", "").strip()
+        rows = desk()["store"].search_subscribers(query) if query else []
+        return render_template("subscribers.html", query=query, rows=rows)
+
+    @app.route("/subscribers/one")
+    @signed_in()
+    def subscriber():
+        from .subscribers import subscriber_record
+
+        address = request.args.get("email", "")
+        try:
+            record = subscriber_record(desk()["config"], desk()["storage"], address)
+        except PipelineError as exc:
+            abort(404, str(exc))
+        if record is None:
+            abort(404, f"{address} is not on the list.")
+        audit("looked at a subscriber", record.profile.email)
+        return render_template("subscriber.html", record=record, reason=ReasonForm(formdata=None))
+
+    @app.route("/subscribers/add", methods=["GET", "POST"])
+    @signed_in("admin")
+    def subscriber_add():
+        from ..signup import operator_add
+
+        form = SubscriberAddForm()
+        if form.validate_on_submit():
+            reason = (form.reason.data or "").strip()
+            if form.confirmed.data and not reason:
+                form.reason.errors = ["Say how they agreed (e.g. signed the paper form at the spring walk)."]
+            else:
+                try:
+                    email, outcome = operator_add(desk()["config"], desk()["storage"], form.email.data or "",
+                                                  form.name.data or None, None, confirmed=bool(form.confirmed.data),
+                                                  transport=desk()["transport"],
+                                                  reason=f"desk: {reason}" if reason else None)
+                except PipelineError as exc:
+                    form.email.errors = [str(exc)]
+                else:
+                    audit("subscriber added", f"{email}: {outcome}" + (f" ({reason})" if reason else ""))
+                    flash(f"{email}: {outcome}.")
+                    return redirect(url_for("subscriber", email=email))
+        return render_template("subscriber_add.html", form=form), 200 if request.method == "GET" else 400
+
+    @app.route("/subscribers/unsubscribe", methods=["POST"])
+    @signed_in("admin")
+    def subscriber_unsubscribe():
+        from ..mail.addresses import normalise_address
+        from ..signup import unsubscribe
+
+        email = normalise_address(request.form.get("email", ""))
+        changed = unsubscribe(desk()["storage"], email, "desk")
+        audit("subscriber unsubscribed", email if changed else f"{email} (already)")
+        flash(f"{email} is unsubscribed." if changed else f"{email} was not subscribed.")
+        return redirect(url_for("subscriber", email=email))
+
+    @app.route("/subscribers/lift", methods=["POST"])
+    @signed_in("admin")
+    def subscriber_lift():
+        from .. import app as use_cases
+
+        email = request.form.get("email", "")
+        form = ReasonForm()
+        if not form.validate():
+            flash("Say why the suppression is lifted.")
+            return redirect(url_for("subscriber", email=email))
+        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "")
+        audit("suppression lifted" if lifted else "no suppression to lift", f"{email}: {form.reason.data}")
+        flash("The suppression is lifted." if lifted else "There was no suppression to lift.")
+        return redirect(url_for("subscriber", email=email))
+
+    @app.route("/subscribers/import", methods=["GET", "POST"])
+    @signed_in("admin")
+    def subscriber_import():
+        from .subscribers import keep_upload, preview_import
+
+        form = ImportForm()
+        preview = key = None
+        if form.validate_on_submit():
+            upload = _uploaded(form.csv_file)
+            if upload is None:
+                form.csv_file.errors = ["Choose a CSV file."]
+            else:
+                name = upload.filename or "upload.csv"
+                try:
+                    text = upload.read().decode("utf-8-sig")
+                    preview = preview_import(desk()["storage"], text, name)
+                    key = keep_upload(desk()["config"], text)
+                except UnicodeDecodeError:
+                    form.csv_file.errors = [f"{name}: not UTF-8 text; save it as CSV UTF-8"]
+                except PipelineError as exc:
+                    form.csv_file.errors = [str(exc)]
+        return render_template("subscriber_import.html", form=form, preview=preview, key=key,
+                               commit=ImportForm(formdata=None)), 200 if request.method == "GET" or preview else 400
+
+    @app.route("/subscribers/import/commit", methods=["POST"])
+    @signed_in("admin")
+    def subscriber_import_commit():
+        from ..subscribers import read_csv_file
+        from .subscribers import kept_upload
+
+        path = kept_upload(desk()["config"], request.form.get("key", ""))
+        if path is None:
+            abort(400, "This import was made already or has expired; upload the file again.")
+        confirmed = request.form.get("confirmed") == "y"
+        try:
+            report = read_csv_file(desk()["storage"], path, desk()["config"], confirmed=confirmed)
+        finally:
+            path.unlink()
+        audit("subscribers imported", f"{report.added} added, {report.updated} updated, "
+                                      f"{len(report.invalid)} refused" + (" (confirmed)" if confirmed else ""))
+        flash(f"Imported: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+              f"{report.kept_unsubscribed} kept unsubscribed, {report.kept_suppressed} kept suppressed.")
+        return redirect(url_for("subscribers"))
+
+    @app.route("/subscribers/export.csv")
+    @signed_in("admin")
+    def subscriber_export():
+        import io
+
+        from ..subscribers import export_csv
+
+        out = io.StringIO()
+        count = export_csv(desk()["storage"], out)
+        audit("subscribers exported", f"{count} rows")
+        return out.getvalue(), 200, {"Content-Type": "text/csv; charset=utf-8",
+                                     "Content-Disposition": 'attachment; filename="subscribers.csv"'}
+
+    @app.route("/health")
+    @signed_in()
+    def health():
+        from .digest import health_report
+
+        return render_template("health.html", report=health_report(desk()["config"], desk()["storage"]))
+
+
+def _start_send(edition_id: str) -> None:
+    audit("edition sent", f"edition {edition_id}")
+    start_send(desk(), edition_id, g.user.email)
+
+
+def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
+    """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
+    from .. import app as use_cases
+
+    config, jobs = ext["config"], ext["jobs"]
+    job = SendJob(edition_id, by, ext["clock"]())
+    jobs[edition_id] = job
+
+    def work() -> None:
+        try:
+            outcome = use_cases.run(config, action="send", wait=True)
+            job.summary = outcome.summary(0.0)
+        except PipelineError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - shown on the progress page, logged in full
+            log.exception("desk: sending edition %s failed", edition_id)
+            job.error = f"sending stopped: {exc}"
+        finally:
+            job.done.set()
+
+    threading.Thread(target=work, name=f"desk send {edition_id}", daemon=True).start()
+
+
+def _uploaded(field: Any) -> FileStorage | None:
+    data = field.data
+    return data if isinstance(data, FileStorage) and data.filename else None
+
+
+def _story_page(slug: str | None):
+    config = desk()["config"]
+    new = slug is None
+    if new:
+        story = story_files.Story(date=_now_text(config))
+    else:
+        try:
+            story = story_files.load_story(config, slug or "")
+        except PipelineError:
+            abort(404, "No such story.")
+    form = StoryForm(obj=None, data=None if request.method == "POST" else _form_data(story))
+    preview_html = None
+    if request.method == "POST" and form.validate_on_submit():
+        story = _story_from(form, story, new)
+        image = _uploaded(form.image)
+        enclosure = _uploaded(form.enclosure)
+        try:
+            if image is not None:
+                if not (form.image_alt.data or "").strip():
+                    raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who "
+                                                                "cannot see it")
+                story.image = story_files.save_image(config, story.slug or "story", image.filename or "",
+                                                     image.read(), form.image_alt.data or "")
+            elif story.image is not None:
+                story.image = {**story.image, "alt": (form.image_alt.data or "").strip()}
+            if form.remove_image.data:
+                story.image = None
+            if enclosure is not None:
+                story.enclosure = story_files.save_enclosure(config, story.slug or "story", enclosure.filename or "",
+                                                             enclosure.read(), enclosure.mimetype)
+            if form.preview.data:
+                story_files.check_story(config, story)
+                preview_html = story_files.preview_html(config, story.body, story.slug)
+            else:
+                path = story_files.save_story(config, story, new=new)
+                kind = "draft" if story.draft else "published"
+                audit("story saved", f"{story_files.shown_path(config, path)} ({kind})")
+                flash(f"Saved {story_files.shown_path(config, path)}.")
+                if not story.draft:
+                    _publish_feeds()
+                return redirect(url_for("story_edit", slug=story.slug))
+        except story_files.UploadRefused as exc:
+            getattr(form, "image" if image is not None else "enclosure").errors = [str(exc)]
+            audit("upload refused", str(exc))
+        except story_files.StoryInvalid as exc:
+            getattr(form, exc.field if hasattr(form, exc.field) else "body").errors = [str(exc)]
+    status = 200 if request.method == "GET" or preview_html is not None else 400
+    return render_template("story.html", form=form, story=story, new=new, preview_html=preview_html), status
+
+
+def _publish_feeds() -> None:
+    """Rebuild the feeds and the site at once, so the story is out; a run in progress does it itself."""
+    from .. import app as use_cases
+    from ..state.lock import RunLocked
+
+    try:
+        use_cases.run(desk()["config"], action="feeds", wait=False)
+        flash("The feeds are updated.")
+    except RunLocked:
+        flash("Another run is going on; the feeds will carry the story after it.")
+    except PipelineError as exc:
+        flash(f"The feeds were not updated: {exc}")
+
+
+def _now_text(config) -> str:
+    from zoneinfo import ZoneInfo
+
+    now = desk()["clock"]().astimezone(ZoneInfo(config.digest.timezone))
+    return now.replace(microsecond=0).isoformat()
+
+
+def _form_data(story: story_files.Story) -> dict[str, Any]:
+    return {"slug": story.slug, "title": story.title, "date": story.date, "author": story.author,
+            "summary": story.summary, "tags": story.tags, "image_alt": (story.image or {}).get("alt", ""),
+            "citation": story.citation, "source_name": story.source_name, "source_url": story.source_url,
+            "body": story.body, "status": "draft" if story.draft else "published"}
+
+
+def _story_from(form: StoryForm, old: story_files.Story, new: bool) -> story_files.Story:
+    return story_files.Story(
+        slug=(form.slug.data or "").strip() if new else old.slug, draft=form.status.data != "published",
+        title=form.title.data or "", date=form.date.data or "", author=form.author.data or "",
+        summary=form.summary.data or "", tags=form.tags.data or "", image=old.image, enclosure=old.enclosure,
+        citation=form.citation.data or "", source_name=form.source_name.data or "",
+        source_url=form.source_url.data or "", body=form.body.data or "", kept=old.kept)

@@ -1,0 +1,223 @@
+"""The desk's Flask app: pages over the use cases (``pipeline.app``, ``pipeline.signup``, ``pipeline.subscribers``)
+and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..config import Config
+from ..errors import PipelineError
+from ..state.desk import DeskStore, DeskUser
+from ..state.storage import Storage
+from .accounts import Accounts, Clock, utcnow
+from .forms import ButtonForm
+from .sessions import DeskSession, ServerSessions
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/desk"
+HERE = Path(__file__).parent
+FORM_OVERHEAD = 64 * 1024  # the text fields around an upload
+
+
+@dataclass
+class SendJob:
+    """An edition being sent from the desk, in a thread of the web server."""
+
+    edition_id: str
+    started_by: str
+    started_at: datetime
+    done: threading.Event = field(default_factory=threading.Event)
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def client_address(config: Config) -> str:
+    header = config.desk.client_ip_header
+    if header:
+        forwarded = request.headers.get(header, "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()[:64]
+    return (request.remote_addr or "unknown")[:64]
+
+
+def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, transport=None,
+               ticker: bool = False) -> Flask:
+    """The desk as a WSGI app (expects to be mounted at /desk); with ``ticker``, a thread starts scheduled sends."""
+    from ..environment import signing_secret
+
+    settings = config.desk
+    app = Flask("pipeline.desk", root_path=str(HERE), template_folder="templates", static_folder="static")
+    state_secret = signing_secret(config.delivery.secret_env if config.delivery else "PIPELINE_SECRET",
+                                  config.path("state"))
+    app.config.update(
+        SECRET_KEY=b"desk-csrf\0" + state_secret,  # Flask-WTF signs its tokens with it
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD,
+        SESSION_COOKIE_PATH=PREFIX, SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict", WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        WTF_CSRF_SSL_STRICT=True, PREFERRED_URL_SCHEME="https", TEMPLATES_AUTO_RELOAD=False,
+    )
+    store = DeskStore(storage)
+    accounts = Accounts(config, storage, clock)
+    app.session_interface = ServerSessions(store, clock, timedelta(minutes=settings.idle_minutes),
+                                           timedelta(hours=settings.absolute_hours))
+    CSRFProtect(app)
+    jobs: dict[str, SendJob] = {}
+    app.extensions["desk"] = ext = {"config": config, "storage": storage, "store": store, "accounts": accounts,
+                                    "clock": clock, "transport": transport, "jobs": jobs,
+                                    "ticker_waiting": lambda: None}
+    if ticker:
+        from .schedules import Ticker
+        from .views import start_send
+
+        running = Ticker(config, storage, clock, lambda edition_id, by: start_send(ext, edition_id, by))
+
+        def wake() -> None:
+            running.waiting = True
+
+        ext["ticker_waiting"] = wake
+        running.thread.start()
+
+    @app.before_request
+    def refuse_cross_site() -> None:
+        """A state-changing request must come from a desk page: browsers say where a POST came from."""
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        site = request.headers.get("Sec-Fetch-Site", "")
+        origin = request.headers.get("Origin")
+        if site in ("cross-site", "same-site") or (origin is not None and urlsplit(origin).netloc != request.host):
+            log.warning("desk: refused a cross-site %s to %s (from %s)", request.method, request.path, origin or site)
+            abort(403, "This form was sent from another site.")
+
+    @app.before_request
+    def load_user() -> None:
+        g.user = None
+        sess = session
+        if isinstance(sess, DeskSession) and sess.user_id is not None:
+            g.user = store.user(user_id=sess.user_id)
+        g.client = client_address(config)
+
+    @app.after_request
+    def headers(response):
+        framed = request.endpoint == "digest_render"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+            "script-src 'self'; connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors " + ("'self'" if framed else "'none'"))
+        response.headers["X-Frame-Options"] = "SAMEORIGIN" if framed else "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(error: CSRFError):
+        log.warning("desk: refused a form without a valid CSRF token (%s)", error.description)
+        if isinstance(session, DeskSession) and session.expired:  # a form left open past the session's end
+            flash("Your session ended, so that form was not sent; sign in and do it again.")
+            return redirect(url_for("login")), 302
+        return render_template("error.html", heading="The form was refused",
+                               message="This form has expired or did not come from your session. Go back, "
+                                       "reload the page and try again."), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_error):
+        limit = settings.max_upload_bytes // 1000
+        return render_template("error.html", heading="The upload is too large",
+                               message=f"Files up to {limit:,} KB can be uploaded. Make the image smaller "
+                                       "(a width of 1200 pixels is plenty) and try again."), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return render_template("error.html", heading=error.name, message=error.description), error.code
+
+    @app.context_processor
+    def shared() -> dict[str, Any]:
+        return {"user": g.get("user"), "site": config.site, "button": ButtonForm(formdata=None),
+                "nav": NAV, "active": request.endpoint}
+
+    from . import views
+
+    views.register(app)
+    return app
+
+
+NAV = [("home", "Desk"), ("stories", "Stories"), ("digest", "Next digest"), ("editions", "Editions"),
+       ("subscribers", "Subscribers"), ("health", "Health"), ("audit", "Audit log")]
+
+
+def desk() -> dict[str, Any]:
+    from flask import current_app
+
+    return current_app.extensions["desk"]
+
+
+def audit(action: str, detail: str = "") -> None:
+    user: DeskUser | None = g.get("user")
+    desk()["store"].audit(user.email if user else "anonymous", g.get("client", ""), action, detail, desk()["clock"]())
+
+
+def signed_in(role: str = "editor") -> Callable:
+    """A view for people signed in; ``admin`` for admins only (editors get 403, and the attempt is audited)."""
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            if g.get("user") is None:
+                expired = isinstance(session, DeskSession) and session.expired
+                if expired:
+                    flash("Your session ended; please sign in again.")
+                return redirect(url_for("login", next=request.script_root + request.path))
+            if role == "admin" and g.user.role != "admin":
+                audit("refused", f"{request.method} {request.path}: admins only")
+                abort(403, "Only an admin can do this. Ask an admin of the desk.")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def mount(config: Config, storage: Storage, web_app):
+    """``web_app`` with the desk at /desk/ (a path-prefix dispatch), when ``desk.enabled`` and not served alone."""
+    if not config.desk.enabled or config.desk.host:
+        return web_app
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    log.info("the desk is at /desk/")
+    return DispatcherMiddleware(web_app, {PREFIX: create_app(config, storage, ticker=True)})
+
+
+def standalone(config: Config, storage: Storage, **kwargs):
+    """The desk alone (still under /desk/, so its links and cookie path are the same either way)."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.wrappers import Response
+
+    def elsewhere(environ, start_response):
+        if environ.get("PATH_INFO", "") in ("", "/"):
+            return Response("", 302, {"Location": f"{PREFIX}/"})(environ, start_response)
+        return Response("Not found", 404, {"Content-Type": "text/plain"})(environ, start_response)
+
+    return DispatcherMiddleware(elsewhere, {PREFIX: create_app(config, storage, **kwargs)})
+
+
+def make_desk_server(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
+    """The desk alone on its own address (``desk.host``/``desk.port``), on waitress like the web app."""
+    from ..service.web import WebServer
+
+    if not config.desk.enabled:
+        raise PipelineError(f"{config.source_file}: desk.enabled: the desk is off; set it to true to serve it")
+    server = WebServer(standalone(config, storage, ticker=True), host or config.desk.host or "127.0.0.1",
+                       config.desk.port if port is None else port)
+    log.info("the desk on http://%s:%d/desk/", host or config.desk.host, server.server_port)
+    return server

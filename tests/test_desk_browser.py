@@ -1,0 +1,256 @@
+"""The weekly job on the desk in real headless Chromium, against `serve-web`'s real server (waitress on a loopback
+port), the real state database and an SMTP server on loopback; axe-core on every page; keyboard only."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+
+from pipeline.app import open_storage
+from pipeline.config import Config
+from pipeline.desk.accounts import add_user
+from pipeline.service.browser import View, chromium, open_page, serve_images_from
+from pipeline.service.web import make_web_server
+from pipeline.sources.local import read_item
+from pipeline.state.storage import Storage
+
+from .conftest import REPO, add_subscribers, run_cli, use_smtp, write_image, write_item
+from .desk_helpers import ADMIN, EDITOR, PASSWORD, desk_config
+from .smtp_sink import RecordingHandler, SmtpSink
+
+SCREENSHOTS = REPO / "docs" / "images"
+TITLE = "A new wheelchair clinic opens in Denver"
+AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+
+@dataclass
+class Served:
+    url: str
+    project: Path
+    config: Config
+    storage: Storage
+    mail: RecordingHandler
+
+
+@pytest.fixture
+def served(project: Path, secret: str) -> Iterator[Served]:
+    """`serve-web` with the desk on, as `pipeline serve-web` runs it, two people and three subscribers."""
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        use_smtp(project, sink.port)
+        config = desk_config(project)
+        storage = open_storage(config)
+        add_user(storage, ADMIN, "admin", PASSWORD)
+        add_user(storage, EDITOR, "editor", PASSWORD)
+        add_subscribers(config, 3)
+        server = make_web_server(config, storage, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield Served(f"http://127.0.0.1:{server.server_port}", project, config, storage, handler)
+        finally:
+            server.shutdown()
+            storage.close()
+
+
+@pytest.fixture
+def browser():
+    with chromium() as instance:
+        yield instance
+
+
+def desk_page(browser, served: Served, width: int = 1280, height: int = 900, scheme: str = "light"):
+    page = open_page(browser, View("desk", width, height, scheme))
+    serve_images_from(page, served.config.path("output"))  # the site's images, as published
+    return page
+
+
+def sign_in(page, served: Served, email: str = ADMIN) -> None:
+    page.goto(f"{served.url}/desk/")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="The weekly job").wait_for()
+
+
+def shot(page, name: str, **options) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (page if "locator" not in options else options.pop("locator")).screenshot(
+        path=str(SCREENSHOTS / f"desk-{name}.png"), **options)
+
+
+def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, tmp_path):
+    photo = write_image(tmp_path / "clinic.jpg", 1200, 630, "#2f6f4f")
+    page = desk_page(browser, served)
+    page.goto(f"{served.url}/desk/")
+    shot(page, "sign-in")
+    sign_in(page, served)
+
+    page.get_by_role("link", name="Write a story").click()
+    page.get_by_label("File name (slug)").fill("wheelchair-clinic-denver")
+    page.get_by_label("Title").fill(TITLE)
+    page.get_by_label("Summary (optional)").fill("Free fittings and repairs for people with MS, every Monday.")
+    page.get_by_label("Tags (optional)").fill("programs and services, living with ms")
+    page.get_by_label("Image (optional)").set_input_files(str(photo))
+    page.get_by_label("Image description (alt text)").fill("The clinic's bright waiting room")
+    page.get_by_label("Story (Markdown)").fill("The clinic opens on **Monday** at 9am.\n\nCall to book a fitting.\n")
+    page.locator("#live-preview strong").get_by_text("Monday").wait_for()  # the live preview (JavaScript)
+    page.get_by_label("Published: in the feeds and the next digest").check()
+    shot(page, "story", full_page=True)
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved content/wheelchair-clinic-denver.md.").wait_for()
+
+    item = read_item(served.project / "content" / "wheelchair-clinic-denver.md", served.config)
+    assert (item.title, item.image.width, item.image.alt) == (TITLE, 1200, "The clinic's bright waiting room")
+    feed = feedparser.parse((served.config.path("output") / "atom.xml").read_bytes())
+    assert feed.entries[0].title == TITLE
+
+    page.get_by_role("link", name="Next digest").click()
+    assert page.locator("#subject").inner_text() == f"National MS Society News: {TITLE}"
+    page.frame_locator("iframe[title='The digest at desktop width']").get_by_role("heading", name=TITLE).wait_for()
+    shot(page, "digest", full_page=True)
+    for title, name in (("The digest at phone width", "digest-phone"), ("The digest at desktop width",
+                                                                          "digest-desktop")):
+        frame = page.frame_locator(f"iframe[title='{title}']")
+        frame.get_by_role("heading", name=TITLE).wait_for()
+        shot(page, name, locator=page.locator(f"iframe[title='{title}']"))
+    page.goto(page.url)  # afresh: the element shots left it scrolled, and a reload would restore that
+
+    page.get_by_role("button", name=f"Send a test to me ({ADMIN})").click()
+    page.get_by_text(f"A test message is on its way to {ADMIN}").wait_for()
+    assert served.mail.when_count(1).wait(30), "the test message did not arrive"
+    test = served.mail.received[0]
+    assert test.recipient == ADMIN and test.message["Subject"].strip() == f"[TEST] National MS Society News: {TITLE}"
+
+    page.get_by_role("link", name="Send the edition…").click()
+    assert page.locator("#recipient-count").inner_text() == "3"
+    page.get_by_label(re.compile("I have looked at the preview")).check()
+    shot(page, "send", full_page=True)
+    page.get_by_role("button", name="Send the edition").click()
+    page.get_by_text("Finished.").wait_for(timeout=60_000)  # the page refreshes itself while it sends
+    assert page.locator('td[data-status="sent"]').inner_text() == "3"
+    shot(page, "progress")
+    assert served.mail.when_count(4).wait(30)
+    assert sorted(m.recipient for m in served.mail.received[1:]) == [f"reader0000{n}@example.org" for n in range(3)]
+
+    page.get_by_role("link", name="The edition's report and recipient search").click()
+    page.get_by_label("Email address").fill("reader00001@example.org")
+    page.get_by_role("button", name="Look up").click()
+    assert page.locator("#recipient tbody td").first.inner_text() == "sent"
+    shot(page, "edition", full_page=True)
+    page.context.close()
+
+
+def _focused(page) -> str:
+    return page.evaluate("""() => { const e = document.activeElement; if (!e) return "";
+        const label = e.labels && e.labels[0];
+        return ((label && label.textContent) || (e.tagName === "INPUT" && e.type !== "text" && e.value) ||
+                e.textContent || "").trim().replace(/\\s+/g, " "); }""")
+
+
+def tab_to(page, name: str, limit: int = 80) -> None:
+    """Press Tab until the focused element is called ``name`` (its label, value or text)."""
+    page.wait_for_load_state()
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if _focused(page).startswith(name):
+            return
+    raise AssertionError(f"{name!r} is not reachable with the Tab key")
+
+
+def test_the_weekly_job_can_be_done_with_the_keyboard_alone(browser, served):
+    page = desk_page(browser, served)
+    page.goto(f"{served.url}/desk/")
+    tab_to(page, "Email address")
+    page.keyboard.type(ADMIN)
+    tab_to(page, "Password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="The weekly job").wait_for()
+
+    tab_to(page, "Write a story")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Write a new story").wait_for()
+    for label, text in (("File name (slug)", "keyboard-story"), ("Title", "Written without a mouse"),
+                        ("Story (Markdown)", "Every step works from the keyboard.")):
+        tab_to(page, label)
+        page.keyboard.type(text)
+    tab_to(page, "Draft")  # a radio group is one Tab stop; the arrow keys choose within it
+    page.keyboard.press("ArrowDown")
+    assert page.get_by_label("Published: in the feeds and the next digest").is_checked()
+    tab_to(page, "Save")
+    page.keyboard.press("Enter")
+    page.get_by_text("Saved content/keyboard-story.md.").wait_for()
+
+    tab_to(page, "Next digest")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="The next digest").wait_for()
+    tab_to(page, "Send a test to me")
+    page.keyboard.press("Enter")
+    page.get_by_text("A test message is on its way").wait_for()
+    tab_to(page, "Send the edition…")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Send the edition").wait_for()
+    tab_to(page, "I have looked at the preview")
+    page.keyboard.press("Space")
+    tab_to(page, "Send the edition")
+    page.keyboard.press("Enter")
+    page.get_by_text("Finished.").wait_for(timeout=60_000)
+    tab_to(page, "The edition's report")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="What happened to one recipient").wait_for()
+    tab_to(page, "Email address")
+    page.keyboard.type("reader00002@example.org")
+    page.keyboard.press("Enter")
+    page.locator("#recipient").wait_for()
+    assert page.locator("#recipient tbody td").first.inner_text() == "sent"
+    assert served.mail.when_count(4).wait(30)
+    page.context.close()
+
+
+def _serious(page) -> list[str]:
+    result = Axe().run(page, options=AXE_TAGS)
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}" for v in result.response["violations"]
+            if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_serious_or_critical_violations_on_any_desk_page(browser, served, scheme):
+    run_cli(served.project, "send", check=True)  # one edition, so its pages exist
+    (edition,) = served.storage.list_editions()
+    write_item(served.project, "new-since", 'title: "New since the edition"\ndate: 2030-01-02T09:00:00+00:00')
+    page = desk_page(browser, served, scheme=scheme)  # the send page has its send and schedule forms
+    found = {}
+    for path in ("/desk/login", "/desk/set-password?token=a-token-from-add-user"):
+        page.goto(served.url + path)
+        found[path] = _serious(page)
+    sign_in(page, served)
+    paths = ["/desk/", "/desk/stories", "/desk/stories/new", "/desk/stories/mesems-stem-cell-trial-results",
+             "/desk/digest", "/desk/send", f"/desk/progress/{edition.id}", "/desk/editions",
+             f"/desk/editions/{edition.id}?q=reader00001@example.org", "/desk/subscribers?q=reader",
+             "/desk/subscribers/one?email=reader00001@example.org", "/desk/subscribers/add", "/desk/subscribers/import",
+             "/desk/health", "/desk/audit", "/desk/no-such-page"]
+    for path in paths:
+        page.goto(served.url + path)
+        found[path] = _serious(page)
+    page.context.close()
+    assert {path: problems for path, problems in found.items() if problems} == {}
+
+
+def test_serve_web_answers_the_desk_and_the_unsubscribe_page_side_by_side(served):
+    assert httpx.get(f"{served.url}/desk/login").status_code == 200
+    assert httpx.get(f"{served.url}/unsubscribe").status_code == 200
+
+
+def test_the_real_server_refuses_a_50_mb_upload_before_the_desk_reads_it(served):
+    response = httpx.post(f"{served.url}/desk/stories/new", content=b"\0" * (50 * 1024 * 1024),
+                          headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413

@@ -612,8 +612,8 @@ class Signup(Strict):
                                                                          "their subdomains).")
     check_deliverability: bool = Field(default=True, description="Look up the domain's MX (DNS) before mailing.")
     deliverability_timeout: float = Field(default=5.0, gt=0, description="Seconds for that DNS lookup.")
-    client_ip_header: str | None = Field(default=None, description='e.g. "X-Forwarded-For" behind a proxy '
-                                                                   "you run: its last address is the client.")
+    client_ip_header: str | None = Field(default=None, description="Removed: list your proxies in "
+                                                                   "web.trusted_proxies instead.")
     embed_origins: list[str] = Field(default_factory=list, description="Origins allowed to frame the form "
                                                                        "and post it (https://example.org).")
     welcome: bool = Field(default=False, description="Send a welcome message after confirmation.")
@@ -631,6 +631,14 @@ class Signup(Strict):
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
         return [domain.strip().lower().lstrip("@") for domain in value if domain.strip()]
+
+    @field_validator("client_ip_header")
+    @classmethod
+    def _removed_header(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("removed: list the addresses of your reverse proxies in web.trusted_proxies; the "
+                             "client address is then read from X-Forwarded-For or Forwarded")
+        return None
 
     _consent_fields = field_validator("consent_text")(lambda value: _check_fields(value, {"site_title"}))
 
@@ -655,9 +663,35 @@ class Desk(Strict):
     max_upload_bytes: int = Field(default=1_000_000, gt=0, le=1_048_576, description="Largest image or enclosure "
                                                                                      "upload (at most 1 MiB, the "
                                                                                      "web server's body limit).")
-    client_ip_header: str | None = Field(default=None, description='e.g. "X-Forwarded-For" behind a proxy you run: '
-                                                                   "its last address is the client (for the "
-                                                                   "sign-in throttle and the audit log).")
+
+
+class Web(Strict):
+    """The public web app's server and the proxies in front of it (docs/how-to/deploy-behind-a-proxy.md)."""
+
+    connection_limit: int = Field(default=4000, ge=10, description="Open client connections the server holds "
+                                                                   "at once (idle or slow ones included).")
+    header_timeout: float = Field(default=10.0, gt=0, description="Seconds a client has to send a whole request "
+                                                                  "(headers and body) once it starts, or after "
+                                                                  "connecting; a slower one is dropped.")
+    idle_timeout: int = Field(default=30, ge=1, description="Seconds a kept-alive connection may sit idle "
+                                                            "between requests.")
+    threads: int = Field(default=8, ge=1, description="Worker threads running the app.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or networks (CIDR) of reverse "
+                                                                         "proxies you run; only from them are "
+                                                                         "X-Forwarded-For/-Proto/-Host and "
+                                                                         "Forwarded believed.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r}: not an address or network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+        return value
 
 
 class Config(Strict):
@@ -675,6 +709,7 @@ class Config(Strict):
     topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
     bounces: Bounces = Bounces()
     desk: Desk = Desk()
+    web: Web = Web()
 
     # Set by load_config, not by the file.
     root: Path = Path(".")

@@ -45,12 +45,11 @@ class SendJob:
 
 
 def client_address(config: Config) -> str:
-    header = config.desk.client_ip_header
-    if header:
-        forwarded = request.headers.get(header, "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()[:64]
-    return (request.remote_addr or "unknown")[:64]
+    """The client's address for the sign-in throttle and the audit log: the same rule as the public app
+    (X-Forwarded-For believed only from ``web.trusted_proxies``)."""
+    from ..service.signup import client_ip
+
+    return (client_ip(request.environ, config.web.trusted_proxies) or "unknown")[:64]
 
 
 def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, transport=None,
@@ -213,11 +212,14 @@ def standalone(config: Config, storage: Storage, **kwargs):
 
 def make_desk_server(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
     """The desk alone on its own address (``desk.host``/``desk.port``), on waitress like the web app."""
-    from ..service.web import WebServer
+    from ..service.http_server import WebServer
 
     if not config.desk.enabled:
         raise PipelineError(f"{config.source_file}: desk.enabled: the desk is off; set it to true to serve it")
+    web = config.web
     server = WebServer(standalone(config, storage, ticker=True), host or config.desk.host or "127.0.0.1",
-                       config.desk.port if port is None else port)
+                       config.desk.port if port is None else port, threads=web.threads,
+                       idle_timeout=web.idle_timeout, header_timeout=web.header_timeout,
+                       connection_limit=web.connection_limit)
     log.info("the desk on http://%s:%d/desk/", host or config.desk.host, server.server_port)
     return server

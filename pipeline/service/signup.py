@@ -46,13 +46,27 @@ def form_view(config: Config, **values) -> FormView:
     return FormView(web_url(config) + "subscribe", consent_line(config), topics, **values)
 
 
-def client_ip(environ: dict, header: str | None) -> str:
-    """REMOTE_ADDR, or the last address of the configured proxy header (the hop your proxy saw)."""
-    if header:
-        value = environ.get("HTTP_" + header.upper().replace("-", "_"), "")
-        if value.strip():
-            return value.split(",")[-1].strip()
-    return environ.get("REMOTE_ADDR", "")
+def client_ip(environ: dict, trusted_proxies: list[str]) -> str:
+    """REMOTE_ADDR; when that peer is one of ``web.trusted_proxies``, the nearest X-Forwarded-For address that is
+    not a trusted proxy (the hop your proxy saw), so a client cannot choose its address by sending the header."""
+    import ipaddress
+
+    networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    peer = environ.get("REMOTE_ADDR", "")
+    if not networks or not trusted(peer):
+        return peer
+    for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        if hop.strip() and not trusted(hop):
+            return hop.strip()
+    return peer
 
 
 def allowed_origin(environ: dict, config: Config) -> bool:
@@ -107,7 +121,7 @@ class SignupPages:
 
         submitted = SignupForm(email=one("email")[:320], name=one("name")[:300], topics=tuple(body.get("topics", [])),
                                stamp=one("stamp"), honeypot=one("website"),
-                               client_ip=client_ip(environ, self.config.signup.client_ip_header))
+                               client_ip=client_ip(environ, self.config.web.trusted_proxies))
         result = self.signups.subscribe(submitted)
         again = _relative(form_view(self.config, stamp=self.signups.form_stamp(), email=submitted.email,
                                     name=submitted.name, chosen=submitted.topics))

@@ -9,7 +9,6 @@ POST with ``List-Unsubscribe=One-Click`` (what Gmail and Yahoo send) unsubscribe
 from __future__ import annotations
 
 import logging
-import threading
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
@@ -19,6 +18,7 @@ from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import template_environment
 from ..state.storage import Storage
+from .http_server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -157,54 +157,15 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     return unsubscribe_app
 
 
-class WebServer:
-    """The WSGI app on waitress, a production server from PyPI: a pool of threads behind an
-    asynchronous front, so a slow client holds no thread; request bodies over the limit are
-    refused (413) before the app sees them, and idle connections are closed."""
-
-    def __init__(self, app, host: str, port: int, *, threads: int = 8, channel_timeout: int = 30):
-        from waitress.server import create_server
-
-        from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
-
-        self.server = create_server(app, host=host, port=port, threads=threads,
-                                    max_request_body_size=max(MAX_BODY, WEBHOOK_MAX_BODY),
-                                    channel_timeout=channel_timeout, ident="newsletter-pipeline",
-                                    expose_tracebacks=False, clear_untrusted_proxy_headers=True)
-        self.server_port = int(self.server.effective_port)
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-
-    def serve_forever(self, *_poll_interval: float) -> None:
-        """Serve until ``shutdown`` (from another thread) or Ctrl-C; closing happens here, in the
-        serving thread, so the event loop never polls a socket that another thread closed."""
-        self._stop.clear()
-        self._stopped.clear()
-        try:
-            while not self._stop.is_set():
-                self.server.asyncore.loop(timeout=0.5, map=self.server._map, count=1)
-        finally:
-            for channel in list(self.server._map.values()):
-                channel.close()
-            self.server.task_dispatcher.shutdown()
-            self._stopped.set()
-
-    def shutdown(self) -> None:
-        self._stop.set()
-        try:
-            self.server.pull_trigger()  # wake the loop at once
-        except OSError:  # its trigger is already closed: the loop still sees the flag within its 0.5 s timeout
-            pass
-        self._stopped.wait(10)
-
-    def server_close(self) -> None:
-        pass
-
-
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
     """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
     from ..desk.web import mount  # the editor's desk at /desk/, when desk.enabled
+    from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
 
-    server = WebServer(mount(config, storage, make_app(config, storage)), host, port)
+    web = config.web
+    app = mount(config, storage, make_app(config, storage))
+    server = WebServer(app, host, port, threads=web.threads, idle_timeout=web.idle_timeout,
+                       header_timeout=web.header_timeout, connection_limit=web.connection_limit,
+                       max_body=max(MAX_BODY, WEBHOOK_MAX_BODY))
     log.info("web app (unsubscribe, subscribe, confirm, preferences) on http://%s:%d/", host, server.server_port)
     return server

@@ -298,10 +298,15 @@ class Sender:
             return
         unrecorded: Outcome | None = None
         idle_since: float | None = None
+        announces = getattr(connection, "announces", False)
+        held: tuple[Claim, bytes] | None = None  # the next message, whose envelope went out ahead of it
         try:
             while True:
                 try:
-                    claim, message = work.get_nowait() if unrecorded else work.get(timeout=0.05)
+                    if held is not None:
+                        (claim, message), held = held, None
+                    else:
+                        claim, message = work.get_nowait() if unrecorded else work.get(timeout=0.05)
                 except queue.Empty:
                     if unrecorded is not None:
                         outcome, unrecorded = unrecorded, None
@@ -328,8 +333,13 @@ class Sender:
                     self._taken(-1)
                     continue
                 previous, unrecorded = unrecorded, None
+                if announces:
+                    try:
+                        held = work.get_nowait()
+                    except queue.Empty:
+                        pass
                 try:
-                    unrecorded = self._send_one(connection, claim, message, previous)
+                    unrecorded = self._send_one(connection, claim, message, previous, held)
                 except Exception as exc:  # noqa: BLE001 - stop every worker; run() raises it
                     self._fail(exc)
                     self._hand_back([claim])
@@ -347,6 +357,9 @@ class Sender:
                     self._record(unrecorded)
                 except Exception as exc:  # noqa: BLE001 - left 'sending': the next run sends it again
                     self._fail(exc)
+                self._taken(-1)
+            if held is not None:
+                self._hand_back([held[0]])
                 self._taken(-1)
             connection.close()
 
@@ -396,6 +409,9 @@ class Sender:
         self.report.add(retried=1)
         return Outcome(claim, DEFERRED, str(error), attempts, retry_at)
 
+    def _envelope_from(self, claim: Claim) -> str:
+        return self.envelope_for(claim) if self.envelope_for else self.settings.envelope_from
+
     def _begin(self, claim: Claim, previous: Outcome | None) -> bool:
         if previous is None:
             return self.ledger.begin_attempt(claim)
@@ -404,17 +420,22 @@ class Sender:
         return began
 
     def _send_one(self, connection: Connection, claim: Claim, message: bytes,
-                  previous: Outcome | None = None) -> Outcome | None:
+                  previous: Outcome | None = None, following: tuple[Claim, bytes] | None = None) -> Outcome | None:
         """Record ``previous`` (this connection's last outcome) and send one message; returns its
         outcome for the caller to record before the next send, or None when there is nothing to record."""
         if not self._begin(claim, previous):
             self.report.add(withdrawn=1)  # unsubscribed since the claim: not sent
             return None
         attempts = claim.attempts + 1
-        envelope_from = self.envelope_for(claim) if self.envelope_for else self.settings.envelope_from
+        envelope_from = self._envelope_from(claim)
         self.limiter.wait()
         try:
-            reply = connection.send(envelope_from, claim.email, message, key=str(claim.subscriber_id))
+            if following is None:
+                reply = connection.send(envelope_from, claim.email, message, key=str(claim.subscriber_id))
+            else:  # the next message's envelope goes out with this body (PIPELINING)
+                then = (self._envelope_from(following[0]), following[0].email)
+                reply = connection.send(envelope_from, claim.email, message,  # type: ignore[call-arg]
+                                        key=str(claim.subscriber_id), then=then)
         except PermanentError as exc:
             if exc.whole_send:  # the server refuses us, not this recipient: stop, fail nobody
                 raise PipelineError(f"the mail server refuses the sender: {exc}") from None

@@ -99,8 +99,13 @@ def inline_css(html: str) -> str:
     """Inline the stylesheet into style attributes, keeping the <style> block for media queries."""
     # Imported here: premailer brings cssutils and requests (a tenth of a second), which a run that
     # finds nothing changed, and every command that renders no digest, never needs.
-    from premailer import Premailer
+    from premailer import Premailer, merge_style
 
+    # premailer has cssutils validate every style attribute it merges, whatever disable_validation says;
+    # validation only logs, never changes the output (the same bytes either way), and the profile regexes
+    # it compiles on first use were a third of the first render in a process, i.e. of `pipeline send`.
+    if getattr(merge_style.csstext_to_pairs, "__defaults__", None) == (True,):
+        merge_style.csstext_to_pairs.__defaults__ = (False,)
     inlined = Premailer(
         html,
         strip_important=False,

@@ -316,3 +316,28 @@ def test_a_stop_while_waiting_for_retries_returns_at_once_and_leaves_the_row_def
     report = _sender(ledger, relay, WAITING, stop=stop, sleep=lambda seconds: stop.set()).run()
     assert report.stopped and (report.sent, report.deferred) == (4, 1)
     assert ledger.rows[3]["status"] == DEFERRED and ledger.rows[3]["retry_at"] == T0 + timedelta(seconds=2)
+
+
+def test_a_connection_is_not_kept_open_while_the_send_waits_for_retries(monkeypatch):
+    from pipeline.delivery import engine
+
+    monkeypatch.setattr(engine, "IDLE_CLOSE", 0.0)  # close at once when idle (5 s in use)
+    ledger = MemoryLedger(3)
+    relay = GreylistingRelay(ledger, greylisted={row["email"] for row in ledger.rows.values()})
+    closed = threading.Event()
+    connect = relay.connect
+
+    def connect_and_watch():
+        connection = connect()
+        connection.close = closed.set  # type: ignore[method-assign]
+        return connection
+
+    relay.connect = connect_and_watch  # type: ignore[method-assign]
+
+    def sleep(seconds: float) -> None:
+        assert closed.wait(10), "the idle connection was kept open while waiting"
+        closed.clear()
+        ledger.now += timedelta(seconds=seconds)
+
+    report = _sender(ledger, relay, WAITING, sleep=sleep).run()
+    assert report.sent == 3 and sorted(relay.sent) == sorted(r["email"] for r in ledger.rows.values())

@@ -588,12 +588,14 @@ def case_memory(subscriber_sizes, feed_items) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="startup, feeds, digest, rerun, claims, send, dkim, memory, signup, topics "
-                             "(default: all)")
+                        help="startup, feeds, digest, rerun, claims, send, sendcmd, greylist, dkim, memory, "
+                             "signup, topics (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--greylist-delay", type=float, default=None, metavar="SECONDS",
+                        help="the greylisting sink's delay (default 60, 5 with --quick)")
     args = parser.parse_args()
-    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "dkim", "memory", "signup",
-                           "topics"]
+    cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "sendcmd", "greylist", "dkim",
+                           "memory", "signup", "topics"]
     quick = args.quick
     started = time.perf_counter()
     if "startup" in cases:
@@ -609,6 +611,14 @@ def main() -> None:
         case_claims([10000, 100000] if not quick else [10000, 50000], 5)
     if "send" in cases:
         case_send(2000 if quick else 10000, 3)
+    if "sendcmd" in cases or "greylist" in cases:  # issue 26: bench/sendcmd.py
+        from .sendcmd import case_greylist, case_send_command
+
+        if "sendcmd" in cases:
+            case_send_command([2000] if quick else [2000, 20000], 3, record, workdir, SECRET)
+        if "greylist" in cases:
+            delay = args.greylist_delay if args.greylist_delay is not None else 5.0 if quick else 60.0
+            case_greylist(1000, delay, record, workdir, SECRET)
     if "dkim" in cases:
         case_dkim(500 if quick else 2000, 2000 if quick else 10000)
     if "memory" in cases:

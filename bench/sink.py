@@ -6,8 +6,14 @@ enough SMTP (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) over asyncio protoco
 looks only for the end-of-data line, and answers every command with a success code.
 Correctness tests keep aiosmtpd (tests/smtp_sink.py), which checks what it receives.
 
-Run: python -m bench.sink [--no-pipelining]  -> prints the port; on each line read from stdin, prints the
-number of messages accepted so far; exits when stdin closes.
+Run: python -m bench.sink [--no-pipelining] [--greylist SECONDS] [--record FILE]  -> prints the port; on
+each line read from stdin, prints the number of messages accepted so far; exits when stdin closes.
+
+``--greylist G`` answers 451 to each recipient's RCPT until G seconds have passed since its first try
+(as postgrey does).  ``--record FILE`` writes every accepted message as it came over the wire
+(dot-stuffed, without the final ``.``), each after a line ``<length> <mail from> <rcpt to>``: what the
+baselines in bench/raw.py send again, so both sides send the same bytes; a line ``record PATH`` on
+stdin records to PATH from then on.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
+from typing import BinaryIO
 
 END_OF_DATA = b"\r\n.\r\n"
 
 
 class Counter:
-    def __init__(self) -> None:
+    def __init__(self, greylist: float = 0.0, record: BinaryIO | None = None) -> None:
         self.count = 0
+        self.greylist = greylist
+        self.first_try: dict[bytes, float] = {}
+        self.record = record
 
 
 class SmtpProtocol(asyncio.Protocol):
@@ -35,6 +46,8 @@ class SmtpProtocol(asyncio.Protocol):
         self.buffer = b""
         self.in_data = False
         self.transport: asyncio.Transport | None = None
+        self.envelope: list[bytes] = [b""]
+        self.body: list[bytes] = []
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -48,10 +61,15 @@ class SmtpProtocol(asyncio.Protocol):
                 end = self.buffer.find(END_OF_DATA)
                 if end < 0:
                     # Keep only what could still be the start of the end marker.
+                    if self.counter.record is not None:
+                        self.body.append(self.buffer[:-4])
                     self.buffer = self.buffer[-4:]
                     break
+                if self.counter.record is not None:
+                    self._record(self.buffer[:end + 2])
                 self.buffer = self.buffer[end + len(END_OF_DATA):]
                 self.in_data = False
+                self.envelope = [b""]
                 self.counter.count += 1
                 replies.append(b"250 2.0.0 queued\r\n")
                 continue
@@ -62,10 +80,27 @@ class SmtpProtocol(asyncio.Protocol):
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
                 replies.append(self.ehlo)
+            elif verb == b"DATA" and self.envelope[1:] == [] and self.counter.greylist:
+                replies.append(b"554 5.5.1 No valid recipients\r\n")  # as relays answer when all were refused
             elif verb == b"DATA":
                 self.in_data = True
                 self.buffer = b"\r\n" + self.buffer  # so a message of just "." still ends at CRLF.CRLF
                 replies.append(b"354 go ahead\r\n")
+            elif verb == b"MAIL":
+                self.envelope = [line[10:].strip(b"<>")]
+                replies.append(b"250 OK\r\n")
+            elif verb == b"RCPT":
+                recipient = line[8:].strip(b"<>")
+                if self.counter.greylist:
+                    now = time.monotonic()
+                    if now - self.counter.first_try.setdefault(recipient, now) < self.counter.greylist:
+                        replies.append(b"451 4.7.1 Greylisted, try again later\r\n")
+                        continue
+                self.envelope.append(recipient)
+                replies.append(b"250 OK\r\n")
+            elif verb == b"RSET":
+                self.envelope = [b""]
+                replies.append(b"250 OK\r\n")
             elif verb == b"QUIT":
                 replies.append(b"221 bye\r\n")
                 assert self.transport is not None
@@ -77,9 +112,24 @@ class SmtpProtocol(asyncio.Protocol):
         if replies and self.transport is not None:
             self.transport.write(b"".join(replies))
 
+    def _record(self, tail: bytes) -> None:
+        """One message as it came (the DATA phase began with the CRLF put before it: dropped)."""
+        assert self.counter.record is not None
+        data = b"".join([*self.body, tail])[2:]
+        self.body = []
+        sender, *recipients = self.envelope
+        self.counter.record.write(b"%d %s %s\n" % (len(data), sender, b",".join(recipients)) + data)
+
+
+async def _call(function) -> None:
+    function()
+
 
 def main() -> None:
-    counter = Counter()
+    args = sys.argv[1:]
+    greylist = float(args[args.index("--greylist") + 1]) if "--greylist" in args else 0.0
+    record = open(args[args.index("--record") + 1], "wb") if "--record" in args else None  # noqa: SIM115
+    counter = Counter(greylist, record)
     pipelining = "--no-pipelining" not in sys.argv
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(loop.create_server(lambda: SmtpProtocol(counter, pipelining), "127.0.0.1", 0))
@@ -87,10 +137,20 @@ def main() -> None:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     print(port, flush=True)
-    for _ in sys.stdin:
+    for line in sys.stdin:
+        if line.startswith("record "):  # record to another file from now on (what came so far is kept)
+            def switch(path: str = line[7:].strip()) -> None:
+                if counter.record is not None:
+                    counter.record.close()
+                counter.record = open(path, "wb")  # noqa: SIM115 - closed at the next switch or exit
+            asyncio.run_coroutine_threadsafe(_call(switch), loop).result()
+        elif counter.record is not None:
+            asyncio.run_coroutine_threadsafe(_call(counter.record.flush), loop).result()
         print(counter.count, flush=True)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
+    if counter.record is not None:
+        counter.record.close()
 
 
 if __name__ == "__main__":

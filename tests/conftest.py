@@ -60,7 +60,7 @@ def _logging_as_before():
 # digest rendering, the browser, the in-memory engine) never touch the database in a way that
 # could differ, so they run once.
 BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
-                 "test_run", "test_schedule", "test_signup", "test_sources", "test_storage", "test_subscribers",
+                 "test_greylisting", "test_run", "test_schedule", "test_signup", "test_sources", "test_storage", "test_subscribers",
                  "test_suppression", "test_topics", "test_web"}
 
 
@@ -255,7 +255,7 @@ def set_config(project: Path, **changes) -> Path:
 
 def use_smtp(project: Path, port: int, **smtp) -> Config:
     settings = {"host": "127.0.0.1", "port": port, "security": "none", "concurrency": 2, "retry_delay": 0.01,
-                "timeout": 10, **smtp}
+                "retry_window": 2, "timeout": 10, **smtp}
     path = set_config(project, **{"delivery.transport": "smtp"}, **{f"delivery.smtp.{k}": v for k, v in settings.items()})
     return load_config(path)
 

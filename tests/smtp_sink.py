@@ -44,6 +44,9 @@ class Behaviour:
     drop_after: set[int] = field(default_factory=set)  # drop the connection instead of accepting message #n
     refuse_sender: str | None = None  # the reply to every MAIL FROM, e.g. "530 5.7.0 Authentication required"
     reply_delay: float = 0.0  # seconds the server takes to answer after a message's body (a slow relay)
+    # Greylisting (as postgrey): 451 to a recipient until this many seconds have passed since its first try.
+    greylist: float = 0.0
+    greylisted: set[str] | None = None  # the recipients it greylists; None: everyone
 
     def __post_init__(self) -> None:
         self.defer = Counter(self.defer)
@@ -62,6 +65,8 @@ class RecordingHandler:
         self.attempts = 0
         self.lock = threading.Lock()
         self.watchers: list[tuple[int, threading.Event]] = []
+        self.first_try: dict[str, float] = {}  # recipient -> when its first RCPT came (time.monotonic)
+        self.tries: Counter = Counter()  # recipient -> RCPT commands seen
 
     def when_count(self, n: int) -> threading.Event:
         """An event set once n messages have been accepted (for waits without sleeping)."""
@@ -79,6 +84,11 @@ class RecordingHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         b = self.behaviour
         with self.lock:
+            now = time.monotonic()
+            first = self.first_try.setdefault(address, now)
+            self.tries[address] += 1
+            if b.greylist and (b.greylisted is None or address in b.greylisted) and now - first < b.greylist:
+                return "451 4.7.1 Greylisted, try again later"
             if address in b.reject:
                 return "550 5.1.1 No such user here"
             if b.defer[address] > 0:

@@ -141,14 +141,15 @@ def test_dropped_connection_is_reopened_and_nothing_is_lost(project, secret):
     assert all(len(m) == 1 for m in handler.by_recipient().values())
 
 
-def test_a_message_still_refused_after_max_attempts_is_deferred_to_a_later_run(project, secret):
+def test_a_message_still_refused_when_the_retry_window_ends_is_deferred_to_a_later_run(project, secret):
     handler = RecordingHandler(Behaviour(defer={"reader00000@example.org": 99}))
     with SmtpSink(handler) as sink:
-        config = use_smtp(project, sink.port, max_attempts=3)
+        config = use_smtp(project, sink.port, retry_window=0.5)  # tries at 0, .01, .03, .07, .15, .31 s
         add_subscribers(config, 1)
         outcome = app.run(config, progress=False)
     report = outcome.reports[0]
-    assert (report.sent, report.failed, report.deferred, report.retried) == (0, 0, 1, 2)
+    assert (report.sent, report.failed, report.deferred, report.retried) == (0, 0, 1, 6)
+    assert handler.tries["reader00000@example.org"] == 6
     assert outcome.status == "failed" and report.next_retry is not None
     with open_storage(config) as storage:
         assert storage.ledger_counts(report.edition_id)["deferred"] == 1
@@ -206,7 +207,7 @@ def test_starttls_with_a_certificate_made_by_the_test(project, secret, tls_sink)
 
 def test_starttls_refuses_an_untrusted_certificate(project, secret, tls_sink):
     sink, _cert = tls_sink
-    config = use_smtp(project, sink.port, security="starttls", max_attempts=1)
+    config = use_smtp(project, sink.port, security="starttls", retry_window=0)
     add_subscribers(config, 1)
     report = app.run(config, progress=False).reports[0]
     assert report.sent == 0 and report.deferred == 1 and sink.handler.received == []

@@ -83,7 +83,7 @@ def test_an_outage_of_the_relay_defers_and_the_next_send_delivers_everyone(proje
     from .smtp_sink import free_port
 
     port = free_port()  # nothing listens here yet: the relay is down
-    config = use_smtp(project, port, defer_delay=0)
+    config = use_smtp(project, port, retry_delay=0)
     addresses = add_subscribers(config, 20)
     down = _invoke(project, "run")
     assert down.exit_code == 1 and "could not be reached" in down.output
@@ -102,7 +102,7 @@ def test_an_outage_of_the_relay_defers_and_the_next_send_delivers_everyone(proje
 def test_status_counts_every_ledger_state(project, secret):
     handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 99}, reject={"reader00002@example.org"}))
     with SmtpSink(handler) as sink:
-        config = use_smtp(project, sink.port, max_attempts=1)
+        config = use_smtp(project, sink.port, retry_window=0)
         add_subscribers(config, 4)
         _invoke(project, "subscribers", "remove", "reader00003@example.org")
         _invoke(project, "run")
@@ -115,7 +115,7 @@ def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(proj
 
     handler = RecordingHandler(Behaviour(defer={"reader00001@example.org": 1}))
     with SmtpSink(handler) as sink:
-        config = use_smtp(project, sink.port, max_attempts=1, defer_delay=0)
+        config = use_smtp(project, sink.port, retry_window=0, retry_delay=0)
         add_subscribers(config, 2)
         assert _invoke(project, "run").exit_code == 2  # one delivered, one deferred
         write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')

@@ -244,3 +244,22 @@ def test_rendering_is_deterministic(config):
     first, second = render_digest(ordered, config), render_digest(ordered, config)
     assert first is not second and first == second
 
+
+
+def test_inlining_without_cssutils_validation_gives_the_same_bytes(config, monkeypatch):
+    """The render turns off premailer's cssutils validation (a fixed cost of every send, issue 26):
+    validation only logs, so the inlined digest must be byte-identical with it on."""
+    import inspect
+
+    from cssutils.parse import CSSParser
+    from premailer import merge_style
+
+    from pipeline.publish import digest as digest_module
+
+    items = read_content(config)
+    without = render_digest(items, config).html
+    monkeypatch.setattr(digest_module, "_no_css_validation", lambda: None)
+    monkeypatch.setattr(inspect.unwrap(merge_style.csstext_to_pairs), "__defaults__", (True,))
+    merge_style.csstext_to_pairs.cache_clear()  # type: ignore[attr-defined]
+    monkeypatch.setattr(CSSParser.__init__, "__defaults__", (*CSSParser.__init__.__defaults__[:-1], True))
+    assert render_digest(items, config).html == without

@@ -42,6 +42,10 @@ class PermanentError(Exception):
 
 
 class Connection(Protocol):
+    """Sends one message at a time; a send after ``close`` opens the connection again.  A connection
+    whose ``announces`` is true also takes ``then`` (the next message's sender and recipient) to send
+    that message's envelope along with this one's body, RFC 2920's one round trip per message."""
+
     def send(self, sender: str, recipient: str, message: bytes, key: str) -> str: ...
 
     def close(self) -> None: ...
@@ -95,14 +99,29 @@ def s_host(settings: Smtp) -> str:
     return f"{settings.host}:{settings.port}"
 
 
+def _envelope(sender: str, recipient: str) -> bytes:
+    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{ascii_address(recipient)}>\r\nDATA\r\n".encode("ascii")
+
+
 class SmtpConnection:
-    """One reused SMTP session; reconnects after a drop on the next send."""
+    """One reused SMTP session; reconnects after a drop on the next send.
+
+    With PIPELINING a message's body goes out in the same write as the next message's MAIL, RCPT and
+    DATA (``then``), and the four replies are read together: one round trip per message.  The next
+    message's body is sent only by its own ``send``, after the engine recorded this one's outcome and
+    began the next attempt; an announced envelope that is not followed by its message (withdrawn by
+    an unsubscribe, a stop) is abandoned by closing the connection in the DATA phase, which makes the
+    server discard that transaction (RFC 5321 3.8): nothing is ever delivered that was not meant to be."""
+
+    announces = True
 
     def __init__(self, settings: Smtp, password: str | None, context: ssl.SSLContext | None):
         self.settings = settings
         self.password = password
         self.context = context
         self.client: smtplib.SMTP | None = None
+        self.announced: tuple[str, str] | None = None  # the envelope sent ahead of its message
+        self.announced_replies: list[tuple[int, bytes]] = []
 
     def _open(self) -> smtplib.SMTP:
         s = self.settings
@@ -123,7 +142,10 @@ class SmtpConnection:
             raise TransientError(f"connect to {s.host}:{s.port}: {exc}", unreachable=True) from None
         return client
 
-    def send(self, sender: str, recipient: str, message: bytes, key: str) -> str:
+    def send(self, sender: str, recipient: str, message: bytes, key: str,
+             then: tuple[str, str] | None = None) -> str:
+        if self.announced is not None and self.announced != (sender, recipient):
+            self._abandon()  # the message announced last is not the one being sent
         if self.client is None:
             self.client = self._open()
         client = self.client
@@ -131,14 +153,19 @@ class SmtpConnection:
         if not recipient.isascii():
             # An internationalised local part needs SMTPUTF8 (RFC 6531); a Unicode domain alone was
             # already turned into its ASCII (IDNA) form when the message was built.
+            if self.announced is not None:
+                self._abandon()
+                return self.send(sender, recipient, message, key, then)
             if not client.has_extn("smtputf8"):
                 self._reset()
                 raise PermanentError(f"{s_host(self.settings)} does not offer SMTPUTF8, which {recipient} needs")
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         try:
-            if isinstance(message, DotStuffed) and not options and client.has_extn("pipelining") \
-                    and _plain(sender) and _plain(recipient):
-                return self._send_pipelined(client, sender, recipient, message)
+            if isinstance(message, DotStuffed) and self._pipelines(client, sender, recipient) and not options:
+                return self._send_pipelined(client, sender, recipient, message, then)
+            if self.announced is not None:  # announced, but this message cannot take the pipelined path
+                self._abandon()
+                return self.send(sender, recipient, message, key)
             code, text = client.mail(sender, options)
             if code != 250:
                 return self._refused(code, text, whole_send=code >= 500)
@@ -155,19 +182,33 @@ class SmtpConnection:
             self.close()
             raise TransientError(f"connection lost: {exc}") from None
 
-    def _send_pipelined(self, client: smtplib.SMTP, sender: str, recipient: str, message: DotStuffed) -> str:
-        """MAIL, RCPT and DATA in one write, their three replies read together (RFC 2920 PIPELINING,
-        offered by the relays we know): two round trips per message instead of four.  The message
-        goes out only when all three succeeded; otherwise the first refusal is the outcome."""
-        client.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{ascii_address(recipient)}>\r\nDATA\r\n".encode("ascii"))
-        replies = [client.getreply(), client.getreply(), client.getreply()]
+    @staticmethod
+    def _pipelines(client: smtplib.SMTP, sender: str, recipient: str) -> bool:
+        return bool(client.has_extn("pipelining")) and _plain(sender) and _plain(recipient)
+
+    def _send_pipelined(self, client: smtplib.SMTP, sender: str, recipient: str, message: DotStuffed,
+                        then: tuple[str, str] | None) -> str:
+        """MAIL, RCPT and DATA in one write (or already sent with the last message's body), their
+        three replies read together (RFC 2920 PIPELINING, offered by the relays we know).  The message
+        goes out only when all three succeeded, with the next message's envelope behind it when
+        ``then`` names one; otherwise the first refusal is the outcome."""
+        if self.announced is not None:
+            replies, self.announced, self.announced_replies = self.announced_replies, None, []
+        else:
+            client.send(_envelope(sender, recipient))
+            replies = [client.getreply(), client.getreply(), client.getreply()]
         (mail_code, _), (rcpt_code, _), (data_code, _) = replies
         if data_code == 354:
             if mail_code == 250 and rcpt_code in (250, 251):
-                client.send(message)
+                ahead = then is not None and _plain(then[0]) and _plain(then[1])
+                client.send(message + _envelope(*then) if ahead and then is not None else message)
+                if ahead:
+                    self.announced = then  # from now on a failure abandons the connection instead of QUIT
                 code, text = self._final_reply(client)
-                if code != 250:
-                    return self._refused(code, text)
+                if ahead:  # the next envelope's replies follow this message's
+                    self.announced_replies = [client.getreply(), client.getreply(), client.getreply()]
+                if code != 250:  # the transaction is over: nothing to reset (RSET now would be data)
+                    return self._classify(code, text) if self.announced else self._refused(code, text)
                 return _reply(code, text)
             client.send(b".\r\n")  # DATA taken despite a refused envelope: end it with no message
             client.getreply()
@@ -209,6 +250,14 @@ class SmtpConnection:
             raise TransientError(reply)
         raise PermanentError(reply, whole_send=whole_send)
 
+    def _abandon(self) -> None:
+        """Drop the connection without QUIT: an envelope sent ahead may have the server in its DATA
+        phase, where QUIT would be message text; a connection closed there discards the transaction."""
+        client, self.client = self.client, None
+        self.announced, self.announced_replies = None, []
+        if client is not None:
+            client.close()
+
     def _reset(self) -> None:
         try:
             if self.client is not None:
@@ -217,6 +266,8 @@ class SmtpConnection:
             self.close()
 
     def close(self) -> None:
+        if self.announced is not None:
+            self._abandon()
         if self.client is not None:
             try:
                 self.client.quit()

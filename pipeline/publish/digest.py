@@ -98,12 +98,33 @@ def template_environment(folder: Path) -> jinja2.Environment:
     return env
 
 
+def _no_css_validation() -> None:
+    """premailer has cssutils validate the style attributes it reads and merges, whatever its
+    ``disable_validation`` says (``csstext_to_pairs(validate=True)``, ``cssutils.parseStyle`` with the
+    parser's default).  Validation only logs (silenced here anyway) and never changes the output: the
+    same bytes either way (tests/test_digest.py).  The profile regexes it compiles on first use were
+    half of the first render in a process, a second of CPU on a loaded machine: a `pipeline send`'s
+    largest fixed cost after imports.  premailer is this process's only user of cssutils."""
+    import inspect
+
+    from cssutils.parse import CSSParser
+    from premailer import merge_style
+
+    pairs = inspect.unwrap(merge_style.csstext_to_pairs)  # under premailer's cache
+    if getattr(pairs, "__defaults__", None) == (True,):
+        pairs.__defaults__ = (False,)
+    defaults = CSSParser.__init__.__defaults__
+    if defaults and defaults[-1] is True:  # (log, loglevel, raiseExceptions, fetcher, parseComments, validate)
+        CSSParser.__init__.__defaults__ = (*defaults[:-1], False)
+
+
 def inline_css(html: str) -> str:
     """Inline the stylesheet into style attributes, keeping the <style> block for media queries."""
     # Imported here: premailer brings cssutils and requests (a tenth of a second), which a run that
     # finds nothing changed, and every command that renders no digest, never needs.
     from premailer import Premailer
 
+    _no_css_validation()
     inlined = Premailer(
         html,
         strip_important=False,

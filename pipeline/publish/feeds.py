@@ -292,7 +292,7 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
     fg.language(site.language)
     fg.author({"name": org.name, "uri": org.website})
     fg.generator("newsletter-pipeline", uri="https://pypi.org/project/feedgen/")
-    fg.rights(org.copyright)
+    fg.rights(org.copyright_line)
     _point(fg, config, spec, self_file)
     extras: _FeedExtras = fg.extras
     extras.archive = spec.archive

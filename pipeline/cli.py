@@ -66,9 +66,54 @@ class UserError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
 
 
+# The group's own options, which may also be written after the command (`pipeline run --log-file x`), as
+# crontab lines and habit write them.
+_GLOBAL_WITH_VALUE = ("--config", "--log-format", "--log-file")
+
+
+def _is_global_flag(arg: str) -> bool:
+    return arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options written after the command to just before it (so, as on any command line, the
+    later of two wins); ``--`` ends the search."""
+    before: list[str] = []
+    hoisted: list[str] = []
+    after: list[str] = []
+    index = 0
+    while index < len(args) and not after:
+        arg = args[index]
+        step = 2 if arg in _GLOBAL_WITH_VALUE else 1
+        if arg.startswith("-"):
+            before += args[index:index + step]
+        else:
+            after.append(arg)
+        index += step
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            after += args[index:]
+            break
+        if arg in _GLOBAL_WITH_VALUE and index + 1 < len(args):
+            hoisted += args[index:index + 2]
+            index += 2
+            continue
+        if arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE or _is_global_flag(arg):
+            hoisted.append(arg)
+        else:
+            after.append(arg)
+        index += 1
+    return before + hoisted + after
+
+
 class PipelineGroup(click.Group):
     """Turns user-fixable errors into one line and an exit status, for the console script
-    and for click's ``CliRunner`` alike (so tests see exactly what an operator sees)."""
+    and for click's ``CliRunner`` alike (so tests see exactly what an operator sees).
+    Global options work before or after the command (``hoist_global_options``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context):
         try:
@@ -93,7 +138,9 @@ def _shown(path: Path) -> str:
 @click.version_option(__version__, prog_name="pipeline")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path, verbose: int, log_format: str | None, log_file: Path | None) -> None:
-    """Publish news items as RSS, Atom and JSON feeds and an email digest."""
+    """Publish news items as RSS, Atom and JSON feeds and an email digest.
+
+    The options above may also follow the command: `pipeline run --log-file x.log`."""
     ctx.obj = Context(config_path, verbose, log_format, log_file)
 
 

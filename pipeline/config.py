@@ -20,6 +20,7 @@ import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .branding import Branding
 from .errors import ConfigError
 from .yaml_keys import repeated_key
 
@@ -684,6 +685,8 @@ class Config(Strict):
     signup: Signup = Signup()
     topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
     bounces: Bounces = Bounces()
+    branding: Branding = Field(default=Branding(), description="Colours and fonts of the digest and the pages "
+                                                               "(docs/how-to/make-it-yours.md).")
 
     # Set by load_config, not by the file.
     root: Path = Path(".")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a throw-away copy of the real project (config, templates, the MESEMS content)."""
+"""Shared fixtures: a throw-away copy of the real project (config, the MESEMS content; the templates are the
+package's, which a test overrides by name with ``override_template``)."""
 
 from __future__ import annotations
 
@@ -100,21 +101,30 @@ def backend(request, monkeypatch, tmp_path: Path) -> Backend:
 
 @pytest.fixture
 def project(tmp_path: Path, backend: Backend) -> Path:
-    """A copy of the repository's config, templates and content that a test may change freely."""
+    """A copy of the repository's config and content that a test may change freely."""
     return make_project(tmp_path / "site")
 
 
 def make_project(root: Path) -> Path:
-    """Copy config, templates and content into root, adding what the seed lacks and sending requires:
+    """Copy config and content into root, adding what the seed lacks and sending requires:
     a postal address, the MESEMS story's image file and a local logo file, each at its declared size."""
     root.mkdir(parents=True)
     shutil.copy(REPO / "config.yaml", root / "config.yaml")
-    shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "content", root / "content")
     write_image(root / "content" / "images" / "mesems-trial.jpg", 1200, 630)
     write_image(root / "assets" / "logo.png", 200, 60, "#ffffff")
     set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS, "site.logo.file": "assets/logo.png"})
     return root
+
+
+def override_template(project: Path, name: str) -> Path:
+    """The project's own copy of a packaged template (templates/<name>), which then takes precedence."""
+    from pipeline.publish.digest import PACKAGE_TEMPLATES
+
+    own = project / "templates" / name
+    own.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PACKAGE_TEMPLATES / name, own)
+    return own
 
 
 @pytest.fixture

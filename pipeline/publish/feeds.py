@@ -29,7 +29,7 @@ from lxml import etree
 from ..config import Config, Job
 from ..items import Enclosure, Image, Item, newest_first, tag_slug
 from ..program import program_fingerprint
-from .digest import template_environment
+from .digest import environment_for
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
@@ -647,7 +647,7 @@ def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
     """The feed as a web page: browsers are dropping XSLT, so a person who clicks a feed link
     still gets a readable page with the addresses to copy into a reader."""
     site = config.site
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     html = env.get_template(FEED_TEMPLATE).render(
         site=site, organisation=config.organisation, title=spec.title or site.title,
         description=spec.description or site.description, items=items,

@@ -197,6 +197,40 @@ def _exit_for(outcome: RunOutcome) -> None:
         raise UserError("some messages failed or were deferred (see above)", EXIT_PARTIAL)
 
 
+_INIT_QUESTIONS = {"name": "Organisation name", "site_url": "Address the site is published at (https://...)",
+                   "sender": "Sender address of the digest", "postal_address": "Postal address (shown in every email)",
+                   "timezone": "Timezone (IANA, e.g. Europe/London)"}
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="The organisation's name.")
+@click.option("--site-url", help="Where public/ will be published, e.g. https://news.example.org/.")
+@click.option("--from", "sender", help="Sender address of the digest, e.g. news@example.org.")
+@click.option("--postal-address", help="The organisation's postal address (every bulk email must carry one).")
+@click.option("--timezone", help="IANA timezone of the edition dates and the schedule, e.g. Europe/London.")
+def init(folder: Path, name: str | None, site_url: str | None, sender: str | None, postal_address: str | None,
+         timezone: str | None) -> None:
+    """Start a new project in FOLDER: config.yaml, one example story, deploy/ files, .gitignore, pipeline.env.
+
+    Options not given are asked for on a terminal. Then `cd FOLDER && pipeline run` builds it at once.
+    """
+    from .newproject import NewProject, create
+
+    answers = {"name": name, "site_url": site_url, "sender": sender, "postal_address": postal_address,
+               "timezone": timezone}
+    for key, question in _INIT_QUESTIONS.items():
+        if answers[key] is None:
+            if not sys.stdin.isatty():
+                option = "--from" if key == "sender" else "--" + key.replace("_", "-")
+                raise UserError(f"{option}: required (no terminal to ask on)", 2)
+            answers[key] = click.prompt(question, default="UTC" if key == "timezone" else None)
+    written = create(NewProject(folder, **{key: str(value) for key, value in answers.items()}))
+    for path in written:
+        click.echo(f"wrote  {_shown(path)}")
+    click.echo(f"next: cd {_shown(folder.resolve())} && pipeline run   (then `pipeline preview` to look at it)")
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Build everything and show what would be sent; write, fetch and send "
                                               "nothing (remote items are those of the last fetch).")

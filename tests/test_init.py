@@ -90,7 +90,7 @@ def test_the_example_story_image_is_drawn_at_its_declared_size(newsroom):
 
     with Image.open(newsroom / "content" / "images" / "welcome.png") as image:
         assert image.size == (1200, 630)
-        assert len(set(image.convert("RGB").getdata())) > 2  # a banner with words, not a blank
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 2  # a banner with words, not a blank
 
 
 def test_with_one_subscriber_it_sends_without_force(newsroom):

@@ -528,6 +528,20 @@ def _serve_until_interrupted(server, url: str) -> None:
         server.server_close()
 
 
+@cli.command("signup-snippet")
+@click.option("--origin", metavar="URL", help="The website the form will be pasted into (e.g. https://example.org); "
+                                              "warns when the web app would refuse its posts.")
+@pass_context
+def signup_snippet(ctx: Context, origin: str | None) -> None:
+    """Print the sign-up form as HTML to paste into your own website; it posts to the web app's /subscribe."""
+    from .snippet import signup_snippet as make_snippet
+
+    snippet = make_snippet(ctx.config, origin)
+    if snippet.warning:
+        click.echo(f"Warning: {snippet.warning}", err=True)
+    click.echo(snippet.html, nl=False)
+
+
 @cli.command("serve-web")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on (0: any free port).")

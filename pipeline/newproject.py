@@ -218,7 +218,7 @@ def deploy_files(folder: Path) -> dict[str, str]:
         if source.suffix not in (".service", ".timer") and source.name != "crontab":
             continue
         text = source.read_text(encoding="utf-8")
-        text = text.replace(f"{SERVER_ROOT}/.venv/bin/pipeline", program).replace(".venv/bin/pipeline", program)
+        text = re.sub(rf"(?:{re.escape(SERVER_ROOT)}/)?\.venv/bin/pipeline\b", lambda _match: program, text)
         text = text.replace("/etc/newsletter/pipeline.env", str(folder / "pipeline.env"))
         text = text.replace(SERVER_ROOT, str(folder))
         text = re.sub(r"(?m)^User=.*$", f"User={user}", text)

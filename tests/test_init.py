@@ -4,8 +4,11 @@ nothing of the Society whose project is the repository's worked example."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import feedparser
@@ -64,6 +67,19 @@ def test_the_deploy_files_are_filled_in_for_the_folder(newsroom):
     assert f"cd {newsroom.resolve()} && set -a && . ./pipeline.env" in (newsroom / "deploy" / "crontab").read_text()
     assert f"EnvironmentFile={newsroom.resolve()}/pipeline.env" in (
         newsroom / "deploy" / "newsletter-pipeline-run@.service").read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
+                    reason="no systemd-analyze (apt-get install systemd); CI runs this")
+def test_the_deploy_units_written_for_the_folder_pass_systemd_analyze_verify(newsroom):
+    units = [str(path) for path in sorted((newsroom / "deploy").iterdir())
+             if path.suffix in (".service", ".timer") and "@." not in path.name]
+    for path in (newsroom / "deploy").glob("*.service"):
+        (line,) = [line for line in path.read_text().splitlines() if line.startswith("ExecStart=")]
+        assert Path(line.removeprefix("ExecStart=").split()[0]).is_file(), line
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_first_run_builds_feeds_and_a_digest_of_the_new_organisation(newsroom):

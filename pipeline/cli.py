@@ -66,9 +66,54 @@ class UserError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
 
 
+# The group's own options, which may also be written after the command (`pipeline run --log-file x`), as
+# crontab lines and habit write them.
+_GLOBAL_WITH_VALUE = ("--config", "--log-format", "--log-file")
+
+
+def _is_global_flag(arg: str) -> bool:
+    return arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options written after the command to just before it (so, as on any command line, the
+    later of two wins); ``--`` ends the search."""
+    before: list[str] = []
+    hoisted: list[str] = []
+    after: list[str] = []
+    index = 0
+    while index < len(args) and not after:
+        arg = args[index]
+        step = 2 if arg in _GLOBAL_WITH_VALUE else 1
+        if arg.startswith("-"):
+            before += args[index:index + step]
+        else:
+            after.append(arg)
+        index += step
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            after += args[index:]
+            break
+        if arg in _GLOBAL_WITH_VALUE and index + 1 < len(args):
+            hoisted += args[index:index + 2]
+            index += 2
+            continue
+        if arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE or _is_global_flag(arg):
+            hoisted.append(arg)
+        else:
+            after.append(arg)
+        index += 1
+    return before + hoisted + after
+
+
 class PipelineGroup(click.Group):
     """Turns user-fixable errors into one line and an exit status, for the console script
-    and for click's ``CliRunner`` alike (so tests see exactly what an operator sees)."""
+    and for click's ``CliRunner`` alike (so tests see exactly what an operator sees).
+    Global options work before or after the command (``hoist_global_options``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context):
         try:
@@ -93,7 +138,9 @@ def _shown(path: Path) -> str:
 @click.version_option(__version__, prog_name="pipeline")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path, verbose: int, log_format: str | None, log_file: Path | None) -> None:
-    """Publish news items as RSS, Atom and JSON feeds and an email digest."""
+    """Publish news items as RSS, Atom and JSON feeds and an email digest.
+
+    The options above may also follow the command: `pipeline run --log-file x.log`."""
     ctx.obj = Context(config_path, verbose, log_format, log_file)
 
 
@@ -148,6 +195,40 @@ def _exit_for(outcome: RunOutcome) -> None:
         raise UserError("no message could be delivered (see above; `pipeline status` shows the ledger)", 1)
     if outcome.status == "partial":
         raise UserError("some messages failed or were deferred (see above)", EXIT_PARTIAL)
+
+
+_INIT_QUESTIONS = {"name": "Organisation name", "site_url": "Address the site is published at (https://...)",
+                   "sender": "Sender address of the digest", "postal_address": "Postal address (shown in every email)",
+                   "timezone": "Timezone (IANA, e.g. Europe/London)"}
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="The organisation's name.")
+@click.option("--site-url", help="Where public/ will be published, e.g. https://news.example.org/.")
+@click.option("--from", "sender", help="Sender address of the digest, e.g. news@example.org.")
+@click.option("--postal-address", help="The organisation's postal address (every bulk email must carry one).")
+@click.option("--timezone", help="IANA timezone of the edition dates and the schedule, e.g. Europe/London.")
+def init(folder: Path, name: str | None, site_url: str | None, sender: str | None, postal_address: str | None,
+         timezone: str | None) -> None:
+    """Start a new project in FOLDER: config.yaml, one example story, deploy/ files, .gitignore, pipeline.env.
+
+    Options not given are asked for on a terminal. Then `cd FOLDER && pipeline run` builds it at once.
+    """
+    from .newproject import NewProject, create
+
+    answers = {"name": name, "site_url": site_url, "sender": sender, "postal_address": postal_address,
+               "timezone": timezone}
+    for key, question in _INIT_QUESTIONS.items():
+        if answers[key] is None:
+            if not sys.stdin.isatty():
+                option = "--from" if key == "sender" else "--" + key.replace("_", "-")
+                raise UserError(f"{option}: required (no terminal to ask on)", 2)
+            answers[key] = click.prompt(question, default="UTC" if key == "timezone" else None)
+    written = create(NewProject(folder, **{key: str(value) for key, value in answers.items()}))
+    for path in written:
+        click.echo(f"wrote  {_shown(path)}")
+    click.echo(f"next: cd {_shown(folder.resolve())} && pipeline run   (then `pipeline preview` to look at it)")
 
 
 @cli.command()
@@ -450,6 +531,20 @@ def _serve_until_interrupted(server, url: str) -> None:
         pass
     finally:
         server.server_close()
+
+
+@cli.command("signup-snippet")
+@click.option("--origin", metavar="URL", help="The website the form will be pasted into (e.g. https://example.org); "
+                                              "warns when the web app would refuse its posts.")
+@pass_context
+def signup_snippet(ctx: Context, origin: str | None) -> None:
+    """Print the sign-up form as HTML to paste into your own website; it posts to the web app's /subscribe."""
+    from .snippet import signup_snippet as make_snippet
+
+    snippet = make_snippet(ctx.config, origin)
+    if snippet.warning:
+        click.echo(f"Warning: {snippet.warning}", err=True)
+    click.echo(snippet.html, nl=False)
 
 
 @cli.command("serve-web")

@@ -20,6 +20,7 @@ import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .branding import Branding
 from .errors import ConfigError
 from .yaml_keys import repeated_key
 
@@ -195,27 +196,62 @@ class Social(Strict):
         return [(name, self.LABELS[name], url) for name, url in self if url]
 
 
+class AboutParagraph(Strict):
+    """One paragraph the site and archive pages show under its own heading (e.g. "About the Society")."""
+
+    heading: str = Field(description='The paragraph\'s heading, e.g. "About the Riverside Food Bank".')
+    text: str = Field(description="The paragraph, plain text.")
+
+
+# Keys of the first, US- and MS-specific organisation model, and what replaced each.
+_RETIRED_ORGANISATION_KEYS = {
+    "ein": 'replaced by organisation.legal (free text, e.g. "EIN 13-5661935." or "Registered charity no. 1234567.")',
+    "about_ms": "replaced by organisation.about (a list of {heading, text} paragraphs)",
+    "about_society": "replaced by organisation.about (a list of {heading, text} paragraphs)",
+}
+
+
 class Organisation(Strict):
-    name: str
-    short_name: str | None = None
-    founded: int = Field(ge=1000, le=2100)
-    mission: str
-    phone: str
-    ein: str
-    website: str
-    social: Social = Social()
-    about_ms: str
-    about_society: str
+    """Who publishes: every field is shown where the docs say (digest footer, site and archive pages)."""
+
+    name: str = Field(description="Full name, as the footer and the pages write it.")
+    short_name: str | None = Field(default=None, description="Shorter name for the masthead and the intro line.")
+    website: str = Field(description="The organisation's own website (absolute URL).")
+    phone: str | None = Field(default=None, description="Phone number shown (and linked) in the footer.")
     postal_address: str | None = Field(
         default=None, description="Required in bulk email by CAN-SPAM; shown in the footer."
     )
-    copyright: str
+    founded: int | None = Field(default=None, ge=1000, le=2100,
+                                description='Year founded; the footer says "founded in <year>".')
+    mission: str | None = Field(default=None, description="One-line mission statement, shown in the footer.")
+    copyright: str | None = Field(default=None, description='The (c) line, e.g. "© 2024 Riverside Food Bank."; '
+                                                            "default: © and the name.")
+    legal: str | None = Field(default=None, description="Legal line after the (c) line, free text: a charity or "
+                                                        "company number, a tax id (EIN), ...")
+    about: list[AboutParagraph] = Field(default_factory=list, description="Paragraphs about the organisation (and "
+                                        "its cause) on the site and archive pages.")
+    social: Social = Field(default=Social(), description="Links to the organisation's social media pages.")
 
     _website = field_validator("website")(_absolute_url)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, replacement in _RETIRED_ORGANISATION_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key}: no longer a setting; {replacement}")
+        return data
 
     @property
     def display_name(self) -> str:
         return self.short_name or self.name
+
+    @property
+    def copyright_line(self) -> str:
+        """The (c) line with the legal line: "© 2024 Name, a nonprofit. EIN 13-5661935."."""
+        parts = [(self.copyright or f"© {self.name}").strip(), (self.legal or "").strip()]
+        return " ".join(part for part in parts if part)
 
 
 class Paths(Strict):
@@ -716,6 +752,8 @@ class Config(Strict):
     bounces: Bounces = Bounces()
     desk: Desk = Desk()
     web: Web = Web()
+    branding: Branding = Field(default=Branding(), description="Colours and fonts of the digest and the pages "
+                                                               "(docs/how-to/make-it-yours.md).")
 
     # Set by load_config, not by the file.
     root: Path = Path(".")
@@ -794,6 +832,11 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
     for reserved in ("root", "source_file"):
         if reserved in data:
             raise ConfigError(f"{shown}: {reserved}: unknown field")
+    organisation = data.get("organisation")
+    retired = [key for key in _RETIRED_ORGANISATION_KEYS if isinstance(organisation, dict) and key in organisation]
+    if retired:
+        raise ConfigError(f"{shown}: organisation.{retired[0]}: no longer a setting; "
+                          f"{_RETIRED_ORGANISATION_KEYS[retired[0]]}")
     try:
         return Config(**data, root=path.resolve().parent, source_file=path)
     except ValidationError as exc:

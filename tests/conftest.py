@@ -1,5 +1,6 @@
 """Shared fixtures: a throw-away project in a temporary folder, made from tests/fixtures/project/
-(a frozen copy of the shipped config and the MESEMS content) and the shipped templates.
+(a frozen copy of the shipped config and the MESEMS content); the templates are the package's, which a
+test overrides by name with ``override_template``.
 
 Nothing here reads or writes the working tree's config.yaml, content/, .state/ or public/: a
 project made one's own (another organisation, another relay, other stories) runs the same suite,
@@ -26,7 +27,6 @@ from pipeline.config import Config, load_config
 REPO = Path(__file__).resolve().parents[1]  # the code and its docs; never the project files at its root
 FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "project"  # config.yaml and content/
 # The templates are the program's shipped defaults (code under test, like pipeline/), not project data.
-TEMPLATES = REPO / "templates"
 
 
 # The seed gives no postal address and no image files; a sendable test project needs both.
@@ -113,16 +113,24 @@ def project(tmp_path: Path, backend: Backend) -> Path:
 
 
 def make_project(root: Path) -> Path:
-    """Copy the fixture project (config, content and assets: the wordmark and the story's image) and
-    the shipped templates into root, adding the one thing the seed lacks and sending requires: a
-    postal address."""
+    """Copy the fixture project (config, content and assets: the wordmark and the story's image) into
+    root, adding the one thing the seed lacks and sending requires: a postal address."""
     root.mkdir(parents=True)
     shutil.copy(FIXTURE_PROJECT / "config.yaml", root / "config.yaml")
-    shutil.copytree(TEMPLATES, root / "templates")
     shutil.copytree(FIXTURE_PROJECT / "content", root / "content")
     shutil.copytree(FIXTURE_PROJECT / "assets", root / "assets")
     set_config(root, **{"organisation.postal_address": TEST_POSTAL_ADDRESS})
     return root
+
+
+def override_template(project: Path, name: str) -> Path:
+    """The project's own copy of a packaged template (templates/<name>), which then takes precedence."""
+    from pipeline.publish.digest import PACKAGE_TEMPLATES
+
+    own = project / "templates" / name
+    own.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PACKAGE_TEMPLATES / name, own)
+    return own
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.service.preview import make_app
 from pipeline.state.storage import SENDING
 
-from .conftest import add_subscribers, set_config
+from .conftest import add_subscribers, override_template, set_config
 from .feed_server import FeedServer, Response
 
 RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Partner</title><link>https://partner.example.org/</link>
@@ -42,7 +42,7 @@ def test_a_template_edit_shows_up_in_the_next_preview_visit_and_the_next_run(pro
     _visit(preview)
     digest = project / "public" / "digest.html"
     assert "Edited intro for the test" not in digest.read_text()
-    template = project / "templates" / "digest.html"
+    template = override_template(project, "digest.html")
     template.write_text(template.read_text().replace("{{ intro }}", "{{ intro }} Edited intro for the test"))
     _visit(preview)  # the same Config object, as the preview server keeps it
     assert "Edited intro for the test" in digest.read_text()

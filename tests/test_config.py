@@ -24,15 +24,38 @@ def _edit(project, change):
 def test_shipped_config_holds_the_organisation(config):
     org = config.organisation
     assert org.name == "National Multiple Sclerosis Society"
-    assert (org.founded, org.phone, org.ein) == (1946, "1-800-344-4867", "13-5661935")
+    assert (org.founded, org.phone, org.legal) == (1946, "1-800-344-4867", "EIN 13-5661935.")
+    assert [paragraph.heading for paragraph in org.about] == ["About multiple sclerosis",
+                                                              "About the National MS Society"]
     assert [label for label, _ in org.social.links()] == ["Facebook", "X (formerly Twitter)", "Instagram", "YouTube"]
 
 
 def test_missing_key_names_file_and_key(project):
-    path = _edit(project, lambda d: d["organisation"].pop("phone"))
+    path = _edit(project, lambda d: d["organisation"].pop("website"))
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}: organisation.phone: field required"
+    assert str(caught.value) == f"{path}: organisation.website: field required"
+
+
+@pytest.mark.parametrize(("key", "replacement"), [
+    ("ein", "replaced by organisation.legal (free text"),
+    ("about_ms", "replaced by organisation.about (a list of {heading, text} paragraphs)"),
+    ("about_society", "replaced by organisation.about (a list of {heading, text} paragraphs)"),
+])
+def test_a_retired_organisation_key_is_named_with_what_replaces_it(project, key, replacement):
+    path = _edit(project, lambda d: d["organisation"].update({key: "13-5661935"}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: organisation.{key}: no longer a setting; {replacement}")
+    assert "\n" not in str(caught.value)
+
+
+def test_an_organisation_needs_nothing_specific_to_a_country_or_a_cause(project):
+    path = _edit(project, lambda d: d.update(organisation={"name": "Riverside Food Bank",
+                                                           "website": "https://riverside.example.org"}))
+    org = load_config(path).organisation
+    assert (org.phone, org.founded, org.mission, org.legal, org.about) == (None, None, None, None, [])
+    assert org.copyright_line == "© Riverside Food Bank"
 
 
 def test_unknown_key_is_refused(project):
@@ -59,10 +82,10 @@ def test_paths_are_relative_to_the_config_file(project, tmp_path):
 
 
 def test_cli_names_the_config_problem_without_traceback(project):
-    _edit(project, lambda d: d["organisation"].pop("ein"))
+    _edit(project, lambda d: d["organisation"].pop("name"))
     result = run_cli(project, "run")
     assert result.returncode == 1
-    assert "organisation.ein: field required" in result.stderr
+    assert "organisation.name: field required" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / "public").exists()
 

@@ -9,6 +9,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from pipeline.config import load_config
+from pipeline.publish.digest import template_file
 from pipeline.publish.feeds import feed_files, schedule_interval, sy_update
 from pipeline.sources import read_content
 
@@ -66,5 +67,5 @@ def test_each_feed_has_a_readable_page_with_its_addresses_and_language(config):
 
 def test_the_feed_stylesheet_sets_the_page_language(config):
     rss = etree.fromstring(feed_files(read_content(config), config)["rss.xml"])
-    page = etree.XSLT(etree.parse(str(config.path("templates") / "feed.xsl")))(rss)
+    page = etree.XSLT(etree.parse(str(template_file(config, "feed.xsl"))))(rss)
     assert page.getroot().get("lang") == "en-us"

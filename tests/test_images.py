@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.publish.digest import PACKAGE_TEMPLATES
 from pipeline.publish.images import image_files, locate
 from pipeline.sources import read_content
 
@@ -19,7 +20,7 @@ def test_content_images_and_the_local_logo_are_copied_into_the_output(project):
     public = project / "public"
     assert (public / "images" / "mesems-trial-design.png").read_bytes() == (project / "content" / "images" / "mesems-trial-design.png").read_bytes()
     assert (public / "logo.png").read_bytes() == (project / "assets" / "logo.png").read_bytes()
-    assert (public / "icons" / "x.png").read_bytes() == (project / "templates" / "icons" / "x.png").read_bytes()
+    assert (public / "icons" / "x.png").read_bytes() == (PACKAGE_TEMPLATES / "icons" / "x.png").read_bytes()
 
 
 def test_a_missing_image_file_is_logged_and_the_rest_is_still_built(project):

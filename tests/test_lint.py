@@ -20,7 +20,7 @@ from pipeline.mail.lint import (
 )
 from pipeline.sources import read_content
 
-from .conftest import add_subscribers, run_cli, set_config, use_smtp, write_image
+from .conftest import add_subscribers, override_template, run_cli, set_config, use_smtp, write_image
 from .smtp_sink import RecordingHandler, SmtpSink
 
 GOOD = """<!DOCTYPE html><html lang="en"><head><title>News</title><style>p{{color:red}}</style></head><body>
@@ -165,8 +165,8 @@ def test_pipeline_lint_passes_on_the_shipped_digest(project):
 
 
 def test_pipeline_lint_lists_problems_and_fails(project):
-    (project / "templates" / "digest.html").write_text(
-        (project / "templates" / "digest.html").read_text().replace(' alt="{{ site.logo.alt }}"', ""))
+    own = override_template(project, "digest.html")
+    own.write_text(own.read_text().replace(' alt="{{ site.logo.alt }}"', ""))
     result = run_cli(project, "lint")
     assert result.returncode == 1
     assert "img-alt" in result.stderr and "fix them or use --force" in result.stderr
@@ -191,8 +191,8 @@ def test_send_without_a_postal_address_is_refused_even_with_force(project, secre
 
 
 def test_send_stops_on_a_failed_check_and_force_overrides(project, secret):
-    (project / "templates" / "digest.html").write_text(
-        (project / "templates" / "digest.html").read_text().replace(' alt="{{ site.logo.alt }}"', ""))
+    own = override_template(project, "digest.html")
+    own.write_text(own.read_text().replace(' alt="{{ site.logo.alt }}"', ""))
     handler = RecordingHandler()
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)

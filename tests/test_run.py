@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import cli
 from pipeline.publish.output import write_atomic
 
-from .conftest import REPO, run_cli, snapshot, write_item
+from .conftest import REPO, override_template, run_cli, snapshot, write_item
 
 TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
@@ -52,8 +52,8 @@ def test_unchanged_run_still_repairs_an_output_changed_by_hand(project):
 
 def test_template_change_rebuilds(project):
     run_cli(project, "run", check=True)
-    css = project / "templates" / "digest.css"
-    css.write_text(css.read_text().replace("#1f5fa8", "#1f5fa9"))
+    css = override_template(project, "digest.css")
+    css.write_text(css.read_text().replace("max-width: 600px", "max-width: 601px"))
     result = run_cli(project, "run", check=True)
     assert "wrote  public/digest.html" in result.stdout and "unchanged  public/rss.xml" in result.stdout
 

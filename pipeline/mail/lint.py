@@ -46,6 +46,7 @@ RULES = {
     "missing-preheader": "no preheader text",
     "preheader-padding": "no whitespace after the preheader: clients pull body text into the preview line",
     "hidden-low-contrast": "hidden or near-invisible text (a spam signal, e.g. SpamAssassin HTML_FONT_LOW_CONTRAST)",
+    "brand-contrast": "a branding colour pair below WCAG AA contrast (4.5:1): hard to read, and a spam signal",
     "postal-address-missing": "no organisation.postal_address: CAN-SPAM requires a postal address in every message",
     "text-missing-item": "the text part lacks an item's title or link",
     "list-unsubscribe-ascii": "List-Unsubscribe is not plain ASCII on the wire",
@@ -290,11 +291,15 @@ def lint_sizes(items: list[Item], config: Config) -> list[Finding]:
 
 
 def lint_config(config: Config) -> list[Finding]:
-    """What the law asks of every message, whatever the markup: a postal address (CAN-SPAM)."""
+    """What the law asks of every message, whatever the markup: a postal address (CAN-SPAM); and
+    branding colours that readers can read (WCAG AA), in light and dark mode."""
+    findings = [Finding("brand-contrast", f"{config.source_file.name}: branding.{fore}",
+                        f"{fore} on {back} has contrast {ratio:.2f}:1, below AA 4.5:1")
+                for fore, back, ratio in config.branding.low_contrast()]
     if not (config.organisation.postal_address or "").strip():
-        return [Finding("postal-address-missing", f"{config.source_file.name}: organisation.postal_address",
-                        RULES["postal-address-missing"] + "; fill it in before sending", blocking=True)]
-    return []
+        findings.append(Finding("postal-address-missing", f"{config.source_file.name}: organisation.postal_address",
+                                RULES["postal-address-missing"] + "; fill it in before sending", blocking=True))
+    return findings
 
 
 def lint_text(text: str, items: list[Item], name: str = "digest.txt") -> list[Finding]:

@@ -14,7 +14,7 @@ from email.utils import formatdate, make_msgid
 from typing import Literal
 
 from ..config import Config
-from ..publish.digest import inline_css, template_environment
+from ..publish.digest import environment_for, inline_css
 from .addresses import ascii_address
 from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
 
@@ -34,7 +34,7 @@ def build_notice(config: Config, kind: Kind, email: str, *, link: str, now: date
                  expires: datetime | None = None, topics: list[str] | None = None) -> Notice:
     """Render the confirmation (``link`` confirms) or welcome (``link`` is the latest edition or the site)."""
     delivery = config.require_delivery()
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     title = config.site.title
     subject = f"Confirm your subscription to {title}" if kind == "confirm" else f"Welcome to {title}"
     context = {"site": config.site, "organisation": config.organisation, "kind": kind, "subject": subject,

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from ..branding import Branding
 from ..config import Config
 from ..items import Item, newest_first
 from ..text import shorten_words, squash_spaces
@@ -82,10 +83,45 @@ def hostname(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
+# The packaged templates; a project's own templates folder (paths.templates) overrides any of them by name.
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def template_file(config: Config, name: str) -> Path:
+    """The file a template name means for this project: its own, else the packaged default."""
+    own = config.path("templates") / name
+    return own if own.is_file() else PACKAGE_TEMPLATES / name
+
+
+def environment_for(config: Config) -> jinja2.Environment:
+    """The templates of this project (its own folder first, then the package's), with its branding."""
+    return template_environment(config.path("templates"), config.branding)
+
+
+class ProjectTemplates(jinja2.BaseLoader):
+    """A project's own template of a name, else the packaged one (as Hugo looks up layouts). A loaded template
+    is stale once its override appears or goes away, so a long-lived preview sees a new override at once."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.own = jinja2.FileSystemLoader(str(folder))
+        self.package = jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES))
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        path = self.folder / template
+        overridden = path.is_file()
+        source, filename, uptodate = (self.own if overridden else self.package).get_source(environment, template)
+
+        def fresh() -> bool:
+            return path.is_file() == overridden and (uptodate is None or bool(uptodate()))
+
+        return source, filename, fresh
+
+
 @lru_cache(maxsize=8)
-def template_environment(folder: Path) -> jinja2.Environment:
+def template_environment(folder: Path, branding: Branding | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
+        loader=ProjectTemplates(folder),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "xml"), default_for_string=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -95,6 +131,7 @@ def template_environment(folder: Path) -> jinja2.Environment:
     env.filters["longdate"] = longdate
     env.filters["hostname"] = hostname
     env.filters["wrap"] = wrap
+    env.globals["brand"] = branding or Branding()
     return env
 
 
@@ -270,7 +307,7 @@ def render_digest(items: list[Item], config: Config, edition_id: str | None = No
     chosen = newest_first(items)
     if not chosen:
         raise ValueError("a digest needs at least one item")
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     org = config.organisation
     date = edition_day(edition_date or chosen[0].published, config)
     subject = subject_for(chosen, config, date)

@@ -31,7 +31,7 @@ from lxml import etree
 from ..config import Config, Job
 from ..items import Enclosure, Image, Item, newest_first, tag_slug
 from ..program import program_fingerprint
-from .digest import template_environment
+from .digest import environment_for
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
@@ -301,7 +301,7 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
     fg.language(site.language)
     fg.author({"name": org.name, "uri": org.website})
     fg.generator("newsletter-pipeline", uri="https://pypi.org/project/feedgen/")
-    fg.rights(org.copyright)
+    fg.rights(org.copyright_line)
     _point(fg, config, spec, self_file)
     extras: _FeedExtras = fg.extras
     extras.archive = spec.archive
@@ -677,7 +677,7 @@ def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
     """The feed as a web page: browsers are dropping XSLT, so a person who clicks a feed link
     still gets a readable page with the addresses to copy into a reader."""
     site = config.site
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     html = env.get_template(FEED_TEMPLATE).render(
         site=site, organisation=config.organisation, title=spec.title or site.title,
         description=spec.description or site.description, items=items,

@@ -3,7 +3,7 @@
 An image URL under ``site.base_url`` is a promise that the file is published
 there.  Item images are looked up in the content folder at the same relative
 path (``images/x.jpg`` → ``content/images/x.jpg``), the logo at ``site.logo.file``,
-the footer's social icons in the templates folder (``templates/icons/``);
+the footer's social icons in the templates folder (``templates/icons/``, else the package's);
 the build copies them into the output folder, and lint checks they exist and
 that the sizes written in the markup are their real ones.
 """
@@ -64,7 +64,10 @@ def locate(url: str, config: Config, items: Iterable[Item] = ()) -> LocalImage |
                 candidates.append(_inside(config.path("content"), media.local_file))
     if logo is not None and logo.file is not None and logo.url == url:
         candidates.append(config.resolve(logo.file))
-    candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel), target]
+    from .digest import PACKAGE_TEMPLATES
+
+    candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel),
+                   _inside(PACKAGE_TEMPLATES, rel), target]
     source = next((path for path in candidates if path is not None and path.is_file()), None)
     return LocalImage(url, source, target)
 

@@ -57,7 +57,10 @@ def inputs_digest(config: Config, remote: list[Item], content: list[SourceFile])
     libraries, not only its version number)."""
     digest = hashlib.sha256(program_fingerprint().encode())  # a git pull or a new library rebuilds
     digest.update(config.source_file.read_bytes())
-    for folder, files in ((b"templates", scan_folder(config.path("templates"))), (b"content", content)):
+    from .digest import PACKAGE_TEMPLATES
+
+    for folder, files in ((b"templates", scan_folder(config.path("templates"))),
+                          (b"package-templates", scan_folder(PACKAGE_TEMPLATES)), (b"content", content)):
         digest.update(folder + b"\0")
         for file in files:
             digest.update(f"{file.name}\0{file.digest}\0".encode())

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import Config
 from ..items import Item, newest_first
 from ..state.storage import Edition
-from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, public_copy, template_environment
+from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, environment_for, public_copy, template_file
 from .feeds import Topic, topics
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
@@ -56,7 +56,7 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
     entries = [ArchiveEntry(e.id, e.subject, edition_day(e.created_at, config), len(e.item_ids),
                             archive_url(config, e.id))
                for e in editions]
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     index = env.get_template("archive.html").render(site=config.site, organisation=config.organisation,
                                                     editions=entries, signup_form=_signup_form(config))
     files[out / INDEX_FILE] = index.encode("utf-8")
@@ -68,13 +68,13 @@ def site_pages(config: Config, items: list[Item] | None = None,
     """The home page that the feeds link to (with the topic feeds of these items), and the
     stylesheet that still makes the feeds readable in browsers that run XSLT."""
     out = config.path("output")
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     listed = topics(items or [], config) if chosen_topics is None else chosen_topics
     home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
                                                  topics=listed, signup_form=_signup_form(config))
     return {
         out / INDEX_FILE: home.encode("utf-8"),
-        out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes(),
+        out / STYLESHEET: template_file(config, STYLESHEET).read_bytes(),
     }
 
 

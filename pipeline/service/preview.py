@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from .. import app
 from ..app import RunOutcome
 from ..config import Config
-from ..publish.digest import template_environment
+from ..publish.digest import environment_for
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
@@ -45,7 +45,7 @@ iframe{border:1px solid #ccc;height:80vh}.html{width:640px}.text{width:600px;bac
 def make_app(config: Config, rebuild: Callable[[], RunOutcome] | None = None) -> WSGIApp:
     """Each visit to the index rebuilds the outputs through the same use case as a run (never sending)."""
     public = config.path("output")
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
     rebuild = rebuild or (lambda: app.publish(config))
 
     def respond(start_response, status: str, body: bytes, content_type: str = "text/html; charset=utf-8"):

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode
 from ..config import Config
 from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
-from ..publish.digest import template_environment
+from ..publish.digest import environment_for
 from ..state.storage import Storage
 from .http_server import WebServer
 
@@ -94,7 +94,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
     previous = previous_secrets(delivery.secret_env)
-    env = template_environment(config.path("templates"))
+    env = environment_for(config)
 
     def respond(start_response, status: str, template: str, frame: bool = False, **context):
         body = env.get_template(template).render(

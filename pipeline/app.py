@@ -288,6 +288,7 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
                     force: bool, stop: threading.Event | None, progress: bool | None) -> RunOutcome:
     from .mail.lint import LintFailed, lint_config
     from .publish.feeds import save_archive_cache
+    from .publish.stories import save_page_cache
     from .publish.site import archive_pages
     from .publish.websub import ping_hub
 
@@ -324,6 +325,7 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
         # matches: the next run checks again, and says so again.
         remember_outputs(config, _fingerprint(inputs, storage) if not blocking else "", outcome.files)
         save_archive_cache(config)
+        save_page_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if blocking:

@@ -18,7 +18,14 @@ from .conftest import REPO, run_cli, snapshot, write_item
 
 TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
-OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
+STORIES = ["stories/index.html",
+           *(f"stories/{slug}/index.html" for slug in ("mesems-stem-cell-trial-results", "ms-navigators-are-here-to-help",
+                                                      "questions-for-your-neurology-appointment",
+                                                      "what-a-phase-2-trial-can-tell-us")),
+           *(f"stories/tags/{slug}/index.html" for slug in ("clinical-trials", "explainer", "health-care",
+                                                          "living-with-ms", "programs-and-services", "research",
+                                                          "stem-cells"))]
+OUTPUTS = sorted([*STORIES, "archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
                   "icons/facebook.png", "icons/instagram.png", "icons/x.png", "icons/youtube.png",
                   "images/mesems-trial.jpg", "index.html", "logo.png", "rss.xml", *TOPICS])
 

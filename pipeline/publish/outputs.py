@@ -35,12 +35,14 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     from .feeds import feed_files, topics
     from .images import image_files
     from .site import archive_pages, site_pages
+    from .stories import story_pages
 
     out = config.path("output")
     chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
     files = {out / name: data for name, data in feed_files(items, config, chosen_topics, origins).items()}
     files.update(site_pages(config, items, chosen_topics))
     files.update(image_files(items, config))
+    files.update(story_pages(items, config, chosen_topics, origins))
     if web_digest is not None:
         html, text = public_copy(web_digest, config)
         files[out / HTML_FILE] = html

@@ -101,9 +101,11 @@ def test_adding_an_item_changes_the_outputs(project):
     run_cli(project, "run", check=True)
     after = snapshot(project / "public")
     changed = {name for name in OUTPUTS if after[name] != before[name]}
-    # not the static pages, nor topic feeds of tags the new item does not have
-    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml"}
+    # not the static pages, nor topic feeds or tag pages of tags the new item does not have, nor other story pages
+    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml",
+                       "stories/index.html"}
     assert b"A newer story" in after["rss.xml"]
+    assert b"A newer story" in after["stories/newer/index.html"] and "stories/newer/index.html" not in before
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

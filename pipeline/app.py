@@ -288,8 +288,8 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
                     force: bool, stop: threading.Event | None, progress: bool | None) -> RunOutcome:
     from .mail.lint import LintFailed, lint_config
     from .publish.feeds import save_archive_cache
-    from .publish.stories import save_page_cache
     from .publish.site import archive_pages
+    from .publish.stories import save_page_cache
     from .publish.websub import ping_hub
 
     config, storage = ctx.config, ctx.storage

@@ -18,7 +18,7 @@ from .conftest import REPO, run_cli, snapshot, write_item
 
 TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
-STORIES = ["stories/index.html",
+STORIES = ["site.css", "stories/index.html",
            *(f"stories/{slug}/index.html" for slug in ("mesems-stem-cell-trial-results", "ms-navigators-are-here-to-help",
                                                       "questions-for-your-neurology-appointment",
                                                       "what-a-phase-2-trial-can-tell-us")),

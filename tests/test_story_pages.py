@@ -498,3 +498,40 @@ def test_the_documented_nginx_block_serves_every_page_and_every_link_between_the
     request = urllib.request.Request(f"{base}stories/{MESEMS}")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.url == f"{base}stories/{MESEMS}/" and response.status == 200
+
+
+# -- the unchanged-run check at many outputs -------------------------------------------------------------
+
+def test_the_unchanged_run_check_trusts_size_and_time_and_reads_a_file_only_when_they_differ(project, monkeypatch):
+    """At 10,000 story pages, reading every output again was most of an unchanged run; like git's index,
+    a file whose size and modification time are as recorded (and not racily close to the record) is not read."""
+    import time
+
+    from pipeline.publish import outputs
+
+    run_cli(project, "run", "--no-send", check=True)
+    config = load_config(project / "config.yaml")
+    page = project / "public" / "stories" / MESEMS / "index.html"
+    files = {path: path.read_bytes() for path in (project / "public").rglob("*") if path.is_file()}
+    later = time.time_ns() + 10 * outputs.RACY_NS  # recorded well after the files were written: none is racy
+    monkeypatch.setattr(outputs.time, "time_ns", lambda: later)
+    outputs.remember_outputs(config, "fingerprint", files)
+    read: list[Path] = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real_read(self))
+    assert outputs.outputs_unchanged(config, "fingerprint") and read == []
+    page.write_bytes(real_read(page).replace(b"</main>", b"<p>Edited by hand.</p></main>"))
+    assert not outputs.outputs_unchanged(config, "fingerprint") and read == [page]
+
+
+def test_a_file_written_just_before_the_record_is_read_to_be_sure(project, monkeypatch):
+    from pipeline.publish import outputs
+
+    run_cli(project, "run", "--no-send", check=True)  # records its outputs right after writing them
+    config = load_config(project / "config.yaml")
+    read: list[Path] = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real_read(self))
+    assert outputs.outputs_unchanged(config, outputs.json.loads(
+        (config.path("state") / outputs.FINGERPRINT_FILE).read_text())["fingerprint"])
+    assert project / "public" / "stories" / MESEMS / "index.html" in read

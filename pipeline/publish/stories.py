@@ -37,7 +37,7 @@ from ..items import Item, newest_first, tag_slug
 from ..program import program_fingerprint
 from ..sources.local import scan_folder
 from ..urls import STORIES_FOLDER, story_path
-from .digest import ARCHIVE_FOLDER, HTML_FILE, longdate, template_environment
+from .digest import ARCHIVE_FOLDER, longdate, template_environment
 
 if TYPE_CHECKING:
     from .feeds import Topic
@@ -181,7 +181,6 @@ class StoryPages:
                       ("Atom", "application/atom+xml", site.url("atom.xml")),
                       ("JSON Feed", "application/feed+json", site.url("feed.json"))],
             "index_url": site.url(STORIES_FOLDER),
-            "digest_url": site.url(HTML_FILE),
             "archive_url": site.url(f"{ARCHIVE_FOLDER}/") if config.delivery is not None else None,
             "og_locale": og_locale(site.language),
         }
@@ -251,9 +250,10 @@ class StoryPages:
 class PageCache:
     """Rendered pages from earlier runs by a key of everything they show, in one pickle in the state folder.
 
-    A page's key is the sha256 of its kind, its place and the origins of the stories it shows
-    (``read_content``: file name, content hash, config and program), with the templates' digests;
-    the same key always gives the same bytes, so nothing stale can come back.  Only ``app.run``
+    A story page's key is its story's origin (``read_content``: file name, content hash, config and
+    program) with its tags' labels; a listing's, its place and the fields it shows of each story.
+    The cache is discarded whole when the templates, the config or the program change, so the
+    same key always gives the same bytes and nothing stale can come back.  Only ``app.run``
     saves it (``save_page_cache``), with only the pages of that run; a dry run writes nothing."""
 
     FILE = "pages-cache.pickle"

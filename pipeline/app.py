@@ -290,6 +290,7 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
     from .mail.lint import LintFailed, lint_config
     from .publish.feeds import save_archive_cache
     from .publish.site import archive_pages
+    from .publish.stories import save_page_cache
     from .publish.websub import ping_hub
 
     config, storage = ctx.config, ctx.storage
@@ -334,6 +335,7 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
              len(outcome.files), len(outcome.files) - len(outcome.written), len(outcome.removed))
     if publishing:  # before sending, which can take hours or be stopped
         save_archive_cache(config)
+        save_page_cache(config)
     if sending:
         outcome.reports = _send_due(ctx, force=force, stop=stop, progress=progress)
     if refused:  # the new edition was never made: fixing the content and running again makes it

@@ -137,13 +137,17 @@ class Site(Strict):
         default=None,
         description="Prefix of item ids made from slugs; set once and never change it.",
     )
-    item_link: str = Field(
-        default="{base_url}{slug}",
-        description="Template of an item's permalink when its file gives no `link`.",
+    item_link: str | None = Field(
+        default=None,
+        description="Template of an item's permalink when its file gives no `link`, e.g. "
+                    "https://example.org/news/{slug}; default: the story's own page, {base_url}stories/{slug}/.",
     )
+    per_page: int = Field(default=20, gt=0, le=1000,
+                          description="Stories per page of the story index (stories/) and of each tag page.")
 
     _base = field_validator("base_url")(_absolute_url)
-    _item_link = field_validator("item_link")(lambda value: _check_fields(value, {"base_url", "slug"}))
+    _item_link = field_validator("item_link")(
+        lambda value: None if value is None else _check_fields(value, {"base_url", "slug"}))
     _feed_icon = field_validator("feed_icon")(lambda value: None if value is None else _absolute_url(value))
 
     @field_validator("base_url")

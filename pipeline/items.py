@@ -193,6 +193,8 @@ class Item(Model):
     citation: str | None = None
     source: Source | None = None
     own_link: bool = Field(default=True, description="False when `link` is only the source's home page.")
+    local: bool = Field(default=False, description="A story of the content folder: it gets a page of its own "
+                                                   "(publish/stories.py); remote items link to their source.")
 
     @field_validator("published", "updated")
     @classmethod

@@ -54,7 +54,15 @@ def test_relative_links_in_the_body_become_absolute(project, config):
     write_item(project, "links", VALID, 'See [the study](/research/mesems) and ![a scan](scan.png "scan").\n')
     item = next(i for i in read_content(config) if i.slug == "links")
     assert 'href="https://www.nationalmssociety.org/research/mesems"' in item.content_html
-    assert 'src="https://www.nationalmssociety.org/news-and-magazine/news/scan.png"' in item.content_html
+    # Relative to the content folder as published (site.base_url), like the front matter's image.
+    assert 'src="https://www.nationalmssociety.org/news-feed/scan.png"' in item.content_html
+
+
+def test_relative_links_in_the_body_of_a_story_with_its_own_link_are_relative_to_it(project, config):
+    write_item(project, "linked", VALID + '\nlink: "https://www.example.org/news/linked"', "![a scan](scan.png)\n")
+    item = next(i for i in read_content(config) if i.slug == "linked")
+    assert item.link == "https://www.example.org/news/linked"
+    assert 'src="https://www.example.org/news/scan.png"' in item.content_html
 
 
 def test_script_in_a_body_is_removed(project, config):

@@ -102,7 +102,7 @@ def test_every_fact_is_in_the_html_and_the_text(digest, fact):
     assert fact in _words(digest.text)
 
 
-MESEMS_LINK = "https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results"
+MESEMS_LINK = "https://www.nationalmssociety.org/news-feed/stories/mesems-stem-cell-trial-results/"
 
 
 def test_each_item_has_one_title_link_and_a_call_to_action_naming_it(digest):

@@ -9,6 +9,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from pipeline.config import load_config
+from pipeline.publish.digest import template_file
 from pipeline.publish.feeds import feed_files
 from pipeline.sources import read_content
 
@@ -64,7 +65,7 @@ def test_the_feed_page_addresses_are_links(config):
 
 def test_the_feed_stylesheet_makes_the_feed_address_a_link(config):
     files = feed_files(read_content(config), config)
-    transform = etree.XSLT(etree.parse(str(config.path("templates") / "feed.xsl")))
+    transform = etree.XSLT(etree.parse(str(template_file(config, "feed.xsl"))))
     for name in ("rss.xml", "atom.xml"):
         page = transform(etree.fromstring(files[name]))
         assert page.xpath('//p[@class="note"]/a/@href') == [f"{BASE}{name}"]

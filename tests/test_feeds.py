@@ -19,7 +19,7 @@ from .conftest import write_item
 from .feedcheck import atom_problems, parse_rfc3339, rss_problems
 
 MESEMS_ID = "tag:nationalmssociety.org,2021:news/mesems-stem-cell-trial-results"
-MESEMS_LINK = "https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results"
+MESEMS_LINK = "https://www.nationalmssociety.org/news-feed/stories/mesems-stem-cell-trial-results/"
 
 
 @pytest.fixture

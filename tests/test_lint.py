@@ -151,7 +151,7 @@ def test_feed_items_with_relative_urls_are_caught(config):
 
     good = build_rss(read_content(config), config)
     assert lint_feed(good, "rss.xml") == []
-    bad = good.replace(b"<link>https://www.nationalmssociety.org/news-and-magazine/news/mesems-stem-cell-trial-results</link>",
+    bad = good.replace(b"<link>https://www.nationalmssociety.org/news-feed/stories/mesems-stem-cell-trial-results/</link>",
                        b"<link>/news/mesems</link>", 1)
     assert [f.detail for f in lint_feed(bad, "rss.xml")] == ["/news/mesems"]
     bad_html = good.replace(b"<![CDATA[<p>", b'<![CDATA[<p><img src="pic.png" alt="p">', 1)

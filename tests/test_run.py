@@ -18,7 +18,14 @@ from .conftest import REPO, override_template, run_cli, snapshot, write_item
 
 TOPICS = [f"tags/{slug}/{name}" for slug in ("clinical-trials", "living-with-ms", "research")
           for name in ("atom.xml", "feed.json", "index.html", "rss.xml")]
-OUTPUTS = sorted(["archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
+STORIES = ["site.css", "stories/index.html",
+           *(f"stories/{slug}/index.html" for slug in ("mesems-stem-cell-trial-results", "ms-navigators-are-here-to-help",
+                                                      "questions-for-your-neurology-appointment",
+                                                      "what-a-phase-2-trial-can-tell-us")),
+           *(f"stories/tags/{slug}/index.html" for slug in ("clinical-trials", "explainer", "health-care",
+                                                          "living-with-ms", "programs-and-services", "research",
+                                                          "stem-cells"))]
+OUTPUTS = sorted([*STORIES, "archive/index.html", "atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "feed.xsl",
                   "icons/facebook.png", "icons/instagram.png", "icons/x.png", "icons/youtube.png",
                   "images/mesems-trial-design.png", "index.html", "logo.png", "rss.xml", *TOPICS])
 
@@ -94,9 +101,11 @@ def test_adding_an_item_changes_the_outputs(project):
     run_cli(project, "run", check=True)
     after = snapshot(project / "public")
     changed = {name for name in OUTPUTS if after[name] != before[name]}
-    # not the static pages, nor topic feeds of tags the new item does not have
-    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml"}
+    # not the static pages, nor topic feeds or tag pages of tags the new item does not have, nor other story pages
+    assert changed == {"atom.xml", "digest.html", "digest.txt", "feed.html", "feed.json", "rss.xml",
+                       "stories/index.html"}
     assert b"A newer story" in after["rss.xml"]
+    assert b"A newer story" in after["stories/newer/index.html"] and "stories/newer/index.html" not in before
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from ..config import Config
@@ -14,7 +17,7 @@ from ..program import program_fingerprint
 from ..sources.local import SourceFile, scan_folder
 from ..state.storage import Edition
 from .output import write_atomic
-from .versions import live_version
+from .versions import live_version, switch_point, versions_folder
 
 if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
     from .digest import Digest
@@ -36,12 +39,14 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     from .feeds import feed_files, topics
     from .images import image_files
     from .site import archive_pages, site_pages
+    from .stories import story_pages
 
     out = config.path("output")
     chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
     files = {out / name: data for name, data in feed_files(items, config, chosen_topics, origins).items()}
     files.update(site_pages(config, items, chosen_topics))
     files.update(image_files(items, config))
+    files.update(story_pages(items, config, chosen_topics, origins))
     if web_digest is not None:
         html, text = public_copy(web_digest, config)
         files[out / HTML_FILE] = html
@@ -100,14 +105,30 @@ def _live_record(config: Config) -> dict:
     return _records(config).get(live_version(config.path("output")), {})
 
 
+# A file whose size and modification time are as recorded is taken as untouched without being read
+# (as git's index does): at 10,000 story pages, hashing every output again was most of an unchanged run.
+# A file modified within this long of being recorded could share its recorded time; it is always hashed.
+RACY_NS = 100_000_000
+
+
 def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     """True when the last run saw the same inputs and its outputs are still there, untouched."""
     record = _live_record(config)
     if record.get("fingerprint") != fingerprint:
         return False
+    stats: dict[str, list[int]] = record.get("stats", {})
+    recorded_at = record.get("recorded_at", 0)
     for name, expected in record.get("outputs", {}).items():
-        path = Path(name)
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        try:
+            stat = os.stat(name)
+        except OSError:
+            return False
+        if not S_ISREG(stat.st_mode):
+            return False
+        known = stats.get(name)
+        if known == [stat.st_size, stat.st_mtime_ns] and stat.st_mtime_ns < recorded_at - RACY_NS:
+            continue
+        if hashlib.sha256(Path(name).read_bytes()).hexdigest() != expected:
             return False
     return True
 
@@ -115,14 +136,25 @@ def outputs_unchanged(config: Config, fingerprint: str) -> bool:
 def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, bytes] | None, version: str) -> None:
     """Record what ``version`` of the output folder holds, before it is switched in, beside the record of
     the live one: a run killed at any instant leaves the record of whichever set is live.  ``files`` None
-    (a send, which adds archive pages only) keeps the live set's record for the new version."""
-    live = live_version(config.path("output"))
+    (a send, which adds archive pages only) keeps the live set's record for the new version.  Each file's
+    size and time are read in the version folder itself, where the live name will lead once switched."""
+    out = config.path("output")
+    live = live_version(out)
     records = {name: record for name, record in _records(config).items() if name in (live, version)}
     if files is None:
         records[version] = records.get(live, {})
     else:
+        folder = versions_folder(switch_point(out)) / version if version else out
+        stats = {}
+        for path in files:
+            try:
+                stat = os.stat(folder / path.relative_to(out))
+            except (OSError, ValueError):
+                continue
+            stats[str(path)] = [stat.st_size, stat.st_mtime_ns]
         records[version] = {"fingerprint": fingerprint,
-                            "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}}
+                            "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()},
+                            "stats": stats, "recorded_at": time.time_ns()}
     write_atomic(_record_path(config), json.dumps({"versions": records}, indent=1, sort_keys=True).encode())
 
 
@@ -133,13 +165,17 @@ def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:
     exactly as written are named (an edit by hand is left alone); the edition pages under
     ``archive/`` never are (older ones are kept, not rebuilt, by design)."""
     recorded: dict[str, str] = _live_record(config).get("outputs", {})
+    planned = {str(path) for path in files}  # by name first: resolving 10,000 story pages costs seconds
+    candidates = [(name, expected) for name, expected in sorted(recorded.items()) if name not in planned]
+    if not candidates:
+        return []
     out = config.path("output").resolve()
     editions = out / "archive"
     made = {path.resolve() for path in files}  # by where they are: a recorded name may reach one by a link
     stale = []
-    for name, expected in sorted(recorded.items()):
+    for name, expected in candidates:
         path = Path(name)
-        if not path.is_absolute() or path in files or not path.is_file():
+        if not path.is_absolute() or not path.is_file():
             continue
         where = path.resolve()
         if where in made or not where.is_relative_to(out) or where.is_relative_to(editions):

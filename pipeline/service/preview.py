@@ -34,7 +34,7 @@ iframe{border:1px solid #ccc;height:80vh}.html{width:640px}.text{width:600px;bac
 <ul>
 <li><a href="/digest.html">Digest (HTML)</a> · <a href="/digest.txt">Digest (text)</a></li>
 <li><a href="/rss.xml">RSS</a> · <a href="/atom.xml">Atom</a> · <a href="/feed.json">JSON Feed</a></li>
-<li><a href="/archive/">Archive</a> · <a href="/index.html">Site home</a></li>
+<li><a href="/stories/">Stories</a> · <a href="/archive/">Archive</a> · <a href="/index.html">Site home</a></li>
 </ul>
 <div class="side"><iframe class="html" src="/digest.html" title="HTML digest"></iframe>
 <iframe class="text" src="/digest.txt" title="Text digest"></iframe></div>

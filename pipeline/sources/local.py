@@ -25,6 +25,7 @@ from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
 from ..media import content_path, file_facts, published_name
 from ..program import program_fingerprint
+from ..urls import story_url
 from ..yaml_keys import repeated_key
 
 log = logging.getLogger(__name__)
@@ -203,9 +204,11 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
         raise ContentError(shown, doc.body_line, "body", "empty: write the story below the front matter")
 
     site = config.site
-    link = meta.link or site.item_link.format(base_url=site.base_url, slug=slug)
-    link = site.url(link)
-    content_html = clean_html(_markdown.render(doc.body), base_url=link)
+    given = meta.link or (site.item_link.format(base_url=site.base_url, slug=slug) if site.item_link else None)
+    link = site.url(given) if given else story_url(config, slug)
+    # Relative URLs in the body are relative to a link given by hand; by default to the content
+    # folder as published (site.base_url), where `images/x.jpg` of the front matter is too.
+    content_html = clean_html(_markdown.render(doc.body), base_url=link if given else site.base_url)
     image = _published_media(meta.image, config) if meta.image is not None else None
     enclosure = _published_media(meta.enclosure, config) if meta.enclosure is not None else None
     return Item(
@@ -223,6 +226,7 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
         enclosure=enclosure,
         citation=meta.citation.strip() if meta.citation else None,
         source=meta.source,
+        local=True,
     )
 
 

@@ -143,11 +143,11 @@ class Site(Strict):
     )
     id_prefix: str | None = Field(
         default=None,
-        description="Prefix of item ids made from slugs; set once and never change it.",
+        description="Prefix of item ids made from slugs (default: base_url); set once and never change it.",
     )
     item_link: str = Field(
         default="{base_url}{slug}",
-        description="Template of an item's permalink when its file gives no `link`.",
+        description="Template of an item's permalink when its file gives no `link`; fields {base_url}, {slug}.",
     )
 
     _base = field_validator("base_url")(_absolute_url)
@@ -230,7 +230,8 @@ class Organisation(Strict):
     about_society: str
     """Paragraph about the organisation, on the site's home page."""
     postal_address: str | None = Field(
-        default=None, description="Required in bulk email by CAN-SPAM; shown in the footer."
+        default=None, description="The footer's postal address; required to send (CAN-SPAM): without it send "
+                                  "and run refuse to send, even with --force."
     )
     copyright: str
     """The footer's copyright line."""
@@ -297,7 +298,8 @@ class DigestSettings(Strict):
         description="Public URL of the unsubscribe endpoint (pipeline.web); default <base_url>unsubscribe.",
     )
     preferences_url: str | None = Field(
-        default=None, description="Where subscribers manage their preferences; the footer links it when set.")
+        default=None, description="Where the footer's \"Manage preferences\" link goes instead of the web app's "
+                                  "signed preferences page; set it only to use another preference centre.")
     timezone: str = Field(default="UTC", description="IANA timezone the edition date is shown in.")
 
     _preferences = field_validator("preferences_url")(_optional_absolute_url)
@@ -671,7 +673,7 @@ class Topic(Strict):
 
 
 class Signup(Strict):
-    """Self-service signup with double opt-in, and what protects it from bots (see README, "Signup")."""
+    """Self-service signup with double opt-in, and what protects it from bots (docs/how-to/signup-on-your-site.md)."""
 
     web_url: str | None = Field(default=None, description="Public URL of the web app (default: the folder of "
                                                           "digest.unsubscribe_url, i.e. <base_url>).")

@@ -93,10 +93,15 @@ def commands_page() -> str:
     from .cli import cli as root
     lines = [HEADER.format(command=REGENERATE, source="the click commands in pipeline/cli.py"),
              "# Command reference", "",
-             "Every command of `pipeline` (also `python -m pipeline`), with its options, as `--help` shows them.",
-             "Exit status: 0 on success; 1 on bad input (one `Error: ...` line naming file, line and field) and "
-             "when a send delivered nothing; 2 when a send delivered some messages but others failed or were "
-             "deferred; 75 when another run holds the lock.", ""]
+             "Every command of `pipeline`, with its options, as `--help` shows them. `python -m pipeline` works "
+             "the same as `pipeline`. The group's options (`--config`, `-v`/`-vv`, `--log-format json` for one "
+             "JSON object per line, `--log-file`) go before the command: `pipeline -v --config site.yaml run`.",
+             "",
+             "Exit status: 0 on success; 1 on bad input, with a one-line message such as "
+             "`Error: content/foo.md:3: date: needs a timezone, e.g. 2021-11-04T09:00:00-04:00`, and when a send "
+             "delivered no message at all (every one failed or was deferred, or the mail server could not be "
+             "reached); 2 when a send delivered some messages but others failed or were deferred; 75 when another "
+             "run holds the lock. The run is recorded as `ok`, `partial` or `failed` accordingly.", ""]
     lines += _command_section((), root, root)
     lines += ["## Commands", ""]
     lines += [f"- [`{' '.join(('pipeline', *words))}`](#{_anchor(' '.join(('pipeline', *words)))}): "

@@ -144,6 +144,92 @@ def test_the_benchmark_table_lives_in_the_benchmarks_reference():
     assert "| case | pipeline | baseline (same run) | ratio |" in table
 
 
+# -- commands and settings the docs name --------------------------------------------------------------------------
+
+DOC_PAGES = [REPO / "README.md", REPO / "ARCHITECTURE.md", *sorted(DOCS.rglob("*.md"))]
+_OPTION = re.compile(r"(?<![\w-])--?[a-zA-Z][-a-zA-Z]*")
+
+
+def _code(text: str) -> list[str]:
+    """The lines of code blocks (without shell comments) and the inline code spans of a page."""
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    return [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()] + re.findall(
+        r"`([^`\n]+)`", prose)
+
+
+def _options(command: click.Command) -> set[str]:
+    return {name for param in command.params for name in (*param.opts, *param.secondary_opts)} | {"--help", "-h"}
+
+
+def unknown_commands(text: str) -> list[str]:
+    """Each `pipeline ...` the code of a page names that the command line does not have, or an option it lacks."""
+    unknown = []
+    for line in _code(text):
+        for match in re.finditer(r"(?:^|bin/|-m )pipeline((?: -[-a-zA-Z]+(?: [A-Za-z./]+)?)*)((?: [a-z][a-z-]*){1,2})"
+                                 r"([^|;&]*)", line):
+            words = match.group(2).split()
+            command: click.Command | None = cli.commands.get(words[0])
+            if isinstance(command, click.Group) and len(words) > 1:
+                command = command.commands.get(words[1])
+            if command is None:
+                unknown.append(f"pipeline {' '.join(words)}")
+                continue
+            unknown += [f"pipeline {option}" for option in _OPTION.findall(match.group(1)) if option not in _options(cli)]
+            unknown += [f"pipeline {' '.join(words)} {option}" for option in _OPTION.findall(match.group(3))
+                        if option not in _options(command) | _options(cli)]
+    return unknown
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_command_the_docs_name_exists_with_the_options_they_give(page):
+    assert unknown_commands(page.read_text(encoding="utf-8")) == []
+
+
+def test_a_command_or_option_that_does_not_exist_is_found():
+    text = ("Run `pipeline send --dry-run --frobnicate`, then `pipeline subscribers purge`.\n\n```sh\n"
+            ".venv/bin/pipeline -v publish   # a comment naming pipeline nothing\n```\n")
+    assert unknown_commands(text) == ["pipeline publish", "pipeline send --frobnicate", "pipeline subscribers purge"]
+
+
+def _shipped_text(name: str) -> str:
+    """A file as committed (the working tree's copy may be the user's own)."""
+    shown = subprocess.run(["git", "-C", str(REPO), "show", f"HEAD:{name}"], capture_output=True, text=True) \
+        if shutil.which("git") and (REPO / ".git").exists() else None
+    return shown.stdout if shown is not None and shown.returncode == 0 else (REPO / name).read_text(encoding="utf-8")
+
+
+def _config_examples() -> list[tuple[str, str]]:
+    examples = []
+    for page in DOC_PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"^```yaml\n(.*?)^```", text, re.DOTALL | re.MULTILINE):
+            examples.append((f"{page.relative_to(REPO)}:{text[:match.start()].count(chr(10)) + 1}", match.group(1)))
+    return examples
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.mark.parametrize(("where", "example"), _config_examples(), ids=[where for where, _ in _config_examples()])
+def test_every_config_example_in_the_docs_is_valid_in_the_shipped_config(where, example, tmp_path):
+    import yaml
+
+    from pipeline.config import load_config
+
+    changes = yaml.safe_load(example)
+    assert isinstance(changes, dict) and set(changes) <= set(Config.model_fields), f"{where}: not config.yaml keys"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_merge(yaml.safe_load(_shipped_text("config.yaml")), changes)), encoding="utf-8")
+    load_config(path)  # a ConfigError names the key
+
+
 # -- the tutorial --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

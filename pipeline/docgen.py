@@ -13,6 +13,7 @@ import functools
 import inspect
 import itertools
 import json
+import re
 import sys
 import types
 import typing
@@ -45,42 +46,81 @@ def walk_commands(group: click.Group, parent: tuple[str, ...] = ()) -> Iterator[
             yield from walk_commands(command, (*parent, name))
 
 
-def _option_row(param: click.Parameter, ctx: click.Context) -> str:
-    record = param.get_help_record(ctx)
-    if record is None:
+def _metavar(param: click.Parameter) -> str:
+    """How an option's value or an argument is written, from the parameter itself (click's own rendering
+    changes between versions; this page must not)."""
+    if param.metavar:
+        return param.metavar
+    if isinstance(param, click.Argument):
+        return (param.name or "").upper()
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        return "[" + "|".join(str(choice) for choice in kind.choices) + "]"
+    if isinstance(kind, click.Path):
+        return "FILE" if not kind.dir_okay else "DIRECTORY" if not kind.file_okay else "PATH"
+    return {"text": "TEXT", "integer": "INTEGER", "float": "FLOAT"}.get(kind.name, kind.name.upper())
+
+
+def _option_row(param: click.Parameter) -> str:
+    if not isinstance(param, click.Option) or param.hidden:
         return ""
-    names, help_text = record
-    if names == "--help" and ctx.parent is not None:
-        return ""  # every command has it; said once, for the group
-    return f"| `{_cell(names)}` | {_cell(help_text) or '-'} |"
+    names = ", ".join(sorted(param.opts, key=len))
+    if param.secondary_opts:
+        names += " / " + ", ".join(param.secondary_opts)
+    if not param.is_flag and not param.count:
+        names += f" {_metavar(param)}"
+    help_text = _cell(param.help or "")
+    default = param.default
+    if param.show_default and default is not None and default is not False and not callable(default):
+        help_text += f" (default: `{default}`)"
+    if param.required:
+        help_text += " (required)"
+    if param.envvar:
+        help_text += f" (environment: `${param.envvar}`)"
+    return f"| `{_cell(names)}` | {help_text.strip() or '-'} |"
 
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _command_section(words: tuple[str, ...], command: click.Command, root: click.Group) -> list[str]:
+def _help(command: click.Command) -> str:
+    text = click.unstyle((command.help or "").split("\f")[0])
+    return "\n".join(line for line in inspect.cleandoc(text).splitlines() if line.strip() != "\b").strip()
+
+
+def _summary(command: click.Command) -> str:
+    """The help's first sentence, on one line."""
+    first = " ".join(_help(command).split("\n\n")[0].split())
+    match = re.match(r"(.+?[.!?])(\s|$)", first)
+    return match.group(1) if match else first
+
+
+def _usage(words: tuple[str, ...], command: click.Command) -> str:
+    pieces = ["pipeline", *words, "[OPTIONS]"]
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            piece = _metavar(param) + ("..." if param.nargs == -1 else "")
+            pieces.append(piece if param.required else f"[{piece}]")
+    if isinstance(command, click.Group):
+        pieces.append("COMMAND [ARGS]...")
+    return " ".join(pieces)
+
+
+def _command_section(words: tuple[str, ...], command: click.Command) -> list[str]:
     name = " ".join(("pipeline", *words))
-    parent = click.Context(root, info_name="pipeline")
-    for word in words[:-1]:
-        sub = parent.command.commands[word]  # type: ignore[attr-defined]
-        parent = click.Context(sub, info_name=word, parent=parent)
-    ctx = click.Context(command, info_name=words[-1] if words else "pipeline", parent=parent if words else None)
-    usage = " ".join(command.collect_usage_pieces(ctx))
-    lines = [f"## `{name}`", "", "```text", f"{ctx.command_path} {usage}".rstrip(), "```", ""]
-    help_text = (command.help or "").strip()
-    if help_text:
-        text = click.unstyle(help_text.split("\f")[0])
-        lines += ["\n".join(line for line in text.splitlines() if line.strip() != "\b").strip(), ""]
+    lines = [f"## `{name}`", "", "```text", _usage(words, command), "```", ""]
+    if _help(command):
+        lines += [_help(command), ""]
     if isinstance(command, click.Group) and words:
         subs = ", ".join(f"[`{name} {sub}`](#{_anchor(f'{name} {sub}')})" for sub in sorted(command.commands))
         lines += [f"Subcommands: {subs}.", ""]
-    rows = [row for param in command.get_params(ctx) if (row := _option_row(param, ctx))]
+    rows = [row for param in command.params if (row := _option_row(param))]
+    if not words:
+        rows += ["| `--version` | Show the version and exit. |"] * (not any("--version" in r for r in rows))
+        rows.append("| `-h, --help` | Show the help of the group or of any command (`pipeline send --help`). |")
     if rows:
         lines += ["| option | meaning |", "| --- | --- |", *rows, ""]
-    arguments = [param for param in command.params if isinstance(param, click.Argument)]
-    if arguments:
-        lines += ["Arguments: " + ", ".join(f"`{arg.human_readable_name}`" for arg in arguments) + ".", ""]
     return lines
 
 
@@ -102,13 +142,13 @@ def commands_page() -> str:
              "delivered no message at all (every one failed or was deferred, or the mail server could not be "
              "reached); 2 when a send delivered some messages but others failed or were deferred; 75 when another "
              "run holds the lock. The run is recorded as `ok`, `partial` or `failed` accordingly.", ""]
-    lines += _command_section((), root, root)
+    lines += _command_section((), root)
     lines += ["## Commands", ""]
     lines += [f"- [`{' '.join(('pipeline', *words))}`](#{_anchor(' '.join(('pipeline', *words)))}): "
-              f"{_cell(command.get_short_help_str(limit=200))}" for words, command in walk_commands(root)]
+              f"{_cell(_summary(command))}" for words, command in walk_commands(root)]
     lines.append("")
     for words, command in walk_commands(root):
-        lines += _command_section(words, command, root)
+        lines += _command_section(words, command)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import textwrap
 import time
 from dataclasses import dataclass
 from io import BytesIO
@@ -152,8 +153,8 @@ _OPTION = re.compile(r"(?<![\w-])--?[a-zA-Z][-a-zA-Z]*")
 
 def _code(text: str) -> list[str]:
     """The lines of code blocks (without shell comments) and the inline code spans of a page."""
-    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
-    prose = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    blocks = [block for _, block in re.findall(r"^( *)```[a-z]*\n(.*?)^\1```", text, re.DOTALL | re.MULTILINE)]
+    prose = re.sub(r"^( *)```.*?^\1```", "", text, flags=re.DOTALL | re.MULTILINE)
     return [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()] + re.findall(
         r"`([^`\n]+)`", prose)
 
@@ -203,8 +204,9 @@ def _config_examples() -> list[tuple[str, str]]:
     examples = []
     for page in DOC_PAGES:
         text = page.read_text(encoding="utf-8")
-        for match in re.finditer(r"^```yaml\n(.*?)^```", text, re.DOTALL | re.MULTILINE):
-            examples.append((f"{page.relative_to(REPO)}:{text[:match.start()].count(chr(10)) + 1}", match.group(1)))
+        for match in re.finditer(r"^( *)```yaml\n(.*?)^\1```", text, re.DOTALL | re.MULTILINE):  # also in a list item
+            examples.append((f"{page.relative_to(REPO)}:{text[:match.start()].count(chr(10)) + 1}",
+                             textwrap.dedent(match.group(2))))
     return examples
 
 

@@ -285,7 +285,12 @@ def config_page() -> str:
              "mistake is reported in one line naming the file and the key, e.g. "
              "`config.yaml: organisation.phone: field required`. Relative paths are relative to the config file. "
              "`sources[]` is each entry of the `sources` list; `<name>` is a name you choose (a job, a topic). "
-             "Secrets are never settings: a `*_env` setting names the environment variable that holds one.", ""]
+             "Secrets are never settings: a `*_env` setting names the environment variable that holds one.", "",
+             "The guides show the sections in use: `delivery` in [Send through your relay]"
+             "(../how-to/send-through-smtp.md), `schedule` in [Cron and systemd](../how-to/cron-and-systemd.md), "
+             "`sources` and `fetch` in [Add a source](../how-to/add-a-source.md), `signup` and `topics` in "
+             "[Sign-up on your site](../how-to/signup-on-your-site.md), `bounces` and `delivery.dkim` in "
+             "[Bounces and DKIM](../how-to/bounces-and-dkim.md).", ""]
     sections: dict[str, list[Setting]] = {}
     for setting in walk_settings(Config):
         sections.setdefault(setting.key.split(".")[0].split("[")[0], []).append(setting)

@@ -232,6 +232,25 @@ def test_every_config_example_in_the_docs_is_valid_in_the_shipped_config(where, 
     load_config(path)  # a ConfigError names the key
 
 
+def _story_examples() -> list[tuple[str, str]]:
+    examples = []
+    for page in DOC_PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"^```markdown\n(---\n.*?)^```", text, re.DOTALL | re.MULTILINE):
+            examples.append((f"{page.relative_to(REPO)}:{text[:match.start()].count(chr(10)) + 1}", match.group(1)))
+    return examples
+
+
+@pytest.mark.parametrize(("where", "story"), _story_examples(), ids=[where for where, _ in _story_examples()])
+def test_every_story_example_in_the_docs_is_a_valid_content_file(where, story, tmp_path):
+    from .conftest import make_project, run_cli
+
+    project = make_project(tmp_path / "site")
+    (project / "content" / "example-story.md").write_text(story, encoding="utf-8")
+    result = run_cli(project, "validate")
+    assert result.returncode == 0, f"{where}: {result.stderr}"
+
+
 # -- the tutorial --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -297,12 +297,17 @@ def _shipped_project(root: Path) -> Path:
         if shutil.which("git") and (REPO / ".git").exists() else None
     if archive is not None and archive.returncode == 0:
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(root, filter="data")
+            tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     else:
         shutil.copytree(REPO, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
             ".git", ".venv", ".state", "public", "outbox", "__pycache__", "*.egg-info"))
     # The suite's installed environment stands in for `python3 -m venv .venv && pip install -e .`.
-    (root / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    if sys.prefix != sys.base_prefix:
+        (root / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    else:  # not in a virtual environment: the interpreter and the console script it installed
+        (root / ".venv" / "bin").mkdir(parents=True)
+        (root / ".venv" / "bin" / "python").symlink_to(sys.executable)
+        (root / ".venv" / "bin" / "pipeline").symlink_to(Path(sys.executable).parent / "pipeline")
     return root
 
 

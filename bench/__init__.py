@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench` (see README, "Benchmarks")."""
+"""Benchmarks: `python -m bench` (see docs/reference/benchmarks.md)."""

@@ -1,6 +1,6 @@
-"""Regenerate the README's benchmark table from bench/results/latest.json (never typed by hand).
+"""Regenerate the table in docs/reference/benchmarks.md from bench/results/latest.json (never typed by hand).
 
-    python -m bench.table          # rewrites the block between the bench-table markers in README.md
+    python -m bench.table          # rewrites the block between the bench-table markers in docs/reference/benchmarks.md
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "latest.json"
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "reference" / "benchmarks.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -72,11 +72,11 @@ def table(results: dict) -> str:
 
 def main() -> None:
     results = json.loads(RESULTS.read_text())
-    text = README.read_text()
+    text = PAGE.read_text(encoding="utf-8")
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
-    README.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
-    print(f"README.md table regenerated from {RESULTS.relative_to(REPO)}")
+    PAGE.write_text(f"{before}{START}\n{table(results)}\n{END}{after}", encoding="utf-8")
+    print(f"{PAGE.relative_to(REPO)} table regenerated from {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

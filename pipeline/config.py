@@ -110,9 +110,13 @@ def _optional_absolute_url(value: str | None) -> str | None:
 
 class Logo(Strict):
     url: str
+    """Absolute URL of the logo image (the RSS image, the Atom logo, the digest masthead)."""
     alt: str
+    """The logo's alt text (shown, styled, when images are off)."""
     width: int = Field(gt=0)
+    """The logo's width in pixels as shown in the digest; must match the file's proportions."""
     height: int = Field(gt=0)
+    """The logo's height in pixels as shown in the digest; must match the file's proportions."""
     file: Path | None = Field(
         default=None,
         description="A local image file published as the logo: copied to the output folder at the URL's path "
@@ -124,18 +128,23 @@ class Logo(Strict):
 
 class Site(Strict):
     title: str
+    """The feeds' title and the digest's heading."""
     base_url: str = Field(description="Where the output folder is published; ends with /.")
     language: str = "en-us"
+    """Language tag of the feeds, digest and pages, e.g. en-us (en_US is normalised)."""
     description: str
+    """The feeds' subtitle (RSS description, Atom subtitle, JSON Feed description)."""
     logo: Logo | None = None
+    """The wide logo: RSS image, Atom logo and digest masthead; null for none."""
     icon: str | None = None
+    """Favicon URL: the Atom icon and the JSON Feed favicon."""
     feed_icon: str | None = Field(
         default=None,
         description="Square image (512x512 recommended) for the JSON Feed `icon`; the wide logo is not one.",
     )
     id_prefix: str | None = Field(
         default=None,
-        description="Prefix of item ids made from slugs; set once and never change it.",
+        description="Prefix of item ids made from slugs (default: base_url); set once and never change it.",
     )
     item_link: str | None = Field(
         default=None,
@@ -179,9 +188,13 @@ class Site(Strict):
 
 class Social(Strict):
     facebook: str | None = None
+    """Facebook page URL, linked with an icon in the digest footer."""
     x: str | None = None
+    """X (formerly Twitter) profile URL, linked with an icon in the digest footer."""
     instagram: str | None = None
+    """Instagram profile URL, linked with an icon in the digest footer."""
     youtube: str | None = None
+    """YouTube channel URL, linked with an icon in the digest footer."""
 
     @field_validator("*")
     @classmethod
@@ -223,7 +236,8 @@ class Organisation(Strict):
     website: str = Field(description="The organisation's own website (absolute URL).")
     phone: str | None = Field(default=None, description="Phone number shown (and linked) in the footer.")
     postal_address: str | None = Field(
-        default=None, description="Required in bulk email by CAN-SPAM; shown in the footer."
+        default=None, description="The footer's postal address; required to send (CAN-SPAM): without it send "
+                                  "and run refuse to send, even with --force."
     )
     founded: int | None = Field(default=None, ge=1000, le=2100,
                                 description='Year founded; the footer says "founded in <year>".')
@@ -260,15 +274,20 @@ class Organisation(Strict):
 
 class Paths(Strict):
     content: Path = Path("content")
+    """Folder of the news items (content/*.md) and the images they name."""
     templates: Path = Path("templates")
+    """Folder of the Jinja2 templates and stylesheets of the digest and pages."""
     output: Path = Path("public")
+    """Folder the feeds, digest and pages are written to; publish it at site.base_url."""
     state: Path = Path(".state")
+    """Folder of the state: SQLite database, caches, run lock, generated secret."""
 
 
 class Topics(Strict):
     """Which tags get their own feeds (public/tags/<slug>/...)."""
 
     enabled: bool = True
+    """Make per-tag feeds under tags/<slug>/ (false: none)."""
     allow: list[str] | None = Field(
         default=None, description="Only these tags get feeds (matched by slug); default: every tag with min_items.")
     min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
@@ -280,6 +299,7 @@ class Feeds(Strict):
         default=None, description="RSS <author> needs an address; without it, dc:creator carries the name."
     )
     topics: Topics = Topics()
+    """Per-tag feeds: which tags get their own RSS, Atom and JSON Feed."""
     archive: bool = Field(default=True, description="Older items stay reachable in RFC 5005 archive documents.")
     ttl: int | None = Field(
         default=None, gt=0, description="Minutes readers may cache a feed; default: the shortest schedule interval.")
@@ -291,11 +311,13 @@ class Feeds(Strict):
 
 class DigestSettings(Strict):
     limit: int = Field(default=10, gt=0)
+    """How many items one digest (one edition) shows at most."""
     subject: str = Field(
         default="{site_title}: {lead_title}",
         description="Subject template; fields: site_title, lead_title, date, count.",
     )
     preheader: str | None = None
+    """Hidden inbox preview text (default: the lead item's summary)."""
     intro: str = Field(
         default="The latest news from the {organisation}.",
         description="Line under the masthead; fields: organisation, count.",
@@ -305,7 +327,8 @@ class DigestSettings(Strict):
         description="Public URL of the unsubscribe endpoint (pipeline.web); default <base_url>unsubscribe.",
     )
     preferences_url: str | None = Field(
-        default=None, description="Where subscribers manage their preferences; the footer links it when set.")
+        default=None, description="Where the footer's \"Manage preferences\" link goes instead of the web app's "
+                                  "signed preferences page; set it only to use another preference centre.")
     timezone: str = Field(default="UTC", description="IANA timezone the edition date is shown in.")
 
     _preferences = field_validator("preferences_url")(_optional_absolute_url)
@@ -335,9 +358,13 @@ class DigestSettings(Strict):
 
 class Smtp(Strict):
     host: str = "127.0.0.1"
+    """The SMTP server (relay) to send through."""
     port: int = Field(default=587, gt=0, lt=65536)
+    """Its port: 587 for STARTTLS, 465 for implicit TLS."""
     security: Literal["starttls", "tls", "none"] = "starttls"
+    """starttls, tls (implicit, port 465) or none (loopback only)."""
     username: str | None = None
+    """Login name; null: no authentication. The password comes from password_env."""
     password_env: str = Field(default="PIPELINE_SMTP_PASSWORD",
                               description="Name of the environment variable holding the password.")
     ca_file: Path | None = Field(default=None, description="Extra CA certificate(s) to trust (PEM).")
@@ -365,9 +392,12 @@ class Dkim(Strict):
     """DKIM signing of each message after personalisation (off unless configured; most relays sign)."""
 
     selector: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """DKIM selector: the key is published at <selector>._domainkey.<domain>."""
     domain: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    """The signing domain (d=), normally the From address's domain."""
     key_file: Path = Field(description="PEM private key (RSA) or base64 raw ed25519 key; never in config.yaml itself.")
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    """rsa-sha256, or ed25519-sha256 (publish an RSA key too if you use it)."""
 
 
 class Delivery(Strict):
@@ -375,6 +405,7 @@ class Delivery(Strict):
 
     from_: str = Field(alias="from", description='Sender, e.g. "Name <news@example.org>".')
     reply_to: str | None = None
+    """Reply-To header: an address read by a person (default: none)."""
     list_id: str = Field(description='List-Id, e.g. "News <news.example.org>".')
     unsubscribe_mailto: str = Field(description="Address for mailto: unsubscribe requests (handled by the operator).")
     secret_env: str = Field(default="PIPELINE_SECRET",
@@ -382,16 +413,21 @@ class Delivery(Strict):
     edition: Literal["new", "latest"] = Field(
         default="new", description="new: items not sent before; latest: the newest digest.limit items.")
     transport: Literal["file", "smtp"] = "file"
+    """file: each message written as an .eml file in outbox; smtp: sent through delivery.smtp."""
     outbox: Path = Path("outbox")
+    """Folder of the file transport: outbox/<edition>/<subscriber>.eml."""
     batch_size: int = Field(default=200, ge=1, le=10000)
+    """Ledger rows a sender claims at a time."""
     lease_seconds: float = Field(default=60.0, gt=0, description="Where workers share a PostgreSQL database: a "
                                  "claimed message whose worker stopped renewing it for this long is sent by another.")
     smtp: Smtp = Smtp()
+    """The SMTP relay, used when transport is smtp."""
     # Issue 14: headers mailbox providers read, and optional DKIM signing.
     feedback_id: str | None = Field(
         default=None, description="Sender id for Feedback-ID (Gmail Postmaster Tools); default the From domain.")
     list_help: str | None = Field(default=None, description="List-Help URL; default the site's home page.")
     dkim: Dkim | None = None
+    """Sign each message with DKIM after personalising it (null: off; most relays sign)."""
 
     @field_validator("feedback_id", "list_help")
     @classmethod
@@ -442,8 +478,10 @@ class RemoteSource(Strict):
     name: str = Field(default="", description="Short name, shown in logs and `pipeline sources`; keep it stable "
                                               "(default: made from the URL's host and path).")
     url: str
+    """The feed's URL: RSS 0.9x/1.0/2.0, Atom 0.3/1.0 or JSON Feed 1.x."""
     tags: list[str] = Field(default_factory=list, description="Keep only items with one of these tags.")
     max_items: int = Field(default=20, ge=1, le=1000)
+    """Keep only the newest this many items of this source."""
     author: str | None = Field(default=None, description="Author for items that name none.")
     credit: str | None = Field(default=None,
                                description="How the outputs credit the source (default: the feed's title).")
@@ -473,7 +511,9 @@ class Fetch(Strict):
     timeout: float = Field(default=15.0, gt=0, description="Seconds for the whole fetch of one source.")
     max_bytes: int = Field(default=5_000_000, gt=0, description="Largest (decompressed) feed accepted.")
     concurrency: int = Field(default=4, ge=1, le=32)
+    """Sources fetched at once."""
     user_agent: str = "newsletter-pipeline/0.1 (+https://pypi.org/project/newsletter-pipeline/)"
+    """User-Agent header sent with every fetch; name a contact URL."""
 
 
 def _iana_timezone(value: str) -> str:
@@ -521,6 +561,7 @@ class Schedule(Strict):
     misfire_grace_time: int = Field(
         default=3600, ge=1, description="Seconds after a missed time within which one catch-up run still happens.")
     jobs: dict[str, Job] = Field(default_factory=dict)
+    """Scheduled jobs by name, for `pipeline serve` and `pipeline run --job NAME`."""
 
     @field_validator("jobs")
     @classmethod
@@ -536,20 +577,29 @@ class Schedule(Strict):
 class BouncePolicy(Strict):
     soft_limit: int = Field(default=3, ge=1, description="Soft bounces within soft_window_days that suppress.")
     soft_window_days: float = Field(default=30.0, gt=0)
+    """Days in which soft_limit soft bounces suppress an address."""
 
 
 class Mailbox(Strict):
     """The mailbox bounces, complaints and mailto unsubscribes are delivered to, read over IMAP or POP3."""
 
     protocol: Literal["imap", "pop3"] = "imap"
+    """imap or pop3."""
     host: str
+    """The mail server holding the bounce mailbox."""
     port: int | None = Field(default=None, gt=0, lt=65536, description="Default: 993/995 with tls, else 143/110.")
     security: Literal["tls", "starttls", "none"] = "tls"
+    """tls (implicit), starttls or none (loopback only)."""
     username: str
+    """Login name of the bounce mailbox."""
     password_env: str = "PIPELINE_BOUNCE_PASSWORD"
+    """Name of the environment variable holding its password."""
     folder: str = "INBOX"
+    """IMAP folder to read."""
     ca_file: Path | None = None
+    """Extra CA certificate(s) to trust for the mail server (PEM)."""
     timeout: float = Field(default=30.0, gt=0)
+    """Seconds for each network operation."""
 
     @property
     def effective_port(self) -> int:
@@ -562,8 +612,11 @@ class Mailbox(Strict):
 
 class Receiver(Strict):
     host: str = "127.0.0.1"
+    """Address `pipeline serve-bounces` listens on."""
     port: int = Field(default=2525, ge=0, lt=65536)
+    """Port it listens on (forward port 25 of the bounce domain's MX here)."""
     max_size: int = Field(default=10_000_000, gt=0)
+    """Largest message accepted, in bytes."""
     tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) to offer STARTTLS with.")
     tls_key: Path | None = Field(default=None, description="Its private key (PEM).")
 
@@ -576,6 +629,7 @@ class Receiver(Strict):
 
 class SesWebhook(Strict):
     enabled: bool = False
+    """Answer Amazon SES notifications (via SNS) at /webhooks/ses."""
     cert_url_pattern: str = Field(
         default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
         description="SigningCertURL and SubscribeURL must match; they are fetched over verified HTTPS.")
@@ -585,22 +639,30 @@ class SesWebhook(Strict):
 
 class PostmarkWebhook(Strict):
     username: str
+    """HTTP Basic user name Postmark's webhook URL carries."""
     password_env: str = "PIPELINE_POSTMARK_WEBHOOK_PASSWORD"
+    """Name of the environment variable holding the matching password."""
 
 
 class SendgridWebhook(Strict):
     public_key_env: str = "PIPELINE_SENDGRID_WEBHOOK_KEY"
+    """Name of the environment variable holding SendGrid's verification key (base64)."""
 
 
 class MailgunWebhook(Strict):
     signing_key_env: str = "PIPELINE_MAILGUN_SIGNING_KEY"
+    """Name of the environment variable holding Mailgun's webhook signing key."""
 
 
 class Webhooks(Strict):
     ses: SesWebhook = SesWebhook()
+    """Amazon SES bounce and complaint notifications through SNS (/webhooks/ses)."""
     postmark: PostmarkWebhook | None = None
+    """Postmark's bounce and complaint webhooks (/webhooks/postmark); null: off (404)."""
     sendgrid: SendgridWebhook | None = None
+    """SendGrid's signed Event Webhook (/webhooks/sendgrid); null: off (404)."""
     mailgun: MailgunWebhook | None = None
+    """Mailgun's webhooks (/webhooks/mailgun); null: off (404)."""
     max_age: int = Field(default=600, gt=0, description="Seconds a signed webhook timestamp stays acceptable.")
 
 
@@ -608,10 +670,15 @@ class Bounces(Strict):
     domain: str | None = Field(
         default=None, description="VERP: envelope sender bounces+<token>@<domain>; null keeps the From address.")
     local_part: str = Field(default="bounces", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """The part of the VERP return path before the +."""
     policy: BouncePolicy = BouncePolicy()
+    """When bounces suppress an address."""
     mailbox: Mailbox | None = None
+    """The bounce mailbox `pipeline bounces fetch` reads (null: none)."""
     receiver: Receiver = Receiver()
+    """The SMTP receiver `pipeline serve-bounces` runs for the bounce domain."""
     webhooks: Webhooks = Webhooks()
+    """Relay webhooks answered by the web app under /webhooks/."""
 
     @field_validator("domain")
     @classmethod
@@ -624,7 +691,9 @@ class Bounces(Strict):
 
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log level written; -v and -vv override it."""
     format: Literal["text", "json"] = "text"
+    """text, or json for one JSON object per line; --log-format overrides it."""
     file: Path | None = Field(default=None, description="Also write log lines to this file.")
 
 
@@ -632,13 +701,14 @@ class Topic(Strict):
     """A topic readers can choose: the items it covers are those with one of its tags."""
 
     description: str = ""
+    """What the topic covers, shown beside its checkbox."""
     tags: list[str] = Field(min_length=1, description="Item tags this topic covers (matched by slug, as the tag "
                                                        "feeds are: case, accents and punctuation do not matter).")
     label: str | None = Field(default=None, description="How forms name it (default: the topic's name).")
 
 
 class Signup(Strict):
-    """Self-service signup with double opt-in, and what protects it from bots (see README, "Signup")."""
+    """Self-service signup with double opt-in, and what protects it from bots (docs/how-to/signup-on-your-site.md)."""
 
     web_url: str | None = Field(default=None, description="Public URL of the web app (default: the folder of "
                                                           "digest.unsubscribe_url, i.e. <base_url>).")
@@ -742,26 +812,42 @@ class Web(Strict):
 
 class Config(Strict):
     site: Site
+    """The site: title, where it is published, language, logo."""
     organisation: Organisation
+    """Who publishes: the facts the footer and the home page show."""
     paths: Paths = Paths()
+    """Folders, relative to the config file."""
     feeds: Feeds = Feeds()
+    """What the RSS, Atom and JSON feeds carry."""
     digest: DigestSettings = DigestSettings()
+    """The email digest: size, subject, intro, links, date shown."""
     delivery: Delivery | None = None
+    """Sending the digest: sender, headers, transport, ledger (null: nothing is sent)."""
     schedule: Schedule = Schedule()
+    """Scheduled jobs for `pipeline serve`, cron and systemd timers."""
     sources: list[RemoteSource] = Field(default_factory=list)
+    """Remote feeds merged with the local content."""
     fetch: Fetch = Fetch()
+    """How the remote sources are fetched."""
     logging: Logging = Logging()
+    """Log level, format and file."""
     signup: Signup = Signup()
+    """The signup form, double opt-in and its bot protection."""
     topics: dict[str, Topic] = Field(default_factory=dict, description="Topics readers choose; name -> tags.")
     bounces: Bounces = Bounces()
+    """Bounces, complaints and the suppression list: VERP, mailbox, receiver, webhooks."""
     desk: Desk = Desk()
+    """The editor's desk at /desk/ of the web app (docs/how-to/desk.md)."""
     web: Web = Web()
-    branding: Branding = Field(default=Branding(), description="Colours and fonts of the digest and the pages "
-                                                               "(docs/how-to/make-it-yours.md).")
+    """The public web app's server: connection limits, deadlines, trusted proxies."""
+    branding: Branding = Branding()
+    """Colours and fonts of the digest and the pages (docs/how-to/make-it-yours.md)."""
 
     # Set by load_config, not by the file.
     root: Path = Path(".")
+    """Set when loading: the folder holding the config file (not a setting)."""
     source_file: Path = Path(DEFAULT_CONFIG)
+    """Set when loading: the config file's path (not a setting)."""
 
     def path(self, which: Literal["content", "templates", "output", "state"]) -> Path:
         path = self.root / getattr(self.paths, which)

@@ -37,7 +37,7 @@ from ..items import Item, newest_first, tag_slug
 from ..program import program_fingerprint
 from ..sources.local import scan_folder
 from ..urls import STORIES_FOLDER, story_path
-from .digest import ARCHIVE_FOLDER, longdate, template_environment
+from .digest import ARCHIVE_FOLDER, PACKAGE_TEMPLATES, environment_for, longdate
 
 if TYPE_CHECKING:
     from .feeds import Topic
@@ -170,7 +170,8 @@ class StoryPages:
         self.tags = story_tags(self.items)
         self.tag_urls = {tag.slug: config.site.url(tag.folder) for tag in self.tags}
         self.topics = {topic.slug: topic for topic in chosen_topics or []}
-        env = template_environment(config.path("templates"))
+        env = environment_for(config)
+        self.env = env
         self.story_template = env.get_template(STORY_TEMPLATE)
         self.list_template = env.get_template(LIST_TEMPLATE)
         site = config.site
@@ -267,7 +268,8 @@ class PageCache:
     @classmethod
     def load(cls, config: Config) -> PageCache:
         path = config.path("state") / cls.FILE
-        templates = "".join(f"{file.name}\0{file.digest}\0" for file in scan_folder(config.path("templates")))
+        templates = "".join(f"{file.name}\0{file.digest}\0" for folder in (config.path("templates"), PACKAGE_TEMPLATES)
+                            for file in scan_folder(folder))
         base = hashlib.sha256(f"{cls.FORMAT}\0{program_fingerprint()}\0{config.model_dump_json()}\0{templates}"
                               .encode()).hexdigest()
         entries: dict[str, bytes] = {}
@@ -330,7 +332,7 @@ def story_pages(items: list[Item], config: Config, chosen_topics: list[Topic] | 
         return origins.get(item.id) if origins is not None else None
 
     # One stylesheet for every story page (a browser fetches it once), not a copy in each of 10,000 pages.
-    files: dict[Path, bytes] = {out / STYLESHEET: (config.path("templates") / STYLESHEET).read_bytes()}
+    files: dict[Path, bytes] = {out / STYLESHEET: pages.env.get_template(STYLESHEET).render().encode("utf-8")}
     for item in pages.items:
         known = origin(item)
         render = partial(pages.story, item)

@@ -258,5 +258,7 @@ def preview_html(config: Config, body: str, slug: str = "preview") -> str:
     from ..items import clean_html
     from ..sources.local import _markdown
 
-    link = config.site.url(config.site.item_link.format(base_url=config.site.base_url, slug=slug or "preview"))
-    return clean_html(_markdown.render(body or ""), base_url=link)
+    # Relative URLs resolve as the published story's do: against site.base_url unless item_link points elsewhere.
+    given = config.site.item_link
+    link = config.site.url(given.format(base_url=config.site.base_url, slug=slug or "preview")) if given else None
+    return clean_html(_markdown.render(body or ""), base_url=link or config.site.base_url)

@@ -40,6 +40,7 @@ def make_project(root: Path, *, limit: int, subscribers_db: bool = False, **deli
     # the synthetic items and the logo point at an image host outside the site instead.
     data["organisation"]["postal_address"] = "Benchmark address, 1 Example Street, Example City"
     data["site"]["logo"]["url"] = "https://images.example.org/logo.png"
+    data["site"]["logo"].pop("file", None)  # published from the image host, not from a file of the project
     data["digest"]["limit"] = limit
     for key, value in delivery.items():
         node = data["delivery"]

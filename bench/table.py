@@ -1,10 +1,12 @@
 """Regenerate the table in docs/reference/benchmarks.md from bench/results/latest.json (never typed by hand).
 
     python -m bench.table          # rewrites the block between the bench-table markers in docs/reference/benchmarks.md
+    python -m bench.table --results bench/results/build.json --block build   # the bench-table:build block
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -71,12 +73,18 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    results = json.loads(RESULTS.read_text())
+    parser = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the bench's JSON (default: latest.json)")
+    parser.add_argument("--block", default=None, help="the named table block (bench-table:NAME:start) to rewrite")
+    args = parser.parse_args()
+    start, end = (START, END) if args.block is None else (f"<!-- bench-table:{args.block}:start -->",
+                                                         f"<!-- bench-table:{args.block}:end -->")
+    results = json.loads(args.results.read_text())
     text = PAGE.read_text(encoding="utf-8")
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    PAGE.write_text(f"{before}{START}\n{table(results)}\n{END}{after}", encoding="utf-8")
-    print(f"{PAGE.relative_to(REPO)} table regenerated from {RESULTS.relative_to(REPO)}")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    PAGE.write_text(f"{before}{start}\n{table(results)}\n{end}{after}", encoding="utf-8")
+    print(f"{PAGE.relative_to(REPO)} table regenerated from {args.results}")
 
 
 if __name__ == "__main__":

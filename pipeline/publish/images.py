@@ -45,7 +45,18 @@ def _inside(folder: Path, rel: str) -> Path | None:
     return folder / path.relative_to(root) if path.is_relative_to(root) else None
 
 
-def locate(url: str, config: Config, items: Iterable[Item] = ()) -> LocalImage | None:
+def _media_files(items: Iterable[Item]) -> dict[str, list[str]]:
+    """The content files the items name, by media URL, in the items' order."""
+    files: dict[str, list[str]] = {}
+    for item in items:
+        for media in (item.image, item.enclosure):
+            if media is not None and media.local_file is not None:
+                files.setdefault(media.url, []).append(media.local_file)
+    return files
+
+
+def locate(url: str, config: Config, items: Iterable[Item] = (),
+           media_files: dict[str, list[str]] | None = None) -> LocalImage | None:
     """Where a site image or medium comes from: the content file an item names for it (published
     under its URL-safe name, ``pipeline.media``), the logo file, the content or templates folder at
     the URL's path, or (put there by hand) the output."""
@@ -57,11 +68,8 @@ def locate(url: str, config: Config, items: Iterable[Item] = ()) -> LocalImage |
     if target is None:
         return LocalImage(url, None, config.path("output") / "invalid")
     logo = config.site.logo
-    candidates: list[Path | None] = []
-    for item in items:
-        for media in (item.image, item.enclosure):
-            if media is not None and media.url == url and media.local_file is not None:
-                candidates.append(_inside(config.path("content"), media.local_file))
+    named = (media_files if media_files is not None else _media_files(items)).get(url, [])
+    candidates: list[Path | None] = [_inside(config.path("content"), local_file) for local_file in named]
     if logo is not None and logo.file is not None and logo.url == url:
         candidates.append(config.resolve(logo.file))
     from .digest import PACKAGE_TEMPLATES
@@ -87,7 +95,8 @@ def site_images(items: list[Item], config: Config) -> list[LocalImage]:
     if config.site.logo is not None:
         urls.append(config.site.logo.url)
     urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
-    found = [locate(url, config, items) for url in dict.fromkeys(urls)]
+    media_files = _media_files(items)  # once: looked up per URL, it made publishing quadratic in the stories
+    found = [locate(url, config, items, media_files) for url in dict.fromkeys(urls)]
     return [image for image in found if image is not None]
 
 

@@ -116,6 +116,7 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = (),
             version.mkdir()
         for path, data in changed.items():
             _write(version / path.relative_to(out), data)
+        _sync_files(version, [version / path.relative_to(out) for path in changed])
         for path in gone:
             rel = _relative(path, out, current)
             if rel is not None:
@@ -191,9 +192,32 @@ def _write(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())  # on disk before the switch names it, as the atomic writes were
     os.chmod(path, 0o644)
+
+
+def _sync_files(version: Path, written: list[Path]) -> None:
+    """Everything written into ``version`` on disk before the switch names it: one ``syncfs(2)`` of its
+    file system on Linux (an fsync per file cost a third of a cold build's CPU at 10,000 stories),
+    else an fsync of each written file."""
+    if not written:
+        return
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        syncfs = None
+    if syncfs is not None:
+        fd = os.open(version, os.O_RDONLY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in written:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(version: Path, rel: Path) -> None:

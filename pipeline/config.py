@@ -782,7 +782,7 @@ class Desk(Strict):
 
 
 class Web(Strict):
-    """The public web app's server and the proxies in front of it (docs/how-to/deploy-behind-a-proxy.md)."""
+    """The public web app's server and the proxies in front of it (docs/how-to/proxy-and-tls.md)."""
 
     connection_limit: int = Field(default=4000, ge=10, description="Open client connections the server holds "
                                                                    "at once (idle or slow ones included).")

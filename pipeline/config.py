@@ -373,7 +373,7 @@ class Smtp(Strict):
                                                                  "a message's body (RFC 5321 suggests 10 minutes).")
     concurrency: int = Field(default=2, ge=1, le=32, description="Parallel SMTP connections.")
     rate_limit: float = Field(default=0.0, ge=0, description="Messages per second across connections; 0: no limit.")
-    max_attempts: int = Field(default=5, ge=1, le=20, description="No longer used (issue 26): a temporary "
+    max_attempts: int = Field(default=5, ge=1, le=20, description="No longer used: a temporary "
                               "refusal is never retried inside the sending loop; see retry_delay and retry_window.")
     retry_delay: float = Field(default=2.0, ge=0, description="Seconds from a temporary refusal (4xx, dropped "
                                "connection) to the message's next try; doubles per try, at most max_retry_delay.")
@@ -382,7 +382,7 @@ class Smtp(Strict):
     retry_window: float = Field(default=600.0, ge=0, description="Seconds after a send starts during which it "
                                 "keeps going for deferred messages that come due (greylisting); later ones wait "
                                 "for the next run or the retry job. 0: never wait.")
-    defer_delay: float = Field(default=300.0, ge=0, description="No longer used (issue 26): every temporary refusal "
+    defer_delay: float = Field(default=300.0, ge=0, description="No longer used: every temporary refusal "
                                "follows the retry_delay schedule.")
     retry_for_hours: float = Field(default=72.0, gt=0, description="Give a message up as failed when it has been "
                                                                     "refused temporarily for this long.")
@@ -782,7 +782,7 @@ class Desk(Strict):
 
 
 class Web(Strict):
-    """The public web app's server and the proxies in front of it (docs/how-to/deploy-behind-a-proxy.md)."""
+    """The public web app's server and the proxies in front of it (docs/how-to/proxy-and-tls.md)."""
 
     connection_limit: int = Field(default=4000, ge=10, description="Open client connections the server holds "
                                                                    "at once (idle or slow ones included).")

@@ -51,12 +51,18 @@ def _make_edition(config) -> str:
     return plan.edition_id
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
+def _eventually(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            return False
         time.sleep(0.05)  # polling a condition from outside the processes under test
+    return True
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    if not _eventually(condition, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_first_claim_after_an_edition_is_made_takes_one_batch_without_a_nested_loop(backend):
@@ -151,12 +157,16 @@ def test_a_killed_workers_messages_are_sent_by_the_others_within_a_lease(project
                 with app.open_storage(config) as storage:
                     return storage.ledger_counts(edition_id)["sent"] == 2000
 
-            _wait_for(all_sent, 120, "the other workers to finish the edition")
+            finished = _eventually(all_sent, 120)
             finished_within = time.monotonic() - killed_at
+            with app.open_storage(config) as storage:
+                counts = storage.ledger_counts(edition_id)
         finally:
             for worker in workers[1:]:
                 worker.send_signal(signal.SIGTERM)
             outputs = [worker.communicate(timeout=60) for worker in workers[1:]]
+    assert finished, f"the other workers did not finish the edition: {counts}; " + " | ".join(
+        err[-2000:] for _out, err in outputs)
     assert [w.returncode for w in workers[1:]] == [0, 0], [err[-3000:] for _out, err in outputs]
     received = Counter(m.recipient for m in handler.received)
     assert sorted(received) == addresses, "somebody was skipped"

@@ -35,11 +35,13 @@ from .publish.digest import Digest, render_digest
 from .publish.outputs import (
     input_fingerprint,
     inputs_digest,
+    live_record,
     outputs_unchanged,
     plan_outputs,
     remember_outputs,
     stale_outputs,
 )
+from .publish.stream import VersionWriter
 from .publish.versions import publish as publish_version
 from .sources import read_content, scan_content
 from .sources.merge import merge_items
@@ -313,9 +315,15 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
         if outcome.edition.reason and not outcome.edition.created:
             log.info("edition: %s", outcome.edition.reason)
     editions = storage.list_editions() if delivering else []
-    if publishing:
-        outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest,
-                                     ctx.origins)
+    writer = None
+    if publishing:  # each output written into the next version as it is made, none held in memory
+        writer = VersionWriter(config.path("output"), live_record(config))
+        try:
+            outcome.files = plan_outputs(ctx.items, config, editions, ctx.web_digest(editions), ctx.digest,
+                                         ctx.origins, sink=writer)
+        except BaseException:
+            writer.discard()
+            raise
     elif delivering:  # send only: the archive pages the messages' "view in browser" links point at
         outcome.files = archive_pages(editions, ctx.items, config, ctx.digest)
     # A blocked run records its files (so later runs can remove them) under a fingerprint that never
@@ -326,8 +334,10 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
         remember_outputs(config, fingerprint, outcome.files if publishing else None, version)
 
     # The whole output folder switches at once: a reader, or a run killed now, sees the old set or the new one.
-    published = publish_version(config.path("output"), outcome.files,
-                                stale_outputs(config, outcome.files) if publishing else [], record)
+    if writer is not None:
+        published = writer.finish(stale_outputs(config, outcome.files), record)
+    else:
+        published = publish_version(config.path("output"), outcome.files, [], record)
     outcome.written, outcome.removed = published.written, published.removed
     if publishing:
         ping_hub(config, outcome.written)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -32,6 +33,9 @@ from ..config import Config, Job
 from ..items import Enclosure, Image, Item, newest_first, tag_slug
 from ..program import program_fingerprint
 from .digest import environment_for
+
+if TYPE_CHECKING:
+    from .stream import MemorySink
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
@@ -574,6 +578,23 @@ def archive_file(kind: str, number: int) -> str:
     return f"{ARCHIVE_FOLDER}{kind}-{number}.xml"
 
 
+def archive_base(config: Config) -> bytes:
+    """What every archive document depends on besides its items and spec: the program and the config."""
+    return hashlib.sha256(f"{program_fingerprint()}\0{config.model_dump_json()}".encode()).digest()
+
+
+def archive_key(base: bytes, page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec,
+                origins: dict[str, str] | None = None) -> str:
+    """A key of everything an archive page's two documents are made from (see ``ArchiveCache``)."""
+    digest = hashlib.sha256(base + pickle.dumps((rss_spec, atom_spec), protocol=5))
+    origins = origins or {}
+    for item in page:
+        origin = origins.get(item.id)
+        digest.update(b"o" + origin.encode() if origin is not None else b"j" + item.model_dump_json().encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 class ArchiveCache:
     """Built archive documents from earlier runs, in the state folder, by a hash of everything a
     document is made from: its items, its spec (links, names), the config and the program.
@@ -586,7 +607,7 @@ class ArchiveCache:
 
     def __init__(self, config: Config):
         self.path = config.path("state") / self.FILE
-        self.base = hashlib.sha256(f"{program_fingerprint()}\0{config.model_dump_json()}".encode()).digest()
+        self.base = archive_base(config)
         self.old: dict[str, tuple[bytes, bytes]] = {}
         try:
             with self.path.open("rb") as f:
@@ -609,13 +630,7 @@ class ArchiveCache:
         # keyed by pickle, no new process ever found a page.  JSON depends on the values only.
         # An item read from a content file is known by its origin (``read_content``), which is cheaper
         # than its JSON (a tenth of a rebuild at 10,000 items) and changes whenever the item can.
-        digest = hashlib.sha256(self.base + pickle.dumps((rss_spec, atom_spec), protocol=5))
-        origins = origins or {}
-        for item in page:
-            origin = origins.get(item.id)
-            digest.update(b"o" + origin.encode() if origin is not None else b"j" + item.model_dump_json().encode())
-            digest.update(b"\0")
-        key = digest.hexdigest()
+        key = archive_key(self.base, page, rss_spec, atom_spec, origins)
         data = self.old.get(key)
         if data is None:
             data = build()
@@ -636,6 +651,25 @@ class ArchiveCache:
 _archive_caches: dict[Path, ArchiveCache] = {}
 
 
+def _archive_specs(pages: list[list[Item]], number: int, page: list[Item], config: Config) -> tuple[FeedSpec, FeedSpec]:
+    """The RSS and Atom specs of archive page ``number`` (1 is the oldest)."""
+    site = config.site
+    specs = []
+    for kind, main_file in (("rss", RSS_FILE), ("atom", ATOM_FILE)):
+        links = [("current", site.url(main_file))]
+        if number > 1:
+            links.append(("prev-archive", site.url(archive_file(kind, number - 1))))
+        if number < len(pages):
+            links.append(("next-archive", site.url(archive_file(kind, number + 1))))
+        name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
+        # The newest page may still be empty: dated by the newest archived item, never 1970.
+        updated = None if page else max((last_updated(older) for older in pages if older), default=None)
+        specs.append(FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
+                              title=f"{site.title} (archive {number})", rss_file=name, atom_file=name,
+                              json_file=None, updated=updated))
+    return specs[0], specs[1]
+
+
 def save_archive_cache(config: Config) -> None:
     """Keep what this process built for the next run (and forget pages no longer made)."""
     cache = _archive_caches.pop(config.path("state"), None)
@@ -644,27 +678,30 @@ def save_archive_cache(config: Config) -> None:
 
 
 def archive_documents(pages: list[list[Item]], config: Config,
-                      origins: dict[str, str] | None = None) -> dict[str, bytes]:
+                      origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[str, bytes]:
     """RFC 5005 archived feeds for RSS and Atom, linked prev-archive/next-archive/current;
-    ``origins`` as ``read_content`` gives them, for the cache's keys."""
-    site = config.site
+    ``origins`` as ``read_content`` gives them, for the cache's keys.  With a ``sink`` (a run) each
+    page goes there by its key instead (``stream.VersionWriter.made``: a full page the live
+    version holds is not built again) and the archive cache is neither read nor kept."""
+    if sink is not None:
+        base = archive_base(config)
+        out = config.path("output")
+        built = [0]
+
+        def build(page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec) -> tuple[bytes, bytes]:
+            built[0] += 1
+            return build_rss_and_atom(page, config, rss_spec, atom_spec)
+
+        for number, page in enumerate(pages, start=1):
+            rss_spec, atom_spec = _archive_specs(pages, number, page, config)
+            sink.made((out / rss_spec.path(rss_spec.rss_file), out / atom_spec.path(atom_spec.atom_file)),
+                      archive_key(base, page, rss_spec, atom_spec, origins), partial(build, page, rss_spec, atom_spec))
+        log.debug("feed archive: %d pages, %d built, the others kept in the live version", len(pages), built[0])
+        return {}
     cache = _archive_caches[config.path("state")] = ArchiveCache(config)
     files: dict[str, bytes] = {}
     for number, page in enumerate(pages, start=1):
-        specs = []
-        for kind, main_file in (("rss", RSS_FILE), ("atom", ATOM_FILE)):
-            links = [("current", site.url(main_file))]
-            if number > 1:
-                links.append(("prev-archive", site.url(archive_file(kind, number - 1))))
-            if number < len(pages):
-                links.append(("next-archive", site.url(archive_file(kind, number + 1))))
-            name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
-            # The newest page may still be empty: dated by the newest archived item, never 1970.
-            updated = None if page else max((last_updated(older) for older in pages if older), default=None)
-            specs.append(FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
-                                  title=f"{site.title} (archive {number})", rss_file=name, atom_file=name,
-                                  json_file=None, updated=updated))
-        rss_spec, atom_spec = specs
+        rss_spec, atom_spec = _archive_specs(pages, number, page, config)
         rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
                                        partial(build_rss_and_atom, page, config, rss_spec, atom_spec), origins)
         files[rss_spec.path(rss_spec.rss_file)] = rss
@@ -688,13 +725,14 @@ def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
 
 
 def feed_files(items: list[Item], config: Config, chosen_topics: list[Topic] | None = None,
-               origins: dict[str, str] | None = None) -> dict[str, bytes]:
+               origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[str, bytes]:
     """Every feed document of a run, by path relative to the output folder.
 
     The main feeds (newest feeds.limit items, linking prev-archive when older items
     exist) and their HTML page, the archive documents, and per topic an RSS, Atom and
     JSON feed with an HTML page (tags/<slug>/index.html); ``chosen_topics`` when the caller has
-    them already (``topics(items, config)``), ``origins`` as ``read_content`` gives them.
+    them already (``topics(items, config)``), ``origins`` as ``read_content`` gives them; with a
+    ``sink`` the archive documents go there as they are made (``archive_documents``), not in the result.
     """
     chosen = feed_items(items, config)
     main = main_spec(config)
@@ -706,7 +744,7 @@ def feed_files(items: list[Item], config: Config, chosen_topics: list[Topic] | N
             chosen, config, replace(main, links=(("prev-archive", config.site.url(archive_file("rss", newest))),)),
             replace(main, links=(("prev-archive", config.site.url(archive_file("atom", newest))),)))
         files[JSON_FILE] = build_json_feed(chosen, config, main)
-        files.update(archive_documents(pages, config, origins))
+        files.update(archive_documents(pages, config, origins, sink))
     else:
         files.update(feed_set(chosen, config, main))
     files[FEED_PAGE] = feed_page(chosen, config, main)

@@ -22,14 +22,18 @@ from .versions import live_version, switch_point, versions_folder
 if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
     from .digest import Digest
     from .site import RenderDigest
+    from .stream import MemorySink
 
 FINGERPRINT_FILE = "outputs.json"
 log = logging.getLogger(__name__)
 
 
 def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: Digest | None,
-                 render: RenderDigest, origins: dict[str, str] | None = None) -> dict[Path, bytes]:
-    """The bytes of every output file, keyed by path; nothing is written here.
+                 render: RenderDigest, origins: dict[str, str] | None = None,
+                 sink: MemorySink | None = None) -> dict[Path, bytes]:
+    """Every output file, by path, each given to ``sink`` as soon as it is made (by default a
+    ``MemorySink``, which keeps the bytes: nothing is written here; a run passes a
+    ``stream.VersionWriter``, which writes them into the next version and keeps none).
 
     ``web_digest`` is the digest the site shows (the latest edition's, else the newest
     items'); ``render`` gives the digest of an edition for its archive page; ``origins`` are what
@@ -40,19 +44,27 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     from .images import image_files
     from .site import archive_pages, site_pages
     from .stories import story_pages
+    from .stream import MemorySink
 
     out = config.path("output")
+    files = MemorySink() if sink is None else sink
+    streamed = sink is not None  # the builders then give their keyed documents to the sink themselves
     chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
-    files = {out / name: data for name, data in feed_files(items, config, chosen_topics, origins).items()}
-    files.update(site_pages(config, items, chosen_topics))
-    files.update(image_files(items, config))
-    files.update(story_pages(items, config, chosen_topics, origins))
+    for name, data in feed_files(items, config, chosen_topics, origins, sink=files if streamed else None).items():
+        files.add(out / name, data)
+    for path, data in site_pages(config, items, chosen_topics).items():
+        files.add(path, data)
+    for path, data in image_files(items, config).items():
+        files.add(path, data)
+    for path, data in story_pages(items, config, chosen_topics, origins, sink=files if streamed else None).items():
+        files.add(path, data)
     if web_digest is not None:
         html, text = public_copy(web_digest, config)
-        files[out / HTML_FILE] = html
-        files[out / TEXT_FILE] = text
+        files.add(out / HTML_FILE, html)
+        files.add(out / TEXT_FILE, text)
     if config.delivery is not None:
-        files.update(archive_pages(editions, items, config, render))
+        for path, data in archive_pages(editions, items, config, render).items():
+            files.add(path, data)
     return files
 
 
@@ -100,9 +112,12 @@ def _records(config: Config) -> dict[str, dict]:
     return dict(data["versions"])
 
 
-def _live_record(config: Config) -> dict:
+def live_record(config: Config) -> dict:
     """The record of the set that is live now, whichever instant the last run was stopped at."""
     return _records(config).get(live_version(config.path("output")), {})
+
+
+_live_record = live_record
 
 
 # A file whose size and modification time are as recorded is taken as untouched without being read
@@ -144,6 +159,8 @@ def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, 
     if files is None:
         records[version] = records.get(live, {})
     else:
+        from .stream import VersionWriter
+
         folder = versions_folder(switch_point(out)) / version if version else out
         stats = {}
         for path in files:
@@ -152,9 +169,12 @@ def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, 
             except (OSError, ValueError):
                 continue
             stats[str(path)] = [stat.st_size, stat.st_mtime_ns]
-        records[version] = {"fingerprint": fingerprint,
-                            "outputs": {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()},
-                            "stats": stats, "recorded_at": time.time_ns()}
+        record: dict = {"fingerprint": fingerprint, "stats": stats}
+        if isinstance(files, VersionWriter):  # its bytes are on disk: their digests were taken as written
+            record.update(outputs={str(path): digest for path, digest in files.digests.items()}, keys=files.made_keys)
+        else:
+            record["outputs"] = {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}
+        records[version] = {**record, "recorded_at": time.time_ns()}
     write_atomic(_record_path(config), json.dumps({"versions": records}, indent=1, sort_keys=True).encode())
 
 

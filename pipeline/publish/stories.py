@@ -41,6 +41,7 @@ from .digest import ARCHIVE_FOLDER, PACKAGE_TEMPLATES, environment_for, longdate
 
 if TYPE_CHECKING:
     from .feeds import Topic
+    from .stream import MemorySink
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +267,17 @@ class PageCache:
         self.rendered = 0
 
     @classmethod
-    def load(cls, config: Config) -> PageCache:
-        path = config.path("state") / cls.FILE
+    def base_of(cls, config: Config) -> str:
+        """What every page depends on besides what it shows: the templates, the config and the program."""
         templates = "".join(f"{file.name}\0{file.digest}\0" for folder in (config.path("templates"), PACKAGE_TEMPLATES)
                             for file in scan_folder(folder))
-        base = hashlib.sha256(f"{cls.FORMAT}\0{program_fingerprint()}\0{config.model_dump_json()}\0{templates}"
+        return hashlib.sha256(f"{cls.FORMAT}\0{program_fingerprint()}\0{config.model_dump_json()}\0{templates}"
                               .encode()).hexdigest()
+
+    @classmethod
+    def load(cls, config: Config) -> PageCache:
+        path = config.path("state") / cls.FILE
+        base = cls.base_of(config)
         entries: dict[str, bytes] = {}
         try:
             with path.open("rb") as f:
@@ -317,46 +323,66 @@ def _key(*parts: str) -> str:
 
 
 def story_pages(items: list[Item], config: Config, chosen_topics: list[Topic] | None = None,
-                origins: dict[str, str] | None = None) -> dict[Path, bytes]:
+                origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[Path, bytes]:
     """Every story page, every page of the story index and of each tag, by path.
 
     With ``origins`` (as ``read_content`` gives them) a page is taken from the page cache when it
-    shows the same stories as before; a page showing a story without a known origin is rendered."""
+    shows the same stories as before; a page showing a story without a known origin is rendered.
+    With a ``sink`` (a run, ``stream.VersionWriter``) each page goes there as it is made, by the same
+    key: a page the live version holds from the same key is not rendered again, and no cache is kept
+    in memory or in the state folder (the output folder is the cache)."""
     pages = StoryPages(items, config, chosen_topics)
     out = config.path("output")
-    cache = PageCache.load(config) if origins else None
+    cache = PageCache.load(config) if origins and sink is None else None
     if cache is not None:
         _page_caches[config.path("state")] = cache
+    base = PageCache.base_of(config) if origins and sink is not None else ""
 
     def origin(item: Item) -> str | None:
         return origins.get(item.id) if origins is not None else None
 
+    made = [0, 0]  # pages planned, rendered (when the sink or the cache took the others)
+
+    def rendered(render: Callable[[], bytes]) -> tuple[bytes]:
+        made[1] += 1
+        return (render(),)
+
+    def keep(path: Path, key: str | None, render: Callable[[], bytes]) -> None:
+        made[0] += 1
+        if sink is not None:
+            if key is None:
+                sink.add(path, rendered(render)[0])
+            else:
+                sink.made((path,), _key(base, key), partial(rendered, render))
+        elif cache is None or key is None:
+            files[path] = render()
+        else:
+            files[path] = cache.page(key, render)
+
     # One stylesheet for every story page (a browser fetches it once), not a copy in each of 10,000 pages.
-    files: dict[Path, bytes] = {out / STYLESHEET: pages.env.get_template(STYLESHEET).render().encode("utf-8")}
+    files: dict[Path, bytes] = {}
+    keep(out / STYLESHEET, None, lambda: pages.env.get_template(STYLESHEET).render().encode("utf-8"))
     for item in pages.items:
         known = origin(item)
-        render = partial(pages.story, item)
-        if cache is None or known is None:
-            files[out / story_path(item.slug)] = render()
-        else:
-            # The tags' labels come from every story (the commonest spelling), so they are part of the key.
-            labels = "\0".join(link.label for link in pages.tag_links(item))
-            files[out / story_path(item.slug)] = cache.page(_key("story", known, labels), render)
+        # The tags' labels come from every story (the commonest spelling), so they are part of the key.
+        labels = "\0".join(link.label for link in pages.tag_links(item))
+        keep(out / story_path(item.slug), None if known is None else _key("story", known, labels),
+             partial(pages.story, item))
     for listing, feeds, tags in pages.listings():
-        render = partial(pages.listing, listing, feeds, tags)
-        if cache is None:
-            files[out / listing.path] = render()
-            continue
         # A listing shows a few fields of each story, so it is keyed by them (not by the stories'
         # origins): an edit of a story's body leaves its listings as they were.
-        labels = "\0".join(f"{link.label}\0{link.url}" for link in tags or [])
-        feed_urls = "\0".join(url for _label, _type, url in feeds or [])
-        shown = "\0".join(f"{item.slug}\0{item.title}\0{item.summary}\0{item.published.isoformat()}\0"
-                          + "\0".join(link.label for link in pages.tag_links(item)) for item in listing.items)
-        key = _key("list", listing.title, listing.folder, str(listing.number), str(listing.count), labels,
-                   feed_urls, shown)
-        files[out / listing.path] = cache.page(key, render)
+        key = None
+        if origins:
+            labels = "\0".join(f"{link.label}\0{link.url}" for link in tags or [])
+            feed_urls = "\0".join(url for _label, _type, url in feeds or [])
+            shown = "\0".join(f"{item.slug}\0{item.title}\0{item.summary}\0{item.published.isoformat()}\0"
+                              + "\0".join(link.label for link in pages.tag_links(item)) for item in listing.items)
+            key = _key("list", listing.title, listing.folder, str(listing.number), str(listing.count), labels,
+                       feed_urls, shown)
+        keep(out / listing.path, key, partial(pages.listing, listing, feeds, tags))
     if cache is not None:
         log.debug("story pages: %d files, %d rendered, the others from %s", len(files), cache.rendered,
                   cache.path.name)
+    elif sink is not None and origins:
+        log.debug("story pages: %d files, %d rendered, the others kept in the live version", made[0], made[1] - 1)
     return files

@@ -738,19 +738,51 @@ def feed_files(items: list[Item], config: Config, chosen_topics: list[Topic] | N
     main = main_spec(config)
     pages = archive_pages(items, config) if config.feeds.archive else []
     files: dict[str, bytes] = {}
+    keep = _keeper(config, files, origins, sink)
     if pages:
         newest = len(pages)
-        files[RSS_FILE], files[ATOM_FILE] = build_rss_and_atom(
-            chosen, config, replace(main, links=(("prev-archive", config.site.url(archive_file("rss", newest))),)),
-            replace(main, links=(("prev-archive", config.site.url(archive_file("atom", newest))),)))
-        files[JSON_FILE] = build_json_feed(chosen, config, main)
+        rss_spec = replace(main, links=(("prev-archive", config.site.url(archive_file("rss", newest))),))
+        atom_spec = replace(main, links=(("prev-archive", config.site.url(archive_file("atom", newest))),))
+        keep(chosen, rss_spec, atom_spec, [RSS_FILE, ATOM_FILE, JSON_FILE, FEED_PAGE],
+             lambda: (*build_rss_and_atom(chosen, config, rss_spec, atom_spec), build_json_feed(chosen, config, main),
+                      feed_page(chosen, config, main)))
         files.update(archive_documents(pages, config, origins, sink))
     else:
-        files.update(feed_set(chosen, config, main))
-    files[FEED_PAGE] = feed_page(chosen, config, main)
+        keep(chosen, main, main, [*feed_set_names(main), FEED_PAGE],
+             lambda: (*feed_set(chosen, config, main).values(), feed_page(chosen, config, main)))
     for topic in topics(items, config) if chosen_topics is None else chosen_topics:
         spec = topic_spec(topic, config)
         tagged = list(topic.items[: config.feeds.limit])
-        files.update(feed_set(tagged, config, spec))
-        files[topic.folder + "index.html"] = feed_page(tagged, config, spec)
+        keep(tagged, spec, spec, [*feed_set_names(spec), topic.folder + "index.html"],
+             partial(_topic_documents, tagged, config, spec))
     return files
+
+
+def feed_set_names(spec: FeedSpec) -> list[str]:
+    """The files ``feed_set`` makes for ``spec``, in its order."""
+    names = [spec.path(spec.rss_file), spec.path(spec.atom_file)]
+    return names + [spec.path(spec.json_file)] if spec.json_file else names
+
+
+def _topic_documents(items: list[Item], config: Config, spec: FeedSpec) -> tuple[bytes, ...]:
+    return (*feed_set(items, config, spec).values(), feed_page(items, config, spec))
+
+
+def _keeper(config: Config, files: dict[str, bytes], origins: dict[str, str] | None, sink: MemorySink | None):
+    """How ``feed_files`` keeps a group of documents made from ``items``: in ``files``, or with a ``sink``
+    (a run) by a key of the items, the specs, the templates, the config and the program, so that a group
+    whose key the live version holds is not made again."""
+    if sink is None:
+        def into_files(items: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec, names: list[str],
+                       build: Callable[[], tuple[bytes, ...]]) -> None:
+            files.update(zip(names, build(), strict=True))
+        return into_files
+    from .stories import PageCache  # the feed pages are rendered from the same templates as the story pages
+
+    base = hashlib.sha256(archive_base(config) + PageCache.base_of(config).encode()).digest()
+    out = config.path("output")
+
+    def into_sink(items: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec, names: list[str],
+                  build: Callable[[], tuple[bytes, ...]]) -> None:
+        sink.made([out / name for name in names], archive_key(base, items, rss_spec, atom_spec, origins), build)
+    return into_sink

@@ -23,6 +23,8 @@ import errno
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -162,7 +164,15 @@ def _relative(path: Path, out: Path, current: Path | None) -> Path | None:
 
 def _link_copy(source: Path, target: Path) -> None:
     """``target`` as a copy of the tree ``source`` in which every file is a hard link (copied where
-    the file system has none); links inside the tree are copied as links."""
+    the file system has none); links inside the tree are copied as links.  GNU ``cp -al`` does it
+    in C where it is installed (a third of a one-story rebuild at 10,000 stories was this walk)."""
+    cp = shutil.which("cp") if sys.platform.startswith("linux") else None
+    if cp is not None and not target.exists():
+        done = subprocess.run([cp, "-al", "--", str(source), str(target)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, check=False)
+        if done.returncode == 0:
+            return
+        shutil.rmtree(target, ignore_errors=True)
     target.mkdir()
     for folder, dirs, names in os.walk(source):
         here = Path(folder)

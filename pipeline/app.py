@@ -576,6 +576,7 @@ def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     from .publish.feeds import ATOM_FILE, RSS_FILE, build_feeds
 
     delivery = config.require_delivery()
+    state_permission_warnings(config)
     with open_storage(config) as storage:
         local, remote = read_items(config, storage, fetch=False)
         ctx = RunContext(config, storage, merge_items(local, remote))
@@ -660,6 +661,7 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
     """Recent runs, next scheduled runs, every edition with unsettled messages, and the list's size."""
     from .state.jobs import stored_next_run_times
 
+    loose = state_permission_warnings(config)  # looked at before opening the state tightens it
     with open_storage(config) as storage:
         stored = stored_next_run_times(config.path("state"), database_url())
         now = datetime.now(timezone.utc)
@@ -684,6 +686,7 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
                             "pending": storage.count_subscribers("pending")},  # signed up, not yet confirmed
             "suppressed": storage.suppression_counts(),
             "feedback_30d": _feedback(storage, now),
+            "state_permissions": loose,
         }
         if latest:
             report["last_edition"] = _edition_row(storage, latest)
@@ -692,6 +695,17 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
             if edition is not None and (latest is None or edition.id != latest.id):
                 report["editions_with_unsent"].append(_edition_row(storage, edition))
         return report
+
+
+def state_permission_warnings(config: Config) -> list[str]:
+    """Entries of the state folder others could read (an older version made them 0644), each logged
+    as a warning; opening the state tightens the folder and the databases."""
+    from .state.files import loose_permissions
+
+    loose = loose_permissions(config.path("state"))
+    for line in loose:
+        log.warning("state folder: %s", line)
+    return loose
 
 
 def _feedback(storage: Storage, now: datetime) -> dict[str, Any]:

@@ -764,6 +764,9 @@ def format_status(report: dict) -> str:
                      f"bounces, {feedback['complaints']} complaints"
                      + (f" (complaint rate {rate:.2%}; Gmail and Yahoo ask for under 0.3%)" if rate is not None
                         else ""))
+    loose = report.get("state_permissions") or []
+    lines.append("State folder: " + (f"{len(loose)} entries readable by others (see the warnings above)" if loose
+                                     else "private (folder 0700, files 0600)"))
     lines.append("Suppressed: " + (", ".join(f"{count} {reason}" for reason, count in sorted(suppressed.items()))
                                    + f" ({sum(suppressed.values())} in all)" if suppressed else "none"))
     return "\n".join(lines)

@@ -6,6 +6,7 @@ a file generated into the state folder with mode 0600.  No secret is ever logged
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -17,11 +18,16 @@ SECRET_FILE = "secret"
 MIN_SECRET_LENGTH = 16
 MIN_DISTINCT_CHARACTERS = 10  # "aaaaaaaaaaaaaaaa" and "1234123412341234" are not secrets
 PLACEHOLDER_WORDS = ("replace", "change-me", "changeme", "example", "placeholder", "xxxx", "your-")
+MIN_SECRET_BITS = 128
+SEQUENCE_RUN = 5
+REPEAT_RUN = 4
+_CLASSES = (("0123456789", 10), ("abcdefghijklmnopqrstuvwxyz", 26), ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 26),
+            ("-_", 2), ("!\"#$%&'()*+,./:;<=>?@[\\]^`{|}~ ", 31))
 
 
 def weak_secret(value: str) -> str | None:
-    """Why a secret is too weak to sign links, or None: too short, too few distinct characters, or a
-    placeholder left in from an example file."""
+    """Why a secret is too weak to sign links, or None: too short, too few distinct characters, a
+    placeholder left in from an example file, a visible pattern, or under 128 bits by its alphabet."""
     if len(value) < MIN_SECRET_LENGTH:
         return f"shorter than {MIN_SECRET_LENGTH} characters"
     if len(set(value)) < MIN_DISTINCT_CHARACTERS:
@@ -29,6 +35,40 @@ def weak_secret(value: str) -> str | None:
     lowered = value.lower()
     if any(word in lowered for word in PLACEHOLDER_WORDS):
         return "a placeholder, not a random value"
+    pattern = visible_pattern(value)
+    if pattern:
+        return f"it has a visible pattern ({pattern})"
+    bits = estimated_bits(value)
+    if bits < MIN_SECRET_BITS:
+        return f"about {bits:.0f} bits of entropy by its length and alphabet, below {MIN_SECRET_BITS}"
+    return None
+
+
+def estimated_bits(value: str) -> float:
+    """Length times the bits per character of the smallest usual alphabet the value is drawn from
+    (hex, digits, letters, base64, printable): what a random string of that form would hold."""
+    if all(c in "0123456789abcdef" for c in value) or all(c in "0123456789ABCDEF" for c in value):
+        pool = 16
+    else:
+        pool = sum(size for members, size in _CLASSES if any(c in members for c in value))
+        pool += 0 if all(any(c in members for members, _ in _CLASSES) for c in value) else 128  # non-ASCII
+    return len(value) * math.log2(max(pool, 2))
+
+
+def visible_pattern(value: str) -> str | None:
+    """A run anyone would guess: five characters in sequence (``01234``, ``edcba``), one character
+    four times in a row, or the whole value a repeated block."""
+    for start in range(len(value) - SEQUENCE_RUN + 1):
+        run = value[start:start + SEQUENCE_RUN]
+        steps = {ord(b) - ord(a) for a, b in zip(run, run[1:], strict=False)}
+        if steps in ({1}, {-1}):
+            return f"the sequence {run!r}"
+    for start in range(len(value) - REPEAT_RUN + 1):
+        if len(set(value[start:start + REPEAT_RUN])) == 1:
+            return f"{value[start]!r} repeated"
+    for size in range(1, len(value) // 2 + 1):
+        if len(value) % size == 0 and value[:size] * (len(value) // size) == value:
+            return f"the block {value[:size]!r} repeated"
     return None
 
 
@@ -64,7 +104,7 @@ def signing_secret(variable: str, state_folder: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    state_folder.mkdir(parents=True, exist_ok=True)
+    state_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     fresh = secrets.token_urlsafe(32).encode("ascii")
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -77,9 +117,19 @@ def signing_secret(variable: str, state_folder: Path) -> bytes:
 
 def previous_secrets(variable: str) -> list[bytes]:
     """Secrets used before the current one ($<variable>_PREVIOUS, comma-separated): links in mail
-    already sent keep working through a key change."""
-    value = os.environ.get(f"{variable}_PREVIOUS", "")
-    return [part.strip().encode("utf-8") for part in value.split(",") if part.strip()]
+    already sent keep working through a key change.  Each is held to the same rule as the current
+    one: a weak old secret would let anyone forge links as well as a weak new one."""
+    name = f"{variable}_PREVIOUS"
+    found = []
+    for part in os.environ.get(name, "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        problem = weak_secret(part)
+        if problem:
+            raise ConfigError(f"${name} holds a secret that is {problem}; drop it, or rotate to a random one")
+        found.append(part.encode("utf-8"))
+    return found
 
 
 def lint_secret(variable: str, state_folder: Path) -> bytes:

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from .config import Config
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
-from .environment import signing_secret
+from .environment import previous_secrets, signing_secret
 from .mail.addresses import AddressError, normalise_address
 from .mail.notice import Kind, build_notice
 from .mail.signup_tokens import (
@@ -99,6 +99,7 @@ class Signups:
         self.config, self.storage, self.clock = config, storage, clock
         self.settings = config.signup
         self.secret = secret or signing_secret(delivery.secret_env, config.path("state"))
+        self.previous = [] if secret else previous_secrets(delivery.secret_env)  # links signed before a key change
         self._transport = transport
 
     # -- the form ------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ class Signups:
 
     def preferences_of(self, token: str) -> tuple[Profile | None, str]:
         """Whose preferences a link opens; (None, 'invalid' or 'expired') for a bad link."""
-        subscriber_id, problem = read_preferences_token(self.secret, token, self.clock())
+        subscriber_id, problem = read_preferences_token(self.secret, token, self.clock(), self.previous)
         if subscriber_id is None:
             return None, problem
         profile = self.storage.profile(subscriber_id=subscriber_id)

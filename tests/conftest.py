@@ -236,7 +236,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "tS3cr3t-Hq8vZ2pX6mLw9KfR4nYb"
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import PipelineError
 from ..mail.addresses import AddressError, normalise_address
 from ..state.desk import DeskStore, RecipientDelivery
+from ..state.files import private_folder, write_private
 from ..state.storage import UNSUBSCRIBED, BounceEvent, ConsentEvent, Profile, Storage, Suppression
 
 IMPORTS = "desk-imports"
@@ -95,10 +96,9 @@ def preview_import(storage: Storage, text: str, source: str) -> ImportPreview:
 
 def keep_upload(config: Config, text: str) -> str:
     """Hold an uploaded CSV in the state folder between its preview and its commit; returns its key."""
-    folder = config.path("state") / IMPORTS
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(config.path("state") / IMPORTS)
     key = secrets.token_hex(16)
-    (folder / f"{key}.csv").write_text(text, encoding="utf-8")
+    write_private(folder / f"{key}.csv", text.encode("utf-8"))
     return key
 
 

@@ -2,8 +2,10 @@
 
 - confirmation tokens are random and stored only as their SHA-256, so they expire and
   are spent in the database (single use), and a copy of the database confirms nobody;
-- preferences tokens are an HMAC over the subscriber's id, the purpose and an expiry,
-  so every digest can carry one without a database write per recipient;
+- preferences tokens seal the subscriber's id and an expiry (AES-SIV, like unsubscribe
+  tokens), so every digest can carry one without a database write per recipient and
+  the link shows neither the id nor how many subscribers there are; the older form
+  (the id in base36 beside an HMAC) is still read until it expires by itself;
 - form stamps are an HMAC over the time the form was shown, for the minimum fill time.
 """
 
@@ -12,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from .tokens import b64, base36, unb64
+from .tokens import b64, base36, seal, unb64, unseal
 
 
 def _mac(secret: bytes, purpose: str, *parts: str) -> bytes:
@@ -36,25 +39,42 @@ def hash_token(token: str) -> str:
 
 # -- preferences: HMAC over id, purpose, expiry ------------------------------------------------
 
+PREFERENCES_VERSION = "p1"
+_PREFERENCES = b"preferences token"
+
+
 def make_preferences_token(secret: bytes, subscriber_id: int, expires: datetime) -> str:
-    stamp = base36(int(expires.timestamp()))
-    ident = base36(subscriber_id)
-    return f"{ident}.{stamp}.{b64(_mac(secret, 'preferences', ident, stamp))}"
+    sealed = seal(secret, _PREFERENCES, f"{base36(subscriber_id)}.{base36(int(expires.timestamp()))}")
+    return f"{PREFERENCES_VERSION}.{sealed}"
 
 
-def read_preferences_token(secret: bytes, token: str, now: datetime) -> tuple[int | None, str]:
+def read_preferences_token(secret: bytes, token: str, now: datetime,
+                           previous: Iterable[bytes] = ()) -> tuple[int | None, str]:
     """(subscriber id, '') for a good token; (None, 'expired' or 'invalid') otherwise."""
+    for key in (secret, *previous):
+        opened = _open_preferences(key, token)
+        if opened is not None:
+            subscriber_id, expires = opened
+            if datetime.fromtimestamp(expires, timezone.utc) <= now:
+                return None, "expired"
+            return subscriber_id, ""
+    return None, "invalid"
+
+
+def _open_preferences(secret: bytes, token: str) -> tuple[int, int] | None:
     try:
-        ident, stamp, signature = token.split(".")
-        given = unb64(signature)
-        subscriber_id, expires = int(ident, 36), int(stamp, 36)
+        if token.startswith(f"{PREFERENCES_VERSION}."):
+            opened = unseal(secret, _PREFERENCES, token.split(".", 1)[1])
+            if opened is None:
+                return None
+            ident, stamp = opened.split(".")
+        else:  # the older form, in digests sent before: id and expiry readable, HMAC-signed
+            ident, stamp, signature = token.split(".")
+            if not hmac.compare_digest(unb64(signature), _mac(secret, "preferences", ident, stamp)):
+                return None
+        return int(ident, 36), int(stamp, 36)
     except ValueError:
-        return None, "invalid"
-    if not hmac.compare_digest(given, _mac(secret, "preferences", ident, stamp)):
-        return None, "invalid"
-    if datetime.fromtimestamp(expires, timezone.utc) <= now:
-        return None, "expired"
-    return subscriber_id, ""
+        return None
 
 
 # -- form stamps: when the form was shown --------------------------------------------------------

@@ -12,7 +12,6 @@ import hashlib
 import html
 import json
 import logging
-import os
 import pickle
 import re
 from collections import Counter
@@ -32,6 +31,7 @@ from lxml import etree
 from ..config import Config, Job
 from ..items import Enclosure, Image, Item, newest_first, tag_slug
 from ..program import program_fingerprint
+from ..state.files import open_private
 from .digest import environment_for
 
 if TYPE_CHECKING:
@@ -641,11 +641,8 @@ class ArchiveCache:
     def save(self) -> None:
         if self.used.keys() == self.old.keys():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
-        with temp.open("wb") as f:
+        with open_private(self.path) as f:
             pickle.dump(self.used, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temp, self.path)
 
 
 _archive_caches: dict[Path, ArchiveCache] = {}

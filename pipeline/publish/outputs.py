@@ -15,8 +15,8 @@ from ..config import Config
 from ..items import Item
 from ..program import program_fingerprint
 from ..sources.local import SourceFile, scan_folder
+from ..state.files import write_private
 from ..state.storage import Edition
-from .output import write_atomic
 from .versions import live_version, switch_point, versions_folder
 
 if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
@@ -175,7 +175,7 @@ def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, 
         else:
             record["outputs"] = {str(path): hashlib.sha256(data).hexdigest() for path, data in files.items()}
         records[version] = {**record, "recorded_at": time.time_ns()}
-    write_atomic(_record_path(config), json.dumps({"versions": records}, indent=1, sort_keys=True).encode())
+    write_private(_record_path(config), json.dumps({"versions": records}, indent=1, sort_keys=True).encode())
 
 
 def stale_outputs(config: Config, files: dict[Path, bytes]) -> list[Path]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from ..config import Config
 from ..items import Item, newest_first, tag_slug
 from ..program import program_fingerprint
 from ..sources.local import scan_folder
+from ..state.files import open_private
 from ..urls import STORIES_FOLDER, story_path
 from .digest import ARCHIVE_FOLDER, PACKAGE_TEMPLATES, environment_for, longdate
 
@@ -301,11 +301,8 @@ class PageCache:
     def save(self) -> None:
         if self.new.keys() == self.old.keys():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
-        with temp.open("wb") as f:
+        with open_private(self.path) as f:
             pickle.dump({"base": self.base, "pages": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temp, self.path)
 
 
 _page_caches: dict[Path, PageCache] = {}

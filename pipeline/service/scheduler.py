@@ -60,7 +60,7 @@ def run_job(config_path: str, job: str) -> None:
 
 def make_scheduler(config: Config, scheduler_class: type[BaseScheduler] = BackgroundScheduler) -> BaseScheduler:
     return scheduler_class(
-        jobstores={"default": SQLAlchemyJobStore(url=jobs_url(config.path("state"), database_url()))},
+        jobstores={"default": SQLAlchemyJobStore(url=jobs_url(config.path("state"), database_url(), create=True))},
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1,
                       "misfire_grace_time": config.schedule.misfire_grace_time},

@@ -25,6 +25,7 @@ from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
 from ..media import content_path, file_facts, published_name
 from ..program import program_fingerprint
+from ..state.files import open_private
 from ..urls import story_url
 from ..yaml_keys import repeated_key
 
@@ -292,8 +293,10 @@ def scan_folder(folder: Path, *, recursive: bool = True, keep: str = ".md", othe
     ``others``, only those are read.
 
     os.scandir rather than Path.glob: at 10,000 files glob's Path objects cost more than the reads.
-    Symlinked folders are not entered (as glob did; a link to a parent would loop)."""
+    Symlinked folders are not entered (as glob did; a link to a parent would loop), and a link to a
+    file outside ``folder`` is refused: a link to ``/etc/passwd`` named ``story.md`` must not publish it."""
     found: list[SourceFile] = []
+    root = os.path.realpath(folder)
 
     def walk(directory: str, prefix: str) -> None:
         try:
@@ -301,6 +304,12 @@ def scan_folder(folder: Path, *, recursive: bool = True, keep: str = ".md", othe
         except (FileNotFoundError, NotADirectoryError):
             return
         for entry in entries:
+            if entry.is_symlink() and not entry.is_dir():
+                target = os.path.realpath(entry.path)
+                if not target.startswith(root + os.sep):
+                    raise ContentError(f"{folder.name}/{prefix}{entry.name}", None, None,
+                                       f"a symbolic link to {target}, outside {folder.name}/; refused (copy the "
+                                       f"file into {folder.name}/ instead)")
             if entry.is_dir(follow_symlinks=False):
                 if recursive:
                     walk(entry.path, f"{prefix}{entry.name}/")
@@ -420,11 +429,8 @@ class ParseCache:
         """Write the files read this time (and only those), atomically; unchanged, nothing is written."""
         if self.new.keys() == self.old.keys() and all(self.new[k][0] == self.old[k][0] for k in self.new):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
-        with temp.open("wb") as f:
+        with open_private(self.path) as f:
             pickle.dump({"key": self.key, "files": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temp, self.path)
 
 
 def _field_line(raw: bytes, name: str) -> int | None:

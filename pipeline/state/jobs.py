@@ -6,18 +6,20 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .files import private_file, private_folder
+
 log = logging.getLogger(__name__)
 
 JOBS_DATABASE = "jobs.db"
 
 
-def jobs_url(state_folder: Path, database_url: str | None = None) -> str:
+def jobs_url(state_folder: Path, database_url: str | None = None, *, create: bool = False) -> str:
     """The job store: in the PostgreSQL database when there is one (the leader may move between
     machines), else a SQLite file in the state folder."""
     if database_url and database_url.startswith("postgresql"):
         return database_url
-    state_folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state_folder / JOBS_DATABASE}"
+    path = private_folder(state_folder) / JOBS_DATABASE
+    return f"sqlite:///{private_file(path) if create else path}"
 
 
 def stored_next_run_times(state_folder: Path, database_url: str | None = None) -> dict[str, datetime | None]:

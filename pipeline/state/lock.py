@@ -11,6 +11,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..errors import PipelineError
+from .files import PRIVATE_FILE, private_file, private_folder, tighten_tree
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,7 @@ class RunLocked(PipelineError):
 
 
 def lock_path(state_folder: Path) -> Path:
-    state_folder.mkdir(parents=True, exist_ok=True)
-    return state_folder / LOCK_FILE
+    return private_file(private_folder(state_folder) / LOCK_FILE)
 
 
 @contextmanager
@@ -64,6 +64,7 @@ def run_lock(state_folder: Path, *, database_url: str | None = None, wait: bool 
     On PostgreSQL the lock is in the database (every machine shares it); on SQLite it is a
     file in the state folder, next to the database it protects.
     """
+    tighten_tree(state_folder)  # a folder an older version left readable is private from this run on
     if database_url and database_url.startswith("postgresql"):
         from .storage import RUN_LOCK_KEY
 
@@ -71,7 +72,7 @@ def run_lock(state_folder: Path, *, database_url: str | None = None, wait: bool 
             yield
         return
     path = lock_path(state_folder)
-    lock = FileLock(str(path))
+    lock = FileLock(str(path), mode=PRIVATE_FILE)
     if not wait:
         try:
             lock.acquire(timeout=0)

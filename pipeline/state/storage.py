@@ -51,6 +51,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..errors import PipelineError
+from .files import private_file, private_folder
 
 log = logging.getLogger(__name__)
 
@@ -528,8 +529,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def database_url(state_folder: Path, override: str | None = None) -> str:
     if override:
         return override
-    state_folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state_folder / DATABASE_FILE}"
+    return f"sqlite:///{private_file(private_folder(state_folder) / DATABASE_FILE)}"
 
 
 class ArrayOf(ColumnElement[Any]):

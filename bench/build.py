@@ -77,14 +77,16 @@ def case_build(sizes: list[int], rounds: int, record, workdir, secret: str) -> N
             def peak(runs: list[Usage]) -> float:
                 return max(run.peak_mb for run in runs)
 
+            # Every row: ours / baseline / ratio (CPU seconds, medians), each with its peak RSS beside it.
             if hugo:
                 record(f"cold `pipeline run --no-send`, {count} stories, vs Hugo (site + RSS)",
                        pipeline_cpu_s=cpu(cold), pipeline_peak_rss_mb=peak(cold), baseline_hugo_cpu_s=cpu(hugo),
                        baseline_hugo_peak_rss_mb=peak(hugo), ratio=cpu(cold) / cpu(hugo))
             record(f"cold `pipeline run --no-send`, {count} stories, vs the floor",
-                   pipeline_cpu_s=cpu(cold), baseline_floor_cpu_s=cpu(floor),
+                   pipeline_cpu_s=cpu(cold), pipeline_peak_rss_mb=peak(cold), baseline_floor_cpu_s=cpu(floor),
                    baseline_floor_peak_rss_mb=peak(floor), ratio=cpu(cold) / cpu(floor))
             record(f"one story edited, {count} stories", pipeline_cpu_s=cpu(edited),
-                   pipeline_peak_rss_mb=peak(edited), baseline_cold_cpu_s=cpu(cold), ratio=cpu(edited) / cpu(cold))
+                   pipeline_peak_rss_mb=peak(edited), baseline_cold_cpu_s=cpu(cold),
+                   baseline_cold_peak_rss_mb=peak(cold), ratio=cpu(edited) / cpu(cold))
             record(f"unchanged rerun, {count} stories", pipeline_cpu_s=cpu(same), pipeline_peak_rss_mb=peak(same),
-                   baseline_cold_cpu_s=cpu(cold), ratio=cpu(same) / cpu(cold))
+                   baseline_cold_cpu_s=cpu(cold), baseline_cold_peak_rss_mb=peak(cold), ratio=cpu(same) / cpu(cold))

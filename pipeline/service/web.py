@@ -112,6 +112,9 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     from .webhooks import WEBHOOK_PREFIX, make_webhook_app
 
     webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks
+    from ..state.unsubscribes import UnsubscribeGroups
+
+    groups = UnsubscribeGroups(storage)  # concurrent one-click POSTs share one commit
 
     def unsubscribe_app(environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -148,9 +151,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
         if not _one_click(body, environ):
             return page(start_response, "400 Bad Request", state="error", heading="Invalid request",
                         message="The request did not ask to unsubscribe.")
-        from ..signup import unsubscribe
-
-        changed = unsubscribe(storage, email, "one-click")  # recorded in the consent history
+        changed = groups.unsubscribe(email, "one-click", utcnow())  # recorded in the consent history
         log.info("one-click unsubscribe%s", "" if changed else " (already unsubscribed)")
         return page(start_response, "200 OK", state="done", heading="You are unsubscribed", email=email)
 

@@ -82,6 +82,7 @@ def test_a_group_keeps_the_rules_of_a_single_unsubscribe(config, secret):
     ada = storage.profile(email="ada@mesems.example.org")
     assert ada.status == "unsubscribed"
     histories = storage.consent_histories([ada.id, pending.id])
-    assert [e.method for e in histories[ada.id]] == ["one-click"]
+    assert [(e.method, e.at) for e in histories[ada.id]] == [("one-click", now)]
+    assert ada.unsubscribed_at == now
     assert [e.action for e in histories[pending.id]] == ["unsubscribe"]
     storage.close()

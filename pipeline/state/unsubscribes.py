@@ -5,7 +5,8 @@ deliveries, record the consent event).  Done one request at a time that is four 
 and, on SQLite, four waits for the single writer.  Here every request that arrives while a
 commit is running joins the next one: the first waiting request commits the whole group in
 one transaction, and every request answers only after the transaction holding its unsubscribe
-has committed (nothing is acknowledged that is not stored).  The statements are built once.
+has committed (nothing is acknowledged that is not stored).  The statements are compiled once
+(``Prepared``) and run on a driver cursor, as the send ledger's writes are.
 
 Same rules as ``Storage.unsubscribe`` + ``Storage.withdraw_pending`` + ``record_consent``:
 a subscribed address becomes unsubscribed and its pending/sending/deferred deliveries are
@@ -19,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal_column, or_, select, update
 
 from .storage import (
     DEFERRED,
@@ -29,6 +30,7 @@ from .storage import (
     SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    Prepared,
     Storage,
     consent_events,
     deliveries,
@@ -40,12 +42,13 @@ _FIND = select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email
 _LEAVE = (update(subscribers).where(subscribers.c.id == bindparam("i"), subscribers.c.status == bindparam("was"))
           .values(status=UNSUBSCRIBED, unsubscribed_at=bindparam("now"), updated_at=bindparam("now")))
 _SKIP = (update(deliveries).where(deliveries.c.subscriber_id == bindparam("i"),
-                                  deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
+                                  or_(*(deliveries.c.status == unsent for unsent in (PENDING, SENDING, DEFERRED))))
          .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=bindparam("now")))
 _SPEND = (update(signup_tokens)
           .where(signup_tokens.c.subscriber_id == bindparam("i"), signup_tokens.c.used_at.is_(None))
           .values(used_at=bindparam("now")))
-_EVENT = insert(consent_events)
+_EVENT = insert(consent_events).values(subscriber_id=bindparam("i"), at=bindparam("now"), action="unsubscribe",
+                                       method=bindparam("method"), consent_text=None, detail=literal_column("'{}'"))  # no details
 
 
 @dataclass
@@ -66,6 +69,9 @@ class UnsubscribeGroups:
         self._waiting: list[_Request] = []
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        dialect = storage.engine.dialect
+        self._find, self._leave, self._skip, self._spend, self._event = (
+            Prepared(statement, dialect) for statement in (_FIND, _LEAVE, _SKIP, _SPEND, _EVENT))
 
     def unsubscribe(self, email: str, method: str, now: datetime) -> bool:
         """True when the address was subscribed or pending (and now is not); returns once committed."""
@@ -83,21 +89,19 @@ class UnsubscribeGroups:
 
     def _commit(self, group: list[_Request]) -> None:
         try:
-            with self.storage._writes, self.storage.engine.begin() as conn:
-                events = []
+            with self.storage._ledger_cursor() as cursor:  # one transaction on a driver cursor
                 for request in group:
-                    row = conn.execute(_FIND, {"e": request.email}).first()
-                    if row is None or row.status not in (SUBSCRIBED, PENDING_CONFIRMATION):
+                    self._find.run(cursor, {"e": request.email})
+                    row = cursor.fetchone()
+                    if row is None or row[1] not in (SUBSCRIBED, PENDING_CONFIRMATION):
                         continue
-                    values = {"i": row.id, "was": row.status, "now": request.now}
-                    if not conn.execute(_LEAVE, values).rowcount:
+                    subscriber_id, status = row
+                    values = {"i": subscriber_id, "was": status, "now": request.now}
+                    if not self._leave.run(cursor, values):
                         continue
-                    conn.execute(_SKIP if row.status == SUBSCRIBED else _SPEND, values)
+                    (self._skip if status == SUBSCRIBED else self._spend).run(cursor, values)
+                    self._event.run(cursor, {**values, "method": request.method})
                     request.changed = True
-                    events.append({"subscriber_id": row.id, "at": request.now, "action": "unsubscribe",
-                                   "method": request.method, "consent_text": None, "detail": {}})
-                if events:
-                    conn.execute(_EVENT, events)
         except BaseException as exc:  # every request of the group learns the transaction failed
             for request in group:
                 request.changed, request.error = False, exc

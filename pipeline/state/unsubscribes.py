@@ -48,7 +48,7 @@ _SPEND = (update(signup_tokens)
           .where(signup_tokens.c.subscriber_id == bindparam("i"), signup_tokens.c.used_at.is_(None))
           .values(used_at=bindparam("now")))
 _EVENT = insert(consent_events).values(subscriber_id=bindparam("i"), at=bindparam("now"), action="unsubscribe",
-                                       method=bindparam("method"), consent_text=None, detail=literal_column("'{}'"))  # no details
+                                       method=bindparam("method"), consent_text=None, detail=literal_column("'{}'"))
 
 
 @dataclass

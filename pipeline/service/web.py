@@ -96,12 +96,17 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     previous = previous_secrets(delivery.secret_env)
     env = environment_for(config)
 
+    headers = {frame: security_headers(config, frame) for frame in (False, True)}  # built once
+    templates: dict = {}  # loaded once: get_template would stat the file on every request (auto_reload)
+
     def respond(start_response, status: str, template: str, frame: bool = False, **context):
-        body = env.get_template(template).render(
+        if template not in templates:
+            templates[template] = env.get_template(template)
+        body = templates[template].render(
             site=config.site, organisation=config.organisation, mailto=delivery.unsubscribe_mailto, **context)
         data = body.encode("utf-8")
         start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
-                                *security_headers(config, frame)])
+                                *headers[frame]])
         return [data]
 
     def page(start_response, status: str, **context):

@@ -590,7 +590,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
                         help="startup, feeds, digest, rerun, claims, send, sendcmd, greylist, dkim, memory, "
-                             "signup, topics, build (default: all)")
+                             "signup, topics, unsubscribe, build (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--greylist-delay", type=float, default=None, metavar="SECONDS",
                         help="the greylisting sink's delay (default 60, 5 with --quick)")
@@ -600,7 +600,7 @@ def main() -> None:
                         help=f"where the rows go (default {RESULTS.relative_to(data.REPO)})")
     args = parser.parse_args()
     cases = args.cases or ["startup", "feeds", "digest", "rerun", "claims", "send", "sendcmd", "greylist", "dkim",
-                           "memory", "signup", "topics", "build"]
+                           "memory", "signup", "topics", "unsubscribe", "build"]
     quick = args.quick
     started = time.perf_counter()
     if "startup" in cases:
@@ -640,6 +640,10 @@ def main() -> None:
                 case_topic_send(2000 if quick else 10000, _send_project, sink, record, workdir)
         finally:
             sink.close()
+    if "unsubscribe" in cases:  # issue 24: bench/unsubscribe.py
+        from .unsubscribe import case_one_click
+
+        case_one_click(1000 if quick else 5000, 50, record, workdir, SECRET)
     if "build" in cases:  # issue 26: whole commands on the shaped corpus, against Hugo and the floor
         from .build import case_build
 

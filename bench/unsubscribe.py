@@ -119,6 +119,53 @@ def baseline(requests: int) -> tuple[float, list[float]]:
     return requests / elapsed, latencies
 
 
+def case_one_click(count: int, clients: int, record, workdir, secret: str) -> None:
+    """`python -m bench unsubscribe`: one-click POSTs from ``clients`` keep-alive connections against the
+    web app on waitress as `pipeline serve-web` configures it, beside an empty WSGI app on the same server
+    settings and the same client, in the same run; every POST must answer 200 and be stored (0 lost)."""
+    global CLIENTS
+    from pipeline.config import load_config
+    from pipeline.mail.tokens import make_token
+    from pipeline.service.http_server import WebServer
+    from pipeline.service.web import make_web_server
+    from pipeline.state.storage import Storage
+
+    def nothing(environ, start_response):
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    CLIENTS, before = clients, CLIENTS
+    os.environ["PIPELINE_SECRET"] = secret
+    try:
+        with workdir() as folder:
+            config = load_config(_project(folder / "site", _free_port()) / "config.yaml")
+            addresses = [f"r{n:05d}@example.org" for n in range(count)]
+            storage = Storage.for_state(config.path("state"))
+            storage.merge_subscribers([(a, None, {}) for a in addresses])
+            paths = [f"/unsubscribe?{urlencode({'token': make_token(secret.encode(), a)})}" for a in addresses]
+            rates = {}
+            web = config.web
+            servers = {"pipeline": make_web_server(config, storage, "127.0.0.1", 0),
+                       "baseline": WebServer(nothing, "127.0.0.1", 0, threads=web.threads,
+                                             idle_timeout=web.idle_timeout, header_timeout=web.header_timeout,
+                                             connection_limit=web.connection_limit)}
+            for name, server in servers.items():
+                thread = threading.Thread(target=server.serve_forever, daemon=True)
+                thread.start()
+                try:
+                    elapsed, _latencies, _ = _post_all(server.server_port, paths, b"List-Unsubscribe=One-Click")
+                finally:
+                    server.shutdown()
+                rates[name] = count / elapsed
+            stored = sum(1 for a in addresses if storage.get_subscriber(a).status == "unsubscribed")
+            storage.close()
+    finally:
+        CLIENTS = before
+    record(f"one-click unsubscribe POSTs x{count}, {clients} clients", pipeline_per_s=rates["pipeline"],
+           baseline_per_s=rates["baseline"], ratio=rates["pipeline"] / rates["baseline"], lost=count - stored)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")

@@ -61,7 +61,7 @@ def _logging_as_before():
 # could differ, so they run once.
 BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
                  "test_greylisting", "test_run", "test_schedule", "test_signup", "test_sources", "test_storage", "test_subscribers",
-                 "test_suppression", "test_topics", "test_web"}
+                 "test_suppression", "test_topics", "test_web", "test_web_unsubscribes"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -272,6 +272,19 @@ def test_blocked_domains_invalid_addresses_cross_site_posts_and_large_bodies_are
     assert [m["To"] for m in outbox(config)] == ["c@example.org"]
 
 
+def test_a_post_from_an_opaque_origin_is_refused(web):
+    """A sandboxed iframe or a data: page on any site sends `Origin: null`: it proves nothing, so it is refused
+    (our own pages' re-posts carry `Sec-Fetch-Site: same-origin`: test_signup_snippet's browser shows them)."""
+    client, clock, storage, config = web
+    stamp = client.stamp()
+    clock.advance(seconds=5)
+    for headers in ({"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null", "Sec-Fetch-Site": "same-site"}):
+        opaque = client.request("POST", "/subscribe", {"email": "c@example.org", "stamp": stamp}, headers=headers)
+        assert opaque.status == 403 and "only be sent from our own pages" in opaque.body
+    assert outbox(config) == [] and storage.profile(email="c@example.org") is None
+
+
 def test_pages_carry_security_headers_and_only_the_form_may_be_framed_by_configured_origins(site):
     set_config(site, **{"signup.embed_origins": ["https://partner.example"]})
     config = load_config(site / "config.yaml")

@@ -70,9 +70,12 @@ def client_ip(environ: dict, trusted_proxies: list[str]) -> str:
 
 
 def allowed_origin(environ: dict, config: Config) -> bool:
-    """A POST from a page of this app, the site, or a configured embedding origin (or a client sending no Origin)."""
+    """A POST from a page of this app, the site, or a configured embedding origin (or a client sending no Origin).
+    ``Origin: null`` (a sandboxed frame, a data: or file: page, a cross-site redirect) names no page we could
+    trust and is refused, except with the browser's own ``Sec-Fetch-Site: same-origin``: our pages send
+    ``Referrer-Policy: no-referrer``, under which a browser posts their forms with ``Origin: null``."""
     origin = environ.get("HTTP_ORIGIN")
-    if not origin or origin == "null" and not environ.get("HTTP_SEC_FETCH_SITE", "").startswith("cross"):
+    if not origin or origin == "null" and environ.get("HTTP_SEC_FETCH_SITE") == "same-origin":
         return True
     own = {f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}".lower()}
     for url in (web_url(config), config.site.base_url):

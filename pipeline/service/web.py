@@ -96,12 +96,17 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     previous = previous_secrets(delivery.secret_env)
     env = environment_for(config)
 
+    headers = {frame: security_headers(config, frame) for frame in (False, True)}  # built once
+    templates: dict = {}  # loaded once: get_template would stat the file on every request (auto_reload)
+
     def respond(start_response, status: str, template: str, frame: bool = False, **context):
-        body = env.get_template(template).render(
+        if template not in templates:
+            templates[template] = env.get_template(template)
+        body = templates[template].render(
             site=config.site, organisation=config.organisation, mailto=delivery.unsubscribe_mailto, **context)
         data = body.encode("utf-8")
         start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
-                                *security_headers(config, frame)])
+                                *headers[frame]])
         return [data]
 
     def page(start_response, status: str, **context):
@@ -112,6 +117,9 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     from .webhooks import WEBHOOK_PREFIX, make_webhook_app
 
     webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks
+    from ..state.unsubscribes import UnsubscribeGroups
+
+    groups = UnsubscribeGroups(storage)  # concurrent one-click POSTs share one commit
 
     def unsubscribe_app(environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -148,9 +156,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
         if not _one_click(body, environ):
             return page(start_response, "400 Bad Request", state="error", heading="Invalid request",
                         message="The request did not ask to unsubscribe.")
-        from ..signup import unsubscribe
-
-        changed = unsubscribe(storage, email, "one-click")  # recorded in the consent history
+        changed = groups.unsubscribe(email, "one-click", utcnow())  # recorded in the consent history
         log.info("one-click unsubscribe%s", "" if changed else " (already unsubscribed)")
         return page(start_response, "200 OK", state="done", heading="You are unsubscribed", email=email)
 

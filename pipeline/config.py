@@ -726,7 +726,9 @@ class Signup(Strict):
                                                                        "in all (the list-bombing brake).")
     blocked_domains: list[str] = Field(default_factory=list, description="Address domains refused (and "
                                                                          "their subdomains).")
-    check_deliverability: bool = Field(default=True, description="Look up the domain's MX (DNS) before mailing.")
+    check_deliverability: bool = Field(default=True, description="Look the domain up in DNS before mailing; "
+                                       "only a definite answer that it takes no mail (NXDOMAIN, null MX, no MX "
+                                       "or A) refuses.")
     deliverability_timeout: float = Field(default=5.0, gt=0, description="Seconds for that DNS lookup.")
     client_ip_header: str | None = Field(default=None, description="Removed: list your proxies in "
                                                                    "web.trusted_proxies instead.")

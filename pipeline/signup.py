@@ -19,10 +19,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 from urllib.parse import urlencode
 
+import dns.resolver
+
 from .config import Config
 from .delivery.transports import PermanentError, TransientError, Transport, transport_for
 from .environment import previous_secrets, signing_secret
 from .mail.addresses import AddressError, normalise_address
+from .mail.deliverability import ResolverFactory, check_domain
 from .mail.notice import Kind, build_notice
 from .mail.signup_tokens import (
     hash_token,
@@ -94,13 +97,15 @@ class Signups:
     """The signup rules over one state database; ``clock`` and ``transport`` are injectable for tests."""
 
     def __init__(self, config: Config, storage: Storage, *, clock: Clock = utcnow,
-                 transport: Transport | None = None, secret: bytes | None = None):
+                 transport: Transport | None = None, secret: bytes | None = None,
+                 resolver: ResolverFactory = dns.resolver.Resolver):
         delivery = config.require_delivery()
         self.config, self.storage, self.clock = config, storage, clock
         self.settings = config.signup
         self.secret = secret or signing_secret(delivery.secret_env, config.path("state"))
         self.previous = [] if secret else previous_secrets(delivery.secret_env)  # links signed before a key change
         self._transport = transport
+        self.resolver = resolver  # the DNS resolver the deliverability check asks; a test's points at loopback
 
     # -- the form ------------------------------------------------------------------------------
 
@@ -156,15 +161,20 @@ class Signups:
         return hmac.new(self.secret, value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
     def _deliverable(self, email: str) -> bool:
+        """False only when DNS says for certain that the domain takes no mail (``mail/deliverability.py``)."""
         from email_validator import EmailNotValidError, validate_email
 
         try:
-            validate_email(email, check_deliverability=True, allow_smtputf8=True,
-                           timeout=max(1, round(self.settings.deliverability_timeout)))
+            domain = validate_email(email, check_deliverability=False, allow_smtputf8=True).ascii_domain
         except EmailNotValidError:
-            log.info("signup refused: domain does not receive mail")
             return False
-        return True  # a DNS timeout is not a refusal (email-validator reports it as unknown)
+        verdict = check_domain(domain, self.settings.deliverability_timeout, self.resolver)
+        if not verdict.receives_mail:
+            log.info("signup refused: the domain does not receive mail (%s)", verdict.reason)
+        elif verdict.reason.startswith("dns unanswered"):
+            log.warning("signup: could not look up the mail server of a domain (%s); letting it through",
+                        verdict.reason)
+        return verdict.receives_mail
 
     # -- confirmation ----------------------------------------------------------------------------
 

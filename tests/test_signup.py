@@ -414,3 +414,41 @@ def test_concurrent_hits_on_one_rate_limit_never_pass_it(config):
         for thread in threads:
             thread.join(timeout=60)
     assert len(results) == 24 and results.count(True) == 5
+
+
+def test_a_reader_whose_address_is_not_ascii_signs_up_from_the_form_and_confirms(web):
+    client, clock, storage, config = web
+    response = client.signup(clock, "jörg@bücher.example")
+    assert response.status == 200 and "Check your inbox" in response.body
+    (mail,) = outbox(config)
+    # SMTPUTF8 (RFC 6531): the local part in UTF-8, the domain in its ASCII (IDNA) form every relay reads
+    assert mail["To"] == "jörg@xn--bcher-kva.example"
+    done = client.request("POST", "/confirm", {"token": token_of(link_in(mail, "confirm"))})
+    assert done.status == 200 and storage.profile(email="jörg@xn--bcher-kva.example").status == "subscribed"
+
+
+def test_an_imported_address_that_is_not_ascii_gets_its_confirmation(site):
+    (site / "people.csv").write_text("email,name\nchloé@example.org,Chloé\n", encoding="utf-8")
+    first = run_cli(site, "subscribers", "import", "people.csv")
+    assert first.returncode == 0, first.stderr
+    assert "added 1," in first.stdout and "confirmations sent 1" in first.stdout
+    config = load_config(site / "config.yaml")
+    (mail,) = outbox(config)
+    assert mail["To"] == "chloé@example.org"
+
+
+def test_a_relay_without_smtputf8_refuses_the_confirmation_cleanly(site):
+    from .conftest import use_smtp
+    from .smtp_sink import RecordingHandler, SmtpSink
+
+    handler = RecordingHandler()
+    with SmtpSink(handler, smtputf8=False) as sink:
+        config = use_smtp(site, sink.port)
+        clock = Clock()
+        with open_storage(config) as storage:
+            client = Client(make_app(config, storage, clock=clock))
+            response = client.signup(clock, "jörg@example.org")
+            assert response.status == 200 and "Check your inbox" in response.body  # the same page as anyone's
+            assert storage.profile(email="jörg@example.org").status == "pending"
+            client.signup(clock, "ann@example.org")
+    assert [m.recipient for m in handler.received] == ["ann@example.org"]

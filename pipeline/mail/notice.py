@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal
@@ -19,6 +20,7 @@ from .addresses import ascii_address
 from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
 
 Kind = Literal["confirm", "welcome"]
+UTF8_WIRE_POLICY = policy.SMTPUTF8.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
@@ -54,4 +56,6 @@ def build_notice(config: Config, kind: Kind, email: str, *, link: str, now: date
     msg.set_raw("Auto-Submitted", "auto-generated")  # no vacation replies to a confirmation
     msg.set_content(text, charset="utf-8", cte="base64")
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
-    return Notice(wire, subject, msg.as_bytes(policy=WIRE_POLICY))
+    # An internationalised local part cannot be written in ASCII (RFC 6531): the To header goes out
+    # in UTF-8, as the digest's does, and the SMTP transport asks the relay for SMTPUTF8.
+    return Notice(wire, subject, msg.as_bytes(policy=WIRE_POLICY if wire.isascii() else UTF8_WIRE_POLICY))

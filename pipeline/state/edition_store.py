@@ -142,7 +142,7 @@ class EditionStore(StoreBase):
         with self.engine.begin() as conn:
             return conn.execute(update(deliveries)
                                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED,
-                                       ~_suppressed(deliveries.c.subscriber_id))  # issue 14: never a suppressed one
+                                       ~_suppressed(deliveries.c.subscriber_id))  # bounces: never a suppressed one
                                 .values(status=PENDING, retry_at=None, first_attempt_at=None,
                                         reply=None, updated_at=utcnow())).rowcount
 

@@ -172,7 +172,7 @@ source_items = Table(
 )
 
 
-# -- schema 5: signup, consent, topics (issue 13) ------------------------------------------------
+# -- schema 5: signup, consent, topics (double opt-in) ------------------------------------------------
 # Columns added to existing tables (NULL means: the default) and the tables of their own.
 
 subscribers.append_column(Column("topics_key", String(200)))  # sorted topic names joined by ","; "" or NULL: all
@@ -227,7 +227,7 @@ def topics_key(names: list[str] | tuple[str, ...] | set[str]) -> str:
     return ",".join(sorted({name for name in names if name}))
 
 
-# -- schema 7 (issue 14): bounces, complaints and the suppression list --------------------------------
+# -- schema 7: bounces, complaints and the suppression list --------------------------------
 # Every bounce, complaint and mailto unsubscribe that named a subscriber, with what it caused: the history.
 bounce_events = Table(
     "bounce_events", metadata,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from ..config import BouncePolicy
-from ..state.storage import Storage, utcnow
+from ..state.rows import BounceEvent, Subscriber, Suppression
+from ..state.schema import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,18 @@ KINDS = ("hard", "soft", "complaint", "unsubscribe", "not counted")
 HARD_BOUNCE, SOFT_BOUNCES, COMPLAINT = "hard-bounce", "soft-bounces", "complaint"
 
 
+class BounceStore(Protocol):
+    """The state the decision reads and writes (``state.storage.Storage`` is one)."""
+
+    def get_subscriber(self, email: str) -> Subscriber | None: ...
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None: ...
+    def last_lifted(self, subscriber_id: int) -> datetime | None: ...
+    def soft_bounces_since(self, subscriber_id: int, since: datetime) -> int: ...
+    def bounce_history(self, subscriber_id: int) -> tuple[list[BounceEvent], list[Suppression]]: ...
+    def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
+                            *, suppress: str | None = None, unsubscribe: bool = False) -> str: ...
+
+
 @dataclass(frozen=True)
 class BounceResult:
     email: str
@@ -33,7 +46,7 @@ class BounceResult:
     outcome: str  # counted, suppressed, unsubscribed, ... or "unknown address"
 
 
-def record_bounce(storage: Storage, policy: BouncePolicy, email: str, kind: str, reason: str, source: str,
+def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: str, reason: str, source: str,
                   edition_id: str | None = None, subscriber_id: int | None = None) -> BounceResult:
     """Record one bounce, complaint or unsubscribe request for a subscriber and apply the policy.
 
@@ -72,7 +85,7 @@ def record_bounce(storage: Storage, policy: BouncePolicy, email: str, kind: str,
     return BounceResult(subscriber.email, kind, outcome)
 
 
-def _already_counted(storage: Storage, subscriber_id: int, edition_id: str, since) -> bool:
+def _already_counted(storage: BounceStore, subscriber_id: int, edition_id: str, since) -> bool:
     events, _ = storage.bounce_history(subscriber_id)
     return any(e.kind == "soft" and e.edition_id == edition_id and e.created_at >= since for e in events)
 

@@ -7,7 +7,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..config import Config
 from ..errors import PipelineError
 from ..state.desk import DeskStore, DeskUser
+from ..state.schema import utcnow
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,6 @@ Clock = Callable[[], datetime]
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when an account does not exist, so both answers take the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def token_hash(token: str) -> str:

@@ -22,7 +22,8 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, literal_column, or_, select, update
 
-from .storage import (
+from .ledger import Prepared
+from .schema import (
     DEFERRED,
     PENDING,
     PENDING_CONFIRMATION,
@@ -30,13 +31,12 @@ from .storage import (
     SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
-    Prepared,
-    Storage,
     consent_events,
     deliveries,
     signup_tokens,
     subscribers,
 )
+from .storage import Storage
 
 _FIND = select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == bindparam("e"))
 _LEAVE = (update(subscribers).where(subscribers.c.id == bindparam("i"), subscribers.c.status == bindparam("was"))

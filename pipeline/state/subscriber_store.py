@@ -1,0 +1,174 @@
+"""Subscribers: add, import (merge), unsubscribe, look up, stream in batches, count."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    insert,
+    select,
+    update,
+)
+
+from .rows import (
+    Profile,
+    Subscriber,
+)
+from .schema import (
+    DEFERRED,
+    PENDING,
+    SENDING,
+    SKIPPED,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    deliveries,
+    subscribers,
+    utcnow,
+)
+from .store_base import StoreBase
+
+log = logging.getLogger(__name__)
+
+
+class SubscriberStore(StoreBase):
+    """The subscriber list as imports, exports, the desk and the edition planner read it."""
+
+    def get_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+        return self._subscriber(row) if row else None
+
+    def add_subscriber(self, email: str, name: str | None = None, attributes: dict[str, Any] | None = None,
+                       *, resubscribe: bool = False) -> str:
+        """Insert or merge one subscriber; returns 'added', 'updated', 'resubscribed' or 'unsubscribed'.
+
+        An unsubscribed address stays unsubscribed unless ``resubscribe`` is given
+        (an explicit, single-address request), so a re-import never resubscribes anyone.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+            if row is None:
+                conn.execute(insert(subscribers).values(
+                    email=email, name=name, attributes=attributes or {}, status=SUBSCRIBED,
+                    subscribed_at=now, updated_at=now))
+                return "added"
+            values: dict[str, Any] = {"updated_at": now}
+            if name:
+                values["name"] = name
+            if attributes:
+                values["attributes"] = {**(row.attributes or {}), **attributes}
+            outcome = "updated"
+            if row.status == UNSUBSCRIBED:
+                if resubscribe:
+                    values.update(status=SUBSCRIBED, subscribed_at=now, unsubscribed_at=None)
+                    outcome = "resubscribed"
+                else:
+                    outcome = "unsubscribed"
+            conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+            return outcome
+
+    def merge_subscribers(self, rows: list[tuple[str, str | None, dict[str, Any]]], *,
+                          status: str = SUBSCRIBED) -> dict[str, int]:
+        """Merge a batch of (email, name, attributes) in one transaction: new ones are added
+        (with ``status``: pending when the import asks them to confirm), known ones updated where
+        a name or attribute differs (else counted unchanged), unsubscribed ones left unsubscribed.
+        One round trip per batch, not per subscriber, so large imports stay fast."""
+        now = utcnow()
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0}
+        if not rows:
+            return counts
+        with self.engine.begin() as conn:
+            known = {row.email: row for row in conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.name,
+                       subscribers.c.attributes)
+                .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
+            new = [{"email": email, "name": name, "attributes": attributes, "status": status,
+                    "subscribed_at": now if status == SUBSCRIBED else None, "updated_at": now}
+                   for email, name, attributes in rows if email not in known]
+            if new:
+                conn.execute(insert(subscribers), new)
+            counts["added"] = len(new)
+            for email, name, attributes in rows:
+                row = known.get(email)
+                if row is None:
+                    continue
+                values: dict[str, Any] = {}
+                if name and name != row.name:
+                    values["name"] = name
+                merged = {**(row.attributes or {}), **attributes}
+                if merged != (row.attributes or {}):
+                    values["attributes"] = merged
+                if values:
+                    conn.execute(update(subscribers).where(subscribers.c.id == row.id)
+                                 .values(updated_at=now, **values))
+                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated" if values else "unchanged"] += 1
+        return counts
+
+    def unsubscribe(self, email: str) -> bool:
+        """Mark unsubscribed; True if the address was subscribed.  Idempotent."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == email, subscribers.c.status == SUBSCRIBED)
+                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now))
+            if result.rowcount:
+                # Not yet sent editions must not reach this address either.
+                ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.subscriber_id == ids,
+                           deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
+                    .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
+            return bool(result.rowcount)
+
+    def iter_subscribers(self, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """Stream subscribers in id order, a batch at a time, so memory stays flat."""
+        last = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(batch)
+            if status:
+                query = query.where(subscribers.c.status == status)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._subscriber(row)
+            last = rows[-1].id
+
+    def count_subscribers(self, status: str | None = SUBSCRIBED) -> int:
+        query = select(func.count()).select_from(subscribers)
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def profile(self, email: str | None = None, subscriber_id: int | None = None) -> Profile | None:
+        where = subscribers.c.email == email if email is not None else subscribers.c.id == subscriber_id
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(where)).first()
+        return self._profile(row) if row else None
+
+    def known_emails(self, emails: list[str]) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(subscribers.c.email).where(subscribers.c.email.in_(emails))).scalars())
+
+    def ids_for(self, emails: list[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {row.email: row.id for row in conn.execute(
+                select(subscribers.c.email, subscribers.c.id).where(subscribers.c.email.in_(emails)))}
+
+    def profiles(self, subscriber_ids: list[int]) -> dict[int, Profile]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(subscribers).where(subscribers.c.id.in_(subscriber_ids))).all()
+        return {row.id: self._profile(row) for row in rows}
+
+    def get_subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return self._subscriber(row) if row else None

@@ -1,0 +1,112 @@
+"""The state layer stays in small pieces: one store per domain, each module and class small enough to read."""
+
+import ast
+from pathlib import Path
+
+import pipeline.state
+
+STATE = Path(pipeline.state.__file__).parent
+
+
+def _methods(cls: ast.ClassDef) -> list[str]:
+    return [node.name for node in cls.body if isinstance(node, ast.FunctionDef)]
+
+
+def test_every_state_module_is_at_most_500_lines():
+    sizes = {path.name: len(path.read_text().splitlines()) for path in STATE.glob("*.py")}
+    assert {name: size for name, size in sizes.items() if size > 500} == {}
+
+
+def test_every_store_class_defines_at_most_25_methods():
+    counts = {}
+    for path in STATE.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                counts[f"{path.name}:{node.name}"] = len(_methods(node))
+    assert {name: n for name, n in counts.items() if n > 25} == {}
+    assert counts["ledger.py:LedgerStore"] >= 10  # the split classes are found, not an empty walk
+
+
+def test_storage_is_the_facade_of_the_domain_stores():
+    from pipeline.state.bounce_store import BounceStore
+    from pipeline.state.edition_store import EditionStore
+    from pipeline.state.ledger import LedgerStore
+    from pipeline.state.signup_store import SignupStore
+    from pipeline.state.source_store import SourceStore
+    from pipeline.state.storage import Storage
+    from pipeline.state.subscriber_store import SubscriberStore
+
+    stores = (SubscriberStore, SignupStore, EditionStore, LedgerStore, BounceStore, SourceStore)
+    assert all(issubclass(Storage, store) for store in stores)
+    assert Storage.claim is LedgerStore.claim and Storage.record_bounce_event is BounceStore.record_bounce_event
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each pipeline module and the pipeline modules it imports at module level (not under TYPE_CHECKING)."""
+    package = STATE.parent
+    graph: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        parts = ["pipeline", *path.relative_to(package).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        here = name if is_package else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+                continue
+            if not isinstance(node, ast.Import | ast.ImportFrom | ast.Try | ast.If):
+                continue
+            for found in ast.walk(node):
+                if isinstance(found, ast.Import):
+                    deps |= {alias.name for alias in found.names if alias.name.startswith("pipeline")}
+                elif isinstance(found, ast.ImportFrom):
+                    base = ".".join(here.split(".")[: len(here.split(".")) - found.level + 1]) if found.level else ""
+                    full = ".".join(filter(None, [base, found.module or ""]))
+                    for alias in found.names:
+                        candidate = f"{full}.{alias.name}"
+                        exists = (package.parent / candidate.replace(".", "/")).with_suffix(".py").exists()
+                        deps.add(candidate if exists else full)
+        graph[name] = {dep for dep in deps if dep != name and dep.startswith("pipeline")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for dep in graph[module] & graph.keys():
+            if dep not in index:
+                visit(dep)
+                low[module] = min(low[module], low[dep])
+            elif dep in stack:
+                low[module] = min(low[module], index[dep])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_module_level_imports_of_the_pipeline_have_no_circle():
+    graph = _module_imports()
+    assert "pipeline.state.schema" in graph["pipeline.state.storage"]  # the walk sees relative imports
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

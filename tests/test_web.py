@@ -160,7 +160,7 @@ def test_a_bad_or_huge_body_is_refused_before_it_is_read(endpoint, length, statu
 def test_the_app_never_trusts_content_length_under_any_wsgi_server():
     import io
 
-    from pipeline.service.web import MAX_BODY, BadBody, read_body
+    from pipeline.service.http import MAX_BODY, BadBody, read_body
 
     for declared, status in (("-1", "400"), ("12x", "400"), (str(MAX_BODY + 1), "413")):
         with pytest.raises(BadBody, match=status):

@@ -18,34 +18,12 @@ from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import environment_for
 from ..state.storage import Storage
+from .http import MAX_BODY, BadBody, read_body
 from .http_server import WebServer
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
 UNSUBSCRIBE_PATH = "/unsubscribe"
-
-
-class BadBody(Exception):
-    """A request body the app will not read: its status says why (400 malformed, 413 too large)."""
-
-    def __init__(self, status: str):
-        super().__init__(status)
-        self.status = status
-
-
-def read_body(environ: dict, limit: int = MAX_BODY) -> bytes:
-    """The request body, never trusting Content-Length: a malformed or negative one is refused, and at
-    most ``limit`` bytes are read whatever it says (the production server enforces the same limit)."""
-    declared = environ.get("CONTENT_LENGTH") or "0"
-    if not declared.isdigit():
-        raise BadBody("400 Bad Request")
-    if int(declared) > limit:
-        raise BadBody("413 Content Too Large")
-    body = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
-    if len(body) > limit:
-        raise BadBody("413 Content Too Large")
-    return body
 
 
 def _one_click(body: bytes, environ: dict) -> bool:

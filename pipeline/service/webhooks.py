@@ -34,6 +34,7 @@ from ..config import Config, SesWebhook
 from ..environment import secret_from_env
 from ..errors import require_extra
 from ..state.storage import Storage
+from .http import BadBody, read_body
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,6 @@ def _fresh(timestamp: str, max_age: int) -> bool:
 # -- the WSGI part ------------------------------------------------------------------------------
 
 def _read_body(environ) -> bytes:
-    from .web import BadBody, read_body
-
     try:
         return read_body(environ, MAX_BODY)
     except BadBody as exc:

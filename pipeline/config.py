@@ -631,10 +631,23 @@ class SesWebhook(Strict):
     enabled: bool = False
     """Answer Amazon SES notifications (via SNS) at /webhooks/ses."""
     cert_url_pattern: str = Field(
-        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        default=r"^https://sns\.[a-z]{2}(-gov)?-[a-z]+-[0-9]+\.amazonaws\.com(\.cn)?/",
         description="SigningCertURL and SubscribeURL must match; they are fetched over verified HTTPS.")
     ca_file: Path | None = Field(default=None, description="CA bundle trusted for those fetches (default: system).")
-    topic_arns: list[str] = Field(default_factory=list, description="Accept only these topics (empty: any).")
+    topic_arns: list[str] = Field(default_factory=list, description="The SNS topics your SES identities notify "
+                                  "(arn:aws:sns:<region>:<account>:<topic>); required when enabled: only these "
+                                  "are accepted and only their subscriptions confirmed.")
+
+    @model_validator(mode="after")
+    def _topics_required(self) -> SesWebhook:
+        if self.enabled and not self.topic_arns:
+            raise ValueError("topic_arns: required when the SES webhook is enabled: list the ARNs of the SNS "
+                             "topics your SES identities notify; without them anyone's topic could post bounces")
+        for arn in self.topic_arns:
+            if not re.fullmatch(r"arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}", arn):
+                raise ValueError(f"topic_arns: {arn!r} is not an SNS topic ARN "
+                                 "(arn:aws:sns:<region>:<account>:<topic>)")
+        return self
 
 
 class PostmarkWebhook(Strict):

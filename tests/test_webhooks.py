@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from pipeline.app import open_storage
 from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from pipeline.service.web import make_web_server
 from pipeline.service.webhooks import sns_string_to_sign
 
@@ -165,8 +166,9 @@ def _suppressed(storage, email: str) -> str | None:
 # -- SES through SNS ------------------------------------------------------------------------------
 
 def _sns(ca: SnsCA, certs: CertServer, kind: str, version: str = "1", **fields) -> dict:
+    sent = fields.pop("sent", datetime.datetime.now(datetime.UTC))
     message = {"Type": kind, "MessageId": fields.pop("MessageId", "msg-1"), "TopicArn": TOPIC,
-               "Timestamp": "2026-11-23T10:00:00.000Z", "SignatureVersion": version,
+               "Timestamp": sent.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "SignatureVersion": version,
                "SigningCertURL": certs.base + "SimpleNotificationService-test.pem", **fields}
     algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
     signature = ca.signing_key.sign(sns_string_to_sign(message), padding.PKCS1v15(), algorithm)
@@ -220,6 +222,39 @@ def test_a_signed_subscription_confirmation_is_confirmed_and_a_forged_one_is_not
     assert _post(base + "ses", json.dumps(forged).encode())[0] == 403
     assert _post(base + "ses", json.dumps(confirm).encode()) == (200, {"ok": True, "recorded": 0})
     assert certs.confirmations == ["/confirm?Action=ConfirmSubscription&Token=tok"]
+
+
+def test_a_signed_sns_message_dated_outside_the_window_is_refused(web, ca, certs):
+    base, storage = web
+    for sent in (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2), datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=2)):
+        message = _sns(ca, certs, "Notification", MessageId=f"msg-{sent:%H}", sent=sent,
+                       Message=_ses_bounce("reader00004@example.org"))
+        status, answer = _post(base + "ses", json.dumps(message).encode())
+        assert (status, answer["error"]) == (403, "SNS message Timestamp outside the accepted window "
+                                                  "(bounces.webhooks.max_age)")
+    assert _suppressed(storage, "reader00004@example.org") is None
+
+
+def test_the_ses_webhook_is_refused_at_config_time_without_topic_arns(project):
+    set_config(project, **{"bounces.webhooks": {"ses": {"enabled": True}}})
+    with pytest.raises(ConfigError, match=r"bounces.webhooks.ses: topic_arns: required when the SES webhook is "
+                                          r"enabled"):
+        load_config(project / "config.yaml")
+
+
+def test_the_default_certificate_host_is_an_sns_region_endpoint_and_nothing_else():
+    import re
+
+    from pipeline.config import SesWebhook
+
+    pattern = re.compile(SesWebhook(topic_arns=[TOPIC]).cert_url_pattern)
+    assert pattern.match("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem")
+    assert pattern.match("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem")
+    assert pattern.match("https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem")
+    for forged in ("https://sns.s3.amazonaws.com/cert.pem", "http://sns.us-east-1.amazonaws.com/cert.pem",
+                   "https://sns.us-east-1.amazonaws.com.evil.example/cert.pem",
+                   "https://sns.us-east-1.amazonaws.com@evil.example/cert.pem"):
+        assert not pattern.match(forged), forged
 
 
 # -- Postmark, SendGrid, Mailgun ------------------------------------------------------------------

@@ -229,6 +229,17 @@ def mailgun_events(body: dict[str, Any]) -> list[Event]:
     return [Event(str(data.get("recipient", "")), mapped, reason.strip(), str(data.get("id") or ""))]
 
 
+def _fresh_iso(timestamp: str, max_age: int) -> bool:
+    """An ISO 8601 time (SNS's ``Timestamp``) within ``max_age`` seconds of now, either way."""
+    try:
+        at = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return False
+    if at.tzinfo is None:
+        return False
+    return abs(time.time() - at.timestamp()) <= max_age
+
+
 def _fresh(timestamp: str, max_age: int) -> bool:
     try:
         return abs(time.time() - int(timestamp)) <= max_age
@@ -286,6 +297,9 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
         if not isinstance(message, dict):
             raise Rejected("400 Bad Request", "not an SNS message")
         verifier.verify(message)
+        if not _fresh_iso(str(message.get("Timestamp", "")), hooks.max_age):
+            raise Rejected("403 Forbidden",
+                           "SNS message Timestamp outside the accepted window (bounces.webhooks.max_age)")
         kind = message.get("Type")
         if kind == "SubscriptionConfirmation":
             url = str(message.get("SubscribeURL", ""))
@@ -350,6 +364,10 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             raise Rejected("403 Forbidden", "Mailgun signature does not verify")
         if not _fresh(timestamp, hooks.max_age):
             raise Rejected("403 Forbidden", "Mailgun timestamp too old")
+        data = payload.get("event-data")
+        occurred = data.get("timestamp") if isinstance(data, dict) else None
+        if isinstance(occurred, (int, float)) and occurred > time.time() + hooks.max_age:
+            raise Rejected("403 Forbidden", "Mailgun event dated in the future")
         with storage.processing("webhook:mailgun-token", token) as first:
             # Not first: the same signed request again (Mailgun signs only timestamp + token), already handled.
             return record("mailgun", mailgun_events(payload)) if first else 0

@@ -149,3 +149,40 @@ def test_proxy_headers_is_a_choice_of_two(project):
     assert load_config(set_config(project, **{"web.proxy_headers": "forwarded"})).web.proxy_headers == "forwarded"
     with pytest.raises(Exception, match="proxy_headers"):
         load_config(set_config(project, **{"web.proxy_headers": "x-real-ip"}))
+
+
+PROXIED = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "desk.example.org"}
+
+
+def _desk_sign_in(project, trusted: list[str]):
+    """Sign in to the desk as a browser at https://desk.example.org does, through a proxy on loopback that
+    passes the app a plain-HTTP request for 127.0.0.1:8026 with the X-Forwarded-* headers of deploy/nginx.conf."""
+    from werkzeug.test import Client as WsgiClient
+
+    from pipeline.app import open_storage
+    from pipeline.desk.accounts import add_user
+    from pipeline.desk.web import standalone
+
+    from .desk_helpers import ADMIN, PASSWORD, csrf_token, desk_config
+
+    config = desk_config(project, **{"web.trusted_proxies": trusted})
+    with open_storage(config) as storage:
+        add_user(storage, ADMIN, "admin", PASSWORD)
+        client = WsgiClient(standalone(config, storage))
+        environ = {"REMOTE_ADDR": "127.0.0.1"}
+        form = client.get("/desk/login", base_url="http://127.0.0.1:8026", headers=PROXIED, environ_base=environ)
+        return client.post("/desk/login", base_url="http://127.0.0.1:8026", environ_base=environ,
+                           data={"email": ADMIN, "password": PASSWORD, "csrf_token": csrf_token(form.text)},
+                           headers={**PROXIED, "Origin": "https://desk.example.org",
+                                    "Referer": "https://desk.example.org/desk/login"})
+
+
+def test_the_desk_behind_a_trusted_https_proxy_takes_its_public_origin_as_its_own(project, secret):
+    response = _desk_sign_in(project, ["127.0.0.1"])
+    assert response.status_code == 302, response.text  # signed in: Origin and CSRF referer are the desk's own
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_the_desk_behind_an_untrusted_peer_sees_the_public_origin_as_another_site(project, secret):
+    response = _desk_sign_in(project, [])
+    assert response.status_code == 403  # the browser's origin is not the host the app was asked for

@@ -811,6 +811,10 @@ class Web(Strict):
                                                                          "proxies you run; only from them are "
                                                                          "X-Forwarded-For/-Proto/-Host and "
                                                                          "Forwarded believed.")
+    proxy_headers: Literal["x-forwarded", "forwarded"] = Field(
+        default="x-forwarded", description="Which headers your proxies set: x-forwarded (X-Forwarded-For/-Proto/"
+                                           "-Host, what nginx and Caddy send) or forwarded (RFC 7239 Forwarded); "
+                                           "the other kind is ignored, since a client could have written it.")
 
     @field_validator("trusted_proxies")
     @classmethod

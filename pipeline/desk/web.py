@@ -46,7 +46,7 @@ class SendJob:
 
 def client_address(config: Config) -> str:
     """The client's address for the sign-in throttle and the audit log: the same rule as the public app
-    (X-Forwarded-For believed only from ``web.trusted_proxies``)."""
+    (forwarding headers believed only from ``web.trusted_proxies``, see ``service/proxies.py``)."""
     from ..service.signup import client_ip
 
     return (client_ip(request.environ, config.web.trusted_proxies) or "unknown")[:64]
@@ -73,6 +73,9 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
     app.session_interface = ServerSessions(store, clock, timedelta(minutes=settings.idle_minutes),
                                            timedelta(hours=settings.absolute_hours))
     CSRFProtect(app)
+    from ..service.proxies import behind_proxies  # the client, scheme and host behind web.trusted_proxies
+
+    app.wsgi_app = behind_proxies(app.wsgi_app, config.web.trusted_proxies, config.web.proxy_headers)  # type: ignore[method-assign]
     jobs: dict[str, SendJob] = {}
     app.extensions["desk"] = ext = {"config": config, "storage": storage, "store": store, "accounts": accounts,
                                     "clock": clock, "transport": transport, "jobs": jobs,

@@ -47,26 +47,12 @@ def form_view(config: Config, **values) -> FormView:
 
 
 def client_ip(environ: dict, trusted_proxies: list[str]) -> str:
-    """REMOTE_ADDR; when that peer is one of ``web.trusted_proxies``, the nearest X-Forwarded-For address that is
-    not a trusted proxy (the hop your proxy saw), so a client cannot choose its address by sending the header."""
-    import ipaddress
+    """The client's address: REMOTE_ADDR as ``service/proxies.behind_proxies`` left it (the client your trusted
+    proxies forwarded, never a header an untrusted peer wrote); resolved from X-Forwarded-For for an environ
+    that did not pass through it."""
+    from .proxies import client_address
 
-    networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies]
-
-    def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in networks)
-
-    peer = environ.get("REMOTE_ADDR", "")
-    if not networks or not trusted(peer):
-        return peer
-    for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")):
-        if hop.strip() and not trusted(hop):
-            return hop.strip()
-    return peer
+    return client_address(environ, trusted_proxies)
 
 
 def allowed_origin(environ: dict, config: Config) -> bool:

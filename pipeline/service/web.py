@@ -138,7 +138,9 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
         log.info("one-click unsubscribe%s", "" if changed else " (already unsubscribed)")
         return page(start_response, "200 OK", state="done", heading="You are unsubscribed", email=email)
 
-    return unsubscribe_app
+    from .proxies import behind_proxies  # the client, scheme and host your proxies forward (web.trusted_proxies)
+
+    return behind_proxies(unsubscribe_app, config.web.trusted_proxies, config.web.proxy_headers)
 
 
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:

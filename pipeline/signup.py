@@ -124,6 +124,9 @@ class Signups:
         if now - shown < timedelta(seconds=settings.min_fill_seconds):
             log.info("signup refused: form sent %.1fs after it was shown", (now - shown).total_seconds())
             return SignupResult("too-fast")
+        if not self.storage.mark_processed("form-stamp", form.stamp):
+            log.info("signup refused: a form stamp used before")  # a replayed post, or a double click
+            return SignupResult("again")
         hour_ago = now - timedelta(hours=1)
         if not self.storage.hit_rate("ip:" + self._hash(form.client_ip), settings.ip_limit, hour_ago, now):
             log.warning("signup refused: rate limit for one client address reached")

@@ -222,10 +222,10 @@ def test_a_form_without_a_stamp_asks_once_more_and_then_signs_up(web):
 
 def test_a_thousand_signups_from_one_address_in_a_minute_send_at_most_the_limit(web):
     client, clock, storage, config = web
-    stamp = client.stamp()
+    stamps = [client.stamp() for _ in range(1000)]  # a bot gathers fresh forms (each stamp is single-use)
     clock.advance(seconds=5)
     statuses = []
-    for n in range(1000):
+    for n, stamp in enumerate(stamps):
         response = client.request("POST", "/subscribe", {"email": f"victim{n}@example.org", "stamp": stamp},
                                   ip="192.0.2.66")
         statuses.append(response.status)
@@ -452,3 +452,15 @@ def test_a_relay_without_smtputf8_refuses_the_confirmation_cleanly(site):
             assert storage.profile(email="jörg@example.org").status == "pending"
             client.signup(clock, "ann@example.org")
     assert [m.recipient for m in handler.received] == ["ann@example.org"]
+
+
+def test_a_form_stamp_signs_up_once_and_a_replay_asks_for_a_fresh_form(web):
+    client, clock, storage, config = web
+    stamp = client.stamp()
+    clock.advance(seconds=5)
+    first = client.request("POST", "/subscribe", {"email": "ann@example.org", "stamp": stamp})
+    replay = client.request("POST", "/subscribe", {"email": "bob@example.org", "stamp": stamp})
+    assert "Check your inbox" in first.body
+    assert "press Subscribe once more" in replay.body and 'name="stamp"' in replay.body
+    assert storage.profile(email="bob@example.org") is None
+    assert [mail["To"] for mail in outbox(config)] == ["ann@example.org"]

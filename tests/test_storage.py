@@ -154,3 +154,15 @@ def test_a_ledger_write_that_fails_halfway_changes_nothing(backend, monkeypatch)
     assert store.record_and_begin(Outcome(first, SENT, "250 OK", 1), second)  # the connection went back clean
     assert store.ledger_counts("e1")["sent"] == 1
     store.close()
+
+
+def test_a_processed_key_is_claimed_once_on_either_database(backend):
+    """Webhook events, bounce mails and form stamps are handled once: the second claim of a key fails
+    (on PostgreSQL the driver reports -1 rows for a skipped insert, so the claim reads RETURNING)."""
+    storage = _storage(backend)
+    try:
+        assert storage.mark_processed("webhook:mailgun-token", "5f1c0e") is True
+        assert storage.mark_processed("webhook:mailgun-token", "5f1c0e") is False
+        assert storage.mark_processed("form-stamp", "5f1c0e") is True  # another source, another key
+    finally:
+        storage.close()

@@ -6,7 +6,8 @@
   tokens), so every digest can carry one without a database write per recipient and
   the link shows neither the id nor how many subscribers there are; the older form
   (the id in base36 beside an HMAC) is still read until it expires by itself;
-- form stamps are an HMAC over the time the form was shown, for the minimum fill time.
+- form stamps are an HMAC over the time the form was shown and a nonce, for the minimum fill
+  time; each is spent by the sign-up it carries (single use).
 """
 
 from __future__ import annotations
@@ -80,18 +81,20 @@ def _open_preferences(secret: bytes, token: str) -> tuple[int, int] | None:
 # -- form stamps: when the form was shown --------------------------------------------------------
 
 def make_form_stamp(secret: bytes, shown: datetime) -> str:
-    stamp = base36(int(shown.timestamp() * 1000))
-    return f"{stamp}.{b64(_mac(secret, 'form', stamp))}"
+    """When the form was shown, with a random nonce: every form view gets its own stamp, which the
+    sign-up spends (single use)."""
+    stamp, nonce = base36(int(shown.timestamp() * 1000)), secrets.token_urlsafe(9)
+    return f"{stamp}.{nonce}.{b64(_mac(secret, 'form', stamp, nonce))}"
 
 
 def read_form_stamp(secret: bytes, value: str) -> datetime | None:
     """When the form was shown, or None for a missing, malformed or forged stamp."""
     try:
-        stamp, signature = value.split(".")
+        stamp, nonce, signature = value.split(".")
         given = unb64(signature)
         millis = int(stamp, 36)
     except ValueError:
         return None
-    if not hmac.compare_digest(given, _mac(secret, "form", stamp)):
+    if not hmac.compare_digest(given, _mac(secret, "form", stamp, nonce)):
         return None
     return datetime.fromtimestamp(millis / 1000, timezone.utc)

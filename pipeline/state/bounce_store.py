@@ -183,9 +183,11 @@ class BounceStore(StoreBase):
     def mark_processed(self, source: str, key: str) -> bool:
         """True the first time a (source, key) is marked; False when it was handled before."""
         with self.engine.begin() as conn:
-            result = conn.execute(self._insert_ignoring_conflicts(processed_messages, ["source", "key"])
-                                  .values(source=source[:300], key=key[:300], processed_at=utcnow()))
-        return bool(result.rowcount)
+            # RETURNING, not rowcount: on PostgreSQL the driver may report -1 rows for a skipped insert.
+            inserted = conn.execute(self._insert_ignoring_conflicts(processed_messages, ["source", "key"])
+                                    .values(source=source[:300], key=key[:300], processed_at=utcnow())
+                                    .returning(processed_messages.c.key)).first()
+        return inserted is not None
 
     @contextmanager
     def processing(self, source: str, key: str) -> Iterator[bool]:

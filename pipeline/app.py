@@ -470,7 +470,7 @@ def _send_edition(ctx: RunContext, edition_id: str, secret: bytes, presence: Pre
                     stop=stop, progress=progress, worker=presence.id, share=presence.beat,
                     envelope_for=return_paths(config, edition_id, secret))
     report = sender.run()
-    record_send_refusals(config, storage, edition_id)  # issue 14: 5xx replies count as bounces
+    record_send_refusals(config, storage, edition_id)  # 5xx replies count as bounces
     report.failures = storage.failures(edition_id)
     report.next_retry = storage.next_retry(edition_id)
     log.info("edition %s: sent %d, failed %d, deferred %d, retried %d", edition_id, report.sent,
@@ -736,7 +736,7 @@ def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, in
         if edition is None:
             raise PipelineError(f"no edition {edition_id}" if edition_id else "no edition has been made yet")
         kept = storage.suppressed_failures(edition.id)
-        if kept:  # issue 14: a refusal that was a hard bounce keeps the address off the list
+        if kept:  # a refusal that was a hard bounce keeps the address off the list
             log.warning("edition %s: %d failed messages are of suppressed addresses and stay failed; lift with "
                         "`pipeline subscribers unsuppress ADDRESS --reason ...` first", edition.id, kept)
         return edition.id, storage.requeue_failed(edition.id)
@@ -772,7 +772,7 @@ def storage_for(config: Config) -> Iterator[Storage]:
         yield storage
 
 
-# -- bounces, complaints and the suppression list (issue 14) -----------------------------------------
+# -- bounces, complaints and the suppression list ---------------------------------------------------
 
 def return_paths(config: Config, edition_id: str, secret: bytes) -> Callable[[Claim], str] | None:
     """The VERP envelope sender of each message of an edition, when a bounce domain is configured."""
@@ -825,7 +825,8 @@ def bounce_addresses(config: Config, secret: bytes) -> Addresses:
 
     delivery = config.require_delivery()
     return Addresses(secret, config.bounces.local_part, config.bounces.domain,
-                     parseaddr(delivery.unsubscribe_mailto)[1].lower(), tuple(previous_secrets(delivery.secret_env)))
+                     parseaddr(delivery.unsubscribe_mailto)[1].lower(), tuple(previous_secrets(delivery.secret_env)),
+                     tuple(config.bounces.trusted_authserv_ids))
 
 
 def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,

@@ -572,7 +572,7 @@ class Schedule(Strict):
         return value
 
 
-# -- issue 14: bounces, complaints and the suppression list ---------------------------------------
+# -- bounces, complaints and the suppression list -------------------------------------------------
 
 class BouncePolicy(Strict):
     soft_limit: int = Field(default=3, ge=1, description="Soft bounces within soft_window_days that suppress.")
@@ -684,6 +684,10 @@ class Bounces(Strict):
         default=None, description="VERP: envelope sender bounces+<token>@<domain>; null keeps the From address.")
     local_part: str = Field(default="bounces", pattern=r"^[a-z0-9][a-z0-9._-]*$")
     """The part of the VERP return path before the +."""
+    trusted_authserv_ids: list[str] = Field(default_factory=list, description="Receiving mail servers (their "
+                                            "authserv-id, the first word of the Authentication-Results headers "
+                                            "they add) whose DMARC verdict is believed: a mail to the unsubscribe "
+                                            "address without a token is honoured only on their dmarc=pass.")
     policy: BouncePolicy = BouncePolicy()
     """When bounces suppress an address."""
     mailbox: Mailbox | None = None

@@ -18,10 +18,14 @@ def return_path(secret: str, edition_id: str, subscriber_id: int) -> str:
 
 
 def sample(name: str, secret: str, edition_id: str, subscriber_id: int, recipient: str,
-           unsubscribe_base: str = "https://www.nationalmssociety.org/news-feed/unsubscribe") -> bytes:
+           unsubscribe_base: str = "https://www.nationalmssociety.org/news-feed/unsubscribe",
+           authentication_results: str = "") -> bytes:
     """A sample as it arrives: CRLF line ends, the placeholders filled in."""
     text = (SAMPLES / f"{name}.eml").read_text(encoding="utf-8")
-    url = f"{unsubscribe_base}?{urlencode({'token': make_token(secret.encode(), recipient)})}"
+    token = make_token(secret.encode(), recipient)
+    url = f"{unsubscribe_base}?{urlencode({'token': token})}"
+    results = f"Authentication-Results: {authentication_results}\n" if authentication_results else ""
     text = (text.replace("@@RETURN_PATH@@", return_path(secret, edition_id, subscriber_id))
+            .replace("@@TOKEN@@", token).replace("@@AUTHENTICATION_RESULTS@@\n", results)
             .replace("@@RECIPIENT@@", recipient).replace("@@UNSUBSCRIBE_URL@@", url))
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pipeline.bounces.parse import Addresses, read_message
@@ -57,5 +59,36 @@ def test_a_bounce_to_a_forged_return_path_or_to_no_return_path_names_nobody():
 
 def test_an_auto_reply_is_not_a_bounce_and_a_mail_to_the_unsubscribe_address_is_a_request():
     assert read_message(sample("out_of_office", SECRET, EDITION, 7, "x@example.org"), ADDRESSES) == []
-    (request,) = read_message(sample("mailto_unsubscribe", SECRET, EDITION, 7, "Leaver@Example.org"), ADDRESSES)
+    (request,) = read_message(sample("mailto_unsubscribe", SECRET, EDITION, 7, "leaver@example.org"), ADDRESSES)
     assert (request.kind, request.email) == ("unsubscribe", "leaver@example.org")
+
+
+def test_a_mail_to_the_unsubscribe_address_names_whom_its_token_names_not_its_from():
+    raw = sample("mailto_unsubscribe", SECRET, EDITION, 7, "leaver@example.org").replace(
+        b"From: leaver@example.org", b"From: someone.else@example.org")
+    (request,) = read_message(raw, ADDRESSES)
+    assert request.email == "leaver@example.org"
+
+
+def test_a_forged_from_without_a_token_unsubscribes_nobody():
+    assert read_message(sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "victim@example.org"), ADDRESSES) == []
+
+
+TRUSTING = dataclasses.replace(ADDRESSES, trusted_authserv_ids=("mx.nationalmssociety.org",))
+
+
+def test_without_a_token_a_dmarc_pass_from_our_own_receiving_server_is_honoured():
+    passed = "mx.nationalmssociety.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"
+    (request,) = read_message(sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "ann@example.org",
+                                     authentication_results=passed), TRUSTING)
+    assert (request.kind, request.email) == ("unsubscribe", "ann@example.org")
+
+
+@pytest.mark.parametrize("results", [
+    "mx.attacker.example; dmarc=pass header.from=example.org",  # written by the sender, not by our server
+    "mx.nationalmssociety.org; dmarc=fail header.from=example.org",
+    "mx.nationalmssociety.org; dmarc=pass header.from=other.example",  # not the From domain
+])
+def test_without_a_token_anything_but_our_servers_dmarc_pass_for_the_from_domain_is_ignored(results):
+    raw = sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "ann@example.org", authentication_results=results)
+    assert read_message(raw, TRUSTING) == []

@@ -78,8 +78,10 @@ def test_list_unsubscribe_is_plain_ascii_on_the_wire_and_personal(project, secre
     for message in sink.handler.received:
         value = _raw_header(message.raw, "List-Unsubscribe")
         assert b"=?" not in value and b"\r\n" not in value  # no RFC 2047 encoded-words, not folded
-        match = re.fullmatch(rb"<(https://[^>]+)>, <mailto:unsubscribe@nationalmssociety\.org\?subject=unsubscribe>", value)
+        match = re.fullmatch(rb"<(https://[^>]+)>, <mailto:unsubscribe@nationalmssociety\.org\?subject=unsubscribe%20"
+                             rb"(u1\.[A-Za-z0-9_-]+)>", value)
         assert match, value
+        assert match.group(2).decode() == parse_qs(urlsplit(match.group(1).decode()).query)["token"][0]
         url = match.group(1).decode()
         token = parse_qs(urlsplit(url).query)["token"][0]
         assert read_token(SECRET.encode(), token) == message.recipient

@@ -49,6 +49,7 @@ class Addresses:
     bounce_domain: str | None
     unsubscribe_mailto: str
     previous: tuple[bytes, ...] = ()  # earlier secrets: unsubscribe tokens in older mail still name their address
+    trusted_authserv_ids: tuple[str, ...] = ()  # receiving servers whose Authentication-Results are believed
 
 
 def read_message(raw: bytes, addresses: Addresses, envelope_recipients: Iterable[str] = ()) -> list[Report]:
@@ -62,7 +63,7 @@ def read_message(raw: bytes, addresses: Addresses, envelope_recipients: Iterable
     if _is_feedback_report(message):
         return _complaint(message, addresses, target)
     if addresses.unsubscribe_mailto.lower() in recipients and target is None:
-        return _unsubscribe_request(message)
+        return _unsubscribe_request(message, addresses)
     if target is None:
         log.info("a message that reached no signed return path was ignored (subject %r)",
                  str(message.get("Subject", ""))[:80])
@@ -199,10 +200,40 @@ def _token_email(original: Message, addresses: Addresses) -> str | None:
     return None
 
 
-def _unsubscribe_request(message: Message) -> list[Report]:
+def _unsubscribe_request(message: Message, addresses: Addresses) -> list[Report]:
+    """A mail to the unsubscribe address unsubscribes whom its token names (the List-Unsubscribe
+    ``mailto:`` carries it in the subject, RFC 8058 style), or its sender when a receiving server we
+    trust says the From domain passed DMARC.  Anything else, a forged ``From:`` above all, unsubscribes
+    nobody."""
     if str(message.get("Auto-Submitted", "no")).lower() != "no" or message.get_content_type() == "multipart/report":
         return []  # auto-replies and reports are not requests
+    for token in re.findall(r"\bu1\.[A-Za-z0-9_-]+", str(message.get("Subject", ""))):
+        email = read_token(addresses.secret, token, addresses.previous)
+        if email:
+            return [Report("unsubscribe", "asked by email to the unsubscribe address (signed link)", email=email)]
     sender = parseaddr(str(message.get("From", "")))[1].lower()
     if "@" not in sender:
         return []
-    return [Report("unsubscribe", "asked by email to the unsubscribe address", email=sender)]
+    if dmarc_aligned_pass(message, sender.rsplit("@", 1)[1], addresses.trusted_authserv_ids):
+        return [Report("unsubscribe", "asked by email to the unsubscribe address (DMARC pass)", email=sender)]
+    log.warning("a mail to the unsubscribe address without a valid token or a trusted DMARC pass was ignored")
+    return []
+
+
+def dmarc_aligned_pass(message: Message, from_domain: str, trusted: Iterable[str]) -> bool:
+    """True when an ``Authentication-Results`` header (RFC 8601) added by one of the ``trusted``
+    receiving servers says ``dmarc=pass`` for the From domain.  Headers from anyone else, which a
+    sender can write themselves, are not read."""
+    trusted_ids = {server.lower() for server in trusted}
+    for header in message.get_all("Authentication-Results", []):
+        text = " ".join(str(header).split())
+        authserv = text.split(";", 1)[0].strip().split()[0].lower() if text.strip() else ""
+        if authserv not in trusted_ids:
+            continue
+        for result in text.split(";")[1:]:
+            found = re.match(r"\s*dmarc=(\w+)\b(.*)", result, re.IGNORECASE)
+            if found and found.group(1).lower() == "pass":
+                domain = re.search(r"header\.from=([^\s;()]+)", found.group(2), re.IGNORECASE)
+                if domain and domain.group(1).lower().rstrip(".") == from_domain:
+                    return True
+    return False

@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Delivery
 from ..errors import PipelineError
@@ -105,7 +105,11 @@ def recipient_for(email: str, edition_id: str, delivery: Delivery, secret: bytes
 
 
 def list_unsubscribe(url: str, delivery: Delivery) -> str:
-    return f"<{url}>, <mailto:{delivery.unsubscribe_mailto}?subject=unsubscribe>"
+    """The one-click URL and a ``mailto:`` whose subject carries the same token, so a mail to the
+    unsubscribe address names its subscriber by a signature, not by a ``From:`` anyone can write."""
+    token = parse_qs(urlsplit(url).query).get("token", [""])[0]
+    subject = f"unsubscribe%20{token}" if token else "unsubscribe"
+    return f"<{url}>, <mailto:{delivery.unsubscribe_mailto}?subject={subject}>"
 
 
 # -- the reference builder ------------------------------------------------------------------

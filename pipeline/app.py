@@ -832,7 +832,7 @@ def bounce_addresses(config: Config, secret: bytes) -> Addresses:
 def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,
                     envelope_recipients: list[str] | None = None) -> list[BounceResult]:
     """One received message (a bounce, a complaint, a mailto unsubscribe) through the policy."""
-    from .bounces.parse import read_message
+    from .bounces.parse import UNVERIFIED_UNSUBSCRIBE, read_message
     from .bounces.policy import record_bounce
     from .mail.addresses import AddressError, normalise_address
 
@@ -849,11 +849,46 @@ def handle_received(config: Config, storage: Storage, addresses: Addresses, raw:
                 email = normalise_address(email)
             except AddressError:
                 continue
+        if report.kind == UNVERIFIED_UNSUBSCRIBE:
+            ask_before_unsubscribing(config, storage, addresses.secret, email)
+            continue
         target = report.target
         results.append(record_bounce(storage, config.bounces.policy, email, report.kind, report.reason, source,
                                      edition_id=target.edition_id if target else None,
                                      subscriber_id=target.subscriber_id if target else None))
     return results
+
+
+def ask_before_unsubscribing(config: Config, storage: Storage, secret: bytes, email: str) -> bool:
+    """A mail to the unsubscribe address whose sender nothing vouches for: its ``From:`` may be forged,
+    so the subscriber is sent their unsubscribe link instead (at most once a day per address, so a
+    forger cannot mail-bomb them through us).  True when the link was sent."""
+    from urllib.parse import urlencode
+
+    from .delivery.transports import PermanentError, TransientError, transport_for
+    from .mail.notice import build_notice
+    from .mail.tokens import make_token
+    from .urls import web_url
+
+    subscriber = storage.get_subscriber(email) if email else None
+    now = datetime.now(timezone.utc)
+    if subscriber is None or subscriber.status != SUBSCRIBED:
+        return False
+    if not storage.mark_processed("unsubscribe-reply", f"{email}:{now:%Y-%m-%d}"):
+        return False
+    link = f"{web_url(config)}unsubscribe?{urlencode({'token': make_token(secret, email)})}"
+    notice = build_notice(config, "unsubscribe", email, link=link, now=now)
+    connection = transport_for(config, "signup").connect()
+    try:
+        connection.send(config.require_delivery().from_address, notice.recipient, notice.message,
+                        key=f"unsubscribe-{subscriber.id}-{now:%Y%m%d}")
+    except (PermanentError, TransientError, OSError) as exc:
+        log.error("unsubscribe link to subscriber %d not sent: %s", subscriber.id, exc)
+        return False
+    finally:
+        connection.close()
+    log.info("asked subscriber %d to confirm an unsubscribe request sent by email", subscriber.id)
+    return True
 
 
 @dataclass

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.bounces.parse import Addresses, read_message
+from pipeline.bounces.parse import UNVERIFIED_UNSUBSCRIBE, Addresses, read_message
 from pipeline.mail.verp import BounceTarget, make_return_path, read_return_path
 
 from .bounce_helpers import BOUNCE_DOMAIN, HARD_SAMPLES, return_path, sample
@@ -70,8 +70,9 @@ def test_a_mail_to_the_unsubscribe_address_names_whom_its_token_names_not_its_fr
     assert request.email == "leaver@example.org"
 
 
-def test_a_forged_from_without_a_token_unsubscribes_nobody():
-    assert read_message(sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "victim@example.org"), ADDRESSES) == []
+def test_a_forged_from_without_a_token_unsubscribes_nobody_and_its_sender_is_only_asked():
+    (request,) = read_message(sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "victim@example.org"), ADDRESSES)
+    assert (request.kind, request.email) == (UNVERIFIED_UNSUBSCRIBE, "victim@example.org")
 
 
 TRUSTING = dataclasses.replace(ADDRESSES, trusted_authserv_ids=("mx.nationalmssociety.org",))
@@ -89,6 +90,6 @@ def test_without_a_token_a_dmarc_pass_from_our_own_receiving_server_is_honoured(
     "mx.nationalmssociety.org; dmarc=fail header.from=example.org",
     "mx.nationalmssociety.org; dmarc=pass header.from=other.example",  # not the From domain
 ])
-def test_without_a_token_anything_but_our_servers_dmarc_pass_for_the_from_domain_is_ignored(results):
+def test_without_a_token_anything_but_our_servers_dmarc_pass_for_the_from_domain_is_not_believed(results):
     raw = sample("mailto_unsubscribe_forged", SECRET, EDITION, 7, "ann@example.org", authentication_results=results)
-    assert read_message(raw, TRUSTING) == []
+    assert [report.kind for report in read_message(raw, TRUSTING)] == [UNVERIFIED_UNSUBSCRIBE]

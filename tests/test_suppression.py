@@ -187,6 +187,23 @@ def test_the_smtp_receiver_takes_mailto_unsubscribes(receiver):
     assert storage.active_suppression(storage.get_subscriber("reader00000@example.org").id) is None
 
 
+def test_a_mailto_unsubscribe_with_a_forged_from_is_answered_with_a_link_and_unsubscribes_nobody(receiver):
+    from email import message_from_bytes, policy
+
+    config, storage, controller = receiver
+    add_subscribers(config, 1)
+    forged = sample("mailto_unsubscribe_forged", SECRET, "e" * 16, 1, "reader00000@example.org")
+    with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+        for _ in range(2):  # sent twice: the subscriber is asked once a day at most
+            client.sendmail("attacker@example.net", ["unsubscribe@nationalmssociety.org"], forged)
+    assert storage.get_subscriber("reader00000@example.org").status == "subscribed"
+    (asked,) = sorted((config.resolve(config.delivery.outbox) / "signup").glob("unsubscribe-*.eml"))
+    message = message_from_bytes(asked.read_bytes(), policy=policy.default)
+    assert message["To"] == "reader00000@example.org" and message["Subject"].startswith("Unsubscribe from ")
+    text = message.get_body(("plain",)).get_content()
+    assert "/unsubscribe?token=u1." in text and "If you did not ask, ignore this email" in text
+
+
 def test_the_import_command_says_how_many_it_kept_suppressed(project, config):
     add_subscribers(config, 1)
     with open_storage(config) as storage:

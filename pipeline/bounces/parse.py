@@ -40,6 +40,9 @@ class Report:
     email: str | None = None  # when no return path names the subscriber (complaints, unsubscribes)
 
 
+UNVERIFIED_UNSUBSCRIBE = "unsubscribe-unverified"  # answered with a link, never acted on
+
+
 @dataclass(frozen=True)
 class Addresses:
     """The addresses that identify our own mail: the VERP domain and local part, the mailto unsubscribe."""
@@ -216,8 +219,8 @@ def _unsubscribe_request(message: Message, addresses: Addresses) -> list[Report]
         return []
     if dmarc_aligned_pass(message, sender.rsplit("@", 1)[1], addresses.trusted_authserv_ids):
         return [Report("unsubscribe", "asked by email to the unsubscribe address (DMARC pass)", email=sender)]
-    log.warning("a mail to the unsubscribe address without a valid token or a trusted DMARC pass was ignored")
-    return []
+    log.info("a mail to the unsubscribe address without a token or a trusted DMARC pass: asking its sender")
+    return [Report(UNVERIFIED_UNSUBSCRIBE, "asked by email, sender not verified", email=sender)]
 
 
 def dmarc_aligned_pass(message: Message, from_domain: str, trusted: Iterable[str]) -> bool:

@@ -19,7 +19,7 @@ from ..publish.digest import environment_for, inline_css
 from .addresses import ascii_address
 from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
 
-Kind = Literal["confirm", "welcome"]
+Kind = Literal["confirm", "welcome", "unsubscribe"]
 UTF8_WIRE_POLICY = policy.SMTPUTF8.clone(refold_source="none")
 
 
@@ -38,7 +38,8 @@ def build_notice(config: Config, kind: Kind, email: str, *, link: str, now: date
     delivery = config.require_delivery()
     env = environment_for(config)
     title = config.site.title
-    subject = f"Confirm your subscription to {title}" if kind == "confirm" else f"Welcome to {title}"
+    subject = {"confirm": f"Confirm your subscription to {title}", "welcome": f"Welcome to {title}",
+               "unsubscribe": f"Unsubscribe from {title}?"}[kind]
     context = {"site": config.site, "organisation": config.organisation, "kind": kind, "subject": subject,
                "email": email, "link": link, "expires": expires, "topics": topics or [],
                "consent_text": config.signup.consent_text.format(site_title=title)}

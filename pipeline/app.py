@@ -43,13 +43,28 @@ from .publish.outputs import (
 )
 from .publish.stream import VersionWriter
 from .publish.versions import publish as publish_version
+from .reports import (
+    EditionRow,
+    FailureReason,
+    Feedback,
+    JobRow,
+    RunRow,
+    StatusReport,
+    SubscriberCounts,
+    WorkerRow,
+)
 from .sources import read_content, scan_content
 from .sources.merge import merge_items
 from .sources.remote import read_remote, stored_remote
 from .state.lock import run_lock
 from .state.runs import close_interrupted, is_interrupted, start_run
 from .state.storage import (
-    LEDGER_STATUSES,
+    DEFERRED,
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
     BounceEvent,
@@ -651,13 +666,13 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _run_row(record: RunRecord) -> dict[str, Any]:
-    return {"id": record.id, "job": record.job, "started_at": _iso(record.started_at),
-            "finished_at": _iso(record.finished_at),  # a run whose process is gone is interrupted, not running
-            "status": "interrupted" if is_interrupted(record) else record.status, "summary": record.summary}
+def _run_row(record: RunRecord) -> RunRow:
+    return RunRow(record.id, record.job, _iso(record.started_at), _iso(record.finished_at),
+                  # a run whose process is gone is interrupted, not running
+                  "interrupted" if is_interrupted(record) else record.status, record.summary)
 
 
-def status(config: Config, runs: int = 10) -> dict[str, Any]:
+def status(config: Config, runs: int = 10) -> StatusReport:
     """Recent runs, next scheduled runs, every edition with unsettled messages, and the list's size."""
     from .state.jobs import stored_next_run_times
 
@@ -668,33 +683,26 @@ def status(config: Config, runs: int = 10) -> dict[str, Any]:
         lease = config.delivery.lease_seconds if config.delivery else 60.0
         latest = storage.latest_edition()
         unsettled = storage.editions_unsettled()
-        report: dict[str, Any] = {
-            "runs": [_run_row(record) for record in storage.recent_runs(runs)],
-            "jobs": [{"name": name, "cron": job.cron, "timezone": job.timezone, "action": job.action,
-                      # The service's own record wins: it knows about pauses and catch-up runs.
-                      "next_run": _iso(stored.get(name) or job.trigger().get_next_fire_time(None, now)),
-                      "source": "service" if stored.get(name) else "config"}
-                     for name, job in config.schedule.jobs.items()],
-            "last_edition": None,
-            "editions_with_unsent": [],
-            "workers": [{"id": w.id, "host": w.host, "pid": w.pid, "heartbeat_age_s": round(
-                (now - w.heartbeat_at).total_seconds(), 1), "holds": w.held,
-                "oldest_claim_age_s": round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None}
-                for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
-            "subscribers": {"subscribed": storage.count_subscribers(SUBSCRIBED),
-                            "unsubscribed": storage.count_subscribers(UNSUBSCRIBED),
-                            "pending": storage.count_subscribers("pending")},  # signed up, not yet confirmed
-            "suppressed": storage.suppression_counts(),
-            "feedback_30d": _feedback(storage, now),
-            "state_permissions": loose,
-        }
-        if latest:
-            report["last_edition"] = _edition_row(storage, latest)
-        for edition_id in unsettled:
-            edition = storage.get_edition(edition_id)
-            if edition is not None and (latest is None or edition.id != latest.id):
-                report["editions_with_unsent"].append(_edition_row(storage, edition))
-        return report
+        others = [storage.get_edition(edition_id) for edition_id in unsettled]
+        return StatusReport(
+            runs=[_run_row(record) for record in storage.recent_runs(runs)],
+            # The service's own record wins: it knows about pauses and catch-up runs.
+            jobs=[JobRow(name, job.cron, job.timezone, job.action,
+                         _iso(stored.get(name) or job.trigger().get_next_fire_time(None, now)),
+                         "service" if stored.get(name) else "config")
+                  for name, job in config.schedule.jobs.items()],
+            last_edition=_edition_row(storage, latest) if latest else None,
+            editions_with_unsent=[_edition_row(storage, edition) for edition in others
+                                  if edition is not None and (latest is None or edition.id != latest.id)],
+            workers=[WorkerRow(w.id, w.host, w.pid, round((now - w.heartbeat_at).total_seconds(), 1), w.held,
+                               round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None)
+                     for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
+            subscribers=SubscriberCounts(storage.count_subscribers(SUBSCRIBED),
+                                         storage.count_subscribers(UNSUBSCRIBED), storage.count_subscribers("pending")),
+            suppressed=storage.suppression_counts(),
+            feedback_30d=_feedback(storage, now),
+            state_permissions=loose,
+        )
 
 
 def state_permission_warnings(config: Config) -> list[str]:
@@ -708,7 +716,7 @@ def state_permission_warnings(config: Config) -> list[str]:
     return loose
 
 
-def _feedback(storage: Storage, now: datetime) -> dict[str, Any]:
+def _feedback(storage: Storage, now: datetime) -> Feedback:
     """Bounces and complaints of the last 30 days against messages sent: the rates mailbox providers judge."""
     from datetime import timedelta
 
@@ -716,17 +724,16 @@ def _feedback(storage: Storage, now: datetime) -> dict[str, Any]:
     counts = storage.bounce_counts_since(since)
     sent = storage.sent_since(since)
     complaints = counts.get("complaint", 0)
-    return {"sent": sent, "hard": counts.get("hard", 0), "soft": counts.get("soft", 0), "complaints": complaints,
-            "unsubscribe_requests": counts.get("unsubscribe", 0),
-            "complaint_rate": round(complaints / sent, 5) if sent else None}
+    return Feedback(sent, counts.get("hard", 0), counts.get("soft", 0), complaints, counts.get("unsubscribe", 0),
+                    round(complaints / sent, 5) if sent else None)
 
 
-def _edition_row(storage: Storage, edition: Edition) -> dict[str, Any]:
+def _edition_row(storage: Storage, edition: Edition) -> EditionRow:
     counts = storage.ledger_counts(edition.id)
-    return {"id": edition.id, "created_at": _iso(edition.created_at), "subject": edition.subject,
-            "items": len(edition.item_ids), **{status: counts[status] for status in LEDGER_STATUSES},
-            "next_retry": _iso(storage.next_retry(edition.id)),
-            "top_failures": [{"reply": reply, "count": count} for reply, count in storage.failure_reasons(edition.id)]}
+    return EditionRow(edition.id, _iso(edition.created_at), edition.subject, len(edition.item_ids),
+                      counts[PENDING], counts[SENDING], counts[SENT], counts[FAILED], counts[DEFERRED], counts[SKIPPED],
+                      _iso(storage.next_retry(edition.id)),
+                      [FailureReason(reply, count) for reply, count in storage.failure_reasons(edition.id)])
 
 
 def retry_failed(config: Config, edition_id: str | None = None) -> tuple[str, int]:

@@ -228,5 +228,5 @@ def test_status_lists_live_workers_and_their_leases(project, secret):
         with storage.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 10
     report = app.status(config)
-    (worker,) = report["workers"]
-    assert worker["id"] == "machine-a-1-abc" and worker["host"] == "machine-a" and worker["holds"] == 4
+    (worker,) = report.workers
+    assert (worker.id, worker.host, worker.holds) == ("machine-a-1-abc", "machine-a", 4)

@@ -81,4 +81,4 @@ def health_report(config: Config, storage: Storage) -> dict[str, Any]:
 
     local, sources = use_cases.sources(config)
     report = use_cases.status(config, runs=10)
-    return {"local_items": local, "sources": sources, **report}
+    return {"local_items": local, "sources": sources, **report.to_dict()}

@@ -174,9 +174,16 @@ class LedgerStore(StoreBase):
                 dead = [worker for worker in holders if worker and not self._alive(conn, worker)]
                 if dead:
                     gone = or_(gone, deliveries.c.claimed_by.in_(dead))
+            # Only rows nobody holds a lock on: a row being recorded by its (slow but live) sender is left
+            # for the next beat, so two workers taking back rows at once, or one recording while another
+            # takes back, never wait on each other (PostgreSQL would break such a cycle with an error).
+            stale = (select(deliveries.c.subscriber_id)
+                     .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING, gone)
+                     .with_for_update(skip_locked=True))
             result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING, gone)
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING,
+                       deliveries.c.subscriber_id.in_(stale.scalar_subquery()))
                 .values(status=PENDING, claimed_by=None, claimed_at=None))
         return result.rowcount
 

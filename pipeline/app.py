@@ -870,12 +870,10 @@ def ask_before_unsubscribing(config: Config, storage: Storage, secret: bytes, em
     """A mail to the unsubscribe address whose sender nothing vouches for: its ``From:`` may be forged,
     so the subscriber is sent their unsubscribe link instead (at most once a day per address, so a
     forger cannot mail-bomb them through us).  True when the link was sent."""
-    from urllib.parse import urlencode
-
-    from .delivery.transports import PermanentError, TransientError, transport_for
+    from .mail.message import unsubscribe_url
     from .mail.notice import build_notice
-    from .mail.tokens import make_token
-    from .urls import web_url
+    from .signup import send_notice
+    from .urls import unsubscribe_base
 
     subscriber = storage.get_subscriber(email) if email else None
     now = datetime.now(timezone.utc)
@@ -883,19 +881,10 @@ def ask_before_unsubscribing(config: Config, storage: Storage, secret: bytes, em
         return False
     if not storage.mark_processed("unsubscribe-reply", f"{email}:{now:%Y-%m-%d}"):
         return False
-    link = f"{web_url(config)}unsubscribe?{urlencode({'token': make_token(secret, email)})}"
-    notice = build_notice(config, "unsubscribe", email, link=link, now=now)
-    connection = transport_for(config, "signup").connect()
-    try:
-        connection.send(config.require_delivery().from_address, notice.recipient, notice.message,
-                        key=f"unsubscribe-{subscriber.id}-{now:%Y%m%d}")
-    except (PermanentError, TransientError, OSError) as exc:
-        log.error("unsubscribe link to subscriber %d not sent: %s", subscriber.id, exc)
-        return False
-    finally:
-        connection.close()
-    log.info("asked subscriber %d to confirm an unsubscribe request sent by email", subscriber.id)
-    return True
+    notice = build_notice(config, "unsubscribe", email, link=unsubscribe_url(unsubscribe_base(config), secret, email),
+                          now=now)
+    return send_notice(config, notice, f"unsubscribe-{subscriber.id}-{now:%Y%m%d}",
+                       f"unsubscribe link to subscriber {subscriber.id} (asked by email)")
 
 
 @dataclass

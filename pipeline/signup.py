@@ -26,7 +26,7 @@ from .delivery.transports import PermanentError, TransientError, Transport, tran
 from .environment import previous_secrets, signing_secret
 from .mail.addresses import AddressError, normalise_address
 from .mail.deliverability import ResolverFactory, check_domain
-from .mail.notice import Kind, build_notice
+from .mail.notice import Kind, Notice, build_notice
 from .mail.signup_tokens import (
     hash_token,
     make_form_stamp,
@@ -91,6 +91,21 @@ class SubscriberReport:
 
     profile: Profile
     history: list[ConsentEvent] = field(default_factory=list)
+
+
+def send_notice(config: Config, notice: Notice, key: str, what: str, transport: Transport | None = None) -> bool:
+    """Send one one-off message (a confirmation, a welcome, an unsubscribe link) on its own connection;
+    False, logged with ``what``, when the relay refused it or could not be reached."""
+    connection = (transport or transport_for(config, "signup")).connect()
+    try:
+        connection.send(config.require_delivery().from_address, notice.recipient, notice.message, key=key)
+    except (PermanentError, TransientError, OSError) as exc:
+        log.error("%s failed: %s", what, exc)
+        return False
+    finally:
+        connection.close()
+    log.info("%s sent", what)
+    return True
 
 
 class Signups:
@@ -193,16 +208,7 @@ class Signups:
     def _mail(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> bool:
         notice = build_notice(self.config, kind, profile.email, link=link, now=self.clock(), expires=expires,
                               topics=[self._label(t) for t in profile.topics])
-        connection = (self._transport or transport_for(self.config, "signup")).connect()
-        try:
-            connection.send(self.config.require_delivery().from_address, notice.recipient, notice.message, key=key)
-        except (PermanentError, TransientError, OSError) as exc:
-            log.error("%s mail to subscriber %d failed: %s", kind, profile.id, exc)
-            return False
-        finally:
-            connection.close()
-        log.info("%s mail sent to subscriber %d", kind, profile.id)
-        return True
+        return send_notice(self.config, notice, key, f"{kind} mail to subscriber {profile.id}", self._transport)
 
     def _label(self, topic: str) -> str:
         known = self.config.topics.get(topic)

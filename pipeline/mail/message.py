@@ -98,9 +98,14 @@ def _sending_domain(delivery: Delivery) -> str:
     return delivery.sending_domain  # parses the From address: once per edition, not per recipient
 
 
+def unsubscribe_url(unsubscribe_base: str, secret: bytes, email: str) -> str:
+    """The address's own unsubscribe page: the digest's link, and the one a mailed request is answered with."""
+    return f"{unsubscribe_base}?{urlencode({'token': make_token(secret, email)})}"
+
+
 def recipient_for(email: str, edition_id: str, delivery: Delivery, secret: bytes, unsubscribe_base: str) -> Recipient:
     """The personal values of one message; the address as it goes on the wire (IDNA domain)."""
-    url = f"{unsubscribe_base}?{urlencode({'token': make_token(secret, email)})}"
+    url = unsubscribe_url(unsubscribe_base, secret, email)
     return Recipient(ascii_address(email), url, message_id_for(edition_id, email, _sending_domain(delivery)))
 
 

@@ -35,7 +35,19 @@ from .mail.signup_tokens import (
     read_form_stamp,
     read_preferences_token,
 )
-from .state.storage import PENDING_CONFIRMATION, ConsentEvent, Profile, Storage, topics_key
+from .state.storage import (
+    NOTICE_DROPPED,
+    NOTICE_FAILED,
+    NOTICE_QUEUED,
+    NOTICE_SENT,
+    PENDING_CONFIRMATION,
+    SUBSCRIBED,
+    ConsentEvent,
+    Profile,
+    QueuedNotice,
+    Storage,
+    topics_key,
+)
 from .urls import web_url
 
 log = logging.getLogger(__name__)
@@ -43,6 +55,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Outcome = Literal["accepted", "again", "too-fast", "invalid", "rate-limited"]
 PAUSES = {"": 0, "2w": 14, "1m": 30, "3m": 91}  # the preferences page's pause choices, in days
+# A queued sign-up mail the relay could not take is tried again after each of these waits, then given up.
+NOTICE_RETRIES = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
+NOTICE_LEASE = timedelta(minutes=10)  # a claimed notice not finished by then (its drainer died) is taken back
 
 
 def utcnow() -> datetime:
@@ -76,7 +91,17 @@ class SignupForm:
 class SignupResult:
     outcome: Outcome
     error: str = ""  # for the person: what to fix ("invalid"), or why to wait ("rate-limited")
-    mailed: bool = False  # a confirmation went out (never shown to the person)
+    queued: bool = False  # a mail was queued for the address (never shown to the person)
+
+
+@dataclass
+class QueueReport:
+    """What one pass over the notice queue did (``Signups.deliver_queued``)."""
+
+    sent: int = 0
+    retrying: int = 0  # the relay failed for now: queued again with a later due time
+    failed: int = 0  # the relay refused it for good, or it ran out of attempts
+    dropped: int = 0  # no longer wanted (confirmed or unsubscribed meanwhile, too old, or over the hourly cap)
 
 
 @dataclass(frozen=True)
@@ -93,17 +118,29 @@ class SubscriberReport:
     history: list[ConsentEvent] = field(default_factory=list)
 
 
-def send_notice(config: Config, notice: Notice, key: str, what: str, transport: Transport | None = None) -> bool:
-    """Send one one-off message (a confirmation, a welcome, an unsubscribe link) on its own connection;
-    False, logged with ``what``, when the relay refused it or could not be reached."""
-    connection = (transport or transport_for(config, "signup")).connect()
+def deliver_notice(config: Config, notice: Notice, key: str, transport: Transport | None = None) -> None:
+    """Send one one-off message on its own connection; raises ``PermanentError`` when the relay refused it
+    and ``TransientError`` when it could not take it now (an unreachable relay included)."""
+    try:
+        connection = (transport or transport_for(config, "signup")).connect()
+    except OSError as exc:  # the relay is down or unreachable
+        raise TransientError(str(exc)) from exc
     try:
         connection.send(config.require_delivery().from_address, notice.recipient, notice.message, key=key)
-    except (PermanentError, TransientError, OSError) as exc:
-        log.error("%s failed: %s", what, exc)
-        return False
+    except OSError as exc:
+        raise TransientError(str(exc)) from exc
     finally:
         connection.close()
+
+
+def send_notice(config: Config, notice: Notice, key: str, what: str, transport: Transport | None = None) -> bool:
+    """Send one one-off message (a welcome, an import's confirmation, an unsubscribe link); False, logged
+    with ``what``, when the relay refused it or could not be reached."""
+    try:
+        deliver_notice(config, notice, key, transport)
+    except (PermanentError, TransientError) as exc:
+        log.error("%s failed: %s", what, exc)
+        return False
     log.info("%s sent", what)
     return True
 
@@ -113,7 +150,7 @@ class Signups:
 
     def __init__(self, config: Config, storage: Storage, *, clock: Clock = utcnow,
                  transport: Transport | None = None, secret: bytes | None = None,
-                 resolver: ResolverFactory = dns.resolver.Resolver):
+                 resolver: ResolverFactory = dns.resolver.Resolver, on_queued: Callable[[], object] | None = None):
         delivery = config.require_delivery()
         self.config, self.storage, self.clock = config, storage, clock
         self.settings = config.signup
@@ -121,6 +158,7 @@ class Signups:
         self.previous = [] if secret else previous_secrets(delivery.secret_env)  # links signed before a key change
         self._transport = transport
         self.resolver = resolver  # the DNS resolver the deliverability check asks; a test's points at loopback
+        self.on_queued = on_queued  # told when a signup queued a mail: the web server wakes its drainer
 
     # -- the form ------------------------------------------------------------------------------
 
@@ -160,19 +198,17 @@ class Signups:
         if settings.check_deliverability and not self._deliverable(email):
             return SignupResult("invalid", "The domain of this address does not receive email. Please check it.")
         topics = topics_key([t for t in form.topics if t in self.config.topics])
-        state, profile = self.storage.start_signup(email, form.name.strip()[:300] or None, topics, now)
-        if state == "active":
-            return SignupResult("accepted")  # nothing new, nothing revealed
-        self.storage.record_consent(profile.id, "subscribe", "form", consent_line(self.config),
-                                    {"topics": list(profile.topics), "ip": self._hash(form.client_ip)}, now)
-        if state == "pending" and profile.confirm_sent_at is not None and \
-                now - profile.confirm_sent_at < timedelta(minutes=settings.resend_minutes):
-            log.info("signup of a pending address: confirmation sent recently, not resent")
-            return SignupResult("accepted")
-        if not self.storage.hit_rate("confirmations", settings.confirmations_per_hour, hour_ago, now):
-            log.warning("signup not mailed: signup.confirmations_per_hour reached")
-            return SignupResult("accepted")
-        return SignupResult("accepted", mailed=self.send_confirmation(profile))
+        # One transaction whatever the address's state, and its mail only queued: the answer and its time
+        # are the same for a new, pending, subscribed or unsubscribed address (the drainer sends later).
+        state, profile, queued = self.storage.queue_signup(
+            email, form.name.strip()[:300] or None, topics, now, consent_text=consent_line(self.config),
+            consent_detail={"topics": [t for t in topics.split(",") if t], "ip": self._hash(form.client_ip)},
+            resend_after=now - timedelta(minutes=settings.resend_minutes))
+        if not queued:
+            log.info("signup: this address was mailed in the last %d minutes; nothing queued", settings.resend_minutes)
+        elif self.on_queued is not None:
+            self.on_queued()
+        return SignupResult("accepted", queued=queued)
 
     def _hash(self, value: str) -> str:
         """Rate-limit keys and consent details keep no raw IP or address."""
@@ -193,18 +229,92 @@ class Signups:
     # -- confirmation ----------------------------------------------------------------------------
 
     def send_confirmation(self, profile: Profile) -> bool:
-        """Store a fresh token and mail its link; False (logged) when the mail could not go out."""
+        """Store a fresh token and mail its link now (imports, operators); False (logged) when it could not go."""
+        try:
+            self._confirm(profile)
+        except (PermanentError, TransientError) as exc:
+            log.error("confirm mail to subscriber %d failed: %s", profile.id, exc)
+            return False
+        log.info("confirm mail to subscriber %d sent", profile.id)
+        return True
+
+    def _confirm(self, profile: Profile) -> None:
         now = self.clock()
         token, digest = new_confirmation_token()
         expires = now + timedelta(hours=self.settings.confirm_hours)
         self.storage.issue_token(profile.id, digest, "confirm", now, expires)
         link = f"{web_url(self.config)}confirm?{urlencode({'token': token})}"
-        return self._mail("confirm", profile, link, expires, f"confirm-{profile.id}-{int(now.timestamp())}")
+        self._deliver("confirm", profile, link, expires, f"confirm-{profile.id}-{int(now.timestamp())}")
 
-    def _mail(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> bool:
+    def _deliver(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> None:
         notice = build_notice(self.config, kind, profile.email, link=link, now=self.clock(), expires=expires,
                               topics=[self._label(t) for t in profile.topics])
-        return send_notice(self.config, notice, key, f"{kind} mail to subscriber {profile.id}", self._transport)
+        deliver_notice(self.config, notice, key, self._transport)
+
+    def _mail(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> bool:
+        try:
+            self._deliver(kind, profile, link, expires, key)
+        except (PermanentError, TransientError) as exc:
+            log.error("%s mail to subscriber %d failed: %s", kind, profile.id, exc)
+            return False
+        log.info("%s mail to subscriber %d sent", kind, profile.id)
+        return True
+
+    # -- the notice queue ------------------------------------------------------------------------
+
+    def deliver_queued(self) -> QueueReport:
+        """Send every due mail the form queued: a confirmation, or to an address that already receives the
+        list a note saying so with its preferences link.  A relay that fails for now is tried again later
+        (``NOTICE_RETRIES``); a notice no longer wanted, or over ``signup.confirmations_per_hour``, is dropped."""
+        report = QueueReport()
+        while True:
+            now = self.clock()
+            batch = self.storage.claim_notices(now, now - NOTICE_LEASE)
+            if not batch:
+                return report
+            for notice in batch:
+                self._deliver_queued(notice, now, report)
+
+    def _deliver_queued(self, notice: QueuedNotice, now: datetime, report: QueueReport) -> None:
+        profile = self.storage.profile(subscriber_id=notice.subscriber_id)
+        wanted = {"confirm": PENDING_CONFIRMATION, "subscribed": SUBSCRIBED}.get(notice.kind)
+        reason = ("the address changed state meanwhile" if profile is None or profile.status != wanted else
+                  "it waited longer than its link would live"
+                  if now - notice.created_at > timedelta(hours=self.settings.confirm_hours) else "")
+        if not reason and not self.storage.hit_rate("confirmations", self.settings.confirmations_per_hour,
+                                                    now - timedelta(hours=1), now):
+            log.warning("signup mail not sent: signup.confirmations_per_hour reached")
+            reason = "signup.confirmations_per_hour reached"
+        if reason or profile is None:
+            self.storage.finish_notice(notice.id, NOTICE_DROPPED, now, error=reason)
+            report.dropped += 1
+            return
+        try:
+            if notice.kind == "confirm":
+                self._confirm(profile)
+            else:
+                self._deliver("subscribed", profile, preferences_url(self.config, self.secret, profile.id, now),
+                              None, f"subscribed-{profile.id}-{int(now.timestamp())}")
+        except TransientError as exc:
+            if notice.attempts <= len(NOTICE_RETRIES):
+                wait = NOTICE_RETRIES[notice.attempts - 1]
+                log.warning("%s mail to subscriber %d: the relay failed (%s); trying again in %s",
+                            notice.kind, profile.id, exc, wait)
+                self.storage.finish_notice(notice.id, NOTICE_QUEUED, now, error=str(exc), due_at=now + wait)
+                report.retrying += 1
+                return
+            log.error("%s mail to subscriber %d failed after %d attempts: %s", notice.kind, profile.id,
+                      notice.attempts, exc)
+            self.storage.finish_notice(notice.id, NOTICE_FAILED, now, error=str(exc))
+            report.failed += 1
+        except PermanentError as exc:
+            log.error("%s mail to subscriber %d refused by the relay: %s", notice.kind, profile.id, exc)
+            self.storage.finish_notice(notice.id, NOTICE_FAILED, now, error=str(exc))
+            report.failed += 1
+        else:
+            log.info("%s mail to subscriber %d sent", notice.kind, profile.id)
+            self.storage.finish_notice(notice.id, NOTICE_SENT, now)
+            report.sent += 1
 
     def _label(self, topic: str) -> str:
         known = self.config.topics.get(topic)

@@ -60,7 +60,7 @@ def _logging_as_before():
 # digest rendering, the browser, the in-memory engine) never touch the database in a way that
 # could differ, so they run once.
 BOTH_BACKENDS = {"test_app", "test_archive", "test_crash", "test_delivery", "test_delivery_trust", "test_postgres",
-                 "test_greylisting", "test_run", "test_schedule", "test_signup", "test_sources", "test_storage", "test_subscribers",
+                 "test_greylisting", "test_run", "test_schedule", "test_signup", "test_signup_queue", "test_sources", "test_storage", "test_subscribers",
                  "test_suppression", "test_topics", "test_web", "test_web_unsubscribes"}
 
 

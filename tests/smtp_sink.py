@@ -132,9 +132,10 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self, handler: RecordingHandler, tls_context: ssl.SSLContext | None = None, smtputf8: bool = True):
+    def __init__(self, handler: RecordingHandler, tls_context: ssl.SSLContext | None = None, smtputf8: bool = True,
+                 port: int | None = None):
         self.handler = handler
-        self.port = free_port()
+        self.port = port or free_port()
         kwargs: dict = {"tls_context": tls_context, "require_starttls": True} if tls_context else {}
         kwargs["enable_SMTPUTF8"] = smtputf8  # aiosmtpd offers SMTPUTF8 unless told not to
         self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,

@@ -25,10 +25,9 @@ import pytest
 from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.http_server import WebServer
-from pipeline.service.web import make_app
 
 from .conftest import REPO, set_config
-from .test_signup import Clock
+from .test_signup import Clock, signup_app
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 CADDY = shutil.which("caddy")
@@ -163,7 +162,7 @@ def behind_proxy(request, project, secret, tmp_path):
     cert, _ = _certificate(folder)
     clock = Clock()
     storage = open_storage(config)
-    server = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", 0)
+    server = WebServer(signup_app(config, storage, clock), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     listen = _free_port()

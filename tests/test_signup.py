@@ -15,6 +15,7 @@ import pytest
 from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.web import MAX_BODY, make_app
+from pipeline.signup import Signups
 
 from .conftest import run_cli, set_config
 
@@ -77,6 +78,13 @@ class Client:
         return self.request("POST", "/subscribe", {"email": email, "stamp": stamp, **fields}, ip=ip)
 
 
+def signup_app(config, storage, clock, **options):
+    """The web app with the notice drainer's pass run inside each request that queued a mail (the server
+    runs it on its own thread just after), so a test reads the mail the moment the answer comes."""
+    drain = Signups(config, storage, clock=clock, transport=options.get("transport")).deliver_queued
+    return make_app(config, storage, clock=clock, on_notice_queued=drain, **options)
+
+
 @pytest.fixture
 def site(project, secret):
     set_config(project, topics=TOPICS, **{"signup.check_deliverability": False, "signup.ip_limit": 5,
@@ -89,7 +97,7 @@ def web(site):
     config = load_config(site / "config.yaml")
     clock = Clock()
     storage = open_storage(config)
-    yield Client(make_app(config, storage, clock=clock)), clock, storage, config
+    yield Client(signup_app(config, storage, clock)), clock, storage, config
     storage.close()
 
 
@@ -173,11 +181,25 @@ def test_new_pending_and_active_addresses_get_the_same_page_and_a_pending_one_on
     assert first.status == pending.status == active.status == 200
     assert first.body == pending.body == active.body  # the form cannot tell who is subscribed
     assert first.headers == pending.headers == active.headers
-    assert [m["To"] for m in outbox(config)] == ["new@example.org"]  # no resend within the hour, nothing to active
+    assert [m["To"] for m in outbox(config)] == ["new@example.org"]  # no resend within the hour
     clock.advance(minutes=61)
     client.signup(clock, "new@example.org", ip="198.51.100.4")
     assert [m["To"] for m in outbox(config)] == ["new@example.org"] * 2
     assert storage.profile(email="active@example.org").status == "subscribed"
+
+
+def test_an_address_that_already_receives_the_list_is_told_so_with_its_preferences_link(web):
+    """Its owner learns why no confirmation came; a stranger who typed it learns nothing (only the mailbox reads it)."""
+    client, clock, storage, config = web
+    storage.operator_add("active@example.org", None, None, confirmed=True, now=clock.now)
+    client.signup(clock, "active@example.org", ip="198.51.100.3")
+    client.signup(clock, "active@example.org", ip="198.51.100.4")  # again within the hour: not mailed again
+    (note,) = outbox(config, "subscribed")
+    assert note["To"] == "active@example.org" and note["Subject"] == f"You already receive {config.site.title}"
+    assert "already receives it, so nothing has changed" in " ".join(note.get_body(("plain",)).get_content().split())
+    preferences = client.request("GET", local(link_in(note, "preferences")))
+    assert preferences.status == 200 and "active@example.org" in preferences.body
+    assert outbox(config) == [] and storage.profile(email="active@example.org").status == "subscribed"
 
 
 def test_an_unsubscribed_address_comes_back_only_through_the_opt_in(web):
@@ -240,7 +262,7 @@ def test_per_address_and_hourly_confirmation_limits_hold_across_addresses(site):
     config = load_config(site / "config.yaml")
     clock = Clock()
     with open_storage(config) as storage:
-        client = Client(make_app(config, storage, clock=clock))
+        client = Client(signup_app(config, storage, clock))
         for n in range(3):
             client.signup(clock, "target@example.org", ip=f"198.51.100.{n}")
         assert len(outbox(config)) == 2  # the third signup of one address in an hour is not mailed
@@ -289,7 +311,7 @@ def test_pages_carry_security_headers_and_only_the_form_may_be_framed_by_configu
     set_config(site, **{"signup.embed_origins": ["https://partner.example"]})
     config = load_config(site / "config.yaml")
     with open_storage(config) as storage:
-        client = Client(make_app(config, storage, clock=Clock()))
+        client = Client(signup_app(config, storage, Clock()))
         form = client.request("GET", "/subscribe")
         confirm = client.request("GET", "/confirm?token=nothing")
         unsubscribe = client.request("GET", "/unsubscribe")
@@ -312,7 +334,7 @@ def test_a_welcome_message_links_the_latest_edition_when_configured(site):
     clock = Clock()
     with open_storage(config) as storage:
         latest = storage.latest_edition()
-        client = Client(make_app(config, storage, clock=clock))
+        client = Client(signup_app(config, storage, clock))
         client.signup(clock, "new@example.org")
         client.request("POST", "/confirm", {"token": token_of(link_in(outbox(config)[0], "confirm"))})
     (welcome,) = outbox(config, "welcome")
@@ -446,7 +468,7 @@ def test_a_relay_without_smtputf8_refuses_the_confirmation_cleanly(site):
         config = use_smtp(site, sink.port)
         clock = Clock()
         with open_storage(config) as storage:
-            client = Client(make_app(config, storage, clock=clock))
+            client = Client(signup_app(config, storage, clock))
             response = client.signup(clock, "jörg@example.org")
             assert response.status == 200 and "Check your inbox" in response.body  # the same page as anyone's
             assert storage.profile(email="jörg@example.org").status == "pending"

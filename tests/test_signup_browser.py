@@ -12,11 +12,11 @@ from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.browser import View, chromium, open_page
 from pipeline.service.preview import make_preview_server
-from pipeline.service.web import WebServer, make_app
+from pipeline.service.web import WebServer
 
 from .conftest import run_cli, set_config, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink, free_port
-from .test_signup import Clock
+from .test_signup import Clock, signup_app
 
 TOPICS = {"research": {"description": "Research results", "tags": ["research", "clinical trials"]},
           "programs": {"description": "Programs and services", "tags": ["programs and services"]}}
@@ -53,7 +53,7 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
         assert handler.count == 1
         clock = Clock()
         storage = open_storage(config)
-        web = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", web_port)
+        web = WebServer(signup_app(config, storage, clock), "127.0.0.1", web_port)
         site = make_preview_server(config, "127.0.0.1", site_port)
         _serve(web), _serve(site)
         try:
@@ -128,7 +128,7 @@ def test_the_signup_confirm_and_preferences_pages_have_no_wcag_2_1_aa_violations
     clock = Clock()
     storage = open_storage(config)
     _, profile = storage.operator_add("reader@example.org", None, "research", confirmed=True, now=clock.now)
-    web = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", 0)
+    web = WebServer(signup_app(config, storage, clock), "127.0.0.1", 0)
     _serve(web)
     base = f"http://127.0.0.1:{web.server_port}"
     token = make_preferences_token(secret.encode(), profile.id, clock.now.replace(year=clock.now.year + 1))

@@ -11,11 +11,11 @@ import pytest
 from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.browser import View, chromium, open_page
-from pipeline.service.web import WebServer, make_app
+from pipeline.service.web import WebServer
 
 from .conftest import run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink
-from .test_signup import Clock
+from .test_signup import Clock, signup_app
 
 AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
@@ -72,7 +72,7 @@ def test_the_pasted_form_signs_a_reader_up_through_the_web_app(project, secret, 
         config = load_config(project / "config.yaml")
         clock = Clock()
         storage = open_storage(config)
-        web = WebServer(make_app(config, storage, clock=clock), "127.0.0.1", web_port)
+        web = WebServer(signup_app(config, storage, clock), "127.0.0.1", web_port)
         threading.Thread(target=web.serve_forever, daemon=True).start()
         try:
             page = open_page(browser, View("snippet", 1024, 900))
@@ -113,7 +113,7 @@ def test_a_page_on_an_origin_the_app_refuses_is_warned_about_and_refused(project
     website.RequestHandlerClass.body = _website_body(snippet.stdout)
     config = load_config(project / "config.yaml")
     storage = open_storage(config)
-    web = WebServer(make_app(config, storage, clock=Clock()), "127.0.0.1", web_port)
+    web = WebServer(signup_app(config, storage, Clock()), "127.0.0.1", web_port)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     try:
         page = open_page(browser, View("snippet", 1024, 900))

@@ -16,13 +16,12 @@ from sqlalchemy import update
 from pipeline.app import RunContext, open_storage
 from pipeline.config import load_config
 from pipeline.delivery.editions import plan_edition
-from pipeline.service.web import make_app
 from pipeline.sources import read_content
 from pipeline.state.storage import subscribers as subscribers_table
 
 from .conftest import SECRET, run_cli, set_config, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink
-from .test_signup import Client, Clock
+from .test_signup import Client, Clock, signup_app
 
 TOPICS = {"research": {"description": "Research results", "tags": ["research", "clinical trials"]},
           "programs": {"description": "Programs and services", "tags": ["programs and services"]},
@@ -167,7 +166,7 @@ def test_the_preferences_page_changes_topics_and_pauses_and_the_next_editions_fo
 
     clock = Clock()
     with open_storage(config) as storage:
-        client = Client(make_app(config, storage, clock=clock))
+        client = Client(signup_app(config, storage, clock))
         page = client.request("GET", f"/preferences?token={token}")
         assert page.status == 200 and "reader@example.org" in page.body
         assert 'value="research" checked' in page.body and 'value="programs">' in page.body
@@ -193,7 +192,7 @@ def test_the_preferences_page_changes_topics_and_pauses_and_the_next_editions_fo
     assert "New programs item" in body and "New research item" not in body
 
     with open_storage(config) as storage:
-        client = Client(make_app(config, storage, clock=clock))
+        client = Client(signup_app(config, storage, clock))
         client.request("POST", f"/preferences?token={token}", {"topics": ["programs"], "pause": "1m"})
         assert storage.profile(subscriber_id=reader).paused_until is not None
     write_item(project, "more-programs", 'title: "More programs"\ndate: 2030-01-04T09:00:00+00:00\n'
@@ -204,7 +203,7 @@ def test_the_preferences_page_changes_topics_and_pauses_and_the_next_editions_fo
         assert third.id != second.id and third.recipients == 0  # paused: nothing queued for the reader
 
     with open_storage(config) as storage:
-        client = Client(make_app(config, storage, clock=clock))
+        client = Client(signup_app(config, storage, clock))
         gone = client.request("POST", f"/preferences?token={token}", {"action": "unsubscribe"})
         assert gone.status == 200 and "You are unsubscribed" in gone.body
         assert storage.profile(subscriber_id=reader).status == "unsubscribed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -71,6 +72,9 @@ class FileConnection:
         pass
 
 
+LEFTOVER_SECONDS = 600  # a temporary file this old was left by a send that was killed
+
+
 class FileTransport:
     name = "file"
 
@@ -79,8 +83,15 @@ class FileTransport:
 
     def connect(self) -> FileConnection:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.folder.glob(".*.eml.*.tmp"):  # a send killed mid-write
-            leftover.unlink(missing_ok=True)
+        # A send killed mid-write leaves a temporary file; one written now may be another sender's (two
+        # workers, or the web server's drainer beside a command), so only old ones are removed.
+        stale = time.time() - LEFTOVER_SECONDS
+        for leftover in self.folder.glob(".*.eml.*.tmp"):
+            try:
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink(missing_ok=True)
+            except FileNotFoundError:  # its writer renamed it meanwhile
+                pass
         return FileConnection(self.folder)
 
 

@@ -1,4 +1,5 @@
-"""One-off messages to one person: the signup confirmation and the welcome message.
+"""One-off messages to one person: the signup confirmation, the welcome message, the note to an address
+that signed up again, and the unsubscribe link a mailed request is answered with.
 
 They are transactional (asked for by the recipient), so they carry no List-Unsubscribe;
 they share the digest's organisation footer through their own small templates,
@@ -19,7 +20,7 @@ from ..publish.digest import environment_for, inline_css
 from .addresses import ascii_address
 from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
 
-Kind = Literal["confirm", "welcome", "unsubscribe"]
+Kind = Literal["confirm", "welcome", "unsubscribe", "subscribed"]
 UTF8_WIRE_POLICY = policy.SMTPUTF8.clone(refold_source="none")
 
 
@@ -39,7 +40,7 @@ def build_notice(config: Config, kind: Kind, email: str, *, link: str, now: date
     env = environment_for(config)
     title = config.site.title
     subject = {"confirm": f"Confirm your subscription to {title}", "welcome": f"Welcome to {title}",
-               "unsubscribe": f"Unsubscribe from {title}?"}[kind]
+               "unsubscribe": f"Unsubscribe from {title}?", "subscribed": f"You already receive {title}"}[kind]
     context = {"site": config.site, "organisation": config.organisation, "kind": kind, "subject": subject,
                "email": email, "link": link, "expires": expires, "topics": topics or [],
                "consent_text": config.signup.consent_text.format(site_title=title)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from waitress.channel import HTTPChannel
 
@@ -66,7 +67,8 @@ class WebServer:
     (413) before the app sees them."""
 
     def __init__(self, app, host: str, port: int, *, threads: int = 8, idle_timeout: int = 30,
-                 header_timeout: float = 10.0, connection_limit: int = 4000, max_body: int = 1024 * 1024):
+                 header_timeout: float = 10.0, connection_limit: int = 4000, max_body: int = 1024 * 1024,
+                 on_close: Callable[[], object] | None = None):
         from waitress.server import create_server
 
         spare = 64  # the database, the log, the listening socket, the trigger pipe
@@ -86,6 +88,7 @@ class WebServer:
         self.server_port = int(self.server.effective_port)
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._on_close = on_close  # the app's own background work (the notice drainer), ended with the server
 
     def drop_overdue(self) -> int:
         """Close every connection past its request deadline; how many."""
@@ -128,4 +131,5 @@ class WebServer:
         self._stopped.wait(10)
 
     def server_close(self) -> None:
-        pass
+        if self._on_close is not None:
+            self._on_close()

@@ -9,6 +9,7 @@ POST with ``List-Unsubscribe=One-Click`` (what Gmail and Yahoo send) unsubscribe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlencode
@@ -63,8 +64,11 @@ def _form_body(environ) -> dict[str, list[str]]:
         raise BadBody("400 Bad Request") from None
 
 
-def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
-    """The whole web app: unsubscribe, and the signup pages (``service/signup.py``)."""
+def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
+             on_notice_queued: Callable[[], object] | None = None):
+    """The whole web app: unsubscribe, and the signup pages (``service/signup.py``).  A signup's mail is
+    queued; ``on_notice_queued`` is told each time (by default it wakes a drainer thread of this app's own,
+    ``service/notices.py``; a test may pass a function that drains the queue in place)."""
     from ..signup import Signups, utcnow
     from .signup import PATHS as SIGNUP_PATHS
     from .signup import SignupPages
@@ -90,8 +94,14 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
     def page(start_response, status: str, **context):
         return respond(start_response, status, "unsubscribe.html", **context)
 
-    signup_pages = SignupPages(config, Signups(config, storage, clock=clock or utcnow, transport=transport,
-                                               secret=secret), respond)
+    if on_notice_queued is None:
+        from .notices import NoticeDrainer
+
+        mailer = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret)
+        on_notice_queued = NoticeDrainer(mailer.deliver_queued).wake
+    signups = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret,
+                      on_queued=on_notice_queued)
+    signup_pages = SignupPages(config, signups, respond)
     from .webhooks import WEBHOOK_PREFIX, make_webhook_app
 
     webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks
@@ -146,12 +156,16 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None):
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
     """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
     from ..desk.web import mount  # the editor's desk at /desk/, when desk.enabled
+    from ..signup import Signups
+    from .notices import NoticeDrainer
     from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
 
     web = config.web
-    app = mount(config, storage, make_app(config, storage))
+    drainer = NoticeDrainer(Signups(config, storage).deliver_queued)
+    drainer.start()  # at once: mail queued before a restart goes out now
+    app = mount(config, storage, make_app(config, storage, on_notice_queued=drainer.wake))
     server = WebServer(app, host, port, threads=web.threads, idle_timeout=web.idle_timeout,
                        header_timeout=web.header_timeout, connection_limit=web.connection_limit,
-                       max_body=max(MAX_BODY, WEBHOOK_MAX_BODY))
+                       max_body=max(MAX_BODY, WEBHOOK_MAX_BODY), on_close=drainer.stop)
     log.info("web app (unsubscribe, subscribe, confirm, preferences) on http://%s:%d/", host, server.server_port)
     return server

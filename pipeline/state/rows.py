@@ -27,6 +27,17 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class QueuedNotice:
+    """A sign-up mail waiting in the notice queue, as a drainer claimed it."""
+
+    id: int
+    subscriber_id: int
+    kind: str  # confirm, subscribed
+    attempts: int  # this claim included
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ConsentEvent:
     at: datetime
     action: str

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Advisory lock keys (PostgreSQL): one per thing that must happen in one process at a time.
 MIGRATION_LOCK_KEY = 0x5049_5045_0001
 RUN_LOCK_KEY = 0x5049_5045_0002
@@ -264,6 +264,28 @@ processed_messages = Table(
 )
 
 
+# -- schema 9: the sign-up's notice queue --------------------------------------------------
+# A form submission queues its mail here in the request's own transaction; the web server's
+# drainer sends it after the response (``signup.Signups.deliver_queued``), so no answer waits
+# on the relay and every address's answer takes the same time.
+NOTICE_QUEUED, NOTICE_SENDING, NOTICE_SENT, NOTICE_FAILED, NOTICE_DROPPED = (
+    "queued", "sending", "sent", "failed", "dropped")
+notice_queue = Table(
+    "notice_queue", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # confirm, subscribed (the address already receives it)
+    Column("status", String(16), nullable=False),  # queued -> sending -> sent | failed | dropped; or queued again
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),  # a retry waits until then
+    Column("claimed_at", UTCDateTime),  # when a drainer took it (a claim older than the lease is taken back)
+    Column("finished_at", UTCDateTime),
+    Column("last_error", Text),
+    Index("notice_queue_due", "status", "due_at"),
+    Index("notice_queue_by_subscriber", "subscriber_id", "created_at"),
+)
+
 def _suppressed(subscriber_id):
     """True for a subscriber with an active suppression (used where editions are queued)."""
     return (select(suppressions.c.id)
@@ -327,6 +349,11 @@ def _migrate_8(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _migrate_9(conn: Connection) -> None:
+    """The sign-up's notice queue."""
+    metadata.create_all(conn, tables=[notice_queue])
+
+
 # Each entry takes the schema from version N-1 to N.  Append; never edit a released one.
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5, 6: _migrate_6,
-              7: _migrate_7, 8: _migrate_8}
+              7: _migrate_7, 8: _migrate_8, 9: _migrate_9}

@@ -13,18 +13,22 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from .rows import (
     ConsentEvent,
     Profile,
 )
 from .schema import (
+    NOTICE_DROPPED,
+    NOTICE_QUEUED,
     PENDING_CONFIRMATION,
     RATE_MEMORY,
     SUBSCRIBED,
     UNSUBSCRIBED,
     _not_paused,
     consent_events,
+    notice_queue,
     rate_events,
     signup_tokens,
     subscribers,
@@ -42,24 +46,31 @@ class SignupStore(StoreBase):
         """Record a signup: 'new' (a new or unsubscribed address, now pending), 'pending' (still
         unconfirmed) or 'active' (already subscribed: nothing changes, so the form reveals nothing)."""
         with self.engine.begin() as conn:
-            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
-            if row is None:
-                conn.execute(insert(subscribers).values(
-                    email=email, name=name, attributes={}, status=PENDING_CONFIRMATION, topics_key=topics,
-                    updated_at=now))
-                state = "new"
-            elif row.status == SUBSCRIBED:
-                state = "active"
-            else:
-                values: dict[str, Any] = {"status": PENDING_CONFIRMATION, "topics_key": topics, "updated_at": now}
-                if name:
-                    values["name"] = name
-                if row.status == UNSUBSCRIBED:
-                    values["confirm_sent_at"] = None  # a fresh opt-in: not throttled by an old confirmation
-                conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
-                state = "pending" if row.status == PENDING_CONFIRMATION else "new"
-            row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
-        return state, self._profile(row)
+            return _record_signup(conn, email, name, topics, now)
+
+    def queue_signup(self, email: str, name: str | None, topics: str, now: datetime, *, consent_text: str,
+                     consent_detail: dict[str, Any], resend_after: datetime) -> tuple[str, Profile, bool]:
+        """A form's signup and its mail, in one transaction (one commit, whatever the address's state):
+        the signup as ``start_signup`` records it, its consent event, and a notice queued for the drainer -
+        a confirmation, or for an address already subscribed a note saying so - unless one was queued or
+        a confirmation sent after ``resend_after``.  Returns the state, the profile and whether it queued."""
+        with self.engine.begin() as conn:
+            state, profile = _record_signup(conn, email, name, topics, now)
+            if state != "active":
+                conn.execute(insert(consent_events).values(subscriber_id=profile.id, at=now, action="subscribe",
+                                                           method="form", consent_text=consent_text,
+                                                           detail=consent_detail))
+            recent = conn.execute(select(notice_queue.c.id).where(
+                notice_queue.c.subscriber_id == profile.id, notice_queue.c.created_at > resend_after,
+                notice_queue.c.status != NOTICE_DROPPED).limit(1)).first()
+            confirmed_recently = state == "pending" and profile.confirm_sent_at is not None \
+                and profile.confirm_sent_at > resend_after
+            if recent or confirmed_recently:
+                return state, profile, False
+            conn.execute(insert(notice_queue).values(
+                subscriber_id=profile.id, kind="subscribed" if state == "active" else "confirm",
+                status=NOTICE_QUEUED, attempts=0, created_at=now, due_at=now))
+        return state, profile, True
 
     def operator_add(self, email: str, name: str | None, topics: str | None, *, confirmed: bool,
                      now: datetime) -> tuple[str, Profile]:
@@ -200,3 +211,26 @@ class SignupStore(StoreBase):
             conn.execute(update(signup_tokens).where(signup_tokens.c.subscriber_id == subscriber_id,
                                                      signup_tokens.c.used_at.is_(None)).values(used_at=now))
         return bool(changed)
+
+
+def _record_signup(conn: Connection, email: str, name: str | None, topics: str, now: datetime) -> tuple[str, Profile]:
+    """The signup's change to the subscriber row (see ``SignupStore.start_signup``), in the caller's transaction."""
+    row = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+    if row is None:
+        conn.execute(insert(subscribers).values(
+            email=email, name=name, attributes={}, status=PENDING_CONFIRMATION, topics_key=topics,
+            updated_at=now))
+        state = "new"
+    elif row.status == SUBSCRIBED:
+        state = "active"
+    else:
+        values: dict[str, Any] = {"status": PENDING_CONFIRMATION, "topics_key": topics, "updated_at": now}
+        if name:
+            values["name"] = name
+        if row.status == UNSUBSCRIBED:
+            values["confirm_sent_at"] = None  # a fresh opt-in: not throttled by an old confirmation
+        conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+        state = "pending" if row.status == PENDING_CONFIRMATION else "new"
+    if state != "active":
+        row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
+    return state, StoreBase._profile(row)

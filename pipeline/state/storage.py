@@ -28,6 +28,7 @@ from .bounce_store import BounceStore
 from .edition_store import EditionStore
 from .files import private_file, private_folder
 from .ledger import LedgerStore, claim_statement
+from .notice_store import NoticeStore
 from .rows import (
     BounceEvent,
     Claim,
@@ -36,6 +37,7 @@ from .rows import (
     EditionVariants,
     Outcome,
     Profile,
+    QueuedNotice,
     RunRecord,
     SourceState,
     StoredDigest,
@@ -52,6 +54,11 @@ from .schema import (
     LEDGER_STATUSES,
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
+    NOTICE_DROPPED,
+    NOTICE_FAILED,
+    NOTICE_QUEUED,
+    NOTICE_SENDING,
+    NOTICE_SENT,
     PENDING,
     PENDING_CONFIRMATION,
     RUN_LOCK_KEY,
@@ -87,10 +94,16 @@ __all__ = [
     "FAILED",
     "LEADER_LOCK_KEY",
     "LEDGER_STATUSES",
+    "NOTICE_DROPPED",
+    "NOTICE_FAILED",
+    "NOTICE_QUEUED",
+    "NOTICE_SENDING",
+    "NOTICE_SENT",
     "Outcome",
     "PENDING",
     "PENDING_CONFIRMATION",
     "Profile",
+    "QueuedNotice",
     "RUN_LOCK_KEY",
     "RunRecord",
     "SCHEMA_VERSION",
@@ -137,7 +150,7 @@ def database_url(state_folder: Path, override: str | None = None) -> str:
     return f"sqlite:///{private_file(private_folder(state_folder) / DATABASE_FILE)}"
 
 
-class Storage(SubscriberStore, SignupStore, EditionStore, LedgerStore, BounceStore, SourceStore):
+class Storage(SubscriberStore, SignupStore, NoticeStore, EditionStore, LedgerStore, BounceStore, SourceStore):
     """The state database: one facade over the stores of each domain (mixins, so every call site keeps
     ``storage.method``); a consumer names the few methods it uses in its own ``Protocol``."""
 

@@ -54,23 +54,25 @@ class SignupStore(StoreBase):
         the signup as ``start_signup`` records it, its consent event, and a notice queued for the drainer -
         a confirmation, or for an address already subscribed a note saying so - unless one was queued or
         a confirmation sent after ``resend_after``.  Returns the state, the profile and whether it queued."""
+        # The same statements in every state, so the time of the answer tells nothing: the subscriber row
+        # written (an already subscribed one unchanged), a consent event (the form was sent, with its
+        # wording), and a queue row - one that is recorded as dropped when the address was mailed lately.
         with self.engine.begin() as conn:
             state, profile = _record_signup(conn, email, name, topics, now)
-            if state != "active":
-                conn.execute(insert(consent_events).values(subscriber_id=profile.id, at=now, action="subscribe",
-                                                           method="form", consent_text=consent_text,
-                                                           detail=consent_detail))
+            conn.execute(insert(consent_events).values(subscriber_id=profile.id, at=now, action="subscribe",
+                                                       method="form", consent_text=consent_text,
+                                                       detail={**consent_detail, "state": state}))
             recent = conn.execute(select(notice_queue.c.id).where(
                 notice_queue.c.subscriber_id == profile.id, notice_queue.c.created_at > resend_after,
                 notice_queue.c.status != NOTICE_DROPPED).limit(1)).first()
             confirmed_recently = state == "pending" and profile.confirm_sent_at is not None \
                 and profile.confirm_sent_at > resend_after
-            if recent or confirmed_recently:
-                return state, profile, False
+            queued = not (recent or confirmed_recently)
             conn.execute(insert(notice_queue).values(
                 subscriber_id=profile.id, kind="subscribed" if state == "active" else "confirm",
-                status=NOTICE_QUEUED, attempts=0, created_at=now, due_at=now))
-        return state, profile, True
+                status=NOTICE_QUEUED if queued else NOTICE_DROPPED, attempts=0, created_at=now, due_at=now,
+                finished_at=None if queued else now, last_error=None if queued else "mailed lately"))
+        return state, profile, queued
 
     def operator_add(self, email: str, name: str | None, topics: str | None, *, confirmed: bool,
                      now: datetime) -> tuple[str, Profile]:
@@ -222,7 +224,8 @@ def _record_signup(conn: Connection, email: str, name: str | None, topics: str, 
             updated_at=now))
         state = "new"
     elif row.status == SUBSCRIBED:
-        state = "active"
+        conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(updated_at=row.updated_at))
+        state = "active"  # the row written unchanged: this state costs what the others do
     else:
         values: dict[str, Any] = {"status": PENDING_CONFIRMATION, "topics_key": topics, "updated_at": now}
         if name:
@@ -231,6 +234,5 @@ def _record_signup(conn: Connection, email: str, name: str | None, topics: str, 
             values["confirm_sent_at"] = None  # a fresh opt-in: not throttled by an old confirmation
         conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
         state = "pending" if row.status == PENDING_CONFIRMATION else "new"
-    if state != "active":
-        row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
+    row = conn.execute(select(subscribers).where(subscribers.c.email == email)).one()
     return state, StoreBase._profile(row)

@@ -702,6 +702,7 @@ def status(config: Config, runs: int = 10) -> StatusReport:
             suppressed=storage.suppression_counts(),
             feedback_30d=_feedback(storage, now),
             state_permissions=loose,
+            signup_mail=storage.notice_counts(),
         )
 
 

@@ -759,6 +759,10 @@ def format_status(report: StatusReport) -> str:
     subs = report.subscribers
     lines.append(f"Subscribers: {subs.subscribed} subscribed, {subs.unsubscribed} unsubscribed"
                  + (f", {subs.pending} pending confirmation" if subs.pending else ""))
+    waiting = {state: report.signup_mail.get(state, 0) for state in ("queued", "sending", "failed")}
+    if any(waiting.values()):
+        lines.append(f"Sign-up mail: {waiting['queued']} queued, {waiting['sending']} being sent, "
+                     f"{waiting['failed']} failed (the web server's drainer sends the queue)")
     feedback, suppressed = report.feedback_30d, report.suppressed
     rate = feedback.complaint_rate
     lines.append(f"Last 30 days: {feedback.sent} sent, {feedback.hard} hard bounces, {feedback.soft} soft "

@@ -732,15 +732,17 @@ class Signup(Strict):
     consent_text: str = Field(default="Yes, email me {site_title}. I can unsubscribe at any time.",
                               description="The consent line shown by the form; recorded with every signup.")
     confirm_hours: float = Field(default=48.0, gt=0, description="How long a confirmation link works.")
-    resend_minutes: float = Field(default=60.0, ge=0, description="A pending address gets at most one "
-                                                                  "confirmation mail this often.")
+    resend_minutes: float = Field(default=60.0, ge=0, description="The form mails one address at most "
+                                                                  "this often (a confirmation, or the note that "
+                                                                  "it already receives the list).")
     min_fill_seconds: float = Field(default=3.0, ge=0, description="Forms sent faster than this are refused.")
     max_form_age_hours: float = Field(default=24.0, gt=0, description="Signed form timestamps older than this "
                                                                       "are asked to submit again.")
     ip_limit: int = Field(default=10, ge=1, description="Signups accepted per client IP per hour.")
     address_limit: int = Field(default=3, ge=1, description="Signups accepted per address per hour.")
-    confirmations_per_hour: int = Field(default=200, ge=1, description="Confirmation mails sent per hour, "
-                                                                       "in all (the list-bombing brake).")
+    confirmations_per_hour: int = Field(default=200, ge=1, description="Mails the form sends per hour, in "
+                                                                       "all (the list-bombing brake); the rest are "
+                                                                       "dropped.")
     blocked_domains: list[str] = Field(default_factory=list, description="Address domains refused (and "
                                                                          "their subdomains).")
     check_deliverability: bool = Field(default=True, description="Look the domain up in DNS before mailing; "

@@ -93,6 +93,7 @@ class StatusReport:
     suppressed: dict[str, int]  # suppression reason -> addresses
     feedback_30d: Feedback
     state_permissions: list[str] = field(default_factory=list)  # entries of .state/ others could read
+    signup_mail: dict[str, int] = field(default_factory=dict)  # the notice queue: status -> notices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

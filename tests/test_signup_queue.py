@@ -17,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.service.web import make_app, make_web_server
 from pipeline.signup import SignupForm, Signups
 
-from .conftest import set_config, use_smtp
+from .conftest import run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink, free_port
 from .test_signup import Client, Clock, outbox
 
@@ -84,6 +84,8 @@ def test_a_relay_that_stays_down_ends_the_notice_after_its_retries(site):
             clock.advance(hours=2, minutes=1)  # past the longest wait
         assert [(p.retrying, p.failed) for p in passes] == [(1, 0)] * 4 + [(0, 1)]
         assert storage.notice_counts() == {"failed": 1}
+    status = run_cli(site, "status")
+    assert "Sign-up mail: 0 queued, 0 being sent, 1 failed" in status.stdout, status.stderr
 
 
 def test_a_relay_that_refuses_the_address_fails_the_notice_at_once(site):

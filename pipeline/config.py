@@ -676,7 +676,11 @@ class Webhooks(Strict):
     """SendGrid's signed Event Webhook (/webhooks/sendgrid); null: off (404)."""
     mailgun: MailgunWebhook | None = None
     """Mailgun's webhooks (/webhooks/mailgun); null: off (404)."""
-    max_age: int = Field(default=600, gt=0, description="Seconds a signed webhook timestamp stays acceptable.")
+    max_age: int = Field(default=600, gt=0, description="Seconds a signed webhook timestamp stays acceptable "
+                                                         "(and how far in the future an event may be dated).")
+    event_max_age_hours: float = Field(default=72, gt=0, description="An event the relay dates longer ago than "
+                                                                     "this is not counted (relays retry for up to "
+                                                                     "72 hours).")
 
 
 class Bounces(Strict):

@@ -176,9 +176,14 @@ def _sns(ca: SnsCA, certs: CertServer, kind: str, version: str = "1", **fields) 
     return message
 
 
-def _ses_bounce(email: str, bounce_type: str = "Permanent") -> str:
+def _iso(at: datetime.datetime | None = None) -> str:
+    """A relay's event date: ISO 8601 in UTC with milliseconds and a Z, as SES and Postmark write it."""
+    return (at or datetime.datetime.now(datetime.UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ses_bounce(email: str, bounce_type: str = "Permanent", at: datetime.datetime | None = None) -> str:
     return json.dumps({"notificationType": "Bounce", "bounce": {
-        "bounceType": bounce_type, "bounceSubType": "General",
+        "bounceType": bounce_type, "bounceSubType": "General", "timestamp": _iso(at),
         "bouncedRecipients": [{"emailAddress": email, "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 unknown"}]},
         "mail": {"source": "news@nationalmssociety.org"}})
 
@@ -200,7 +205,7 @@ def test_a_signed_ses_bounce_suppresses_and_a_tampered_one_is_refused(web, ca, c
 def test_ses_complaints_signature_version_2_and_untrusted_certificate_urls(web, ca, certs):
     base, storage = web
     complaint = json.dumps({"notificationType": "Complaint", "complaint": {
-        "complaintFeedbackType": "abuse", "complainedRecipients": [{"emailAddress": "reader00002@example.org"}]}})
+        "complaintFeedbackType": "abuse", "timestamp": _iso(), "complainedRecipients": [{"emailAddress": "reader00002@example.org"}]}})
     message = _sns(ca, certs, "Notification", version="2", MessageId="msg-2", Message=complaint)
     assert _post(base + "ses", json.dumps(message).encode())[0] == 200
     assert storage.get_subscriber("reader00002@example.org").status == "unsubscribed"
@@ -262,7 +267,8 @@ def test_the_default_certificate_host_is_an_sns_region_endpoint_and_nothing_else
 def test_postmark_needs_its_credentials(web):
     base, storage = web
     body = json.dumps({"RecordType": "Bounce", "Type": "HardBounce", "ID": 42, "Email": "reader00004@example.org",
-                       "Description": "The server was unable to deliver your message", "Details": "550 5.1.1"}).encode()
+                       "Description": "The server was unable to deliver your message", "Details": "550 5.1.1",
+                       "BouncedAt": _iso()}).encode()
     good = "Basic " + base64.b64encode(f"postmark:{POSTMARK_PASSWORD}".encode()).decode()
     bad = "Basic " + base64.b64encode(b"postmark:guess").decode()
     assert _post(base + "postmark", body, {"Authorization": bad})[0] == 401
@@ -271,7 +277,7 @@ def test_postmark_needs_its_credentials(web):
     assert _post(base + "postmark", body, {"Authorization": good}) == (200, {"ok": True, "recorded": 1})
     assert _suppressed(storage, "reader00004@example.org") == "hard-bounce"
     complaint = json.dumps({"RecordType": "SpamComplaint", "Type": "SpamComplaint", "ID": 43,
-                            "Email": "reader00005@example.org"}).encode()
+                            "Email": "reader00005@example.org", "BouncedAt": _iso()}).encode()
     assert _post(base + "postmark", complaint, {"Authorization": good})[0] == 200
     assert storage.get_subscriber("reader00005@example.org").status == "unsubscribed"
 
@@ -287,9 +293,9 @@ def test_sendgrid_events_need_a_valid_ecdsa_signature(web):
     base, storage = web
     body = json.dumps([
         {"email": "reader00000@example.org", "event": "bounce", "type": "bounce", "status": "5.1.1",
-         "reason": "550 5.1.1 unknown user", "sg_event_id": "ev-1"},
-        {"email": "reader00001@example.org", "event": "spamreport", "sg_event_id": "ev-2"},
-        {"email": "reader00002@example.org", "event": "delivered", "sg_event_id": "ev-3"},
+         "reason": "550 5.1.1 unknown user", "sg_event_id": "ev-1", "timestamp": int(time.time())},
+        {"email": "reader00001@example.org", "event": "spamreport", "sg_event_id": "ev-2", "timestamp": int(time.time())},
+        {"email": "reader00002@example.org", "event": "delivered", "sg_event_id": "ev-3", "timestamp": int(time.time())},
     ]).encode()
     headers = _sendgrid_headers(body)
     tampered = body.replace(b"reader00000", b"reader00003")
@@ -313,7 +319,7 @@ def _mailgun(event: dict, key: str = MAILGUN_KEY, token: str = "tok-1", timestam
 def test_mailgun_events_need_a_valid_hmac(web):
     base, storage = web
     failed = {"event": "failed", "severity": "permanent", "recipient": "reader00005@example.org", "id": "mg-1",
-              "delivery-status": {"code": 550, "description": "No such mailbox"}}
+              "timestamp": time.time(), "delivery-status": {"code": 550, "description": "No such mailbox"}}
     assert _post(base + "mailgun", _mailgun(failed, key="not-the-key"))[0] == 403
     genuine = _mailgun(failed)
     signed = json.loads(genuine)["signature"]
@@ -330,9 +336,43 @@ def test_mailgun_events_need_a_valid_hmac(web):
     assert _suppressed(storage, "reader00003@example.org") is None
     assert _suppressed(storage, "reader00005@example.org") == "hard-bounce"
     soft = {"event": "failed", "severity": "temporary", "recipient": "reader00004@example.org", "id": "mg-2",
-            "delivery-status": {"code": 452, "description": "Mailbox full"}}
+            "timestamp": time.time(), "delivery-status": {"code": 452, "description": "Mailbox full"}}
     assert _post(base + "mailgun", _mailgun(soft, token="tok-2")) == (200, {"ok": True, "recorded": 1})
     assert _suppressed(storage, "reader00004@example.org") is None
+
+
+def test_events_dated_long_ago_in_the_future_or_not_at_all_are_not_counted_by_any_relay(web, ca, certs):
+    """A signed request is fresh, but the events in it carry their own dates: a captured event sent again
+    days later, one dated ahead of the clock, or one with no date is logged and not counted."""
+    base, storage = web
+    now = datetime.datetime.now(datetime.UTC)
+    old, ahead = now - datetime.timedelta(hours=73), now + datetime.timedelta(hours=1)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"postmark:{POSTMARK_PASSWORD}".encode()).decode()}
+    for n, at in enumerate((old, ahead, None)):
+        email = f"reader0000{n}@example.org"
+        ses = json.loads(_ses_bounce(email, at=at or now))
+        if at is None:
+            del ses["bounce"]["timestamp"]
+        message = _sns(ca, certs, "Notification", MessageId=f"msg-dated-{n}", Message=json.dumps(ses))
+        assert _post(base + "ses", json.dumps(message).encode()) == (200, {"ok": True, "recorded": 0, "ignored": 1})
+        postmark = {"RecordType": "Bounce", "Type": "HardBounce", "ID": 900 + n, "Email": email}
+        if at:
+            postmark["BouncedAt"] = _iso(at)
+        assert _post(base + "postmark", json.dumps(postmark).encode(), auth)[1]["ignored"] == 1
+        sendgrid = [{"email": email, "event": "bounce", "type": "bounce", "sg_event_id": f"ev-dated-{n}"}]
+        if at:
+            sendgrid[0]["timestamp"] = int(at.timestamp())
+        body = json.dumps(sendgrid).encode()
+        assert _post(base + "sendgrid", body, _sendgrid_headers(body))[1]["ignored"] == 1
+        mailgun = {"event": "failed", "severity": "permanent", "recipient": email, "id": f"mg-dated-{n}"}
+        if at:
+            mailgun["timestamp"] = at.timestamp()
+        assert _post(base + "mailgun", _mailgun(mailgun, token=f"tok-dated-{n}"))[1]["ignored"] == 1
+        assert _suppressed(storage, email) is None
+    within = now - datetime.timedelta(hours=71)  # a relay's retry of a bounce from three days ago, just inside
+    message = _sns(ca, certs, "Notification", MessageId="msg-dated-ok",
+                   Message=_ses_bounce("reader00003@example.org", at=within))
+    assert _post(base + "ses", json.dumps(message).encode()) == (200, {"ok": True, "recorded": 1})
 
 
 def test_unconfigured_relays_and_other_methods_are_refused(project, secret):
@@ -358,7 +398,7 @@ def test_two_copies_of_one_event_arriving_together_count_once(web, monkeypatch):
 
     base, storage = web
     body = json.dumps({"RecordType": "Bounce", "Type": "SoftBounce", "ID": 77, "Email": "reader00003@example.org",
-                       "Description": "Mailbox full", "Details": "452 4.2.2"}).encode()
+                       "Description": "Mailbox full", "Details": "452 4.2.2", "BouncedAt": _iso()}).encode()
     auth = {"Authorization": "Basic " + base64.b64encode(f"postmark:{POSTMARK_PASSWORD}".encode()).decode()}
     recorded, second = [], []
     original = webhooks.record_bounce

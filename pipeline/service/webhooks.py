@@ -50,6 +50,15 @@ class Event:
     kind: str  # hard, soft, complaint
     reason: str
     key: str  # the relay's id of the event, so a redelivery is recognised
+    at: float | None = None  # when the relay says it happened (POSIX seconds); None: it did not say
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one request's events came to: counted, and not counted for their date."""
+
+    recorded: int = 0
+    ignored: int = 0
 
 
 class Rejected(Exception):
@@ -156,6 +165,7 @@ def ses_events(notification: dict[str, Any], message_id: str) -> list[Event]:
     events = []
     if kind == "Bounce":
         bounce = notification.get("bounce") or {}
+        at = _iso_time(bounce.get("timestamp"))
         bounce_type = bounce.get("bounceType")
         mapped = {"Permanent": "hard", "Transient": "soft"}.get(str(bounce_type))
         if mapped is None:
@@ -163,12 +173,13 @@ def ses_events(notification: dict[str, Any], message_id: str) -> list[Event]:
         for n, recipient in enumerate(bounce.get("bouncedRecipients") or []):
             reason = " ".join(str(part) for part in (recipient.get("status"), recipient.get("diagnosticCode")
                                                      or f"{bounce_type} {bounce.get('bounceSubType', '')}") if part)
-            events.append(Event(str(recipient.get("emailAddress", "")), mapped, reason, f"{message_id}:{n}"))
+            events.append(Event(str(recipient.get("emailAddress", "")), mapped, reason, f"{message_id}:{n}", at))
     elif kind == "Complaint":
         complaint = notification.get("complaint") or {}
+        at = _iso_time(complaint.get("timestamp"))
         reason = f"complaint ({complaint.get('complaintFeedbackType') or 'unspecified'}, via SES)"
         for n, recipient in enumerate(complaint.get("complainedRecipients") or []):
-            events.append(Event(str(recipient.get("emailAddress", "")), "complaint", reason, f"{message_id}:{n}"))
+            events.append(Event(str(recipient.get("emailAddress", "")), "complaint", reason, f"{message_id}:{n}", at))
     return events
 
 
@@ -191,7 +202,8 @@ def postmark_events(body: dict[str, Any]) -> list[Event]:
     else:
         return []
     reason = f"{kind}: {body.get('Description') or ''} {body.get('Details') or ''}".strip()
-    return [Event(str(body.get("Email", "")), mapped, reason, f"{record}:{body.get('ID')}")]
+    return [Event(str(body.get("Email", "")), mapped, reason, f"{record}:{body.get('ID')}",
+                  _iso_time(body.get("BouncedAt")))]
 
 
 def sendgrid_events(body: Any) -> list[Event]:
@@ -208,7 +220,7 @@ def sendgrid_events(body: Any) -> list[Event]:
             continue
         reason = f"{event.get('status') or ''} {reason}".strip()
         key = str(event.get("sg_event_id") or f"{event.get('sg_message_id')}:{name}:{n}")
-        events.append(Event(str(event.get("email", "")), mapped, reason, key))
+        events.append(Event(str(event.get("email", "")), mapped, reason, key, _number(event.get("timestamp"))))
     return events
 
 
@@ -226,7 +238,22 @@ def mailgun_events(body: dict[str, Any]) -> list[Event]:
         mapped, reason = "complaint", "complaint (via Mailgun)"
     else:
         return []
-    return [Event(str(data.get("recipient", "")), mapped, reason.strip(), str(data.get("id") or ""))]
+    return [Event(str(data.get("recipient", "")), mapped, reason.strip(), str(data.get("id") or ""),
+                  _number(data.get("timestamp")))]
+
+
+def _iso_time(value: Any) -> float | None:
+    """An event's ISO 8601 date with its zone (SES, Postmark) as POSIX seconds; None if it has none."""
+    try:
+        at = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return at.timestamp() if at.tzinfo is not None else None
+
+
+def _number(value: Any) -> float | None:
+    """An event's POSIX date (SendGrid, Mailgun); None if it has none."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _fresh_iso(timestamp: str, max_age: int) -> bool:
@@ -276,11 +303,19 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
     sendgrid_key = secret_from_env(hooks.sendgrid.public_key_env) if hooks.sendgrid else None
     mailgun_key = secret_from_env(hooks.mailgun.signing_key_env) if hooks.mailgun else None
 
-    def record(relay: str, events: Iterable[Event]) -> int:
+    def record(relay: str, events: Iterable[Event]) -> Tally:
         source = f"webhook:{relay}"
-        counted = 0
+        counted = ignored = 0
+        now = time.time()
         for event in events:
             if not event.email:
+                continue
+            if event.at is None or event.at < now - hooks.event_max_age_hours * 3600 or event.at > now + hooks.max_age:
+                # A signed request can still carry an old event (a captured one sent again) or an undated one.
+                log.warning("webhook %s: event %s not counted: %s", relay, event.key or "-",
+                            "undated" if event.at is None else "dated outside bounces.webhooks.event_max_age_hours "
+                            "(past) or bounces.webhooks.max_age (future)")
+                ignored += 1
                 continue
             # Claimed before it is counted: two copies of one event arriving at once count once, and
             # a failure gives the claim back, so the relay's retry counts it.
@@ -288,9 +323,9 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
                 if first:
                     record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
                     counted += 1
-        return counted
+        return Tally(counted, ignored)
 
-    def handle_ses(environ, body: bytes) -> int:
+    def handle_ses(environ, body: bytes) -> Tally:
         if verifier is None:
             raise Rejected("404 Not Found", "SES webhook not enabled")
         message = _json(body)
@@ -310,17 +345,17 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             except OSError as exc:
                 raise Rejected("502 Bad Gateway", f"could not confirm the SNS subscription: {exc}") from None
             log.info("confirmed the SNS subscription to %s", message.get("TopicArn"))
-            return 0
+            return Tally()
         if kind != "Notification":
-            return 0
+            return Tally()
         try:
             notification = json.loads(message["Message"])
         except ValueError:
-            return 0  # e.g. the test notification SNS sends when a subscription is made
+            return Tally()  # e.g. the test notification SNS sends when a subscription is made
         return record("ses", ses_events(notification if isinstance(notification, dict) else {},
                                          str(message.get("MessageId"))))
 
-    def handle_postmark(environ, body: bytes) -> int:
+    def handle_postmark(environ, body: bytes) -> Tally:
         if hooks.postmark is None or not postmark_password:
             raise Rejected("404 Not Found", "Postmark webhook not configured")
         expected = base64.b64encode(f"{hooks.postmark.username}:{postmark_password}".encode()).decode()
@@ -330,7 +365,7 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
         payload = _json(body)
         return record("postmark", postmark_events(payload if isinstance(payload, dict) else {}))
 
-    def handle_sendgrid(environ, body: bytes) -> int:
+    def handle_sendgrid(environ, body: bytes) -> Tally:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -351,7 +386,7 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             raise Rejected("403 Forbidden", "SendGrid timestamp too old")
         return record("sendgrid", sendgrid_events(_json(body)))
 
-    def handle_mailgun(environ, body: bytes) -> int:
+    def handle_mailgun(environ, body: bytes) -> Tally:
         if hooks.mailgun is None or not mailgun_key:
             raise Rejected("404 Not Found", "Mailgun webhook not configured")
         payload = _json(body)
@@ -364,13 +399,9 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             raise Rejected("403 Forbidden", "Mailgun signature does not verify")
         if not _fresh(timestamp, hooks.max_age):
             raise Rejected("403 Forbidden", "Mailgun timestamp too old")
-        data = payload.get("event-data")
-        occurred = data.get("timestamp") if isinstance(data, dict) else None
-        if isinstance(occurred, (int, float)) and occurred > time.time() + hooks.max_age:
-            raise Rejected("403 Forbidden", "Mailgun event dated in the future")
         with storage.processing("webhook:mailgun-token", token) as first:
             # Not first: the same signed request again (Mailgun signs only timestamp + token), already handled.
-            return record("mailgun", mailgun_events(payload)) if first else 0
+            return record("mailgun", mailgun_events(payload)) if first else Tally()
 
     handlers = {"ses": handle_ses, "postmark": handle_postmark, "sendgrid": handle_sendgrid, "mailgun": handle_mailgun}
 
@@ -383,8 +414,10 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
                 raise Rejected("404 Not Found", "no such webhook")
             if environ.get("REQUEST_METHOD") != "POST":
                 raise Rejected("405 Method Not Allowed", "use POST")
-            recorded = handler(environ, _read_body(environ))
-            status, answer = "200 OK", {"ok": True, "recorded": recorded}
+            tally = handler(environ, _read_body(environ))
+            status, answer = "200 OK", {"ok": True, "recorded": tally.recorded}
+            if tally.ignored:
+                answer["ignored"] = tally.ignored  # answered 200 all the same: a retry would not date them better
         except Rejected as exc:
             log.warning("webhook %s refused: %s", relay or "-", exc)
             status, answer = exc.status, {"ok": False, "error": str(exc)}

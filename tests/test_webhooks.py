@@ -72,11 +72,13 @@ class CertServer:
 
     def __init__(self, ca: SnsCA):
         self.confirmations: list[str] = []
+        self.fetches: list[str] = []  # certificate paths fetched
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path == "/SimpleNotificationService-test.pem":
+                if self.path.startswith("/SimpleNotificationService-") and self.path.endswith(".pem"):
+                    server.fetches.append(self.path)
                     body = ca.signing_pem
                 elif self.path.startswith("/confirm?"):
                     server.confirmations.append(self.path)
@@ -238,6 +240,24 @@ def test_a_signed_sns_message_dated_outside_the_window_is_refused(web, ca, certs
         assert (status, answer["error"]) == (403, "SNS message Timestamp outside the accepted window "
                                                   "(bounces.webhooks.max_age)")
     assert _suppressed(storage, "reader00004@example.org") is None
+
+
+def test_the_signing_certificate_is_fetched_once_and_new_urls_only_a_few_times_a_minute(web, ca, certs):
+    """Anyone may post a message naming a fresh certificate URL on an SNS host: the server fetches new
+    URLs at most six times a minute, answering 503 (SNS retries) beyond, and never fetches one twice."""
+    from pipeline.service.webhooks import CERTIFICATE_FETCHES_PER_MINUTE
+
+    base, _ = web
+    answers = []
+    for n in range(CERTIFICATE_FETCHES_PER_MINUTE + 4):
+        message = _sns(ca, certs, "Notification", MessageId=f"msg-url-{n}", Message=_ses_bounce("nobody@example.org"))
+        message["SigningCertURL"] = certs.base + f"SimpleNotificationService-{n}.pem"
+        answers.append(_post(base + "ses", json.dumps(message).encode())[0])
+    again = _sns(ca, certs, "Notification", MessageId="msg-url-again", Message=_ses_bounce("nobody@example.org"))
+    again["SigningCertURL"] = certs.base + "SimpleNotificationService-0.pem"
+    assert _post(base + "ses", json.dumps(again).encode())[0] == 200  # kept: no fetch, no limit
+    assert answers == [200] * CERTIFICATE_FETCHES_PER_MINUTE + [503] * 4
+    assert len(certs.fetches) == CERTIFICATE_FETCHES_PER_MINUTE == len(set(certs.fetches))
 
 
 def test_the_ses_webhook_is_refused_at_config_time_without_topic_arns(project):

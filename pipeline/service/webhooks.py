@@ -93,8 +93,14 @@ def sns_string_to_sign(message: dict[str, Any]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+CERTIFICATE_FETCHES_PER_MINUTE = 6  # SNS signs with one certificate per region for months: more new URLs is abuse
+CERTIFICATES_KEPT = 32
+
+
 class SnsVerifier:
-    """Checks SNS signatures against the signing certificate, fetched once per URL over verified HTTPS."""
+    """Checks SNS signatures against the signing certificate, fetched once per URL over verified HTTPS.
+    Anyone can post a message naming a new certificate URL on an SNS host, so new URLs are fetched at most
+    ``CERTIFICATE_FETCHES_PER_MINUTE`` times a minute (beyond: 503, which SNS retries) and few are kept."""
 
     def __init__(self, settings: SesWebhook, ca_file: str | None,
                  fetch: Callable[[str, ssl.SSLContext], bytes] | None = None):
@@ -103,6 +109,7 @@ class SnsVerifier:
         self.context = ssl.create_default_context(cafile=ca_file)
         self.fetch = fetch or _https_get
         self._certificates: dict[str, Any] = {}
+        self._fetched_at: list[float] = []  # monotonic times of the fetches in the last minute
         self._lock = threading.Lock()
 
     def trusted_url(self, url: str) -> bool:
@@ -115,12 +122,20 @@ class SnsVerifier:
             raise Rejected("403 Forbidden", "SigningCertURL is not an allowed SNS address")
         with self._lock:
             cached = self._certificates.get(url)
+            if cached is None:
+                now_s = time.monotonic()
+                self._fetched_at = [at for at in self._fetched_at if now_s - at < 60]
+                if len(self._fetched_at) >= CERTIFICATE_FETCHES_PER_MINUTE:
+                    raise Rejected("503 Service Unavailable", "too many new SNS certificate URLs in a minute")
+                self._fetched_at.append(now_s)
         if cached is None:
             try:
                 cached = x509.load_pem_x509_certificate(self.fetch(url, self.context))
             except (OSError, ValueError) as exc:
                 raise Rejected("403 Forbidden", f"cannot fetch the SNS signing certificate: {exc}") from None
             with self._lock:
+                while len(self._certificates) >= CERTIFICATES_KEPT:
+                    self._certificates.pop(next(iter(self._certificates)))  # the oldest kept
                 self._certificates[url] = cached
         now = datetime.now(UTC)
         if not cached.not_valid_before_utc <= now <= cached.not_valid_after_utc:

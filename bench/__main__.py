@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import pstats
+import secrets
 import shutil
 import smtplib
 import statistics
@@ -34,7 +35,7 @@ from lxml import etree
 from . import data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-SECRET = "benchmark-secret-0123456789"
+SECRET = secrets.token_urlsafe(32)  # a fresh random secret each run, as `pipeline init` makes one
 rows: list[dict] = []
 
 

@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ from . import data
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "unsubscribe.json"
-SECRET = "benchmark-secret-0123456789"
+SECRET = secrets.token_urlsafe(32)  # a fresh random secret each run, as `pipeline init` makes one
 CLIENTS = 8
 
 
@@ -99,71 +100,84 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def baseline(requests: int) -> tuple[float, list[float]]:
-    """The same load against waitress serving an app that only answers 200."""
-    from pipeline.service.web import WebServer
+def _server(command: list[str], port: int, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a server process and wait until it answers; its log goes to a file (a pipe nobody reads
+    would fill and stop the server)."""
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    log.close()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/unsubscribe")
+            connection.getresponse().read()
+            connection.close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"{command[2]} did not start: {Path(log.name).read_text()[-2000:]}") from None
+            time.sleep(0.05)
 
-    def nothing(environ, start_response):
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-        return [b"ok"]
 
-    server = WebServer(nothing, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        elapsed, latencies, _ = _post_all(server.server_port, ["/unsubscribe?token=x"] * requests,
-                                          b"List-Unsubscribe=One-Click")
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def baseline(requests: int, project: Path, env: dict[str, str]) -> tuple[float, list[float]]:
+    """The same load against the web app's server (its own process, the same settings) serving an app
+    that only answers 200."""
+    port = _free_port()
+    server = _server([sys.executable, "-m", "bench.empty_app", "--config", str(project / "config.yaml"),
+                      "--port", str(port)], port, REPO, env)
+    try:
+        elapsed, latencies, _ = _post_all(port, ["/unsubscribe?token=x"] * requests, b"List-Unsubscribe=One-Click")
     finally:
-        server.shutdown()
+        _stop(server)
     return requests / elapsed, latencies
 
 
 def case_one_click(count: int, clients: int, record, workdir, secret: str) -> None:
-    """`python -m bench unsubscribe`: one-click POSTs from ``clients`` keep-alive connections against the
-    web app on waitress as `pipeline serve-web` configures it, beside an empty WSGI app on the same server
-    settings and the same client, in the same run; every POST must answer 200 and be stored (0 lost)."""
+    """`python -m bench unsubscribe`: one-click POSTs from ``clients`` keep-alive connections against
+    `pipeline serve-web`, beside an empty WSGI app on the same server and settings (``bench/empty_app.py``),
+    each in its own process as in production, with the same client, in the same run; every POST must
+    answer 200 and be stored (0 lost)."""
     global CLIENTS
     from pipeline.config import load_config
     from pipeline.mail.tokens import make_token
-    from pipeline.service.http_server import WebServer
-    from pipeline.service.web import make_web_server
     from pipeline.state.storage import Storage
 
-    def nothing(environ, start_response):
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-        return [b"ok"]
-
     CLIENTS, before = clients, CLIENTS
-    os.environ["PIPELINE_SECRET"] = secret
+    env = {**os.environ, "PIPELINE_SECRET": secret}
+    env.pop("PIPELINE_DATABASE_URL", None)
     try:
         with workdir() as folder:
-            config = load_config(_project(folder / "site", _free_port()) / "config.yaml")
+            project = _project(folder / "site", _free_port())
+            config = load_config(project / "config.yaml")
             addresses = [f"r{n:05d}@example.org" for n in range(count)]
-            storage = Storage.for_state(config.path("state"))
-            storage.merge_subscribers([(a, None, {}) for a in addresses])
+            with Storage.for_state(config.path("state")) as storage:
+                storage.merge_subscribers([(a, None, {}) for a in addresses])
             paths = [f"/unsubscribe?{urlencode({'token': make_token(secret.encode(), a)})}" for a in addresses]
-            rates = {}
-            web = config.web
-            servers = {"pipeline": make_web_server(config, storage, "127.0.0.1", 0),
-                       "baseline": WebServer(nothing, "127.0.0.1", 0, threads=web.threads,
-                                             idle_timeout=web.idle_timeout, header_timeout=web.header_timeout,
-                                             connection_limit=web.connection_limit)}
-            for name, server in servers.items():
-                thread = threading.Thread(target=server.serve_forever, daemon=True)
-                thread.start()
-                try:
-                    elapsed, _latencies, _ = _post_all(server.server_port, paths, b"List-Unsubscribe=One-Click")
-                finally:
-                    server.shutdown()
-                rates[name] = count / elapsed
-            stored = sum(1 for a in addresses if storage.get_subscriber(a).status == "unsubscribed")
-            storage.close()
+            port = _free_port()
+            server = _server([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
+                              "serve-web", "--port", str(port)], port, project, env)
+            try:
+                elapsed, _latencies, _ = _post_all(port, paths, b"List-Unsubscribe=One-Click")
+            finally:
+                _stop(server)
+            rate = count / elapsed
+            base_rate, _ = baseline(count, project, env)
+            with Storage.for_state(config.path("state")) as storage:
+                stored = storage.count_subscribers("unsubscribed")
     finally:
         CLIENTS = before
-    record(f"one-click unsubscribe POSTs x{count}, {clients} clients", pipeline_per_s=rates["pipeline"],
-           baseline_per_s=rates["baseline"], ratio=rates["pipeline"] / rates["baseline"], lost=count - stored)
+    record(f"one-click unsubscribe POSTs x{count}, {clients} clients", pipeline_per_s=rate,
+           baseline_per_s=base_rate, ratio=rate / base_rate, lost=count - stored)
 
 
 def main() -> None:
@@ -194,18 +208,8 @@ def main() -> None:
         storage.merge_subscribers([(a, None, {}) for a in addresses])
         storage.close()
         web_port = _free_port()
-        web = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
-                                "serve-web", "--port", str(web_port)], cwd=project, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", web_port, timeout=1).request("GET", "/unsubscribe")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("serve-web did not start") from None
-                time.sleep(0.05)
+        web = _server([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"),
+                       "serve-web", "--port", str(web_port)], web_port, project, env)
         paths = [f"/unsubscribe?{urlencode({'token': make_token(SECRET.encode(), a)})}" for a in addresses[::2]]
         paths = paths[:leaving]
         send = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(project / "config.yaml"), "send"],
@@ -218,10 +222,9 @@ def main() -> None:
             raise SystemExit(f"send failed: {err[-2000:]}")
     finally:
         if web is not None:
-            web.terminate()
-            web.wait(timeout=30)
+            _stop(web)
         controller.stop()
-    base_rate, base_latencies = baseline(len(paths))
+    base_rate, base_latencies = baseline(len(paths), project, env)
     shutil.rmtree(folder, ignore_errors=True)
 
     unsubscribed_at = {addresses[::2][paths.index(path)]: when for path, when in finished}

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from . import data
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "workers.json"
-SECRET = "benchmark-secret-0123456789"
+SECRET = secrets.token_urlsafe(32)  # a fresh random secret each run, as `pipeline init` makes one
 RELAY_DELAY = 0.010  # seconds per message, like a real relay
 
 

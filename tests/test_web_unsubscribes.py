@@ -86,3 +86,32 @@ def test_a_group_keeps_the_rules_of_a_single_unsubscribe(config, secret):
     assert ada.unsubscribed_at == now
     assert [e.action for e in histories[pending.id]] == ["unsubscribe"]
     storage.close()
+
+
+def test_one_group_of_mixed_requests_keeps_every_rule_at_once(config, secret):
+    """Requests that arrive during a commit are committed together, each statement over the whole group:
+    a subscriber's queued message is skipped, a pending signup withdrawn, a repeat and a stranger change
+    nothing, and each change has its one consent event at its own request's time."""
+    from pipeline.state.storage import StoredDigest
+    from pipeline.state.unsubscribes import _Request
+
+    storage = open_storage(config)
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    storage.merge_subscribers([("ada@mesems.example.org", None, {}), ("lin@mesems.example.org", None, {})])
+    storage.create_edition("e1", ["urn:mesems:1"], StoredDigest("MESEMS trial", "<p>x</p>", "x"))
+    _state, grace = storage.start_signup("grace@mesems.example.org", None, "", now)
+    group = [_Request("ada@mesems.example.org", "one-click", now),
+             _Request("grace@mesems.example.org", "one-click", now.replace(second=1)),
+             _Request("ada@mesems.example.org", "one-click", now.replace(second=2)),  # pressed twice
+             _Request("nobody@mesems.example.org", "one-click", now)]
+    UnsubscribeGroups(storage)._commit(group)
+    assert [(request.done, request.changed) for request in group] == [(True, True), (True, True), (True, False),
+                                                                      (True, False)]
+    assert storage.ledger_counts("e1")["skipped"] == 1 and storage.ledger_counts("e1")["pending"] == 1  # lin's
+    assert {storage.profile(email=a).status for a in ("ada@mesems.example.org", "grace@mesems.example.org")} == \
+        {"unsubscribed"}
+    ada = storage.profile(email="ada@mesems.example.org")
+    histories = storage.consent_histories([ada.id, grace.id])
+    assert [(e.action, e.at) for e in histories[ada.id]] == [("unsubscribe", now)]
+    assert [(e.action, e.at) for e in histories[grace.id]][-1] == ("unsubscribe", now.replace(second=1))
+    storage.close()

@@ -246,14 +246,14 @@ def delete_build_caches(state: Path) -> None:
 # -- unchanged rerun ----------------------------------------------------------------------------
 
 def case_rerun(count, repeat) -> None:
-    from pipeline import app
+    from pipeline import usecases
 
     print(f"rerun: `pipeline run` on {count} items: one file edited (parse and archive caches warm) vs a cold "
           "full build (caches deleted), and nothing changed; same run")
     with workdir() as folder:
         config = data.make_project(folder / "rerun", limit=50)
         data.write_content(config, count)
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
         state = config.path("state")
         target = config.path("content") / "item-00000.md"
         original = target.read_text()
@@ -265,17 +265,17 @@ def case_rerun(count, repeat) -> None:
 
         def one_file():
             edit()
-            result = app.run(config, progress=False)
+            result = usecases.run(config, progress=False)
             assert result.written, "a change must rewrite outputs"
 
         def cold():
             edit()
             delete_build_caches(state)
-            result = app.run(config, progress=False)
+            result = usecases.run(config, progress=False)
             assert result.written, "a change must rewrite outputs"
 
         def unchanged():
-            result = app.run(config, progress=False)
+            result = usecases.run(config, progress=False)
             assert not result.written, "an unchanged run must write nothing"
 
         full = median_ms(cold, repeat)
@@ -377,7 +377,7 @@ class Sink:
 
 
 def _send_project(folder: Path, port: int, subscribers: int, concurrency: int, **delivery):
-    from pipeline.app import open_storage
+    from pipeline.usecases import open_storage
 
     config = data.make_project(folder, limit=10, **{
         "transport": "smtp", "smtp.host": "127.0.0.1", "smtp.port": port, "smtp.security": "none",
@@ -391,7 +391,7 @@ def _send_project(folder: Path, port: int, subscribers: int, concurrency: int, *
 
 
 class SendTimer:
-    """Times ``Sender.run`` alone inside a real ``app.run``: planning the edition, writing its ledger
+    """Times ``Sender.run`` alone inside a real ``usecases.run``: planning the edition, writing its ledger
     rows and rendering the site are not sending, and the baseline does none of them."""
 
     def __init__(self):
@@ -424,7 +424,7 @@ def case_send(count, rounds) -> None:
 
 
 def _case_send(count: int, connections: tuple[int, ...], pipelining: bool, rounds: int) -> None:
-    from pipeline import app
+    from pipeline import usecases
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
     from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 
@@ -464,7 +464,7 @@ def _case_send(count: int, connections: tuple[int, ...], pipelining: bool, round
                     base_wall, base_cpu = baseline()
                     before = sink.count()
                     with SendTimer() as timer:
-                        report = app.run(config, progress=False).reports[0]
+                        report = usecases.run(config, progress=False).reports[0]
                     assert report.sent == count and sink.count() - before == count
                     walls.append(timer.wall)
                     cpus.append(timer.cpu)
@@ -498,7 +498,7 @@ def _dkim_key(folder: Path, algorithm: str) -> Path:
 def case_dkim(recipients: int, count: int) -> None:
     """Per-message cost of signing against personalisation alone (and dkimpy's own signer), then sending
     throughput signed vs unsigned in the same run."""
-    from pipeline import app
+    from pipeline import usecases
     from pipeline.mail.dkim import DkimSigner
     from pipeline.mail.message import Envelope, MessageTemplate, recipient_for
     from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
@@ -542,7 +542,7 @@ def case_dkim(recipients: int, count: int) -> None:
                 config = _send_project(folder / label, sink.port, count, 2, **extra)
                 before = sink.count()
                 start = time.perf_counter()
-                report = app.run(config, progress=False).reports[0]
+                report = usecases.run(config, progress=False).reports[0]
                 seconds = time.perf_counter() - start
                 assert report.sent == count and sink.count() - before == count
                 rates[label] = count / seconds
@@ -630,7 +630,7 @@ def main() -> None:
     if "memory" in cases:
         case_memory([1000, 10000] if quick else [1000, 100000], 1000 if quick else 10000)
     if "signup" in cases or "topics" in cases:  # issue 13: bench/signup.py
-        from .signup import case_signup, case_topic_send
+        from .usecases.signup import case_signup, case_topic_send
 
         os.environ["PIPELINE_SECRET"] = SECRET
         sink = Sink()

@@ -66,7 +66,7 @@ def timed_process(args: list[str], env: dict[str, str]) -> tuple[float, float, s
 
 
 def _project(folder: Path, port: int, subscribers: int, **smtp: object):
-    from pipeline.app import open_storage
+    from pipeline.usecases import open_storage
 
     config = data.smtp_project(folder, port, **smtp)
     with open_storage(config) as storage:

@@ -23,8 +23,8 @@ def _percentile(values: list[float], share: float) -> float:
 def case_signup(count: int, sink_port: int, record, workdir) -> None:
     """Sequential signup POSTs over loopback HTTP to `pipeline serve-web`'s server, each mailing a
     confirmation through SMTP to the sink; bounded to ``count`` requests or 60 seconds."""
-    from pipeline.app import open_storage
     from pipeline.service.web import make_web_server
+    from pipeline.usecases import open_storage
 
     print(f"signup: up to {count} POST /subscribe on the web server, confirmation mails to an SMTP sink")
     with workdir() as folder:
@@ -83,10 +83,10 @@ def case_topic_send(count: int, send_project, sink, record, workdir) -> None:
     again, in the same run; the baseline is the faster single-digest send, so warm-up favours it."""
     from sqlalchemy import update
 
-    from pipeline import app
-    from pipeline.app import open_storage
+    from pipeline import usecases
     from pipeline.config import load_config
     from pipeline.state.storage import subscribers
+    from pipeline.usecases import open_storage
 
     print(f"topic send: {count} subscribers, one digest vs per-topic digests over 3 topics")
     with workdir() as folder:
@@ -102,7 +102,7 @@ def case_topic_send(count: int, send_project, sink, record, workdir) -> None:
                                      .values(topics_key=key))
             before = sink.count()
             start = time.perf_counter()
-            outcome = app.run(config, progress=False)
+            outcome = usecases.run(config, progress=False)
             seconds = time.perf_counter() - start
             sent = sum(report.sent for report in outcome.reports)
             assert sink.count() - before == sent

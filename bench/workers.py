@@ -60,13 +60,13 @@ def _pipeline(project: Path, env: dict[str, str], *args: str) -> subprocess.Pope
 
 
 def _make_edition(project: Path, env: dict[str, str], subscribers: int) -> None:
-    code = ("from pipeline import app\nfrom pipeline.config import load_config\n"
+    code = ("from pipeline import usecases\nfrom pipeline.config import load_config\n"
             "from pipeline.delivery.editions import plan_edition\n"
             f"config = load_config({str(project / 'config.yaml')!r})\n"
-            "with app.open_storage(config) as storage:\n"
+            "with usecases.open_storage(config) as storage:\n"
             f"    storage.merge_subscribers([(f'r{{n:06d}}@example.org', None, {{}}) for n in range({subscribers})])\n"
-            "    local, _ = app.read_items(config, storage, fetch=False)\n"
-            "    ctx = app.RunContext(config, storage, local)\n"
+            "    local, _ = usecases.read_items(config, storage, fetch=False)\n"
+            "    ctx = usecases.RunContext(config, storage, local)\n"
             "    assert plan_edition(ctx.items, storage, config, ctx.stored).created\n")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=project)
 

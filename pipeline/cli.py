@@ -16,11 +16,11 @@ from .logs import configure_logging
 DEFAULT_CONFIG = "config.yaml"  # as pipeline.config has it; not imported, so --help needs no pydantic
 
 if TYPE_CHECKING:
-    from .app import RunOutcome
     from .config import Config
     from .delivery.editions import EditionPlan
     from .delivery.engine import SendReport
     from .reports import EditionRow, RunRow, StatusReport
+    from .usecases import RunOutcome
 
 # The heavy imports (SQLAlchemy, premailer, feedgen) happen inside the commands that need them,
 # so `pipeline --help` and `pipeline --version` start fast.
@@ -249,13 +249,13 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
     Safe from cron: a second run while one is going exits at once with status 75.
     Exits 2 when some messages failed or were deferred, 1 when none could be delivered.
     """
-    from . import app
+    from . import usecases
 
     if dry_run:
-        _report_run(app.dry_run(ctx.config, send=not no_send), dry_run=True)
+        _report_run(usecases.dry_run(ctx.config, send=not no_send), dry_run=True)
         return
-    action: app.Action | None = "feeds" if no_send else None
-    outcome = app.run(ctx.config, job=job_name or app.MANUAL_JOB, action=action, wait=wait, force=force)
+    action: usecases.Action | None = "feeds" if no_send else None
+    outcome = usecases.run(ctx.config, job=job_name or usecases.MANUAL_JOB, action=action, wait=wait, force=force)
     _report_run(outcome)
     _exit_for(outcome)
 
@@ -264,9 +264,9 @@ def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: 
 @pass_context
 def validate(ctx: Context) -> None:
     """Check the config and every content file; write nothing."""
-    from . import app
+    from . import usecases
 
-    count = app.validate(ctx.config)
+    count = usecases.validate(ctx.config)
     click.echo(f"{ctx.config.source_file}: ok; {count} content items ok")
 
 
@@ -289,12 +289,12 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
     A recorded run like `pipeline run`, which also writes the archive pages the
     messages link to, but leaves the feeds and the web digest alone.
     """
-    from . import app
+    from . import usecases
 
     config = ctx.config
     config.require_delivery()
     if to_address:
-        copy = app.send_test_copy(config, to_address)
+        copy = usecases.send_test_copy(config, to_address)
         click.echo(f"test copy sent to {to_address}: {copy.reply}")
         if copy.findings:
             click.echo(f"the real send will stop on {len(copy.findings)} pre-send check(s) "
@@ -303,7 +303,7 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
                 click.echo(f"  {finding}", err=True)
         return
     if dry_run:
-        preview = app.send_dry_run(config)
+        preview = usecases.send_dry_run(config)
         plan = preview.edition
         click.echo(_edition_plan_line(plan))
         for edition_id, counts in preview.due.items():
@@ -315,9 +315,9 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
             click.echo(f"but sending is blocked until this is fixed: {finding}")
         return
     if retry_edition:
-        edition_id, count = app.retry_failed(config, None if retry_edition == "latest" else retry_edition)
+        edition_id, count = usecases.retry_failed(config, None if retry_edition == "latest" else retry_edition)
         click.echo(f"edition {edition_id}: {count} failed messages queued again")
-    outcome = app.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
+    outcome = usecases.run(config, action="retry" if queued_only else "send", wait=wait, force=force)
     if outcome.notes.get("nothing_due"):
         click.echo("no queued message is due")
     if outcome.edition is not None:
@@ -339,7 +339,7 @@ def worker(ctx: Context, once: bool) -> None:
     import signal
     import threading
 
-    from . import app
+    from . import usecases
 
     stop = threading.Event()
 
@@ -350,7 +350,7 @@ def worker(ctx: Context, once: bool) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = app.work(ctx.config, stop=stop, once=once)
+        report = usecases.work(ctx.config, stop=stop, once=once)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -362,10 +362,10 @@ def worker(ctx: Context, once: bool) -> None:
 @pass_context
 def lint(ctx: Context) -> None:
     """Check the next digest, a sample message and the feeds for what breaks email; exit 1 on problems."""
-    from . import app
+    from . import usecases
     from .mail.lint import LintFailed
 
-    chosen, findings = app.lint(ctx.config)
+    chosen, findings = usecases.lint(ctx.config)
     if findings:
         raise LintFailed(findings)
     click.echo(f"no problems found in the digest of {len(chosen)} items, its message and the feeds")
@@ -385,9 +385,9 @@ def subscribers() -> None:
 @pass_context
 def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | None, confirmed: bool) -> None:
     """Subscribe ADDRESS through double opt-in, or at once with --confirmed (also resubscribes)."""
-    from .app import open_storage
     from .mail.addresses import normalise_address
-    from .signup import operator_add
+    from .usecases import open_storage
+    from .usecases.signup import operator_add
 
     chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics is not None else None
     address = normalise_address(address)  # a bad address is refused before the state is opened
@@ -403,9 +403,9 @@ def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | 
 @pass_context
 def subscribers_remove(ctx: Context, address: str, via: str) -> None:
     """Unsubscribe ADDRESS; it is never mailed again, and no import resubscribes it."""
-    from .app import open_storage
     from .mail.addresses import normalise_address
-    from .signup import unsubscribe
+    from .usecases import open_storage
+    from .usecases.signup import unsubscribe
 
     email = normalise_address(address)
     with open_storage(ctx.config) as storage:
@@ -421,7 +421,7 @@ def subscribers_remove(ctx: Context, address: str, via: str) -> None:
 @pass_context
 def subscribers_list(ctx: Context, status: str | None, suppressed: bool) -> None:
     """List subscribers, one per line: address, status, name."""
-    from .app import open_storage
+    from .usecases import open_storage
 
     with open_storage(ctx.config) as storage:
         if suppressed:
@@ -438,11 +438,11 @@ def subscribers_list(ctx: Context, status: str | None, suppressed: bool) -> None
 def subscribers_show(ctx: Context, address: str) -> None:
     """One subscriber: status, topics, suppression, and the history: consent given or withdrawn (when, how,
     the consent text shown), every bounce, complaint and decision."""
-    from . import app
-    from .app import open_storage
-    from .signup import describe_event, show
+    from . import usecases
+    from .usecases import open_storage
+    from .usecases.signup import describe_event, show
 
-    details = app.subscriber_details(ctx.config, address)
+    details = usecases.subscriber_details(ctx.config, address)
     sub = details.subscriber
     with open_storage(ctx.config) as storage:
         consent = show(storage, address)
@@ -479,9 +479,9 @@ def subscribers_show(ctx: Context, address: str) -> None:
 @pass_context
 def subscribers_unsuppress(ctx: Context, address: str, reason: str) -> None:
     """Lift the suppression of ADDRESS (after a bounce or complaint), with a recorded reason."""
-    from . import app
+    from . import usecases
 
-    lifted = app.lift_suppression(ctx.config, address, reason)
+    lifted = usecases.lift_suppression(ctx.config, address, reason)
     click.echo(f"{address}: {'suppression lifted' if lifted else 'was not suppressed'}")
 
 
@@ -492,8 +492,8 @@ def subscribers_unsuppress(ctx: Context, address: str, reason: str) -> None:
 @pass_context
 def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
     """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
-    from .app import open_storage
-    from .subscribers import read_csv_file
+    from .usecases import open_storage
+    from .usecases.subscribers import read_csv_file
 
     with open_storage(ctx.config) as storage:
         report = read_csv_file(storage, csv_file, ctx.config, confirmed=confirmed)
@@ -513,8 +513,8 @@ def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
 @pass_context
 def subscribers_export(ctx: Context, output: Path | None) -> None:
     """Write all subscribers as CSV (email, name, status, dates, other columns)."""
-    from .app import open_storage
-    from .subscribers import export_csv
+    from .usecases import open_storage
+    from .usecases.subscribers import export_csv
 
     with open_storage(ctx.config) as storage:
         if output:
@@ -556,8 +556,8 @@ def signup_snippet(ctx: Context, origin: str | None) -> None:
 def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the web app (one-click unsubscribe, signup, confirmation, preferences) on waitress (put it
     behind your HTTPS reverse proxy)."""
-    from .app import open_storage
     from .service.web import make_web_server
+    from .usecases import open_storage
 
     with open_storage(ctx.config) as storage:
         server = make_web_server(ctx.config, storage, host, port)
@@ -578,8 +578,8 @@ def desk() -> None:
 @pass_context
 def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
     """Create the desk account ADDRESS (or change its role and password); its sessions end."""
-    from .app import open_storage
     from .desk.accounts import add_user, set_password_link
+    from .usecases import open_storage
 
     password = None if link else click.prompt("Password (at least 12 characters)", hide_input=True,
                                               confirmation_prompt=True)
@@ -596,8 +596,8 @@ def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
 @pass_context
 def desk_serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the desk alone, at /desk/ of its own address (e.g. loopback or an intranet)."""
-    from .app import open_storage
     from .desk.web import make_desk_server
+    from .usecases import open_storage
 
     with open_storage(ctx.config) as storage:
         server = make_desk_server(ctx.config, storage, host, port)
@@ -614,9 +614,9 @@ def bounces() -> None:
 @pass_context
 def bounces_fetch(ctx: Context) -> None:
     """Read the bounce mailbox (bounces.mailbox) once; each message is counted once, ever."""
-    from . import app
+    from . import usecases
 
-    fetched = app.fetch_bounces(ctx.config)
+    fetched = usecases.fetch_bounces(ctx.config)
     counts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(fetched.counts().items())) or "nothing to do"
     click.echo(f"{fetched.fetched} new messages ({fetched.already} seen before): {counts}")
 
@@ -630,11 +630,11 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
     import signal
     import threading
 
-    from . import app
+    from . import usecases
 
     stop = threading.Event()
-    with app.open_storage(ctx.config) as storage:
-        receiver = app.make_bounce_receiver(ctx.config, storage, host, port)
+    with usecases.open_storage(ctx.config) as storage:
+        receiver = usecases.make_bounce_receiver(ctx.config, storage, host, port)
         receiver.start()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         click.echo(f"receiving bounces on {receiver.hostname}:{receiver.port} (Ctrl-C to stop)", err=True)
@@ -653,9 +653,9 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
 @pass_context
 def sources(ctx: Context, do_fetch: bool) -> None:
     """List the remote sources: last fetch, status and item count."""
-    from . import app
+    from . import usecases
 
-    local, rows = app.sources(ctx.config, fetch=do_fetch)
+    local, rows = usecases.sources(ctx.config, fetch=do_fetch)
     click.echo(f"{'content':<20} {'(local files)':<48} {'-':<25} ok  {local} items")
     for row in rows:
         fetched = row.fetched_at.isoformat(timespec="seconds") if row.fetched_at else "never fetched"
@@ -670,14 +670,14 @@ def sources(ctx: Context, do_fetch: bool) -> None:
 @pass_context
 def preview(ctx: Context, host: str, port: int, screenshots: Path | None) -> None:
     """Serve the outputs on localhost to look at them; rebuilds on each visit, never sends."""
-    from . import app
+    from . import usecases
 
     config = ctx.config
     if screenshots:
         from .publish.digest import HTML_FILE
         from .service.browser import screenshot_digest
 
-        app.publish(config)
+        usecases.publish(config)
         for path in screenshot_digest(config.path("output") / HTML_FILE, screenshots):
             click.echo(f"wrote {_shown(path)}")
         return
@@ -708,9 +708,9 @@ def status(ctx: Context, as_json: bool, runs: int) -> None:
     """Recent runs, next scheduled runs, editions with unsent messages, and the subscriber count."""
     import json
 
-    from . import app
+    from . import usecases
 
-    report = app.status(ctx.config, runs)
+    report = usecases.status(ctx.config, runs)
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else format_status(report))
 
 

@@ -269,7 +269,7 @@ def use_smtp(project: Path, port: int, **smtp) -> Config:
 
 
 def add_subscribers(config: Config, count: int, prefix: str = "reader") -> list[str]:
-    from pipeline.app import open_storage
+    from pipeline.usecases import open_storage
 
     storage = open_storage(config)
     try:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from werkzeug.test import Client, TestResponse
 
-from pipeline.app import open_storage
 from pipeline.config import Config, load_config
 from pipeline.desk.accounts import add_user
 from pipeline.desk.web import standalone
 from pipeline.state.storage import Storage
+from pipeline.usecases import open_storage
 
 from .conftest import set_config
 

@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 
 from click.testing import CliRunner
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.cli import cli
 from pipeline.config import load_config
 from pipeline.service.preview import make_app
@@ -47,21 +47,23 @@ def test_a_template_edit_shows_up_in_the_next_preview_visit_and_the_next_run(pro
     _visit(preview)  # the same Config object, as the preview server keeps it
     assert "Edited intro for the test" in digest.read_text()
     digest.unlink()
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert "Edited intro for the test" in digest.read_text()
 
 
 def test_one_run_renders_each_editions_digest_once(project, config, secret, monkeypatch):
     calls: list[str | None] = []
-    real = app.render_digest
+    from pipeline.usecases import common
+
+    real = common.render_digest
 
     def counting(items, config, edition_id=None, **options):
         calls.append(edition_id)
         return real(items, config, edition_id, **options)
 
-    monkeypatch.setattr(app, "render_digest", counting)
+    monkeypatch.setattr(common, "render_digest", counting)
     add_subscribers(config, 3)
-    outcome = app.run(config, progress=False)
+    outcome = usecases.run(config, progress=False)
     assert outcome.edition is not None and outcome.edition.created
     assert outcome.reports[0].sent == 3
     # subject, web copy, archive page, pre-send check and every message: one render
@@ -78,7 +80,7 @@ def test_a_send_that_cannot_open_its_transport_exits_at_once_and_leaves_nothing_
     assert time.monotonic() - started < 20
     assert result.exit_code == 1
     assert "sending stopped" in result.output and "not-a-folder" in result.output
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         edition = storage.latest_edition()
         assert edition is not None
         counts = storage.ledger_counts(edition.id)
@@ -89,7 +91,7 @@ def test_pipeline_send_is_a_recorded_run_and_writes_the_archive_page_its_message
     add_subscribers(config, 2)
     result = _invoke(project, "send")
     assert result.exit_code == 0, result.output
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         edition = storage.latest_edition()
         (record,) = storage.recent_runs()
     assert edition is not None
@@ -188,7 +190,7 @@ def test_without_a_postal_address_a_run_still_publishes_and_says_every_time_why_
         result = _invoke(project, "run")
         assert result.exit_code == 1 and "postal-address-missing" in result.output
     assert b"Corrected: " in (project / "public" / "rss.xml").read_bytes()
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert storage.latest_edition() is None
 
 
@@ -201,5 +203,5 @@ def test_without_a_postal_address_nothing_is_queued_and_the_dry_run_says_why(pro
     assert "blocked until this is fixed" in dry.output and "postal" in dry.output
     result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "send", "--force"])
     assert result.exit_code == 1 and "postal-address-missing" in result.output
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert storage.latest_edition() is None  # nothing queued that could not go out

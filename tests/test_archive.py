@@ -49,9 +49,9 @@ def _created_day(project) -> str:
     """The day the one edition was created, as readers in the configured timezone count days."""
     from zoneinfo import ZoneInfo
 
-    from pipeline.app import open_storage
     from pipeline.config import load_config
     from pipeline.publish.digest import longdate
+    from pipeline.usecases import open_storage
 
     with open_storage(load_config(project / "config.yaml")) as storage:
         (edition,) = storage.list_editions()

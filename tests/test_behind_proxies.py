@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.http_server import WebServer
+from pipeline.usecases import open_storage
 
 from .conftest import REPO, set_config
 from .test_signup import Clock, signup_app

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.bounces.mailbox import PROCESSED_KEYWORD
 from pipeline.config import load_config
 from pipeline.state.storage import StoredDigest
+from pipeline.usecases import open_storage
 
 from .bounce_helpers import BOUNCE_DOMAIN, HARD_SAMPLES, sample
 from .conftest import SECRET, add_subscribers, run_cli, set_config
@@ -97,10 +97,10 @@ def test_the_scheduled_job_reads_new_messages_only_and_records_a_run(project, do
     config = mailbox_config
     ids = _ids(config)
     append(dovecot, sample("gmail_hard", SECRET, EDITION, ids["reader00001@example.org"], "reader00001@example.org"))
-    outcome = app.run(config, job="read-bounces")
+    outcome = usecases.run(config, job="read-bounces")
     assert outcome.notes == {"bounce_messages": 1, "bounce_outcomes": {"suppressed": 1}}
     append(dovecot, sample("postfix_hard", SECRET, EDITION, ids["reader00002@example.org"], "reader00002@example.org"))
-    again = app.run(config, job="read-bounces")
+    again = usecases.run(config, job="read-bounces")
     assert again.notes == {"bounce_messages": 1, "bounce_outcomes": {"suppressed": 1}}
     append(dovecot, sample("exim_hard", SECRET, EDITION, ids["reader00003@example.org"], "reader00003@example.org"))
     by_cron = run_cli(project, "run", "--job", "read-bounces", check=True)  # what cron and timers run
@@ -124,11 +124,11 @@ def test_the_mailbox_can_be_read_over_pop3_too(project, dovecot, mailbox_config)
     ids = _ids(config)
     append(dovecot, sample("exim_hard", SECRET, EDITION, ids["reader00003@example.org"], "reader00003@example.org"))
     append(dovecot, sample("arf_complaint", SECRET, EDITION, ids["reader00004@example.org"], "reader00004@example.org"))
-    first = app.fetch_bounces(config)
+    first = usecases.fetch_bounces(config)
     assert (first.fetched, first.already, first.counts()) == (2, 0, {"suppressed": 1, "unsubscribed, suppressed": 1})
     append(dovecot, sample("gmail_delay_soft", SECRET, EDITION, ids["reader00005@example.org"],
                            "reader00005@example.org"))
-    second = app.fetch_bounces(config)
+    second = usecases.fetch_bounces(config)
     assert (second.fetched, second.already, second.counts()) == (1, 2, {"counted": 1})
     with open_storage(config) as storage:
         assert storage.suppression_counts() == {"hard-bounce": 1, "complaint": 1}

@@ -106,11 +106,11 @@ def test_a_damaged_cache_is_only_a_slower_read(config, parses):
 
 def test_a_link_from_the_content_folder_to_its_parent_does_not_stop_a_run(project, config):
     """Symlinked folders are not followed (as glob did): a loop must not break publishing or sending."""
-    from pipeline import app
+    from pipeline import usecases
 
     (project / "content" / "images").mkdir(exist_ok=True)
     (project / "content" / "images" / "up").symlink_to("..")
-    outcome = app.run(config, progress=False)
+    outcome = usecases.run(config, progress=False)
     assert outcome.written and not outcome.unchanged
 
 

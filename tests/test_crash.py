@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from pipeline.app import open_storage
+from pipeline.usecases import open_storage
 
 from .conftest import SECRET, add_subscribers, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink

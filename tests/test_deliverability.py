@@ -18,8 +18,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.mail.deliverability import check_domain
-from pipeline.signup import Signups
 from pipeline.state.storage import Storage
+from pipeline.usecases.signup import Signups
 
 # name -> {type: records}; a name missing from the zone is NXDOMAIN
 ZONE = {

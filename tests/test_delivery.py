@@ -10,14 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.mail.message import Envelope, HeaderInjection, MessageTemplate, build_message, recipient_for
 from pipeline.mail.tokens import read_token
 from pipeline.publish.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
 from pipeline.sources import read_content
 from pipeline.state.storage import StoredDigest
+from pipeline.usecases import open_storage
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
@@ -50,7 +50,7 @@ def _raw_header(raw: bytes, name: str) -> bytes:
 def test_each_subscriber_gets_a_compliant_multipart_message(project, secret, sink):
     config = use_smtp(project, sink.port)
     addresses = add_subscribers(config, 3)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     received = sink.handler.by_recipient()
     assert sorted(received) == addresses
     for address, (message,) in received.items():
@@ -73,7 +73,7 @@ def test_each_subscriber_gets_a_compliant_multipart_message(project, secret, sin
 def test_list_unsubscribe_is_plain_ascii_on_the_wire_and_personal(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     urls = set()
     for message in sink.handler.received:
         value = _raw_header(message.raw, "List-Unsubscribe")
@@ -104,7 +104,7 @@ def test_fast_personalisation_gives_the_same_bytes_as_building_each_message(conf
 def test_thousand_subscribers_get_exactly_one_message_each(project, secret, sink):
     config = use_smtp(project, sink.port, concurrency=4)
     addresses = add_subscribers(config, 1000)
-    result = app.run(config, progress=False)
+    result = usecases.run(config, progress=False)
     assert (result.reports[0].sent, result.reports[0].failed) == (1000, 0)
     received = sink.handler.by_recipient()
     assert sorted(received) == addresses
@@ -116,7 +116,7 @@ def test_temporary_refusals_are_retried_and_sent_once(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        report = app.run(config, progress=False).reports[0]
+        report = usecases.run(config, progress=False).reports[0]
     assert (report.sent, report.failed, report.retried) == (3, 0, 2)
     assert [len(m) for m in handler.by_recipient().values()] == [1, 1, 1]
 
@@ -126,7 +126,7 @@ def test_permanent_refusal_marks_only_that_subscriber_failed(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        report = app.run(config, progress=False).reports[0]
+        report = usecases.run(config, progress=False).reports[0]
     assert (report.sent, report.failed) == (2, 1)
     assert report.failures == [("reader00001@example.org", "550 5.1.1 No such user here")]
     assert sorted(handler.by_recipient()) == ["reader00000@example.org", "reader00002@example.org"]
@@ -137,7 +137,7 @@ def test_dropped_connection_is_reopened_and_nothing_is_lost(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, concurrency=1)
         addresses = add_subscribers(config, 10)
-        report = app.run(config, progress=False).reports[0]
+        report = usecases.run(config, progress=False).reports[0]
     assert (report.sent, report.failed, report.retried) == (10, 0, 2)
     assert sorted(handler.by_recipient()) == addresses
     assert all(len(m) == 1 for m in handler.by_recipient().values())
@@ -148,7 +148,7 @@ def test_a_message_still_refused_when_the_retry_window_ends_is_deferred_to_a_lat
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, retry_window=0.5)  # tries at 0, .01, .03, .07, .15, .31 s
         add_subscribers(config, 1)
-        outcome = app.run(config, progress=False)
+        outcome = usecases.run(config, progress=False)
     report = outcome.reports[0]
     assert (report.sent, report.failed, report.deferred, report.retried) == (0, 0, 1, 6)
     assert handler.tries["reader00000@example.org"] == 6
@@ -160,13 +160,13 @@ def test_a_message_still_refused_when_the_retry_window_ends_is_deferred_to_a_lat
 def test_rerun_without_new_content_sends_nothing_and_one_new_item_sends_just_it(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert len(sink.handler.received) == 2
-    second = app.run(config, progress=False)
+    second = usecases.run(config, progress=False)
     assert second.reports == [] and second.edition.reason == "no new items since the last edition"
     assert len(sink.handler.received) == 2
     write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
-    third = app.run(config, progress=False)
+    third = usecases.run(config, progress=False)
     assert [i.slug for i in third.edition.items] == ["new-grant"]
     new_messages = sink.handler.received[2:]
     assert len(new_messages) == 2
@@ -181,7 +181,7 @@ def test_unsubscribed_address_is_never_mailed(project, secret, sink):
     storage = open_storage(config)
     storage.unsubscribe("reader00002@example.org")
     storage.close()
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert sorted(sink.handler.by_recipient()) == ["reader00000@example.org", "reader00001@example.org"]
 
 
@@ -203,7 +203,7 @@ def test_starttls_with_a_certificate_made_by_the_test(project, secret, tls_sink)
     sink, cert = tls_sink
     config = use_smtp(project, sink.port, security="starttls", ca_file=str(cert))
     add_subscribers(config, 2)
-    report = app.run(config, progress=False).reports[0]
+    report = usecases.run(config, progress=False).reports[0]
     assert report.sent == 2 and len(sink.handler.received) == 2
 
 
@@ -211,7 +211,7 @@ def test_starttls_refuses_an_untrusted_certificate(project, secret, tls_sink):
     sink, _cert = tls_sink
     config = use_smtp(project, sink.port, security="starttls", retry_window=0)
     add_subscribers(config, 1)
-    report = app.run(config, progress=False).reports[0]
+    report = usecases.run(config, progress=False).reports[0]
     assert report.sent == 0 and report.deferred == 1 and sink.handler.received == []
     assert "CERTIFICATE_VERIFY_FAILED" in (report.unreachable or "")
 
@@ -219,13 +219,13 @@ def test_starttls_refuses_an_untrusted_certificate(project, secret, tls_sink):
 def test_test_send_goes_to_one_address_and_is_not_recorded(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 2)
-    app.send_test(config, "editor@example.org")
+    usecases.send_test(config, "editor@example.org")
     with open_storage(config) as storage:
         assert storage.latest_edition() is None
     (message,) = sink.handler.received
     assert message.recipient == "editor@example.org"
     assert message.message["Subject"].startswith("[TEST] National MS Society News")
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert len(sink.handler.received) == 3  # the real edition still goes to both subscribers
 
 
@@ -243,7 +243,7 @@ def test_content_cannot_inject_headers_through_the_subject(project, secret, sink
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
     write_item(project, "evil", 'title: "Big news\\r\\nBcc: victim@example.org"\ndate: 2022-01-01T00:00:00Z')
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     raw = sink.handler.received[0].raw
     assert b"\r\nBcc:" not in _header_block(raw)
     assert sink.handler.received[0].message["Subject"] == "National MS Society News: Big news Bcc: victim@example.org"
@@ -253,7 +253,7 @@ def test_without_a_secret_in_the_environment_one_is_generated_into_the_state_fol
     monkeypatch.delenv("PIPELINE_SECRET", raising=False)
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     secret_file = config.path("state") / "secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
     token = parse_qs(urlsplit(_unsubscribe_url(sink.handler.received[0].raw)).query)["token"][0]
@@ -267,9 +267,9 @@ def test_a_short_secret_in_the_environment_stops_sending_with_a_clear_message(pr
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
     with pytest.raises(ConfigError, match=r"\$PIPELINE_SECRET is set but shorter than 16 characters"):
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     assert sink.handler.received == []
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert storage.latest_edition() is None  # nothing was queued that could not be sent
 
 
@@ -284,7 +284,7 @@ def test_a_weak_or_placeholder_secret_is_refused(project, sink, monkeypatch, val
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
     with pytest.raises(ConfigError, match=problem):
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
 
 
 def test_rate_limit_spaces_messages_evenly():
@@ -310,7 +310,7 @@ def test_rate_limit_spaces_messages_evenly():
 def test_rate_limit_applies_across_connections_on_a_real_send(project, secret, sink):
     config = use_smtp(project, sink.port, rate_limit=50, concurrency=2)
     add_subscribers(config, 10)
-    report = app.run(config, progress=False).reports[0]
+    report = usecases.run(config, progress=False).reports[0]
     assert report.sent == 10
     stamps = sorted(m.when for m in sink.handler.received)
     assert stamps[-1] - stamps[0] >= 9 / 50 * 0.9  # ten messages at 50/s take at least ~0.18 s
@@ -347,7 +347,7 @@ def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_fini
 
     config = use_smtp(project, sink.port, concurrency=2)
     addresses = add_subscribers(config, 50)
-    app.run(config, action="feeds", progress=False)
+    usecases.run(config, action="feeds", progress=False)
     with open_storage(config) as storage:  # create the edition, then send it through a transport that breaks
         storage.create_edition("e1", ["urn:x:1"], StoredDigest("Subject", "<p>x</p>", "x"))
         broken = _BrokenAfter(10)
@@ -369,10 +369,10 @@ def test_an_unexpected_sender_error_stops_the_send_cleanly_and_the_next_run_fini
 def test_test_send_with_nothing_new_shows_the_latest_edition(project, secret, sink):
     config = use_smtp(project, sink.port)
     add_subscribers(config, 1)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     write_item(project, "new-grant", 'title: "New research grants announced"\ndate: 2021-11-12T09:00:00-05:00')
-    app.run(config, progress=False)  # the latest edition holds just the new item
-    app.send_test(config, "editor@example.org")
+    usecases.run(config, progress=False)  # the latest edition holds just the new item
+    usecases.send_test(config, "editor@example.org")
     html = sink.handler.received[-1].message.get_body(("html",)).get_content()
     assert "New research grants announced" in html and "Mesenchymal" not in html
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.cli import cli
 
 from .conftest import add_subscribers, use_smtp
@@ -74,7 +74,7 @@ def test_a_run_where_every_message_failed_exits_non_zero_and_is_recorded_failed(
         add_subscribers(config, 5)
         result = _invoke(project, "run")
     assert result.exit_code == 1 and "no message could be delivered" in result.output
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         (record,) = storage.recent_runs()
     assert record.status == "failed" and record.summary["failed"] == 5
 
@@ -122,7 +122,7 @@ def test_the_retry_job_sends_due_deferred_messages_and_makes_no_new_edition(proj
         result = _invoke(project, "send", "--queued-only")
         assert result.exit_code == 0, result.output
     assert sorted(m.recipient for m in handler.received) == ["reader00000@example.org", "reader00001@example.org"]
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert len(storage.list_editions()) == 1  # the new item waits for the next real run
 
 
@@ -135,7 +135,7 @@ def test_a_server_that_refuses_the_sender_stops_the_send_with_one_error(project,
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if "530 5.7.0" in line]
     assert len(errors) == 2 and errors[-1].startswith("Error: "), result.output  # one log line, one error
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         counts = storage.ledger_counts(storage.latest_edition().id)
     assert counts["failed"] == 0 and counts["pending"] == 50  # nobody is failed for the server's refusal
 
@@ -182,8 +182,12 @@ def test_a_retry_with_nothing_due_reads_fetches_and_renders_nothing(project, sec
     def must_not_run(*args, **kwargs):
         raise AssertionError("an idle retry read the content or fetched a source")
 
-    monkeypatch.setattr(app, "read_content", must_not_run)
-    monkeypatch.setattr(app, "read_remote", must_not_run)
+    from pipeline.usecases import common
+    from pipeline.usecases import runs as run_module
+
+    for module in (common, run_module):  # where a run reads stories and fetches sources
+        monkeypatch.setattr(module, "read_content", must_not_run)
+        monkeypatch.setattr(module, "read_remote", must_not_run)
     result = _invoke(project, "send", "--queued-only")
     assert result.exit_code == 0, result.output
     assert "no queued message is due" in result.output

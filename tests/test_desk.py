@@ -496,7 +496,7 @@ def test_sign_in_throttle_sessions_and_audit_log_work_on_postgresql(postgres_clu
 
 
 def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
-    from pipeline.signup import unsubscribe
+    from pipeline.usecases.signup import unsubscribe
 
     add_subscribers(site.config, 3)
     run_cli(site.project, "send", check=True)
@@ -628,9 +628,9 @@ def _serving(server):
 def test_the_desk_is_not_served_unless_enabled(project, secret):
     import httpx
 
-    from pipeline.app import open_storage
     from pipeline.config import load_config
     from pipeline.service.web import make_web_server
+    from pipeline.usecases import open_storage
 
     config = load_config(project / "config.yaml")
     with open_storage(config) as storage:

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from pipeline.app import open_storage
 from pipeline.config import Config
 from pipeline.desk.accounts import add_user
 from pipeline.service.browser import View, chromium, open_page, serve_images_from
 from pipeline.service.web import make_web_server
 from pipeline.sources.local import read_item
 from pipeline.state.storage import Storage
+from pipeline.usecases import open_storage
 
 from .conftest import add_subscribers, run_cli, use_smtp, write_image, write_item
 from .desk_helpers import ADMIN, EDITOR, PASSWORD, desk_config

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.mail.dkim import DkimSigner
@@ -35,7 +35,7 @@ def test_each_personalised_message_verifies_with_dkimpy(project, secret, tmp_pat
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 3)
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     record = DkimSigner.from_file("nationalmssociety.org", "news2026", algorithm, key_file).dns_record().encode()
     asked: list[bytes] = []
 
@@ -62,7 +62,7 @@ def test_a_key_that_does_not_fit_the_algorithm_is_a_config_error(project, tmp_pa
     set_config(project, **{"delivery.dkim": {"selector": "s", "domain": "nationalmssociety.org",
                                              "key_file": str(key_file), "algorithm": "rsa-sha256"}})
     with pytest.raises(ConfigError, match="not a key for rsa-sha256"):
-        app.dkim_signer(load_config(project / "config.yaml"))
+        usecases.dkim_signer(load_config(project / "config.yaml"))
     (tmp_path / "broken.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="cannot read a private key"):
         DkimSigner.from_file("d", "s", "rsa-sha256", tmp_path / "broken.pem")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.service.web import make_web_server
+from pipeline.usecases import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "how-to" / "proxy-and-tls.md"
@@ -80,7 +80,7 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, dict[str, str], byte
 @pytest.fixture
 def behind_nginx(config, secret, tmp_path):
     """The project published, its web app on an ephemeral port, and nginx with the guide's block before both."""
-    app.publish(config)
+    usecases.publish(config)
     storage = open_storage(config)
     server = make_web_server(config, storage, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)

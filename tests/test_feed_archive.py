@@ -148,16 +148,16 @@ def test_a_new_process_builds_no_archive_page_the_last_one_built(project):
 def test_editing_an_archived_story_rebuilds_its_archive_page(project):
     """Archive pages are cached by what their items were made from: an edit of an old story's file
     must reach the archive document it lives in."""
-    from pipeline import app
+    from pipeline import usecases
     from pipeline.config import load_config
 
     from .conftest import set_config
 
     config = load_config(set_config(project, **{"feeds.limit": 2}))
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     oldest = project / "content" / "ms-navigators-are-here-to-help.md"
     assert b"MS Navigators Are Here to Help" in (project / "public" / "feed-archive" / "rss-1.xml").read_bytes()
     oldest.write_text(oldest.read_text().replace("MS Navigators Are Here to Help", "MS Navigators Can Help", 1))
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     archived = (project / "public" / "feed-archive" / "rss-1.xml").read_bytes()
     assert b"MS Navigators Can Help" in archived and b"Are Here to Help" not in archived

@@ -10,7 +10,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import RemoteSource, load_config
 from pipeline.errors import ContentError
 from pipeline.mail.lint import lint_feed
@@ -94,7 +94,7 @@ def test_a_remote_html_description_becomes_a_summary_with_every_word(project, se
     config = _remote(project, server, _rss(
         "<item><title>Two paragraphs</title><link>https://news.example.org/2</link>"
         "<description>&lt;p&gt;one&lt;/p&gt;&lt;p&gt;two&lt;/p&gt;</description></item>"))
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert _published(project)["Two paragraphs"]["summary"] == "one two"
 
 
@@ -103,7 +103,7 @@ def test_a_remote_html_description_becomes_a_summary_with_every_word(project, se
 def test_remote_items_without_links_stay_distinct(project, server):
     items = "".join(f'<item><title>Issue {n}</title><guid isPermaLink="false">nl-{n}</guid>'
                     f"<description>Number {n}</description></item>" for n in (1, 2, 3))
-    app.run(_remote(project, server, _rss(items)), progress=False)
+    usecases.run(_remote(project, server, _rss(items)), progress=False)
     published = _published(project)
     assert {"Issue 1", "Issue 2", "Issue 3"} <= set(published)
     assert "url" not in published["Issue 1"]  # no permalink is invented for it
@@ -116,7 +116,7 @@ def test_rss_source_names_the_source_feed_and_atom_source_has_id_and_updated(pro
     config = _remote(project, server, _rss(
         "<item><title>From afar</title><link>https://news.example.org/far</link>"
         "<pubDate>Wed, 10 Nov 2021 12:00:00 GMT</pubDate><description>d</description></item>"))
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     rss = etree.parse(str(project / "public" / "rss.xml"))
     source = rss.find("channel/item/source")
     assert source.get("url") == server.url("/feed") and source.text == "Newsletter"
@@ -129,7 +129,7 @@ def test_rss_source_names_the_source_feed_and_atom_source_has_id_and_updated(pro
 # 5. authorship -----------------------------------------------------------------------------------
 
 def test_a_remote_item_without_an_author_is_credited_to_its_source_not_to_us(project, server, config):
-    app.run(_remote(project, server, _rss(
+    usecases.run(_remote(project, server, _rss(
         "<item><title>Anonymous</title><link>https://news.example.org/a</link><description>d</description></item>")),
         progress=False)
     entry = next(e for e in feedparser.parse((project / "public" / "rss.xml").read_bytes()).entries
@@ -141,7 +141,7 @@ def test_a_remote_item_without_an_author_is_credited_to_its_source_not_to_us(pro
 # 6. enclosures and types -------------------------------------------------------------------------
 
 def test_a_remote_audio_enclosure_is_kept(project, server):
-    app.run(_remote(project, server, _rss(
+    usecases.run(_remote(project, server, _rss(
         "<item><title>Podcast 12</title><link>https://news.example.org/p12</link><description>d</description>"
         '<enclosure url="https://news.example.org/p12.mp3" type="audio/mpeg" length="123456"/></item>')),
         progress=False)
@@ -160,7 +160,7 @@ def test_a_local_image_that_is_not_an_image_type_is_refused(project, config):
 
 
 def test_a_remote_png_without_a_declared_type_is_typed_from_its_name(project, server):
-    app.run(_remote(project, server, _rss(
+    usecases.run(_remote(project, server, _rss(
         "<item><title>Chart</title><link>https://news.example.org/c</link><description>d</description>"
         '<enclosure url="https://news.example.org/chart.png" length="2048"/></item>')), progress=False)
     enclosure = etree.parse(str(project / "public" / "rss.xml")).find("channel/item/enclosure")
@@ -207,7 +207,7 @@ def test_a_short_default_source_name_is_unchanged():
 def test_an_undated_remote_item_has_the_same_whole_second_date_in_every_format(project, server, monkeypatch):
     first_seen = datetime(2021, 11, 12, 8, 30, 15, 987654, tzinfo=timezone.utc)
     monkeypatch.setattr("pipeline.sources.remote.utcnow", lambda: first_seen)
-    app.run(_remote(project, server, _rss(
+    usecases.run(_remote(project, server, _rss(
         "<item><title>Undated</title><link>https://news.example.org/u</link><description>d</description></item>")),
         progress=False)
     public = project / "public"
@@ -222,7 +222,7 @@ def test_an_undated_remote_item_has_the_same_whole_second_date_in_every_format(p
 def test_undated_items_seen_in_one_fetch_get_distinct_dates_in_feed_order(project, server):
     items = "".join(f"<item><title>Undated {n}</title><link>https://news.example.org/u{n}</link>"
                     "<description>d</description></item>" for n in (1, 2, 3))
-    app.run(_remote(project, server, _rss(items)), progress=False)
+    usecases.run(_remote(project, server, _rss(items)), progress=False)
     published = _published(project)
     dates = [published[f"Undated {n}"]["date_published"] for n in (1, 2, 3)]
     assert dates == sorted(set(dates), reverse=True)

@@ -7,7 +7,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.publish.feeds import feed_files
 from pipeline.sources import read_content
@@ -54,7 +54,7 @@ def test_remote_items_merged_in_keep_every_feed_valid(project):
                               "/chapter": Response(body=JSON_FEED, headers={"Content-Type": "application/feed+json"})})
         sources = [{"name": name, "url": server.url(f"/{name}")} for name in ("blog", "partner", "chapter")]
         config = load_config(set_config(project, sources=sources, **{"feeds.topics": {"min_items": 1}}))
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     public = project / "public"
     files = {p.relative_to(public).as_posix(): p.read_bytes() for p in public.rglob("*") if p.is_file()}
     assert "tags/community/rss.xml" in files  # a remote-only topic

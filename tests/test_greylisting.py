@@ -3,7 +3,7 @@ one `send` delivers everyone within about two greylist delays, and nobody else w
 
 from __future__ import annotations
 
-from pipeline import app
+from pipeline import usecases
 
 from .conftest import add_subscribers, use_smtp
 from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
@@ -19,7 +19,7 @@ def _send(project, count: int, greylisted: set[str] | None = None, **smtp):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, **{**RETRY, **smtp})
         addresses = add_subscribers(config, count)
-        outcome = app.run(config, action="send", progress=False)
+        outcome = usecases.run(config, action="send", progress=False)
     return handler, addresses, outcome
 
 

@@ -265,7 +265,7 @@ def test_nginx_configured_as_the_guide_says_serves_each_new_version_whole(projec
 
 
 def test_a_run_left_running_by_an_older_version_is_closed_as_interrupted_by_the_next_run(project, config):
-    from pipeline.app import open_storage
+    from pipeline.usecases import open_storage
 
     with open_storage(config) as storage:  # as the pipeline before run owners wrote it: no owner recorded
         old = storage.start_run("weekly-digest")

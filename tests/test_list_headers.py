@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.mail.message import (
     Envelope,
@@ -37,7 +37,7 @@ def test_every_sent_message_carries_the_list_headers_in_plain_ascii(project, sec
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 2)
-        outcome = app.run(config, progress=False)
+        outcome = usecases.run(config, progress=False)
     edition = outcome.edition.edition_id
     assert len(handler.received) == 2
     for message in handler.received:

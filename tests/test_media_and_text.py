@@ -18,7 +18,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.mail.lint import SUBJECT_CHARS, SUBJECT_LINE_LIMIT, lint_media, lint_sizes, lint_subject
 from pipeline.media import published_name
@@ -54,7 +54,7 @@ def hostile(project, secret) -> Path:
     (project / "content" / "audio").mkdir()
     (project / "content" / "audio" / "Q&A episode é.mp3").write_bytes(MP3)
     write_item(project, "q-and-a", HOSTILE, "We answered your questions about MS.\n")
-    app.run(load_config(set_config(project, **{"feeds.limit": 3})), progress=False)  # older items: archive pages
+    usecases.run(load_config(set_config(project, **{"feeds.limit": 3})), progress=False)  # older items: archive pages
     return project
 
 
@@ -230,7 +230,7 @@ def test_a_send_that_lint_stops_creates_no_edition(project, secret):
     add_subscribers(config, 1)
     result = run_cli(project, "send")
     assert result.returncode != 0 and "subject-length" in result.stderr
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert storage.list_editions() == []
 
 
@@ -263,7 +263,7 @@ def test_remote_atom_type_text_titles_and_summaries_are_kept_as_text(project):
     with FeedServer() as server:
         server.routes["/partner"] = Response(body=REMOTE_ATOM, headers={"Content-Type": "application/atom+xml"})
         config = load_config(set_config(project, sources=[{"name": "partner", "url": server.url("/partner")}]))
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     atom = feedparser.parse((project / "public" / "atom.xml").read_bytes())
     entry = entry_of(atom, "partner.example.org/q-and-a")
     assert entry.title == 'Q&A <MS> & "you" — café: <script>alert(1)</script>'

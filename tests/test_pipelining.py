@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import app
+from pipeline import usecases
 
 from .conftest import add_subscribers, use_smtp
 from .smtp_sink import Behaviour, RecordingHandler, SmtpSink
@@ -13,7 +13,7 @@ def _send(project, behaviour: Behaviour, count: int, **smtp):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port, **smtp)
         addresses = add_subscribers(config, count)
-        report = app.run(config, progress=False).reports[0]
+        report = usecases.run(config, progress=False).reports[0]
     return handler, addresses, report
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.delivery.editions import plan_edition
 from pipeline.state.storage import SCHEMA_VERSION, Storage, claim_statement, deliveries, schema_info
@@ -43,9 +43,9 @@ def _python(code: str) -> subprocess.Popen:
 
 
 def _make_edition(config) -> str:
-    with app.open_storage(config) as storage:
-        local, _remote = app.read_items(config, storage, fetch=False)
-        ctx = app.RunContext(config, storage, local)
+    with usecases.open_storage(config) as storage:
+        local, _remote = usecases.read_items(config, storage, fetch=False)
+        ctx = usecases.RunContext(config, storage, local)
         plan = plan_edition(ctx.items, storage, config, ctx.stored)
     assert plan.created and plan.edition_id
     return plan.edition_id
@@ -134,7 +134,7 @@ def test_four_workers_on_four_machines_send_each_subscriber_exactly_once(project
         assert [w.returncode for w in workers] == [0] * 4, [err[-2000:] for _out, err in results]
     received = Counter(m.recipient for m in handler.received)
     assert sorted(received) == addresses and set(received.values()) == {1}
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         assert storage.ledger_counts(edition_id)["sent"] == 5000
     assert sum(1 for _out, err in results if "sent 0," not in _out) >= 2  # the work was shared
 
@@ -154,12 +154,12 @@ def test_a_killed_workers_messages_are_sent_by_the_others_within_a_lease(project
             killed_at = time.monotonic()
 
             def all_sent() -> bool:
-                with app.open_storage(config) as storage:
+                with usecases.open_storage(config) as storage:
                     return storage.ledger_counts(edition_id)["sent"] == 2000
 
             finished = _eventually(all_sent, 120)
             finished_within = time.monotonic() - killed_at
-            with app.open_storage(config) as storage:
+            with usecases.open_storage(config) as storage:
                 counts = storage.ledger_counts(edition_id)
         finally:
             for worker in workers[1:]:
@@ -222,11 +222,11 @@ def test_status_lists_live_workers_and_their_leases(project, secret):
     config = load_config(project / "config.yaml")
     add_subscribers(config, 10)
     _make_edition(config)
-    with app.open_storage(config) as storage:
+    with usecases.open_storage(config) as storage:
         storage.heartbeat("machine-a-1-abc", "machine-a", 1)
         storage.claim(storage.latest_edition().id, 4, "machine-a-1-abc")
         with storage.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 10
-    report = app.status(config)
+    report = usecases.status(config)
     (worker,) = report.workers
     assert (worker.id, worker.host, worker.holds) == ("machine-a-1-abc", "machine-a", 4)

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.environment import previous_secrets, weak_secret
 from pipeline.errors import ConfigError, ContentError
 from pipeline.mail.signup_tokens import make_preferences_token, read_preferences_token
@@ -24,7 +24,7 @@ def _mode(path) -> int:
 
 def test_a_run_makes_the_state_folder_0700_and_every_file_in_it_0600(config, secret):
     add_subscribers(config, 2)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     state = config.path("state")
     files = [path for path in state.rglob("*") if path.is_file()]
     assert {p.name for p in files} >= {"pipeline.db", "pipeline.lock", "outputs.json", "content-cache.pickle"}
@@ -33,7 +33,7 @@ def test_a_run_makes_the_state_folder_0700_and_every_file_in_it_0600(config, sec
 
 
 def test_a_state_folder_left_readable_is_named_by_status_and_tightened_by_the_next_run(project, config, secret):
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     state = config.path("state")
     os.chmod(state, 0o755)
     os.chmod(state / "outputs.json", 0o644)
@@ -41,7 +41,7 @@ def test_a_state_folder_left_readable_is_named_by_status_and_tightened_by_the_ne
     assert result.returncode == 0
     assert f"{state / 'outputs.json'}: mode 0644, readable by others; it should be 0600" in result.stderr
     assert "State folder: 2 entries readable by others" in result.stdout
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert _mode(state) == 0o700 and _mode(state / "outputs.json") == 0o600
     assert "State folder: private (folder 0700, files 0600)" in run_cli(project, "status").stdout
 
@@ -104,7 +104,7 @@ def test_a_story_that_is_a_link_out_of_the_content_folder_is_refused(project, co
     (project / "content" / "minutes.md").symlink_to(outside)
     with pytest.raises(ContentError, match=r"content/minutes.md: a symbolic link to .*private-notes.md, outside "
                                            r"content/; refused"):
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     assert not (project / "public").exists()
 
 
@@ -112,5 +112,5 @@ def test_a_link_inside_the_content_folder_is_fine(project, config):
     images = project / "content" / "images"
     images.mkdir(exist_ok=True)
     (images / "alias.md").symlink_to(project / "content" / "mesems-stem-cell-trial-results.md")
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     assert (project / "public" / "rss.xml").is_file()

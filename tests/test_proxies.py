@@ -159,9 +159,9 @@ def _desk_sign_in(project, trusted: list[str]):
     passes the app a plain-HTTP request for 127.0.0.1:8026 with the X-Forwarded-* headers of deploy/nginx.conf."""
     from werkzeug.test import Client as WsgiClient
 
-    from pipeline.app import open_storage
     from pipeline.desk.accounts import add_user
     from pipeline.desk.web import standalone
+    from pipeline.usecases import open_storage
 
     from .desk_helpers import ADMIN, PASSWORD, csrf_token, desk_config
 

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 
 from .conftest import set_config, snapshot, write_item
@@ -30,7 +30,7 @@ def newsroom(project: Path) -> None:
 
 
 def build(project: Path) -> dict[str, bytes]:
-    app.run(load_config(project / "config.yaml"), action="feeds")
+    usecases.run(load_config(project / "config.yaml"), action="feeds")
     return snapshot(project / "public")
 
 

@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.cli import cli
 from pipeline.reports import EditionRow, StatusReport
 
@@ -16,7 +16,7 @@ from .conftest import add_subscribers
 
 def test_status_json_has_exactly_the_typed_reports_fields(project, config, secret):
     add_subscribers(config, 3)
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "status", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

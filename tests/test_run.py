@@ -191,26 +191,27 @@ def test_send_dry_run_sends_and_records_nothing(project, secret):
 
 
 def test_changing_only_an_image_in_the_content_folder_rebuilds(project, config):
-    from pipeline import app
+    from pipeline import usecases
 
     picture = project / "content" / "images" / "extra.bin"
     picture.parent.mkdir(exist_ok=True)
     picture.write_bytes(b"first")
-    app.run(config, progress=False)
-    assert app.run(config, progress=False).unchanged
+    usecases.run(config, progress=False)
+    assert usecases.run(config, progress=False).unchanged
     picture.write_bytes(b"second")
-    assert not app.run(config, progress=False).unchanged
+    assert not usecases.run(config, progress=False).unchanged
 
 
 def test_a_story_saved_while_a_run_builds_is_published_by_the_next_run(project, config, monkeypatch):
     """The run fingerprints and parses the same bytes, read once at its start: an edit saved after
     that must not be recorded as already built (the next run would say "nothing changed")."""
-    from pipeline import app
+    from pipeline import usecases
+    from pipeline.usecases import runs as run_module
 
-    app.run(config, progress=False)
+    usecases.run(config, progress=False)
     story = project / "content" / "mesems-stem-cell-trial-results.md"
     original = story.read_text()
-    read_content = app.read_content
+    read_content = run_module.read_content
 
     def editor_saves_mid_run(*args, **kwargs):
         items = read_content(*args, **kwargs)
@@ -218,11 +219,11 @@ def test_a_story_saved_while_a_run_builds_is_published_by_the_next_run(project, 
         return items
 
     (project / "content" / "new.md").write_text("---\ntitle: Another story\ndate: 2021-11-05T09:00:00Z\n---\nA body.\n")
-    monkeypatch.setattr(app, "read_content", editor_saves_mid_run)
-    app.run(config, progress=False)
+    monkeypatch.setattr(run_module, "read_content", editor_saves_mid_run)
+    usecases.run(config, progress=False)
     monkeypatch.undo()
     assert b"Updated -" not in (project / "public" / "rss.xml").read_bytes()
-    outcome = app.run(config, progress=False)
+    outcome = usecases.run(config, progress=False)
     assert not outcome.unchanged
     assert b"Updated -" in (project / "public" / "rss.xml").read_bytes()
 
@@ -275,12 +276,12 @@ def test_an_output_changed_by_hand_that_is_no_longer_made_is_left_alone(project)
 def test_a_changed_program_with_the_same_version_number_rebuilds(project, config, monkeypatch):
     """An operator who upgrades with `git pull` (or a new library) keeps the version number but
     must not keep feeds the old code made."""
-    from pipeline import app, program
+    from pipeline import program, usecases
 
-    app.run(config, progress=False)
-    assert app.run(config, progress=False).unchanged
+    usecases.run(config, progress=False)
+    assert usecases.run(config, progress=False).unchanged
     monkeypatch.setattr(program, "_code_and_libraries", lambda: "the code after a git pull")
-    assert not app.run(config, progress=False).unchanged
+    assert not usecases.run(config, progress=False).unchanged
 
 
 def test_the_program_fingerprint_changes_with_any_module_or_installed_library(tmp_path):

@@ -16,13 +16,13 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.interval import IntervalTrigger
 
-from pipeline.app import open_storage
 from pipeline.config import Job, load_config
 from pipeline.errors import ConfigError
 from pipeline.service import scheduler as schedule
 from pipeline.service.scheduler import make_scheduler, sync_jobs
 from pipeline.state.jobs import jobs_url, stored_next_run_times
 from pipeline.state.lock import EXIT_LOCKED
+from pipeline.usecases import open_storage
 
 from .conftest import SECRET, add_subscribers, run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink

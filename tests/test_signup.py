@@ -12,10 +12,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.web import MAX_BODY, make_app
-from pipeline.signup import Signups
+from pipeline.usecases import open_storage
+from pipeline.usecases.signup import Signups
 
 from .conftest import run_cli, set_config
 

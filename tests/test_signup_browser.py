@@ -8,11 +8,11 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.browser import View, chromium, open_page
 from pipeline.service.preview import make_preview_server
 from pipeline.service.web import WebServer
+from pipeline.usecases import open_storage
 
 from .conftest import run_cli, set_config, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink, free_port

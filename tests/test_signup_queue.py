@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.web import make_app, make_web_server
-from pipeline.signup import SignupForm, Signups
+from pipeline.usecases import open_storage
+from pipeline.usecases.signup import SignupForm, Signups
 
 from .conftest import run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink, free_port

@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.browser import View, chromium, open_page
 from pipeline.service.web import WebServer
+from pipeline.usecases import open_storage
 
 from .conftest import run_cli, set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.service.web import make_app
-from pipeline.signup import Signups
+from pipeline.usecases import open_storage
+from pipeline.usecases.signup import Signups
 
 from .conftest import set_config, use_smtp
 from .smtp_sink import RecordingHandler, SmtpSink

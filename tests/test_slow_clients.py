@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.service.http_server import WebServer
 from pipeline.service.web import make_web_server
+from pipeline.usecases import open_storage
 
 from .conftest import set_config
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.sources.merge import canonical_link, merge_items
+from pipeline.usecases import open_storage
 
 from .conftest import run_cli, set_config
 from .feed_server import FeedServer, Response
@@ -80,7 +80,7 @@ def _sources(project, server, **routes):
 
 
 def _run(config):
-    return app.run(config, progress=False)
+    return usecases.run(config, progress=False)
 
 
 def _published(project) -> dict[str, dict]:

@@ -243,16 +243,16 @@ def _story_files(public: Path) -> dict[str, bytes]:
 
 
 def test_an_edit_of_one_story_rebuilds_that_page_only(project, caplog):
-    from pipeline import app
+    from pipeline import usecases
 
     config = load_config(project / "config.yaml")
-    app.run(config, action="feeds")
+    usecases.run(config, action="feeds")
     before = _story_files(project / "public")
     path = project / "content" / f"{MESEMS}.md"
     path.write_text(path.read_text(encoding="utf-8").replace("funded the study.", "funded the study, and more."),
                     encoding="utf-8")
     with caplog.at_level(logging.DEBUG, logger="pipeline.publish.stories"):
-        app.run(config, action="feeds")
+        usecases.run(config, action="feeds")
     after = _story_files(project / "public")
     assert {name for name in after if after[name] != before.get(name)} == {f"stories/{MESEMS}/index.html"}
     assert b"funded the study, and more." in after[f"stories/{MESEMS}/index.html"]

@@ -7,12 +7,12 @@ import smtplib
 
 import pytest
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.bounces.policy import classify_smtp_reply, record_bounce
 from pipeline.config import load_config
 from pipeline.state.storage import SKIPPED, StoredDigest
-from pipeline.subscribers import import_csv
+from pipeline.usecases import open_storage
+from pipeline.usecases.subscribers import import_csv
 
 from .bounce_helpers import BOUNCE_DOMAIN, return_path, sample
 from .conftest import SECRET, add_subscribers, run_cli, set_config, use_smtp, write_item
@@ -46,7 +46,7 @@ def test_every_message_carries_a_signed_return_path_and_a_refused_address_is_sup
     with SmtpSink(handler) as sink:
         config = _with_bounce_domain(project, sink.port)
         addresses = add_subscribers(config, 3)
-        first = app.run(config, progress=False)
+        first = usecases.run(config, progress=False)
         assert (first.reports[0].sent, first.reports[0].failed) == (2, 1)
         with open_storage(config) as storage:
             subscribers = {sub.email: sub.id for sub in storage.iter_subscribers()}
@@ -58,7 +58,7 @@ def test_every_message_carries_a_signed_return_path_and_a_refused_address_is_sup
         assert held is not None and held.reason == "hard-bounce" and "5.1.1" in held.detail
 
         _new_item(project, "second")
-        second = app.run(load_config(config.source_file), progress=False)
+        second = usecases.run(load_config(config.source_file), progress=False)
         assert second.edition.created and second.reports[0].sent == 2 and second.reports[0].failed == 0
     assert _recipients_of(config, second.edition.edition_id) == {addresses[0], addresses[2]}
     assert [m.recipient for m in handler.received].count("reader00001@example.org") == 0
@@ -147,7 +147,7 @@ def receiver(project, secret):
     set_config(project, **{"bounces.domain": BOUNCE_DOMAIN})
     config = load_config(project / "config.yaml")
     storage = open_storage(config)
-    controller = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+    controller = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
     controller.start()
     try:
         yield config, storage, controller
@@ -223,14 +223,14 @@ def test_end_to_end_hard_bounce_three_soft_bounces_and_a_complaint_take_people_o
         config = use_smtp(project, sink.port)
         addresses = add_subscribers(config, 4)
         storage = open_storage(config)
-        receiver = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        receiver = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
         receiver.start()
         try:
             def send_edition(slug: str | None) -> tuple[str, dict[str, str]]:
                 if slug:
                     _new_item(project, slug)
                 before = len(handler.received)
-                outcome = app.run(load_config(config.source_file), progress=False)
+                outcome = usecases.run(load_config(config.source_file), progress=False)
                 return outcome.edition.edition_id, {m.recipient: m.mail_from for m in handler.received[before:]}
 
             def bounce(name: str, edition_id: str, paths: dict[str, str], email: str) -> None:
@@ -318,7 +318,7 @@ def test_when_everyone_is_suppressed_no_edition_uses_up_the_new_items(project, c
     add_subscribers(config, 1)
     with open_storage(config) as storage:
         record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1", "mailbox")
-    outcome = app.run(config, progress=False)
+    outcome = usecases.run(config, progress=False)
     assert outcome.edition.edition_id is None and outcome.edition.reason == "no subscribers"
     with open_storage(config) as storage:
         assert storage.sent_item_ids() == set()
@@ -348,7 +348,7 @@ def test_the_smtp_receiver_offers_starttls_when_given_a_certificate(project, sec
     with open_storage(config) as storage:
         _edition(storage, "7" * 16)
         subscriber = storage.get_subscriber("reader00000@example.org")
-        controller = app.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        controller = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
         controller.start()
         try:
             with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:

@@ -8,7 +8,7 @@ import json
 import feedparser
 from lxml import html as lxml_html
 
-from pipeline import app
+from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.items import tag_slug
 from pipeline.publish.feeds import feed_files
@@ -70,7 +70,7 @@ def test_one_tag_name_maps_to_one_slug():
 
 
 def test_the_site_page_lists_and_links_every_topic_feed(config):
-    files = app.dry_run(config, send=False).files
+    files = usecases.dry_run(config, send=False).files
     page = lxml_html.fromstring(files[config.path("output") / "index.html"])
     alternates = {link.get("href") for link in page.xpath("//link[@rel='alternate']")}
     for slug in ("research", "clinical-trials", "living-with-ms"):

@@ -13,11 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import update
 
-from pipeline.app import RunContext, open_storage
 from pipeline.config import load_config
 from pipeline.delivery.editions import plan_edition
 from pipeline.sources import read_content
 from pipeline.state.storage import subscribers as subscribers_table
+from pipeline.usecases import RunContext, open_storage
 
 from .conftest import SECRET, run_cli, set_config, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink

@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 
-from pipeline import app
-from pipeline.app import open_storage
+from pipeline import usecases
 from pipeline.mail.tokens import make_token
 from pipeline.service.web import make_web_server
+from pipeline.usecases import open_storage
 
 from .conftest import SECRET, add_subscribers, use_smtp, write_item
 from .smtp_sink import RecordingHandler, SmtpSink
@@ -101,7 +101,7 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
     with SmtpSink(handler) as sink:
         config = use_smtp(project, sink.port)
         add_subscribers(config, 2)
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
         unsubscribe_url = handler.received[0].message["List-Unsubscribe"].split(">")[0].lstrip("<")
         leaving = handler.received[0].recipient
 
@@ -118,7 +118,7 @@ def test_unsubscribed_reader_gets_nothing_next_edition(project, secret):
             storage.close()
 
         write_item(project, "next", 'title: "Next story"\ndate: 2021-12-01T09:00:00-05:00')
-        app.run(config, progress=False)
+        usecases.run(config, progress=False)
     later = handler.received[2:]
     assert len(later) == 1 and later[0].recipient != leaving
 

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.app import open_storage
 from pipeline.mail.tokens import make_token
 from pipeline.service.web import make_web_server
 from pipeline.state.unsubscribes import UnsubscribeGroups
+from pipeline.usecases import open_storage
 
 from .conftest import SECRET
 

@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from pipeline.app import open_storage
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.service.web import make_web_server
 from pipeline.service.webhooks import sns_string_to_sign
+from pipeline.usecases import open_storage
 
 from .conftest import add_subscribers, set_config
 

@@ -1,5 +1,5 @@
 """What the desk shows about digests and editions: the next digest as a subscriber gets it, an edition's
-counts, and the pipeline's health, each made from the use cases of ``pipeline.app``."""
+counts, and the pipeline's health, each made from the use cases (``pipeline.usecases``)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ class DigestPreview:
 def next_digest(config: Config) -> DigestPreview:
     """The next edition's digest (else the latest's, else the newest items'), as lint looks at it: the
     message one made-up subscriber would get.  Reads the last fetch of the sources; writes nothing."""
-    from ..app import RunContext, open_storage, read_items
     from ..delivery.editions import edition_id_for, items_to_look_at
     from ..environment import lint_secret
     from ..mail.edition import EditionMail
     from ..sources.merge import merge_items
+    from ..usecases import RunContext, open_storage, read_items
 
     delivery = config.require_delivery()
     with open_storage(config) as storage:
@@ -77,7 +77,7 @@ def edition_report(config: Config, storage: Storage, edition_id: str) -> Edition
 def health_report(config: Config, storage: Storage) -> dict[str, Any]:
     """Sources and their last fetch, the last runs (a run with no end was interrupted or is running), the
     next scheduled jobs, and the editions with deferred messages and their next retry."""
-    from .. import app as use_cases
+    from .. import usecases as use_cases
 
     local, sources = use_cases.sources(config)
     report = use_cases.status(config, runs=10)

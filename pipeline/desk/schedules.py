@@ -20,7 +20,7 @@ TICK_SECONDS = 30.0
 
 def run_due(config: Config, storage: Storage, now: datetime, start: Callable[[str, str], None]) -> list[ScheduledSend]:
     """Start every waiting schedule that is due; one whose edition changed is skipped, with the reason kept."""
-    from .. import app as use_cases
+    from .. import usecases as use_cases
 
     store = DeskStore(storage)
     started = []

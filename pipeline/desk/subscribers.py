@@ -1,7 +1,7 @@
 """The desk's view of the list: one subscriber's record, and a CSV import shown before it is made.
 
 The changes themselves are the existing use cases (``signup.operator_add``, ``signup.unsubscribe``,
-``app.lift_suppression``, ``subscribers.import_csv`` and ``export_csv``); the preview reads without writing."""
+``usecases.lift_suppression``, ``subscribers.import_csv`` and ``export_csv``); the preview reads without writing."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class SubscriberRecord:
 
 
 def subscriber_record(config: Config, storage: Storage, address: str) -> SubscriberRecord | None:
-    from .. import app as use_cases
-    from ..signup import show
+    from .. import usecases as use_cases
+    from ..usecases.signup import show
 
     report = show(storage, address)
     if report is None:

@@ -127,7 +127,7 @@ def register(app: Flask) -> None:
     @app.route("/digest")
     @signed_in()
     def digest():
-        from .. import app as use_cases
+        from .. import usecases as use_cases
 
         config = desk()["config"]
         try:
@@ -154,7 +154,7 @@ def register(app: Flask) -> None:
     @app.route("/digest/test", methods=["POST"])
     @signed_in()
     def digest_test():
-        from .. import app as use_cases
+        from .. import usecases as use_cases
 
         try:
             reply = use_cases.send_test(desk()["config"], g.user.email, desk()["transport"])
@@ -169,7 +169,7 @@ def register(app: Flask) -> None:
     @app.route("/send", methods=["GET", "POST"])
     @signed_in("admin")
     def send():
-        from .. import app as use_cases
+        from .. import usecases as use_cases
 
         config = desk()["config"]
         try:
@@ -195,7 +195,7 @@ def register(app: Flask) -> None:
     def send_schedule():
         from zoneinfo import ZoneInfo
 
-        from .. import app as use_cases
+        from .. import usecases as use_cases
 
         config = desk()["config"]
         plan = use_cases.send_dry_run(config)
@@ -288,7 +288,7 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/add", methods=["GET", "POST"])
     @signed_in("admin")
     def subscriber_add():
-        from ..signup import operator_add
+        from ..usecases.signup import operator_add
 
         form = SubscriberAddForm()
         if form.validate_on_submit():
@@ -313,7 +313,7 @@ def register(app: Flask) -> None:
     @signed_in("admin")
     def subscriber_unsubscribe():
         from ..mail.addresses import normalise_address
-        from ..signup import unsubscribe
+        from ..usecases.signup import unsubscribe
 
         email = normalise_address(request.form.get("email", ""))
         changed = unsubscribe(desk()["storage"], email, "desk")
@@ -324,7 +324,7 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/lift", methods=["POST"])
     @signed_in("admin")
     def subscriber_lift():
-        from .. import app as use_cases
+        from .. import usecases as use_cases
 
         email = request.form.get("email", "")
         form = ReasonForm()
@@ -363,7 +363,7 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/import/commit", methods=["POST"])
     @signed_in("admin")
     def subscriber_import_commit():
-        from ..subscribers import read_csv_file
+        from ..usecases.subscribers import read_csv_file
         from .subscribers import kept_upload
 
         path = kept_upload(desk()["config"], request.form.get("key", ""))
@@ -385,7 +385,7 @@ def register(app: Flask) -> None:
     def subscriber_export():
         import io
 
-        from ..subscribers import export_csv
+        from ..usecases.subscribers import export_csv
 
         out = io.StringIO()
         count = export_csv(desk()["storage"], out)
@@ -408,7 +408,7 @@ def _start_send(edition_id: str) -> None:
 
 def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
     """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
-    from .. import app as use_cases
+    from .. import usecases as use_cases
 
     config, jobs = ext["config"], ext["jobs"]
     job = SendJob(edition_id, by, ext["clock"]())
@@ -486,7 +486,7 @@ def _story_page(slug: str | None):
 
 def _publish_feeds() -> None:
     """Rebuild the feeds and the site at once, so the story is out; a run in progress does it itself."""
-    from .. import app as use_cases
+    from .. import usecases as use_cases
     from ..state.lock import RunLocked
 
     try:

@@ -1,4 +1,4 @@
-"""The desk's Flask app: pages over the use cases (``pipeline.app``, ``pipeline.signup``, ``pipeline.subscribers``)
+"""The desk's Flask app: pages over the use cases (``pipeline.usecases``)
 and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``)."""
 
 from __future__ import annotations

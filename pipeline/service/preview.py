@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from .. import app
-from ..app import RunOutcome
+from .. import usecases
 from ..config import Config
 from ..publish.digest import environment_for
+from ..usecases import RunOutcome
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
@@ -46,7 +46,7 @@ def make_app(config: Config, rebuild: Callable[[], RunOutcome] | None = None) ->
     """Each visit to the index rebuilds the outputs through the same use case as a run (never sending)."""
     public = config.path("output")
     env = environment_for(config)
-    rebuild = rebuild or (lambda: app.publish(config))
+    rebuild = rebuild or (lambda: usecases.publish(config))
 
     def respond(start_response, status: str, body: bytes, content_type: str = "text/html; charset=utf-8"):
         start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),

@@ -25,7 +25,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from filelock import FileLock, Timeout
 
-from .. import app
+from .. import usecases
 from ..config import Config, load_config
 from ..environment import database_url
 from ..errors import PipelineError
@@ -51,7 +51,7 @@ def run_job(config_path: str, job: str) -> None:
         return
     try:
         config = load_config(config_path)
-        app.run(config, job=job, wait=True, stop=STOP, progress=False)
+        usecases.run(config, job=job, wait=True, stop=STOP, progress=False)
     except RunLocked as exc:
         log.warning("job %s: %s", job, exc)
     except Exception as exc:  # noqa: BLE001 - the service must outlive any run

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Config
-from ..signup import PAUSES, SignupForm, Signups, consent_line
 from ..state.storage import SUBSCRIBED, Profile
 from ..urls import web_url
+from ..usecases.signup import PAUSES, SignupForm, Signups, consent_line
 
 log = logging.getLogger(__name__)
 

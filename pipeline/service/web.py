@@ -72,7 +72,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
     """The whole web app: unsubscribe, and the signup pages (``service/signup.py``).  A signup's mail is
     queued; ``on_notice_queued`` is told each time (by default it wakes a drainer thread of this app's own,
     ``service/notices.py``; a test may pass a function that drains the queue in place)."""
-    from ..signup import Signups, utcnow
+    from ..usecases.signup import Signups, utcnow
     from .signup import PATHS as SIGNUP_PATHS
     from .signup import SignupPages
 
@@ -172,7 +172,7 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
     """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
     from ..desk.web import mount  # the editor's desk at /desk/, when desk.enabled
-    from ..signup import Signups
+    from ..usecases.signup import Signups
     from .notices import NoticeDrainer
     from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class SignupStore(StoreBase):
-    """What pipeline/signup.py needs: double opt-in, preferences, consent, rate limits."""
+    """What pipeline/usecases/signup.py needs: double opt-in, preferences, consent, rate limits."""
 
     def start_signup(self, email: str, name: str | None, topics: str, now: datetime) -> tuple[str, Profile]:
         """Record a signup: 'new' (a new or unsubscribed address, now pending), 'pending' (still

@@ -21,13 +21,13 @@ from urllib.parse import urlencode
 
 import dns.resolver
 
-from .config import Config
-from .delivery.transports import PermanentError, TransientError, Transport, transport_for
-from .environment import previous_secrets, signing_secret
-from .mail.addresses import AddressError, ascii_address, normalise_address
-from .mail.deliverability import ResolverFactory, check_domain
-from .mail.notice import Kind, Notice, build_notice
-from .mail.signup_tokens import (
+from ..config import Config
+from ..delivery.transports import PermanentError, TransientError, Transport, transport_for
+from ..environment import previous_secrets, signing_secret
+from ..mail.addresses import AddressError, ascii_address, normalise_address
+from ..mail.deliverability import ResolverFactory, check_domain
+from ..mail.notice import Kind, Notice, build_notice
+from ..mail.signup_tokens import (
     hash_token,
     make_form_stamp,
     make_preferences_token,
@@ -35,7 +35,7 @@ from .mail.signup_tokens import (
     read_form_stamp,
     read_preferences_token,
 )
-from .state.storage import (
+from ..state.storage import (
     NOTICE_DROPPED,
     NOTICE_FAILED,
     NOTICE_QUEUED,
@@ -48,7 +48,7 @@ from .state.storage import (
     Storage,
     topics_key,
 )
-from .urls import web_url
+from ..urls import web_url
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class Signups:
         log.info("subscriber %d confirmed", profile.id)
         if self.settings.welcome:
             latest = self.storage.latest_edition()
-            from .publish.digest import archive_url
+            from ..publish.digest import archive_url
 
             link = archive_url(self.config, latest.id) if latest else self.config.site.base_url
             self._mail("welcome", profile, link, None, f"welcome-{profile.id}")
@@ -392,7 +392,7 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     email = normalise_address(address)
     unknown = sorted(set(topics or []) - set(config.topics))
     if unknown:
-        from .errors import PipelineError
+        from ..errors import PipelineError
 
         raise PipelineError(f"unknown topic {unknown[0]!r} (config.yaml topics: {', '.join(config.topics) or 'none'})")
     now = utcnow()

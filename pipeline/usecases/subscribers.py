@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .errors import PipelineError
-from .mail.addresses import AddressError, normalise_address
-from .state.storage import PENDING_CONFIRMATION, SUBSCRIBED, Storage
+from ..errors import PipelineError
+from ..mail.addresses import AddressError, normalise_address
+from ..state.storage import PENDING_CONFIRMATION, SUBSCRIBED, BounceEvent, Storage, Subscriber, Suppression
+from .common import open_storage
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +152,38 @@ def read_csv_file(storage: Storage, path: Path, config: Config | None = None, *,
                   confirmed: bool = True) -> ImportReport:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         return import_csv(storage, handle, source=str(path), config=config, confirmed=confirmed)
+@dataclass
+class SubscriberDetails:
+    subscriber: Subscriber
+    suppression: Suppression | None
+    events: list[BounceEvent]
+    suppressions: list[Suppression]
+
+
+def subscriber_details(config: Config, address: str) -> SubscriberDetails:
+    from ..mail.addresses import normalise_address
+
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        events, held = storage.bounce_history(subscriber.id)
+        return SubscriberDetails(subscriber, storage.active_suppression(subscriber.id), events, held)
+
+
+def lift_suppression(config: Config, address: str, reason: str) -> bool:
+    """An operator puts a suppressed address back on the list, with a reason that is kept."""
+    from ..mail.addresses import normalise_address
+
+    if not reason.strip():
+        raise PipelineError("say why the suppression is lifted (--reason)")
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        if subscriber is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        lifted = storage.lift_suppression(subscriber.id, reason.strip())
+    if lifted:
+        log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
+    return lifted

@@ -385,15 +385,11 @@ def subscribers() -> None:
 @pass_context
 def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | None, confirmed: bool) -> None:
     """Subscribe ADDRESS through double opt-in, or at once with --confirmed (also resubscribes)."""
-    from .mail.addresses import normalise_address
-    from .usecases import open_storage
-    from .usecases.signup import operator_add
+    from . import usecases
 
     chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics is not None else None
-    address = normalise_address(address)  # a bad address is refused before the state is opened
-    with open_storage(ctx.config) as storage:
-        email, outcome = operator_add(ctx.config, storage, address, name, chosen, confirmed=confirmed)
-        click.echo(f"{email}: {outcome}")
+    email, outcome = usecases.add_subscriber(ctx.config, address, name, chosen, confirmed=confirmed)
+    click.echo(f"{email}: {outcome}")
 
 
 @subscribers.command("remove")
@@ -403,16 +399,10 @@ def subscribers_add(ctx: Context, address: str, name: str | None, topics: str | 
 @pass_context
 def subscribers_remove(ctx: Context, address: str, via: str) -> None:
     """Unsubscribe ADDRESS; it is never mailed again, and no import resubscribes it."""
-    from .mail.addresses import normalise_address
-    from .usecases import open_storage
-    from .usecases.signup import unsubscribe
+    from . import usecases
 
-    email = normalise_address(address)
-    with open_storage(ctx.config) as storage:
-        if storage.get_subscriber(email) is None:
-            raise PipelineError(f"{email}: not a subscriber")
-        changed = unsubscribe(storage, email, via)
-        click.echo(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
+    email, changed = usecases.remove_subscriber(ctx.config, address, via)
+    click.echo(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
 
 
 @subscribers.command("list")
@@ -421,15 +411,14 @@ def subscribers_remove(ctx: Context, address: str, via: str) -> None:
 @pass_context
 def subscribers_list(ctx: Context, status: str | None, suppressed: bool) -> None:
     """List subscribers, one per line: address, status, name."""
-    from .usecases import open_storage
+    from . import usecases
 
-    with open_storage(ctx.config) as storage:
-        if suppressed:
-            for email, held in storage.iter_suppressed():
-                click.echo(f"{email}\t{held.reason}\t{held.created_at.isoformat(timespec='seconds')}\t{held.detail}")
-            return
-        for sub in storage.iter_subscribers(status):
-            click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
+    if suppressed:
+        for email, held in usecases.list_suppressed(ctx.config):
+            click.echo(f"{email}\t{held.reason}\t{held.created_at.isoformat(timespec='seconds')}\t{held.detail}")
+        return
+    for sub in usecases.list_subscribers(ctx.config, status):
+        click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
 
 
 @subscribers.command("show")
@@ -439,13 +428,9 @@ def subscribers_show(ctx: Context, address: str) -> None:
     """One subscriber: status, topics, suppression, and the history: consent given or withdrawn (when, how,
     the consent text shown), every bounce, complaint and decision."""
     from . import usecases
-    from .usecases import open_storage
-    from .usecases.signup import describe_event, show
 
     details = usecases.subscriber_details(ctx.config, address)
-    sub = details.subscriber
-    with open_storage(ctx.config) as storage:
-        consent = show(storage, address)
+    sub, consent = details.subscriber, details.consent
     click.echo(f"{sub.email}\t{sub.status}\t{sub.name or ''}")
     if consent is not None:
         profile = consent.profile
@@ -455,7 +440,7 @@ def subscribers_show(ctx: Context, address: str) -> None:
                 click.echo(f"{label}: {moment.isoformat(timespec='seconds')}")
         click.echo("consent history:" if consent.history else "consent history: none recorded")
         for consent_event in consent.history:
-            click.echo(f"  {describe_event(consent_event)}")
+            click.echo(f"  {usecases.describe_event(consent_event)}")
     left = sub.unsubscribed_at
     click.echo(f"subscribed at {sub.subscribed_at.isoformat(timespec='seconds') if sub.subscribed_at else '-'}"
                + (f", unsubscribed at {left.isoformat(timespec='seconds')}" if left else ""))
@@ -492,11 +477,9 @@ def subscribers_unsuppress(ctx: Context, address: str, reason: str) -> None:
 @pass_context
 def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
     """Merge CSV_FILE (header row with an 'email' column) into the subscribers."""
-    from .usecases import open_storage
-    from .usecases.subscribers import read_csv_file
+    from . import usecases
 
-    with open_storage(ctx.config) as storage:
-        report = read_csv_file(storage, csv_file, ctx.config, confirmed=confirmed)
+    report = usecases.import_subscribers(ctx.config, csv_file, confirmed=confirmed)
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -513,16 +496,14 @@ def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
 @pass_context
 def subscribers_export(ctx: Context, output: Path | None) -> None:
     """Write all subscribers as CSV (email, name, status, dates, other columns)."""
-    from .usecases import open_storage
-    from .usecases.subscribers import export_csv
+    from . import usecases
 
-    with open_storage(ctx.config) as storage:
-        if output:
-            with output.open("w", newline="", encoding="utf-8") as handle:
-                count = export_csv(storage, handle)
-            click.echo(f"exported {count} subscribers to {output}", err=True)
-        else:
-            export_csv(storage, sys.stdout)
+    if output:
+        with output.open("w", newline="", encoding="utf-8") as handle:
+            count = usecases.export_subscribers(ctx.config, handle)
+        click.echo(f"exported {count} subscribers to {output}", err=True)
+    else:
+        usecases.export_subscribers(ctx.config, sys.stdout)
 
 
 def _serve_until_interrupted(server, url: str) -> None:
@@ -556,11 +537,9 @@ def signup_snippet(ctx: Context, origin: str | None) -> None:
 def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the web app (one-click unsubscribe, signup, confirmation, preferences) on waitress (put it
     behind your HTTPS reverse proxy)."""
-    from .service.web import make_web_server
-    from .usecases import open_storage
+    from . import usecases
 
-    with open_storage(ctx.config) as storage:
-        server = make_web_server(ctx.config, storage, host, port)
+    with usecases.web_server(ctx.config, host, port) as server:
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
 
 
@@ -578,16 +557,14 @@ def desk() -> None:
 @pass_context
 def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
     """Create the desk account ADDRESS (or change its role and password); its sessions end."""
-    from .desk.accounts import add_user, set_password_link
-    from .usecases import open_storage
+    from . import usecases
 
     password = None if link else click.prompt("Password (at least 12 characters)", hide_input=True,
                                               confirmation_prompt=True)
-    with open_storage(ctx.config) as storage:
-        outcome, token = add_user(storage, address, role, password)
+    outcome, set_password = usecases.add_desk_user(ctx.config, address, role, password)
     click.echo(f"{address}: {outcome} as {role}")
-    if token:
-        click.echo(f"set-password link (once, within 48 hours): {set_password_link(ctx.config, token)}")
+    if set_password:
+        click.echo(f"set-password link (once, within 48 hours): {set_password}")
 
 
 @desk.command("serve")
@@ -596,11 +573,9 @@ def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
 @pass_context
 def desk_serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the desk alone, at /desk/ of its own address (e.g. loopback or an intranet)."""
-    from .desk.web import make_desk_server
-    from .usecases import open_storage
+    from . import usecases
 
-    with open_storage(ctx.config) as storage:
-        server = make_desk_server(ctx.config, storage, host, port)
+    with usecases.desk_server(ctx.config, host, port) as server:
         _serve_until_interrupted(server, f"http://{host or ctx.config.desk.host or '127.0.0.1'}:"
                                          f"{server.server_port}/desk/")
 
@@ -633,9 +608,7 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
     from . import usecases
 
     stop = threading.Event()
-    with usecases.open_storage(ctx.config) as storage:
-        receiver = usecases.make_bounce_receiver(ctx.config, storage, host, port)
-        receiver.start()
+    with usecases.bounce_receiver(ctx.config, host, port) as receiver:
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         click.echo(f"receiving bounces on {receiver.hostname}:{receiver.port} (Ctrl-C to stop)", err=True)
         try:
@@ -644,7 +617,6 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-            receiver.stop()
 
 
 @cli.command()

@@ -110,3 +110,44 @@ def test_the_module_level_imports_of_the_pipeline_have_no_circle():
 
 def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# -- the use-case layer ---------------------------------------------------------------------------------
+
+PACKAGE = STATE.parent
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every pipeline module a file imports (relative imports resolved), at any depth of the file."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_command_line_never_touches_a_store():
+    """cli.py parses, calls one use case, prints (sqlite-utils' commands over its library)."""
+    cli = PACKAGE / "cli.py"
+    imported = _imported_modules(cli)
+    assert not {name for name in imported if name.startswith("pipeline.state")}
+    assert "open_storage" not in cli.read_text() and "Storage" not in cli.read_text()
+    assert "pipeline.usecases" in imported  # the walk saw the imports at all
+
+
+def test_every_use_case_is_exported_by_the_package_and_loads_from_its_module():
+    import pipeline.usecases as usecases
+
+    defined = {}
+    for path in (PACKAGE / "usecases").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                defined[node.name] = path.stem
+    assert {name: module for name, module in defined.items() if usecases._WHERE.get(name) != module} == {}
+    assert usecases.run.__module__ == "pipeline.usecases.runs" and usecases.status.__module__.endswith("reporting")

@@ -13,6 +13,7 @@ from ..errors import PipelineError
 from ..mail.addresses import AddressError, normalise_address
 from ..state.storage import PENDING_CONFIRMATION, SUBSCRIBED, BounceEvent, Storage, Subscriber, Suppression
 from .common import open_storage
+from .signup import SubscriberReport, describe_event, operator_add, show, unsubscribe
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -117,8 +118,6 @@ def export_csv(storage: Storage, handle: TextIO) -> int:
 
 
 def _consent_columns(profile, history) -> dict[str, str]:
-    from .signup import describe_event
-
     return {"topics": ",".join(profile.topics) if profile else "",
             "confirmed_at": profile.confirmed_at.isoformat() if profile and profile.confirmed_at else "",
             "consent_history": "\n".join(describe_event(event) for event in history)}
@@ -158,24 +157,22 @@ class SubscriberDetails:
     suppression: Suppression | None
     events: list[BounceEvent]
     suppressions: list[Suppression]
+    consent: SubscriberReport | None = None  # topics, confirmation, pause and the consent history
 
 
 def subscriber_details(config: Config, address: str) -> SubscriberDetails:
-    from ..mail.addresses import normalise_address
-
     email = normalise_address(address)
     with open_storage(config) as storage:
         subscriber = storage.get_subscriber(email)
         if subscriber is None:
             raise PipelineError(f"{email}: not a subscriber")
         events, held = storage.bounce_history(subscriber.id)
-        return SubscriberDetails(subscriber, storage.active_suppression(subscriber.id), events, held)
+        return SubscriberDetails(subscriber, storage.active_suppression(subscriber.id), events, held,
+                                 show(storage, email))
 
 
 def lift_suppression(config: Config, address: str, reason: str) -> bool:
     """An operator puts a suppressed address back on the list, with a reason that is kept."""
-    from ..mail.addresses import normalise_address
-
     if not reason.strip():
         raise PipelineError("say why the suppression is lifted (--reason)")
     email = normalise_address(address)
@@ -187,3 +184,47 @@ def lift_suppression(config: Config, address: str, reason: str) -> bool:
     if lifted:
         log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
     return lifted
+
+
+# -- the subscriber commands: each opens the state database for one change or one listing -------------
+
+def add_subscriber(config: Config, address: str, name: str | None, topics: list[str] | None, *,
+                   confirmed: bool) -> tuple[str, str]:
+    """`subscribers add`: the normalised address and what happened (a bad address is refused before the
+    state is opened)."""
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        return operator_add(config, storage, email, name, topics, confirmed=confirmed)
+
+
+def remove_subscriber(config: Config, address: str, via: str) -> tuple[str, bool]:
+    """`subscribers remove`: the normalised address, and whether it was subscribed (or pending) until now."""
+    email = normalise_address(address)
+    with open_storage(config) as storage:
+        if storage.get_subscriber(email) is None:
+            raise PipelineError(f"{email}: not a subscriber")
+        return email, unsubscribe(storage, email, via)
+
+
+def list_subscribers(config: Config, status: str | None = None) -> Iterator[Subscriber]:
+    """`subscribers list`: every subscriber (of one status), streamed in address order."""
+    with open_storage(config) as storage:
+        yield from storage.iter_subscribers(status)
+
+
+def list_suppressed(config: Config) -> Iterator[tuple[str, Suppression]]:
+    """`subscribers list --suppressed`: each suppressed address and its suppression."""
+    with open_storage(config) as storage:
+        yield from storage.iter_suppressed()
+
+
+def import_subscribers(config: Config, path: Path, *, confirmed: bool) -> ImportReport:
+    """`subscribers import`: merge a CSV file into the list."""
+    with open_storage(config) as storage:
+        return read_csv_file(storage, path, config, confirmed=confirmed)
+
+
+def export_subscribers(config: Config, handle: TextIO) -> int:
+    """`subscribers export`: every subscriber as CSV; how many."""
+    with open_storage(config) as storage:
+        return export_csv(storage, handle)

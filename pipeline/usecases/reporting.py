@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Config
 from ..delivery.editions import items_to_look_at
@@ -38,7 +38,7 @@ from ..state.storage import (
     Edition,
     RunRecord,
     SourceState,
-    Storage,
+    WorkerRecord,
 )
 from .common import RunContext, open_storage, read_items
 
@@ -47,6 +47,24 @@ if TYPE_CHECKING:  # imported where used: a run that finds nothing changed needs
 
 
 log = logging.getLogger(__name__)
+
+class StatusSource(Protocol):
+    """What ``status`` reads from the state database, and nothing else (after listmonk's narrow stores)."""
+
+    def recent_runs(self, limit: int = 10) -> list[RunRecord]: ...
+    def latest_edition(self) -> Edition | None: ...
+    def editions_unsettled(self) -> list[str]: ...
+    def get_edition(self, edition_id: str) -> Edition | None: ...
+    def ledger_counts(self, edition_id: str) -> dict[str, int]: ...
+    def next_retry(self, edition_id: str) -> datetime | None: ...
+    def failure_reasons(self, edition_id: str, limit: int = 5) -> list[tuple[str, int]]: ...
+    def live_workers(self, since: datetime) -> list[WorkerRecord]: ...
+    def count_subscribers(self, status: str | None = ...) -> int: ...
+    def suppression_counts(self) -> dict[str, int]: ...
+    def bounce_counts_since(self, since: datetime) -> dict[str, int]: ...
+    def sent_since(self, since: datetime) -> int: ...
+    def notice_counts(self) -> dict[str, int]: ...
+
 
 def lint(config: Config) -> tuple[list[Item], list[Finding]]:
     """Pre-send checks of what the next send would carry (or the latest edition), and of the feeds."""
@@ -93,31 +111,36 @@ def status(config: Config, runs: int = 10) -> StatusReport:
     loose = state_permission_warnings(config)  # looked at before opening the state tightens it
     with open_storage(config) as storage:
         stored = stored_next_run_times(config.path("state"), database_url())
-        now = datetime.now(timezone.utc)
-        lease = config.delivery.lease_seconds if config.delivery else 60.0
-        latest = storage.latest_edition()
-        unsettled = storage.editions_unsettled()
-        others = [storage.get_edition(edition_id) for edition_id in unsettled]
-        return StatusReport(
-            runs=[_run_row(record) for record in storage.recent_runs(runs)],
-            # The service's own record wins: it knows about pauses and catch-up runs.
-            jobs=[JobRow(name, job.cron, job.timezone, job.action,
-                         _iso(stored.get(name) or job.trigger().get_next_fire_time(None, now)),
-                         "service" if stored.get(name) else "config")
-                  for name, job in config.schedule.jobs.items()],
-            last_edition=_edition_row(storage, latest) if latest else None,
-            editions_with_unsent=[_edition_row(storage, edition) for edition in others
-                                  if edition is not None and (latest is None or edition.id != latest.id)],
-            workers=[WorkerRow(w.id, w.host, w.pid, round((now - w.heartbeat_at).total_seconds(), 1), w.held,
-                               round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None)
-                     for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
-            subscribers=SubscriberCounts(storage.count_subscribers(SUBSCRIBED),
-                                         storage.count_subscribers(UNSUBSCRIBED), storage.count_subscribers("pending")),
-            suppressed=storage.suppression_counts(),
-            feedback_30d=_feedback(storage, now),
-            state_permissions=loose,
-            signup_mail=storage.notice_counts(),
-        )
+        return status_report(storage, config, runs, stored, loose, datetime.now(timezone.utc))
+
+
+def status_report(storage: StatusSource, config: Config, runs: int, stored: dict[str, datetime | None],
+                  loose: list[str], now: datetime) -> StatusReport:
+    """The report from what the state says; ``stored`` is the service's job store (next run times)."""
+    lease = config.delivery.lease_seconds if config.delivery else 60.0
+    latest = storage.latest_edition()
+    unsettled = storage.editions_unsettled()
+    others = [storage.get_edition(edition_id) for edition_id in unsettled]
+    return StatusReport(
+        runs=[_run_row(record) for record in storage.recent_runs(runs)],
+        # The service's own record wins: it knows about pauses and catch-up runs.
+        jobs=[JobRow(name, job.cron, job.timezone, job.action,
+                     _iso(stored.get(name) or job.trigger().get_next_fire_time(None, now)),
+                     "service" if stored.get(name) else "config")
+              for name, job in config.schedule.jobs.items()],
+        last_edition=_edition_row(storage, latest) if latest else None,
+        editions_with_unsent=[_edition_row(storage, edition) for edition in others
+                              if edition is not None and (latest is None or edition.id != latest.id)],
+        workers=[WorkerRow(w.id, w.host, w.pid, round((now - w.heartbeat_at).total_seconds(), 1), w.held,
+                           round((now - w.oldest_claim).total_seconds(), 1) if w.oldest_claim else None)
+                 for w in storage.live_workers(since=now - timedelta(seconds=lease * 10))],
+        subscribers=SubscriberCounts(storage.count_subscribers(SUBSCRIBED),
+                                     storage.count_subscribers(UNSUBSCRIBED), storage.count_subscribers("pending")),
+        suppressed=storage.suppression_counts(),
+        feedback_30d=_feedback(storage, now),
+        state_permissions=loose,
+        signup_mail=storage.notice_counts(),
+    )
 
 
 def state_permission_warnings(config: Config) -> list[str]:
@@ -131,7 +154,7 @@ def state_permission_warnings(config: Config) -> list[str]:
     return loose
 
 
-def _feedback(storage: Storage, now: datetime) -> Feedback:
+def _feedback(storage: StatusSource, now: datetime) -> Feedback:
     """Bounces and complaints of the last 30 days against messages sent: the rates mailbox providers judge."""
     from datetime import timedelta
 
@@ -143,7 +166,7 @@ def _feedback(storage: Storage, now: datetime) -> Feedback:
                     round(complaints / sent, 5) if sent else None)
 
 
-def _edition_row(storage: Storage, edition: Edition) -> EditionRow:
+def _edition_row(storage: StatusSource, edition: Edition) -> EditionRow:
     counts = storage.ledger_counts(edition.id)
     return EditionRow(edition.id, _iso(edition.created_at), edition.subject, len(edition.item_ids),
                       counts[PENDING], counts[SENDING], counts[SENT], counts[FAILED], counts[DEFERRED], counts[SKIPPED],

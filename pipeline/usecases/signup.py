@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
 import dns.resolver
@@ -43,6 +43,7 @@ from ..state.storage import (
     PENDING_CONFIRMATION,
     SUBSCRIBED,
     ConsentEvent,
+    Edition,
     Profile,
     QueuedNotice,
     Storage,
@@ -145,10 +146,34 @@ def send_notice(config: Config, notice: Notice, key: str, what: str, transport: 
     return True
 
 
+class SignupState(Protocol):
+    """What the sign-up rules read and write, and nothing else (after listmonk's narrow stores)."""
+
+    def mark_processed(self, source: str, key: str) -> bool: ...
+    def hit_rate(self, key: str, limit: int, window_start: datetime, now: datetime) -> bool: ...
+    def queue_signup(self, email: str, name: str | None, topics: str, now: datetime, *, consent_text: str,
+                     consent_detail: dict[str, Any], resend_after: datetime) -> tuple[str, Profile, bool]: ...
+    def claim_notices(self, now: datetime, lease_before: datetime, limit: int = 50) -> list[QueuedNotice]: ...
+    def finish_notice(self, notice_id: int, status: str, now: datetime, *, error: str | None = None,
+                      due_at: datetime | None = None) -> None: ...
+    def profile(self, email: str | None = None, subscriber_id: int | None = None) -> Profile | None: ...
+    def issue_token(self, subscriber_id: int, token_hash: str, purpose: str, now: datetime,
+                    expires_at: datetime) -> None: ...
+    def token_state(self, token_hash: str, purpose: str, now: datetime) -> tuple[str, Profile | None]: ...
+    def use_confirmation(self, token_hash: str, now: datetime) -> tuple[str, Profile | None]: ...
+    def set_preferences(self, subscriber_id: int, topics: str, paused_until: datetime | None,
+                        now: datetime) -> None: ...
+    def record_consent(self, subscriber_id: int, action: str, method: str, consent_text: str | None,
+                       detail: dict[str, Any] | None = None, now: datetime | None = None) -> None: ...
+    def unsubscribe(self, email: str) -> bool: ...
+    def withdraw_pending(self, subscriber_id: int, now: datetime) -> bool: ...
+    def latest_edition(self) -> Edition | None: ...
+
+
 class Signups:
     """The signup rules over one state database; ``clock`` and ``transport`` are injectable for tests."""
 
-    def __init__(self, config: Config, storage: Storage, *, clock: Clock = utcnow,
+    def __init__(self, config: Config, storage: SignupState, *, clock: Clock = utcnow,
                  transport: Transport | None = None, secret: bytes | None = None,
                  resolver: ResolverFactory = dns.resolver.Resolver, on_queued: Callable[[], object] | None = None):
         delivery = config.require_delivery()
@@ -372,7 +397,7 @@ class Signups:
 
 # -- the operator's ways in and out ---------------------------------------------------------------
 
-def unsubscribe(storage: Storage, email: str, method: str, *, now: datetime | None = None) -> bool:
+def unsubscribe(storage: SignupState, email: str, method: str, *, now: datetime | None = None) -> bool:
     """Unsubscribe and record how; True when the address was subscribed (or pending)."""
     profile = storage.profile(email=email)
     if profile is None:

@@ -482,10 +482,14 @@ def subscribers_import(ctx: Context, csv_file: Path, confirmed: bool) -> None:
     report = usecases.import_subscribers(ctx.config, csv_file, confirmed=confirmed)
     for problem in report.invalid:
         click.echo(f"skipped {problem}", err=True)
+    for problem in report.refused:
+        click.echo(problem, err=True)
     click.echo(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
                f"kept unsubscribed {report.kept_unsubscribed}, "
                f"duplicates {report.duplicates}, invalid {len(report.invalid)}"
                + ("" if confirmed else f", confirmations sent {report.confirmations}")
+               + (f", not sent {len(report.refused)} (run the import again once the relay takes them)"
+                  if report.refused else "")
                + (f", kept suppressed {report.kept_suppressed}" if report.kept_suppressed else ""))
 
 

@@ -476,6 +476,34 @@ def test_a_relay_without_smtputf8_refuses_the_confirmation_cleanly(site):
     assert [m.recipient for m in handler.received] == ["ann@example.org"]
 
 
+def test_an_import_through_a_relay_without_smtputf8_says_who_was_not_mailed_and_a_rerun_mails_them(site):
+    """The relay cannot take chloé's address: the import says so, by name and why, and she stays pending
+    with no confirmation recorded; the same import run again through a relay that can, mails her."""
+    from .conftest import use_smtp
+    from .smtp_sink import RecordingHandler, SmtpSink
+
+    (site / "people.csv").write_text("email,name\nchloé@example.org,Chloé\nann@example.org,Ann\n", encoding="utf-8")
+    handler = RecordingHandler()
+    with SmtpSink(handler, smtputf8=False) as sink:
+        use_smtp(site, sink.port)
+        first = run_cli(site, "subscribers", "import", "people.csv")
+    assert first.returncode == 0, first.stderr
+    assert "added 2," in first.stdout and "confirmations sent 1, not sent 1" in first.stdout
+    assert "chloé@example.org: confirmation not sent: " in first.stderr and "SMTPUTF8" in first.stderr
+    assert [m.recipient for m in handler.received] == ["ann@example.org"]
+    config = load_config(site / "config.yaml")
+    with open_storage(config) as storage:
+        chloe = storage.profile(email="chloé@example.org")
+        assert chloe.status == "pending" and chloe.confirm_sent_at is None
+    able = RecordingHandler()
+    with SmtpSink(able) as sink:
+        use_smtp(site, sink.port)
+        again = run_cli(site, "subscribers", "import", "people.csv")
+    assert again.returncode == 0, again.stderr
+    assert "confirmations sent 1" in again.stdout and "not sent" not in again.stdout
+    assert [m.recipient for m in able.received] == ["chloé@example.org"]  # ann was mailed already
+
+
 def test_a_form_stamp_signs_up_once_and_a_replay_asks_for_a_fresh_form(web):
     client, clock, storage, config = web
     stamp = client.stamp()

@@ -105,10 +105,14 @@ class SignupStore(StoreBase):
 
     def issue_token(self, subscriber_id: int, token_hash: str, purpose: str, now: datetime,
                     expires_at: datetime) -> None:
-        """Store a confirmation token (its hash only) and note when the confirmation went out."""
+        """Store a confirmation token (its hash only), before its mail goes out."""
         with self.engine.begin() as conn:
             conn.execute(insert(signup_tokens).values(token_hash=token_hash, subscriber_id=subscriber_id,
                                                       purpose=purpose, created_at=now, expires_at=expires_at))
+
+    def confirmation_sent(self, subscriber_id: int, now: datetime) -> None:
+        """Note that a confirmation reached the relay (a refused one is not noted, so it is tried again)."""
+        with self.engine.begin() as conn:
             conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                          .values(confirm_sent_at=now, updated_at=now))
 

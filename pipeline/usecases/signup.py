@@ -159,6 +159,7 @@ class SignupState(Protocol):
     def profile(self, email: str | None = None, subscriber_id: int | None = None) -> Profile | None: ...
     def issue_token(self, subscriber_id: int, token_hash: str, purpose: str, now: datetime,
                     expires_at: datetime) -> None: ...
+    def confirmation_sent(self, subscriber_id: int, now: datetime) -> None: ...
     def token_state(self, token_hash: str, purpose: str, now: datetime) -> tuple[str, Profile | None]: ...
     def use_confirmation(self, token_hash: str, now: datetime) -> tuple[str, Profile | None]: ...
     def set_preferences(self, subscriber_id: int, topics: str, paused_until: datetime | None,
@@ -255,13 +256,17 @@ class Signups:
 
     def send_confirmation(self, profile: Profile) -> bool:
         """Store a fresh token and mail its link now (imports, operators); False (logged) when it could not go."""
+        return self.try_confirmation(profile) is None
+
+    def try_confirmation(self, profile: Profile) -> str | None:
+        """``send_confirmation``, saying why not: None when it went, else the relay's refusal (logged)."""
         try:
             self._confirm(profile)
         except (PermanentError, TransientError) as exc:
             log.error("confirm mail to subscriber %d failed: %s", profile.id, exc)
-            return False
+            return str(exc)
         log.info("confirm mail to subscriber %d sent", profile.id)
-        return True
+        return None
 
     def _confirm(self, profile: Profile) -> None:
         now = self.clock()
@@ -270,6 +275,7 @@ class Signups:
         self.storage.issue_token(profile.id, digest, "confirm", now, expires)
         link = f"{web_url(self.config)}confirm?{urlencode({'token': token})}"
         self._deliver("confirm", profile, link, expires, f"confirm-{profile.id}-{int(now.timestamp())}")
+        self.storage.confirmation_sent(profile.id, now)
 
     def _deliver(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> None:
         notice = build_notice(self.config, kind, profile.email, link=link, now=self.clock(), expires=expires,
@@ -434,27 +440,35 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     return email, "pending (confirmation sent)"
 
 
-def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str,
-                  transport: Transport | None = None) -> int:
-    """Consent records for addresses an import added, and their confirmation mails when not ``confirmed``.
-    Returns how many confirmations went out."""
+def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str) -> None:
+    """Consent records for the addresses an import added (the operator's word with ``confirmed``, else
+    a confirmation requested)."""
     if not new_emails:
-        return 0
+        return
     now = utcnow()
     ids = storage.ids_for(new_emails)
     detail = {"source": source, **({"confirmed_by": "operator flag --confirmed"} if confirmed
                                    else {"confirmation": "requested"})}
     storage.record_consents([{"subscriber_id": i, "at": now, "action": "subscribe", "method": "import",
                               "consent_text": None, "detail": detail} for i in ids.values()])
-    if confirmed:
-        return 0
+
+
+def confirm_imported(config: Config, storage: Storage, emails: list[str],
+                     transport: Transport | None = None) -> tuple[int, list[str]]:
+    """Mail a confirmation to each of ``emails`` that is pending and was never mailed one (an import's new
+    rows, and rows an earlier import could not mail); how many went, and each refusal as "address: why"."""
     signups = Signups(config, storage, transport=transport)
-    sent = 0
-    for subscriber_id in ids.values():
-        profile = storage.profile(subscriber_id=subscriber_id)
-        if profile is not None and profile.status == PENDING_CONFIRMATION:
-            sent += signups.send_confirmation(profile)
-    return sent
+    sent, refused = 0, []
+    profiles = storage.profiles(list(storage.ids_for(emails).values()))
+    for profile in sorted(profiles.values(), key=lambda p: p.email):
+        if profile.status != PENDING_CONFIRMATION or profile.confirm_sent_at is not None:
+            continue
+        problem = signups.try_confirmation(profile)
+        if problem is None:
+            sent += 1
+        else:
+            refused.append(f"{profile.email}: confirmation not sent: {problem}")
+    return sent, refused
 
 
 def show(storage: Storage, address: str) -> SubscriberReport | None:

@@ -13,7 +13,15 @@ from ..errors import PipelineError
 from ..mail.addresses import AddressError, normalise_address
 from ..state.storage import PENDING_CONFIRMATION, SUBSCRIBED, BounceEvent, Storage, Subscriber, Suppression
 from .common import open_storage
-from .signup import SubscriberReport, describe_event, operator_add, show, unsubscribe
+from .signup import (
+    SubscriberReport,
+    confirm_imported,
+    describe_event,
+    operator_add,
+    record_import,
+    show,
+    unsubscribe,
+)
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -35,6 +43,7 @@ class ImportReport:
     duplicates: int = 0
     invalid: list[str] = field(default_factory=list)
     confirmations: int = 0
+    refused: list[str] = field(default_factory=list)  # confirmations the relay would not take, "address: why"
 
 
 def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Config | None = None, *,
@@ -60,9 +69,11 @@ def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Co
             if config is not None and batch else []
         counts = storage.merge_subscribers(batch, status=SUBSCRIBED if confirmed else PENDING_CONFIRMATION)
         if config is not None:
-            from .signup import record_import
-
-            report.confirmations += record_import(config, storage, new, confirmed=confirmed, source=source)
+            record_import(config, storage, new, confirmed=confirmed, source=source)
+            if not confirmed:  # the new rows, and any an earlier import left pending without its mail
+                sent, refused = confirm_imported(config, storage, [email for email, _, _ in batch])
+                report.confirmations += sent
+                report.refused += refused
         report.added += counts["added"]
         report.updated += counts["updated"]
         report.unchanged += counts["unchanged"]

@@ -48,7 +48,7 @@ def _q(value: str) -> str:
 
 def check(project: NewProject) -> NewProject:
     """The answers, checked before anything is written; each problem names its option."""
-    from .config import _iana_timezone
+    from .config.base import iana_timezone
 
     if not project.name.strip():
         raise PipelineError("--name: give the organisation's name")
@@ -60,7 +60,7 @@ def check(project: NewProject) -> NewProject:
     if not project.postal_address.strip():
         raise PipelineError("--postal-address: every bulk email must carry one (CAN-SPAM)")
     try:
-        _iana_timezone(project.timezone)
+        iana_timezone(project.timezone)
     except ValueError as exc:
         raise PipelineError(f"--timezone: {exc}") from None
     site_url = project.site_url if project.site_url.endswith("/") else project.site_url + "/"

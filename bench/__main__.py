@@ -234,7 +234,7 @@ def case_digest(sizes, recipients, repeat) -> None:
 
 def delete_build_caches(state: Path) -> None:
     """What makes a build cold: the parse, archive and page caches and the record of the last run's inputs."""
-    from pipeline.publish.feeds import ArchiveCache
+    from pipeline.publish.feed_files import ArchiveCache
     from pipeline.publish.outputs import FINGERPRINT_FILE
     from pipeline.publish.stories import PageCache
     from pipeline.sources.local import ParseCache

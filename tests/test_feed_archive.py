@@ -9,7 +9,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from pipeline.publish.feeds import feed_files
+from pipeline.publish.feed_files import feed_files
 
 from .generated import START, make_item, make_items
 
@@ -85,7 +85,7 @@ def test_no_archive_while_the_main_feed_holds_everything(config):
 
 
 def test_cached_archive_pages_are_the_bytes_a_fresh_build_gives_and_an_edit_rebuilds_its_page(limit20):
-    from pipeline.publish.feeds import ArchiveCache, save_archive_cache
+    from pipeline.publish.feed_files import ArchiveCache, save_archive_cache
 
     items = make_items(95)
     fresh = feed_files(items, limit20)
@@ -110,7 +110,7 @@ def test_archive_pages_built_from_parsed_items_are_found_again_for_the_same_item
     import pickle
 
     from pipeline.publish import feeds
-    from pipeline.publish.feeds import save_archive_cache
+    from pipeline.publish.feed_files import save_archive_cache
 
     items = make_items(95)
     fresh = feed_files(items, limit20)

@@ -10,7 +10,8 @@ from lxml import html as lxml_html
 
 from pipeline.config import load_config
 from pipeline.publish.digest import template_file
-from pipeline.publish.feeds import feed_files, schedule_interval, sy_update
+from pipeline.publish.feed_files import feed_files
+from pipeline.publish.feeds import schedule_interval, sy_update
 from pipeline.sources import read_content
 
 from .conftest import set_config

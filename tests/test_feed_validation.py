@@ -9,7 +9,7 @@ from lxml import etree
 
 from pipeline import usecases
 from pipeline.config import load_config
-from pipeline.publish.feeds import feed_files
+from pipeline.publish.feed_files import feed_files
 from pipeline.sources import read_content
 
 from .conftest import set_config

@@ -11,7 +11,7 @@ from lxml import html as lxml_html
 from pipeline import usecases
 from pipeline.config import load_config
 from pipeline.items import tag_slug
-from pipeline.publish.feeds import feed_files
+from pipeline.publish.feed_files import feed_files
 from pipeline.sources import read_content
 
 from .conftest import set_config

@@ -40,7 +40,7 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     ``read_content`` says the items were made from (keys of the feed archive cache).
     """
     from .digest import HTML_FILE, TEXT_FILE, public_copy
-    from .feeds import feed_files, topics
+    from .feed_files import feed_files, tag_feeds
     from .images import image_files
     from .site import archive_pages, site_pages
     from .stories import story_pages
@@ -49,7 +49,7 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     out = config.path("output")
     files = MemorySink() if sink is None else sink
     streamed = sink is not None  # the builders then give their keyed documents to the sink themselves
-    chosen_topics = topics(items, config)  # the feeds and the home page list the same topics: found once
+    chosen_topics = tag_feeds(items, config)  # the feeds and the home page list the same topics: found once
     for name, data in feed_files(items, config, chosen_topics, origins, sink=files if streamed else None).items():
         files.add(out / name, data)
     for path, data in site_pages(config, items, chosen_topics).items():

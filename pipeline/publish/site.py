@@ -17,7 +17,7 @@ from ..config import Config
 from ..items import Item, newest_first
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, environment_for, public_copy, template_file
-from .feeds import Topic, topics
+from .feed_files import TagFeed, tag_feeds
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
@@ -64,12 +64,12 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
 
 
 def site_pages(config: Config, items: list[Item] | None = None,
-               chosen_topics: list[Topic] | None = None) -> dict[Path, bytes]:
+               chosen_topics: list[TagFeed] | None = None) -> dict[Path, bytes]:
     """The home page that the feeds link to (with the topic feeds of these items), and the
     stylesheet that still makes the feeds readable in browsers that run XSLT."""
     out = config.path("output")
     env = environment_for(config)
-    listed = topics(items or [], config) if chosen_topics is None else chosen_topics
+    listed = tag_feeds(items or [], config) if chosen_topics is None else chosen_topics
     home = env.get_template("index.html").render(site=config.site, organisation=config.organisation,
                                                  topics=listed, signup_form=_signup_form(config))
     return {

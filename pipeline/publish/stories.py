@@ -40,7 +40,7 @@ from ..urls import STORIES_FOLDER, story_path
 from .digest import ARCHIVE_FOLDER, PACKAGE_TEMPLATES, environment_for, longdate
 
 if TYPE_CHECKING:
-    from .feeds import Topic
+    from .feed_files import TagFeed
     from .stream import MemorySink
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def og_locale(language: str) -> str:
 class StoryPages:
     """The story pages of one run: the templates compiled once, the shared parts made once."""
 
-    def __init__(self, items: list[Item], config: Config, chosen_topics: list[Topic] | None = None):
+    def __init__(self, items: list[Item], config: Config, chosen_topics: list[TagFeed] | None = None):
         self.config = config
         self.items = newest_first([item for item in items if item.local])
         self.tags = story_tags(self.items)
@@ -319,7 +319,7 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def story_pages(items: list[Item], config: Config, chosen_topics: list[Topic] | None = None,
+def story_pages(items: list[Item], config: Config, chosen_topics: list[TagFeed] | None = None,
                 origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[Path, bytes]:
     """Every story page, every page of the story index and of each tag, by path.
 

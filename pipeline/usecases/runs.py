@@ -158,7 +158,7 @@ def _kept_out_of_collections() -> Iterator[None]:
 def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: bool, inputs: bytes, *,
                     force: bool, stop: threading.Event | None, progress: bool | None) -> RunOutcome:
     from ..mail.lint import LintFailed, lint_config
-    from ..publish.feeds import save_archive_cache
+    from ..publish.feed_files import save_archive_cache
     from ..publish.site import archive_pages
     from ..publish.stories import save_page_cache
     from ..publish.websub import ping_hub

@@ -12,7 +12,7 @@ import click
 import pytest
 
 from pipeline.cli import cli
-from pipeline.publish.output import write_atomic
+from pipeline.publish.atomic import write_atomic
 
 from .conftest import REPO, override_template, run_cli, snapshot, write_item
 

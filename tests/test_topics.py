@@ -41,7 +41,8 @@ def _with_topics(project):
 
 
 def _add(storage, email: str, topics: list[str]) -> int:
-    from pipeline.state.storage import topics_key, utcnow
+    from pipeline.clock import utcnow
+    from pipeline.state.storage import topics_key
 
     _, profile = storage.operator_add(email, None, topics_key(topics), confirmed=True, now=utcnow())
     return profile.id

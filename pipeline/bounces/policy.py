@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from ..clock import utcnow
 from ..config import BouncePolicy
 from ..state.rows import BounceEvent, Subscriber, Suppression
-from ..state.schema import utcnow
 
 log = logging.getLogger(__name__)
 

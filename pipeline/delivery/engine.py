@@ -30,9 +30,10 @@ from typing import Protocol
 
 from tqdm import tqdm
 
+from ..clock import utcnow
 from ..config import Delivery
 from ..errors import PipelineError
-from ..state.storage import DEFERRED, FAILED, PENDING, SENT, SKIPPED, Claim, Outcome, utcnow
+from ..state.storage import DEFERRED, FAILED, PENDING, SENT, SKIPPED, Claim, Outcome
 from .transports import Connection, PermanentError, TransientError, Transport
 
 log = logging.getLogger(__name__)

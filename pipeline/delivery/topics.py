@@ -14,12 +14,13 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ..clock import utcnow
 from ..config import Config
 from ..errors import PipelineError
 from ..items import Item, tag_slug
 from ..mail.edition import EditionMail
 from ..mail.lint import Finding, lint_outgoing
-from ..state.storage import Claim, EditionVariants, Storage, StoredDigest, utcnow
+from ..state.storage import Claim, EditionVariants, Storage, StoredDigest
 
 log = logging.getLogger(__name__)
 

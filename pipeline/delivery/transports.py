@@ -19,7 +19,7 @@ from ..environment import smtp_password
 from ..errors import ConfigError
 from ..mail.addresses import ascii_address
 from ..mail.message import DotStuffed, dot_stuff
-from ..publish.output import write_atomic
+from ..publish.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

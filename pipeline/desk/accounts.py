@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..clock import utcnow
 from ..config import Config
 from ..errors import PipelineError
 from ..state.desk import DeskStore, DeskUser
-from ..state.schema import utcnow
 from ..state.storage import Storage
 
 log = logging.getLogger(__name__)

@@ -90,7 +90,7 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = (),
     ``record`` is called with the name of the version about to be live (the new one, just before the
     switch; the live one when nothing changed), to record what it holds.
     """
-    from .output import write_atomic
+    from .atomic import write_atomic
 
     switched = switch_point(out)
     current = current_version(switched)

@@ -72,7 +72,8 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
     """The whole web app: unsubscribe, and the signup pages (``service/signup.py``).  A signup's mail is
     queued; ``on_notice_queued`` is told each time (by default it wakes a drainer thread of this app's own,
     ``service/notices.py``; a test may pass a function that drains the queue in place)."""
-    from ..usecases.signup import Signups, utcnow
+    from ..clock import utcnow
+    from ..usecases.signup import Signups
     from .signup import PATHS as SIGNUP_PATHS
     from .signup import SignupPages
 

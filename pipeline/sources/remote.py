@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..clock import utcnow
 from ..config import Config, Fetch, RemoteSource
 from ..items import Item
-from ..state.storage import SourceState, Storage, utcnow
+from ..state.storage import SourceState, Storage
 from .fetch import Fetched, SourceError, fetch, make_client
 from .normalise import content_hash, entry_data, item_from_row, item_id_for, select_items
 from .parse import parse

@@ -14,6 +14,7 @@ from sqlalchemy import (
     update,
 )
 
+from ..clock import utcnow
 from .rows import (
     BounceEvent,
     Suppression,
@@ -33,7 +34,6 @@ from .schema import (
     processed_messages,
     subscribers,
     suppressions,
-    utcnow,
 )
 from .store_base import StoreBase
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from ..clock import utcnow
 from .ledger import _due
 from .rows import (
     Edition,
@@ -40,7 +41,6 @@ from .schema import (
     edition_items,
     editions,
     subscribers,
-    utcnow,
 )
 from .store_base import StoreBase
 

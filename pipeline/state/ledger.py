@@ -29,6 +29,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from ..clock import utcnow
 from .rows import (
     Claim,
     Outcome,
@@ -44,7 +45,6 @@ from .schema import (
     UTCDateTime,
     deliveries,
     subscribers,
-    utcnow,
     workers,
 )
 from .store_base import StoreBase

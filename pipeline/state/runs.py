@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-from .storage import RunRecord, Storage, runs, utcnow
+from ..clock import utcnow
+from .storage import RunRecord, Storage, runs
 
 log = logging.getLogger(__name__)
 

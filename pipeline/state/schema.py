@@ -43,9 +43,6 @@ PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED = "pending", "sending", "sent"
 LEDGER_STATUSES = (PENDING, SENDING, SENT, FAILED, DEFERRED, SKIPPED)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""

@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from ..clock import utcnow
 from .rows import (
     ConsentEvent,
     Profile,
@@ -32,7 +33,6 @@ from .schema import (
     rate_events,
     signup_tokens,
     subscribers,
-    utcnow,
 )
 from .store_base import StoreBase
 

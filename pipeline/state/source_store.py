@@ -12,6 +12,7 @@ from sqlalchemy import (
     update,
 )
 
+from ..clock import utcnow
 from .rows import (
     RunRecord,
     SourceState,
@@ -21,7 +22,6 @@ from .schema import (
     runs,
     source_items,
     sources,
-    utcnow,
 )
 from .store_base import StoreBase
 

@@ -77,7 +77,6 @@ from .schema import (
     schema_info,
     subscribers,
     topics_key,
-    utcnow,
 )
 from .signup_store import SignupStore
 from .source_store import SourceStore
@@ -122,14 +121,14 @@ __all__ = [
     "WorkerRecord",
     "claim_statement",
     "consent_events",
-    "database_url",
+    "state_database_url",
     "deliveries",
     "editions",
     "runs",
     "schema_info",
     "subscribers",
     "topics_key",
-    "utcnow",
+
 ]
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def database_url(state_folder: Path, override: str | None = None) -> str:
+def state_database_url(state_folder: Path, override: str | None = None) -> str:
     if override:
         return override
     return f"sqlite:///{private_file(private_folder(state_folder) / DATABASE_FILE)}"
@@ -172,7 +171,7 @@ class Storage(SubscriberStore, SignupStore, NoticeStore, EditionStore, LedgerSto
 
     @classmethod
     def for_state(cls, state_folder: Path, override: str | None = None) -> Storage:
-        return cls(database_url(state_folder, override))
+        return cls(state_database_url(state_folder, override))
 
     def close(self) -> None:
         self.engine.dispose()

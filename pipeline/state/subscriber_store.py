@@ -13,6 +13,7 @@ from sqlalchemy import (
     update,
 )
 
+from ..clock import utcnow
 from .rows import (
     Profile,
     Subscriber,
@@ -26,7 +27,6 @@ from .schema import (
     UNSUBSCRIBED,
     deliveries,
     subscribers,
-    utcnow,
 )
 from .store_base import StoreBase
 

@@ -15,12 +15,13 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
 import dns.resolver
 
+from ..clock import utcnow
 from ..config import Config
 from ..delivery.transports import PermanentError, TransientError, Transport, transport_for
 from ..environment import previous_secrets, signing_secret
@@ -60,9 +61,6 @@ PAUSES = {"": 0, "2w": 14, "1m": 30, "3m": 91}  # the preferences page's pause c
 NOTICE_RETRIES = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 NOTICE_LEASE = timedelta(minutes=10)  # a claimed notice not finished by then (its drainer died) is taken back
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def consent_line(config: Config) -> str:

@@ -28,14 +28,14 @@ def _origin(url: str) -> str:
 
 
 def accepted_origins(config: Config) -> list[str]:
-    """The origins whose pages may post the form, as ``service.signup.allowed_origin`` decides."""
+    """The origins whose pages may post the form, as ``service.signup_pages.allowed_origin`` decides."""
     found = [_origin(web_url(config)), _origin(config.site.base_url), *config.signup.embed_origins]
     return list(dict.fromkeys(found))
 
 
 def signup_snippet(config: Config, origin: str | None = None) -> Snippet:
     from .publish.digest import environment_for
-    from .service.signup import form_view
+    from .service.signup_pages import form_view
 
     accepted = accepted_origins(config)
     warning = None

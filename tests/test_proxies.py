@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.service.proxies import Client, behind_proxies, networks, node_name, parse_forwarded, resolve
-from pipeline.service.signup import client_ip
+from pipeline.service.signup_pages import client_ip
 
 from .conftest import set_config
 

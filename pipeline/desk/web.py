@@ -47,7 +47,7 @@ class SendJob:
 def client_address(config: Config) -> str:
     """The client's address for the sign-in throttle and the audit log: the same rule as the public app
     (forwarding headers believed only from ``web.trusted_proxies``, see ``service/proxies.py``)."""
-    from ..service.signup import client_ip
+    from ..service.signup_pages import client_ip
 
     return (client_ip(request.environ, config.web.trusted_proxies) or "unknown")[:64]
 

@@ -80,6 +80,6 @@ def site_pages(config: Config, items: list[Item] | None = None,
 
 def _signup_form(config: Config):
     """The signup form the site's pages show (static: no form stamp; the app asks once more)."""
-    from ..service.signup import form_view
+    from ..service.signup_pages import form_view
 
     return form_view(config)

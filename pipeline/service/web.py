@@ -1,4 +1,4 @@
-"""The web app: one-click unsubscribe (RFC 8058) and the signup pages (``service/signup.py``), as one
+"""The web app: one-click unsubscribe (RFC 8058) and the signup pages (``service/signup_pages.py``), as one
 WSGI app, servable by any WSGI server.
 
 GET only shows a confirmation page: mail security scanners follow every link in a
@@ -69,13 +69,13 @@ def _form_body(environ) -> dict[str, list[str]]:
 
 def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
              on_notice_queued: Callable[[], object] | None = None):
-    """The whole web app: unsubscribe, and the signup pages (``service/signup.py``).  A signup's mail is
+    """The whole web app: unsubscribe, and the signup pages (``service/signup_pages.py``).  A signup's mail is
     queued; ``on_notice_queued`` is told each time (by default it wakes a drainer thread of this app's own,
     ``service/notices.py``; a test may pass a function that drains the queue in place)."""
     from ..clock import utcnow
     from ..usecases.signup import Signups
-    from .signup import PATHS as SIGNUP_PATHS
-    from .signup import SignupPages
+    from .signup_pages import PATHS as SIGNUP_PATHS
+    from .signup_pages import SignupPages
 
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))

@@ -1,6 +1,6 @@
 """The signup use cases: double opt-in, its bot protection, preferences, and the consent record.
 
-Called by the web app (``service/signup.py``), the subscriber commands and imports; like
+Called by the web app (``service/signup_pages.py``), the subscriber commands and imports; like
 ``app.py`` it holds the rules, and the callers only translate requests and replies.
 
 The form answers the same thing whatever the state of the address (new, pending,

@@ -1,7 +1,7 @@
 """The signup pages of the web app: /subscribe, /confirm, /preferences.
 
-Only translation lives here (request → ``pipeline.signup`` → page); every rule is in
-``pipeline.signup``.  GETs show pages and change nothing (mail scanners follow
+Only translation lives here (request → ``pipeline.usecases.signup`` → page); every rule is in
+``pipeline.usecases.signup``.  GETs show pages and change nothing (mail scanners follow
 links); every change is a POST from a button.  Cross-site POSTs are refused unless
 their Origin is the site's own or one listed in ``signup.embed_origins``.
 """

@@ -1,7 +1,7 @@
 """The signup use cases: double opt-in, its bot protection, preferences, and the consent record.
 
 Called by the web app (``service/signup_pages.py``), the subscriber commands and imports; like
-``app.py`` it holds the rules, and the callers only translate requests and replies.
+every use case it holds the rules, and the callers only translate requests and replies.
 
 The form answers the same thing whatever the state of the address (new, pending,
 active), so it cannot be used to find out who is subscribed; only a person who can

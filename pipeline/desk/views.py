@@ -13,14 +13,11 @@ from ..errors import PipelineError
 from . import stories as story_files
 from .digest import next_digest
 from .forms import (
-    ImportForm,
-    ReasonForm,
     ScheduleForm,
     SendForm,
     SetPasswordForm,
     SignInForm,
     StoryForm,
-    SubscriberAddForm,
 )
 from .sessions import DeskSession
 from .web import SendJob, audit, desk, signed_in
@@ -261,137 +258,7 @@ def register(app: Flask) -> None:
             audit("looked up a recipient", f"edition {edition_id}")
         return render_template("edition.html", report=report, query=query, found=found)
 
-    # -- subscribers and health ------------------------------------------------------------------------
-
-    @app.route("/subscribers")
-    @signed_in()
-    def subscribers():
-        query = request.args.get("q", "").strip()
-        rows = desk()["store"].search_subscribers(query) if query else []
-        return render_template("subscribers.html", query=query, rows=rows)
-
-    @app.route("/subscribers/one")
-    @signed_in()
-    def subscriber():
-        from .subscribers import subscriber_record
-
-        address = request.args.get("email", "")
-        try:
-            record = subscriber_record(desk()["config"], desk()["storage"], address)
-        except PipelineError as exc:
-            abort(404, str(exc))
-        if record is None:
-            abort(404, f"{address} is not on the list.")
-        audit("looked at a subscriber", record.profile.email)
-        return render_template("subscriber.html", record=record, reason=ReasonForm(formdata=None))
-
-    @app.route("/subscribers/add", methods=["GET", "POST"])
-    @signed_in("admin")
-    def subscriber_add():
-        from ..usecases.signup import operator_add
-
-        form = SubscriberAddForm()
-        if form.validate_on_submit():
-            reason = (form.reason.data or "").strip()
-            if form.confirmed.data and not reason:
-                form.reason.errors = ["Say how they agreed (e.g. signed the paper form at the spring walk)."]
-            else:
-                try:
-                    email, outcome = operator_add(desk()["config"], desk()["storage"], form.email.data or "",
-                                                  form.name.data or None, None, confirmed=bool(form.confirmed.data),
-                                                  transport=desk()["transport"],
-                                                  reason=f"desk: {reason}" if reason else None)
-                except PipelineError as exc:
-                    form.email.errors = [str(exc)]
-                else:
-                    audit("subscriber added", f"{email}: {outcome}" + (f" ({reason})" if reason else ""))
-                    flash(f"{email}: {outcome}.")
-                    return redirect(url_for("subscriber", email=email))
-        return render_template("subscriber_add.html", form=form), 200 if request.method == "GET" else 400
-
-    @app.route("/subscribers/unsubscribe", methods=["POST"])
-    @signed_in("admin")
-    def subscriber_unsubscribe():
-        from ..mail.addresses import normalise_address
-        from ..usecases.signup import unsubscribe
-
-        email = normalise_address(request.form.get("email", ""))
-        changed = unsubscribe(desk()["storage"], email, "desk")
-        audit("subscriber unsubscribed", email if changed else f"{email} (already)")
-        flash(f"{email} is unsubscribed." if changed else f"{email} was not subscribed.")
-        return redirect(url_for("subscriber", email=email))
-
-    @app.route("/subscribers/lift", methods=["POST"])
-    @signed_in("admin")
-    def subscriber_lift():
-        from .. import usecases as use_cases
-
-        email = request.form.get("email", "")
-        form = ReasonForm()
-        if not form.validate():
-            flash("Say why the suppression is lifted.")
-            return redirect(url_for("subscriber", email=email))
-        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "")
-        audit("suppression lifted" if lifted else "no suppression to lift", f"{email}: {form.reason.data}")
-        flash("The suppression is lifted." if lifted else "There was no suppression to lift.")
-        return redirect(url_for("subscriber", email=email))
-
-    @app.route("/subscribers/import", methods=["GET", "POST"])
-    @signed_in("admin")
-    def subscriber_import():
-        from .subscribers import keep_upload, preview_import
-
-        form = ImportForm()
-        preview = key = None
-        if form.validate_on_submit():
-            upload = _uploaded(form.csv_file)
-            if upload is None:
-                form.csv_file.errors = ["Choose a CSV file."]
-            else:
-                name = upload.filename or "upload.csv"
-                try:
-                    text = upload.read().decode("utf-8-sig")
-                    preview = preview_import(desk()["storage"], text, name)
-                    key = keep_upload(desk()["config"], text)
-                except UnicodeDecodeError:
-                    form.csv_file.errors = [f"{name}: not UTF-8 text; save it as CSV UTF-8"]
-                except PipelineError as exc:
-                    form.csv_file.errors = [str(exc)]
-        return render_template("subscriber_import.html", form=form, preview=preview, key=key,
-                               commit=ImportForm(formdata=None)), 200 if request.method == "GET" or preview else 400
-
-    @app.route("/subscribers/import/commit", methods=["POST"])
-    @signed_in("admin")
-    def subscriber_import_commit():
-        from ..usecases.subscribers import read_csv_file
-        from .subscribers import kept_upload
-
-        path = kept_upload(desk()["config"], request.form.get("key", ""))
-        if path is None:
-            abort(400, "This import was made already or has expired; upload the file again.")
-        confirmed = request.form.get("confirmed") == "y"
-        try:
-            report = read_csv_file(desk()["storage"], path, desk()["config"], confirmed=confirmed)
-        finally:
-            path.unlink()
-        audit("subscribers imported", f"{report.added} added, {report.updated} updated, "
-                                      f"{len(report.invalid)} refused" + (" (confirmed)" if confirmed else ""))
-        flash(f"Imported: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-              f"{report.kept_unsubscribed} kept unsubscribed, {report.kept_suppressed} kept suppressed.")
-        return redirect(url_for("subscribers"))
-
-    @app.route("/subscribers/export.csv")
-    @signed_in("admin")
-    def subscriber_export():
-        import io
-
-        from ..usecases.subscribers import export_csv
-
-        out = io.StringIO()
-        count = export_csv(desk()["storage"], out)
-        audit("subscribers exported", f"{count} rows")
-        return out.getvalue(), 200, {"Content-Type": "text/csv; charset=utf-8",
-                                     "Content-Disposition": 'attachment; filename="subscribers.csv"'}
+    # -- health --------------------------------------------------------------------------------------
 
     @app.route("/health")
     @signed_in()
@@ -429,7 +296,7 @@ def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
     threading.Thread(target=work, name=f"desk send {edition_id}", daemon=True).start()
 
 
-def _uploaded(field: Any) -> FileStorage | None:
+def uploaded_file(field: Any) -> FileStorage | None:
     data = field.data
     return data if isinstance(data, FileStorage) and data.filename else None
 
@@ -448,8 +315,8 @@ def _story_page(slug: str | None):
     preview_html = None
     if request.method == "POST" and form.validate_on_submit():
         story = _story_from(form, story, new)
-        image = _uploaded(form.image)
-        enclosure = _uploaded(form.enclosure)
+        image = uploaded_file(form.image)
+        enclosure = uploaded_file(form.enclosure)
         try:
             if image is not None:
                 if not (form.image_alt.data or "").strip():

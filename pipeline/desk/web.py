@@ -151,9 +151,10 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
         return {"user": g.get("user"), "site": config.site, "button": ButtonForm(formdata=None),
                 "nav": NAV, "active": request.endpoint}
 
-    from . import views
+    from . import subscriber_views, views
 
     views.register(app)
+    subscriber_views.register(app)
     return app
 
 

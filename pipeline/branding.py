@@ -10,7 +10,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .mail.colour import contrast, parse_colour
+from .colour import contrast, parse_colour
 
 AA_CONTRAST = 4.5  # WCAG 2.1 AA for body text
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")

@@ -153,3 +153,35 @@ def test_every_use_case_is_exported_by_the_package_and_loads_from_its_module():
                 defined[node.name] = path.stem
     assert {name: module for name, module in defined.items() if usecases._WHERE.get(name) != module} == {}
     assert usecases.run.__module__ == "pipeline.usecases.runs" and usecases.status.__module__.endswith("reporting")
+
+
+# -- layers: every module-level import points down ------------------------------------------------------
+
+# From the bottom: the leaf modules at the package root (config, items, text, errors, clock, ...), the
+# state (the only SQL; its rows are what the stages pass around), the stages in the order data flows,
+# the use cases, the long-running parts and other front doors, and the command line on top.
+LAYERS = [{"core"}, {"state"}, {"sources"}, {"publish"}, {"mail"}, {"delivery"}, {"bounces"}, {"usecases"},
+          {"service", "desk", "snippet", "newproject", "docgen"}, {"cli", "__main__"}]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    folder = parts[1] if len(parts) > 1 else "core"
+    top = {name for layer in LAYERS for name in layer}
+    name = folder if folder in top else "core"
+    return next(n for n, layer in enumerate(LAYERS) if name in layer)
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} -> {dep}" for module, deps in graph.items() for dep in deps
+                  if module != "pipeline" and _layer(dep) > _layer(module))
+
+
+def test_every_module_level_import_points_down_the_layers():
+    assert _upward(_module_imports()) == []
+    assert _layer("pipeline.usecases.runs") > _layer("pipeline.delivery.engine") > _layer("pipeline.state.ledger")
+
+
+def test_an_import_up_the_layers_is_found():
+    graph = {"pipeline.branding": {"pipeline.mail.lint", "pipeline.errors"}, "pipeline.mail.lint": {"pipeline.branding"}}
+    assert _upward(graph) == ["pipeline.branding -> pipeline.mail.lint"]

@@ -8,7 +8,7 @@ from importlib import resources
 from lxml import html as lxml_html
 
 from pipeline.branding import Branding
-from pipeline.mail.colour import contrast, parse_colour
+from pipeline.colour import contrast, parse_colour
 
 from .conftest import run_cli, set_config
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from pipeline.mail.colour import contrast, luminance, parse_colour
+from pipeline.colour import contrast, luminance, parse_colour
 from pipeline.service.browser import VIEWS, View, chromium, open_page, show_digest
 from pipeline.service.preview import make_app, make_preview_server
 

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
+from ..colour import contrast, parse_colour
 from ..config import Config
 from ..errors import PipelineError
 from ..items import Item
 from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 from ..publish.images import locate, real_size, relative_to_site
-from .colour import contrast, parse_colour
 
 # The pipeline's limit for a Subject: desktop inboxes cut longer ones (mobile ones after about 40 characters).
 SUBJECT_CHARS = 120

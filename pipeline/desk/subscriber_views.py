@@ -3,16 +3,22 @@ Each view reads the request, calls one use case, records what it did, and render
 
 from __future__ import annotations
 
+import io
 import logging
 
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 
+from .. import usecases as use_cases
 from ..errors import PipelineError
+from ..mail.addresses import normalise_address
+from ..usecases.signup import operator_add, unsubscribe
+from ..usecases.subscribers import export_csv, read_csv_file
 from .forms import (
     ImportForm,
     ReasonForm,
     SubscriberAddForm,
 )
+from .subscribers import keep_upload, kept_upload, preview_import, subscriber_record
 from .views import uploaded_file
 from .web import audit, desk, signed_in
 
@@ -32,7 +38,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/one")
     @signed_in()
     def subscriber():
-        from .subscribers import subscriber_record
 
         address = request.args.get("email", "")
         try:
@@ -47,7 +52,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/add", methods=["GET", "POST"])
     @signed_in("admin")
     def subscriber_add():
-        from ..usecases.signup import operator_add
 
         form = SubscriberAddForm()
         if form.validate_on_submit():
@@ -71,8 +75,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/unsubscribe", methods=["POST"])
     @signed_in("admin")
     def subscriber_unsubscribe():
-        from ..mail.addresses import normalise_address
-        from ..usecases.signup import unsubscribe
 
         email = normalise_address(request.form.get("email", ""))
         changed = unsubscribe(desk()["storage"], email, "desk")
@@ -83,7 +85,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/lift", methods=["POST"])
     @signed_in("admin")
     def subscriber_lift():
-        from .. import usecases as use_cases
 
         email = request.form.get("email", "")
         form = ReasonForm()
@@ -98,7 +99,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/import", methods=["GET", "POST"])
     @signed_in("admin")
     def subscriber_import():
-        from .subscribers import keep_upload, preview_import
 
         form = ImportForm()
         preview = key = None
@@ -122,8 +122,6 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/import/commit", methods=["POST"])
     @signed_in("admin")
     def subscriber_import_commit():
-        from ..usecases.subscribers import read_csv_file
-        from .subscribers import kept_upload
 
         path = kept_upload(desk()["config"], request.form.get("key", ""))
         if path is None:
@@ -142,9 +140,7 @@ def register(app: Flask) -> None:
     @app.route("/subscribers/export.csv")
     @signed_in("admin")
     def subscriber_export():
-        import io
 
-        from ..usecases.subscribers import export_csv
 
         out = io.StringIO()
         count = export_csv(desk()["storage"], out)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.datastructures import FileStorage
 
+from .. import usecases as use_cases
 from ..errors import PipelineError
+from ..state.lock import RunLocked
 from . import stories as story_files
-from .digest import next_digest
+from .digest import edition_report, health_report, next_digest
 from .forms import (
     ScheduleForm,
     SendForm,
@@ -124,7 +127,6 @@ def register(app: Flask) -> None:
     @app.route("/digest")
     @signed_in()
     def digest():
-        from .. import usecases as use_cases
 
         config = desk()["config"]
         try:
@@ -151,7 +153,6 @@ def register(app: Flask) -> None:
     @app.route("/digest/test", methods=["POST"])
     @signed_in()
     def digest_test():
-        from .. import usecases as use_cases
 
         try:
             reply = use_cases.send_test(desk()["config"], g.user.email, desk()["transport"])
@@ -166,7 +167,6 @@ def register(app: Flask) -> None:
     @app.route("/send", methods=["GET", "POST"])
     @signed_in("admin")
     def send():
-        from .. import usecases as use_cases
 
         config = desk()["config"]
         try:
@@ -190,9 +190,7 @@ def register(app: Flask) -> None:
     @app.route("/send/schedule", methods=["POST"])
     @signed_in("admin")
     def send_schedule():
-        from zoneinfo import ZoneInfo
 
-        from .. import usecases as use_cases
 
         config = desk()["config"]
         plan = use_cases.send_dry_run(config)
@@ -246,7 +244,6 @@ def register(app: Flask) -> None:
     @app.route("/editions/<edition_id>")
     @signed_in()
     def edition(edition_id: str):
-        from .digest import edition_report
 
         report = edition_report(desk()["config"], desk()["storage"], edition_id)
         if report is None:
@@ -263,7 +260,6 @@ def register(app: Flask) -> None:
     @app.route("/health")
     @signed_in()
     def health():
-        from .digest import health_report
 
         return render_template("health.html", report=health_report(desk()["config"], desk()["storage"]))
 
@@ -275,7 +271,6 @@ def _start_send(edition_id: str) -> None:
 
 def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
     """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
-    from .. import usecases as use_cases
 
     config, jobs = ext["config"], ext["jobs"]
     job = SendJob(edition_id, by, ext["clock"]())
@@ -353,8 +348,6 @@ def _story_page(slug: str | None):
 
 def _publish_feeds() -> None:
     """Rebuild the feeds and the site at once, so the story is out; a run in progress does it itself."""
-    from .. import usecases as use_cases
-    from ..state.lock import RunLocked
 
     try:
         use_cases.run(desk()["config"], action="feeds", wait=False)
@@ -366,7 +359,6 @@ def _publish_feeds() -> None:
 
 
 def _now_text(config) -> str:
-    from zoneinfo import ZoneInfo
 
     now = desk()["clock"]().astimezone(ZoneInfo(config.digest.timezone))
     return now.replace(microsecond=0).isoformat()

@@ -29,6 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
 from ..bounces.policy import record_bounce
 from ..config import Config, SesWebhook
 from ..environment import secret_from_env
@@ -116,7 +123,6 @@ class SnsVerifier:
         return url.startswith("https://") and bool(self.pattern.match(url)) and "@" not in url.split("/")[2]
 
     def certificate(self, url: str):
-        from cryptography import x509
 
         if not self.trusted_url(url):
             raise Rejected("403 Forbidden", "SigningCertURL is not an allowed SNS address")
@@ -143,9 +149,6 @@ class SnsVerifier:
         return cached
 
     def verify(self, message: dict[str, Any]) -> None:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
         version = str(message.get("SignatureVersion"))
         algorithm = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(version)
@@ -167,7 +170,6 @@ class SnsVerifier:
 
 
 def _https_get(url: str, context: ssl.SSLContext) -> bytes:
-    import httpx
 
     response = httpx.get(url, verify=context, timeout=10, follow_redirects=False)
     response.raise_for_status()
@@ -381,10 +383,6 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
         return record("postmark", postmark_events(payload if isinstance(payload, dict) else {}))
 
     def handle_sendgrid(environ, body: bytes) -> Tally:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.serialization import load_der_public_key
 
         if hooks.sendgrid is None or not sendgrid_key:
             raise Rejected("404 Not Found", "SendGrid webhook not configured")

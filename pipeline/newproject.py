@@ -19,7 +19,12 @@ from datetime import datetime, timezone
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
+from PIL import Image, ImageDraw, ImageFont
+
+from .config.base import iana_timezone
+from .environment import weak_secret
 from .errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,6 @@ def _q(value: str) -> str:
 
 def check(project: NewProject) -> NewProject:
     """The answers, checked before anything is written; each problem names its option."""
-    from .config.base import iana_timezone
 
     if not project.name.strip():
         raise PipelineError("--name: give the organisation's name")
@@ -164,7 +168,6 @@ them in your browser.
 
 def draw_image(path: Path, name: str) -> None:
     """The example story's banner: drawn here, so the project owns every file it publishes."""
-    from PIL import Image, ImageDraw, ImageFont
 
     width, height = IMAGE_SIZE
     image = Image.new("RGB", IMAGE_SIZE, "#1f5fa8")
@@ -194,7 +197,6 @@ pipeline.env
 def new_secret() -> str:
     """A random signing secret that also passes the pattern rule (a random one fails it about once in
     ten thousand draws: four equal characters in a row)."""
-    from .environment import weak_secret
 
     while True:
         value = secrets.token_urlsafe(32)
@@ -245,7 +247,6 @@ def create(project: NewProject, now: datetime | None = None) -> list[Path]:
     if (folder / "config.yaml").exists():
         raise PipelineError(f"{folder / 'config.yaml'}: already exists; `pipeline init` starts a new project only")
     now = now or datetime.now(timezone.utc)
-    from zoneinfo import ZoneInfo
 
     local = now.astimezone(ZoneInfo(project.timezone)).replace(microsecond=0)
     texts = {

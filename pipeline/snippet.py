@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .config import Config
+from .publish.digest import environment_for
+from .service.signup_pages import form_view
 from .urls import web_url
 
 
@@ -34,8 +36,6 @@ def accepted_origins(config: Config) -> list[str]:
 
 
 def signup_snippet(config: Config, origin: str | None = None) -> Snippet:
-    from .publish.digest import environment_for
-    from .service.signup_pages import form_view
 
     accepted = accepted_origins(config)
     warning = None

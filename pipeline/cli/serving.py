@@ -48,9 +48,9 @@ def signup_snippet(ctx: Context, origin: str | None) -> None:
 def serve_web(ctx: Context, host: str, port: int) -> None:
     """Run the web app (one-click unsubscribe, signup, confirmation, preferences) on waitress (put it
     behind your HTTPS reverse proxy)."""
-    from .. import usecases
+    from ..service import servers
 
-    with usecases.web_server(ctx.config, host, port) as server:
+    with servers.web_server(ctx.config, host, port) as server:
         _serve_until_interrupted(server, f"http://{host}:{server.server_port}/unsubscribe")
 
 
@@ -68,11 +68,11 @@ def desk() -> None:
 @pass_context
 def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
     """Create the desk account ADDRESS (or change its role and password); its sessions end."""
-    from .. import usecases
+    from ..service import servers
 
     password = None if link else click.prompt("Password (at least 12 characters)", hide_input=True,
                                               confirmation_prompt=True)
-    outcome, set_password = usecases.add_desk_user(ctx.config, address, role, password)
+    outcome, set_password = servers.add_desk_user(ctx.config, address, role, password)
     click.echo(f"{address}: {outcome} as {role}")
     if set_password:
         click.echo(f"set-password link (once, within 48 hours): {set_password}")
@@ -84,9 +84,9 @@ def desk_add_user(ctx: Context, address: str, role: str, link: bool) -> None:
 @pass_context
 def desk_serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the desk alone, at /desk/ of its own address (e.g. loopback or an intranet)."""
-    from .. import usecases
+    from ..service import servers
 
-    with usecases.desk_server(ctx.config, host, port) as server:
+    with servers.desk_server(ctx.config, host, port) as server:
         _serve_until_interrupted(server, f"http://{host or ctx.config.desk.host or '127.0.0.1'}:"
                                          f"{server.server_port}/desk/")
 
@@ -116,10 +116,10 @@ def serve_bounces(ctx: Context, host: str | None, port: int | None) -> None:
     import signal
     import threading
 
-    from .. import usecases
+    from ..service import servers
 
     stop = threading.Event()
-    with usecases.bounce_receiver(ctx.config, host, port) as receiver:
+    with servers.bounce_receiver(ctx.config, host, port) as receiver:
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         click.echo(f"receiving bounces on {receiver.hostname}:{receiver.port} (Ctrl-C to stop)", err=True)
         try:

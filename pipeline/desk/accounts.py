@@ -15,8 +15,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..clock import utcnow
 from ..config import Config
 from ..errors import PipelineError
+from ..mail.addresses import normalise_address
 from ..state.desk import DeskStore, DeskUser
 from ..state.storage import Storage
+from ..urls import web_url
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,6 @@ def check_password(password: str) -> str:
 
 
 def normalise_email(address: str) -> str:
-    from ..mail.addresses import normalise_address
 
     return normalise_address(address)
 
@@ -73,7 +74,6 @@ def add_user(storage: Storage, address: str, role: str, password: str | None, *,
 
 def set_password_link(config: Config, token: str) -> str:
     """Where a person with a one-time token chooses their password."""
-    from ..urls import web_url
 
     return f"{web_url(config)}desk/set-password?token={token}"
 

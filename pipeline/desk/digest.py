@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import usecases as use_cases
 from ..config import Config
+from ..delivery.editions import edition_id_for, items_to_look_at
+from ..environment import lint_secret
 from ..items import Item
+from ..mail.edition import EditionMail
+from ..publish.digest import archive_url
+from ..sources.merge import merge_items
+from ..state.desk import DeskStore
 from ..state.storage import Edition, Storage
+from ..usecases import RunContext, open_storage, read_items
 
 
 @dataclass(frozen=True)
@@ -33,11 +41,6 @@ class DigestPreview:
 def next_digest(config: Config) -> DigestPreview:
     """The next edition's digest (else the latest's, else the newest items'), as lint looks at it: the
     message one made-up subscriber would get.  Reads the last fetch of the sources; writes nothing."""
-    from ..delivery.editions import edition_id_for, items_to_look_at
-    from ..environment import lint_secret
-    from ..mail.edition import EditionMail
-    from ..sources.merge import merge_items
-    from ..usecases import RunContext, open_storage, read_items
 
     delivery = config.require_delivery()
     with open_storage(config) as storage:
@@ -63,8 +66,6 @@ class EditionReport:
 
 
 def edition_report(config: Config, storage: Storage, edition_id: str) -> EditionReport | None:
-    from ..publish.digest import archive_url
-    from ..state.desk import DeskStore
 
     edition = storage.get_edition(edition_id)
     if edition is None:
@@ -77,7 +78,6 @@ def edition_report(config: Config, storage: Storage, edition_id: str) -> Edition
 def health_report(config: Config, storage: Storage) -> dict[str, Any]:
     """Sources and their last fetch, the last runs (a run with no end was interrupted or is running), the
     next scheduled jobs, and the editions with deferred messages and their next retry."""
-    from .. import usecases as use_cases
 
     local, sources = use_cases.sources(config)
     report = use_cases.status(config, runs=10)

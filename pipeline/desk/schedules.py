@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from .. import usecases as use_cases
 from ..config import Config
 from ..state.desk import DeskStore, ScheduledSend
 from ..state.storage import Storage
@@ -20,7 +21,6 @@ TICK_SECONDS = 30.0
 
 def run_due(config: Config, storage: Storage, now: datetime, start: Callable[[str, str], None]) -> list[ScheduledSend]:
     """Start every waiting schedule that is due; one whose edition changed is skipped, with the reason kept."""
-    from .. import usecases as use_cases
 
     store = DeskStore(storage)
     started = []

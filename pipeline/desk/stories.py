@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image, UnidentifiedImageError
 
 from ..config import Config
 from ..errors import ContentError, PipelineError
-from ..items import Item
-from ..sources.local import _SLUG, _split, read_item
+from ..items import Item, clean_html
+from ..sources.local import _SLUG, _markdown, _split, read_item
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,6 @@ def _safe_stem(name: str) -> str:
 def save_image(config: Config, slug: str, filename: str, data: bytes, alt: str) -> dict[str, Any]:
     """Keep an uploaded image in ``content/images/`` (published with the site) if Pillow reads it as JPEG,
     PNG, GIF or WebP; returns the front matter's image mapping with its real size and type."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -255,8 +255,6 @@ def save_enclosure(config: Config, slug: str, filename: str, data: bytes, mime: 
 
 def preview_html(config: Config, body: str, slug: str = "preview") -> str:
     """The story's body as the feeds and the digest carry it (Markdown, cleaned)."""
-    from ..items import clean_html
-    from ..sources.local import _markdown
 
     # Relative URLs resolve as the published story's do: against site.base_url unless item_link points elsewhere.
     given = config.site.item_link

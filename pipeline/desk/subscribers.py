@@ -11,12 +11,14 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import usecases as use_cases
 from ..config import Config
 from ..errors import PipelineError
 from ..mail.addresses import AddressError, normalise_address
 from ..state.desk import DeskStore, RecipientDelivery
 from ..state.files import private_folder, write_private
 from ..state.storage import UNSUBSCRIBED, BounceEvent, ConsentEvent, Profile, Storage, Suppression
+from ..usecases.signup import show
 
 IMPORTS = "desk-imports"
 
@@ -32,8 +34,6 @@ class SubscriberRecord:
 
 
 def subscriber_record(config: Config, storage: Storage, address: str) -> SubscriberRecord | None:
-    from .. import usecases as use_cases
-    from ..usecases.signup import show
 
     report = show(storage, address)
     if report is None:

@@ -17,6 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from ..errors import ConfigError
 
 # What providers and RFC 8058 expect signed; a name listed more often than it appears is "over-signed",
@@ -65,8 +69,6 @@ class DkimSigner:
 
     @classmethod
     def from_file(cls, domain: str, selector: str, algorithm: str, key_file: Path) -> DkimSigner:
-        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         try:
             key = load_pem_private_key(key_file.read_bytes(), password=None)
@@ -102,8 +104,6 @@ class DkimSigner:
         return b"DKIM-Signature: " + tags + folded + b"\r\n" + head + separator + body
 
     def _sign(self, data: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
 
         if self.algorithm == "rsa-sha256":
             return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[attr-defined]
@@ -111,7 +111,6 @@ class DkimSigner:
 
     def dns_record(self) -> str:
         """The TXT record to publish at <selector>._domainkey.<domain>."""
-        from cryptography.hazmat.primitives import serialization
 
         public = self.key.public_key()  # type: ignore[attr-defined]
         if self.algorithm == "rsa-sha256":

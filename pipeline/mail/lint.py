@@ -21,6 +21,7 @@ from ..errors import PipelineError
 from ..items import Item
 from ..publish.digest import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT
 from ..publish.images import locate, real_size, relative_to_site
+from ..sources.local import field_line
 
 # The pipeline's limit for a Subject: desktop inboxes cut longer ones (mobile ones after about 40 characters).
 SUBJECT_CHARS = 120
@@ -233,7 +234,6 @@ def lint_images(markup: str, config: Config, name: str = "digest.html",
 
 def _content_where(item: Item, config: Config, field: str, sub: str) -> str:
     """``content/<slug>.md:<line>: <field>.<sub>`` for a field of a local item's front matter."""
-    from ..sources.local import field_line
 
     path = config.path("content") / f"{item.slug}.md"
     try:

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Delivery
 from ..errors import PipelineError
+from ..publish.digest import PREFERENCES_PLACEHOLDER
 from .addresses import ascii_address
 from .tokens import make_token
 
@@ -81,7 +82,6 @@ class Recipient:
 def _with_preferences(body: str, recipient: Recipient) -> str:
     if not recipient.preferences_url:
         return body
-    from ..publish.digest import PREFERENCES_PLACEHOLDER
 
     return body.replace(PREFERENCES_PLACEHOLDER, recipient.preferences_url)
 
@@ -317,7 +317,6 @@ class MessageTemplate:
             self._pieces = split
         self._wire_pieces = self._stuffed_pieces()
         # The bodies' constant bytes, encoded once; per recipient only the blocks around the URL.
-        from ..publish.digest import PREFERENCES_PLACEHOLDER
 
         self._preferences_placeholder = PREFERENCES_PLACEHOLDER
         self._text = Base64Body(envelope.text, [placeholder, PREFERENCES_PLACEHOLDER])

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from PIL import Image, UnidentifiedImageError
+
 from ..config import Config
 from ..items import Item
+from .digest import PACKAGE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,6 @@ def locate(url: str, config: Config, items: Iterable[Item] = (),
     candidates: list[Path | None] = [_inside(config.path("content"), local_file) for local_file in named]
     if logo is not None and logo.file is not None and logo.url == url:
         candidates.append(config.resolve(logo.file))
-    from .digest import PACKAGE_TEMPLATES
 
     candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel),
                    _inside(PACKAGE_TEMPLATES, rel), target]
@@ -117,7 +119,6 @@ def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
 
 def real_size(path: Path) -> tuple[int, int] | None:
     """An image file's pixel size (Pillow), or None when it is not an image Pillow reads."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from email.utils import parseaddr
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
+
 from ..bounces.parse import Addresses
 from ..mail.verp import read_return_path
 
@@ -59,7 +61,6 @@ def make_receiver(addresses: Addresses, deliver: Callable[[bytes, list[str]], ob
                   max_size: int, tls: ssl.SSLContext | None = None):
     """An aiosmtpd Controller (start() / stop()); SMTPUTF8 on, since DSNs may quote such addresses.
     With ``tls`` it offers STARTTLS (not required: mail servers fall back to plain SMTP anyway)."""
-    from aiosmtpd.controller import Controller
 
     return Controller(BounceHandler(addresses, deliver), hostname=host, port=port, data_size_limit=max_size,
                       enable_SMTPUTF8=True, ready_timeout=10, server_hostname=addresses.bounce_domain or "localhost",

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from waitress.channel import HTTPChannel
+from waitress.server import create_server
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ class WebServer:
     def __init__(self, app, host: str, port: int, *, threads: int = 8, idle_timeout: int = 30,
                  header_timeout: float = 10.0, connection_limit: int = 4000, max_body: int = 1024 * 1024,
                  on_close: Callable[[], object] | None = None):
-        from waitress.server import create_server
 
         spare = 64  # the database, the log, the listening socket, the trigger pipe
         files = raise_open_files(connection_limit + spare)

@@ -31,6 +31,7 @@ from ..environment import database_url
 from ..errors import PipelineError
 from ..state.jobs import jobs_url
 from ..state.lock import RunLocked, advisory_lock
+from ..state.storage import LEADER_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,6 @@ def leadership(config: Config, stop: threading.Event) -> Iterator[None]:
     the SQLite database.  Blocks, standing by, until this process leads or is stopped."""
     url = database_url()
     if url and url.startswith("postgresql"):
-        from ..state.storage import LEADER_LOCK_KEY
 
         try:
             with advisory_lock(url, LEADER_LOCK_KEY, "the scheduler's leadership", wait=False):

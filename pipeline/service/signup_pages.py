@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Config
 from ..state.storage import SUBSCRIBED, Profile
 from ..urls import web_url
 from ..usecases.signup import PAUSES, SignupForm, Signups, consent_line
+from .proxies import client_address
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ def client_ip(environ: dict, trusted_proxies: list[str]) -> str:
     """The client's address: REMOTE_ADDR as ``service/proxies.behind_proxies`` left it (the client your trusted
     proxies forwarded, never a header an untrusted peer wrote); resolved from X-Forwarded-For for an environ
     that did not pass through it."""
-    from .proxies import client_address
 
     return client_address(environ, trusted_proxies)
 
@@ -186,7 +186,6 @@ class SignupPages:
 
 
 def _replace(form: FormView, **values) -> FormView:
-    from dataclasses import replace
 
     return replace(form, **values)
 

@@ -17,13 +17,20 @@ from urllib.parse import parse_qs, urlencode
 
 from markupsafe import escape
 
+from ..clock import utcnow
 from ..config import Config
 from ..environment import previous_secrets, signing_secret
 from ..mail.tokens import read_token
 from ..publish.digest import environment_for
 from ..state.storage import Storage
+from ..state.unsubscribes import UnsubscribeGroups
+from ..usecases.signup import Signups
 from .http import MAX_BODY, BadBody, read_body
 from .http_server import WebServer
+from .notices import NoticeDrainer
+from .signup_pages import PATHS as SIGNUP_PATHS
+from .signup_pages import SignupPages
+from .webhooks import WEBHOOK_PREFIX, make_webhook_app
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +79,6 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
     """The whole web app: unsubscribe, and the signup pages (``service/signup_pages.py``).  A signup's mail is
     queued; ``on_notice_queued`` is told each time (by default it wakes a drainer thread of this app's own,
     ``service/notices.py``; a test may pass a function that drains the queue in place)."""
-    from ..clock import utcnow
-    from ..usecases.signup import Signups
-    from .signup_pages import PATHS as SIGNUP_PATHS
-    from .signup_pages import SignupPages
 
     delivery = config.require_delivery()
     secret = signing_secret(delivery.secret_env, config.path("state"))
@@ -112,17 +115,14 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
         return [data]
 
     if on_notice_queued is None:
-        from .notices import NoticeDrainer
 
         mailer = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret)
         on_notice_queued = NoticeDrainer(mailer.deliver_queued).wake
     signups = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret,
                       on_queued=on_notice_queued)
     signup_pages = SignupPages(config, signups, respond)
-    from .webhooks import WEBHOOK_PREFIX, make_webhook_app
 
     webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks
-    from ..state.unsubscribes import UnsubscribeGroups
 
     groups = UnsubscribeGroups(storage)  # concurrent one-click POSTs share one commit
 
@@ -173,8 +173,6 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
 def make_web_server(config: Config, storage: Storage, host: str = "127.0.0.1", port: int = 8025) -> WebServer:
     """The web app (unsubscribe, subscribe, confirm, preferences) on a production server."""
     from ..desk.web import mount  # the editor's desk at /desk/, when desk.enabled
-    from ..usecases.signup import Signups
-    from .notices import NoticeDrainer
     from .webhooks import MAX_BODY as WEBHOOK_MAX_BODY  # relays batch events; /unsubscribe keeps its 64 KB
 
     web = config.web

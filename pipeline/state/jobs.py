@@ -6,6 +6,9 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from .files import private_file, private_folder
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,6 @@ def stored_next_run_times(state_folder: Path, database_url: str | None = None) -
     url = jobs_url(state_folder, database_url)
     if url.startswith("sqlite") and not (state_folder / JOBS_DATABASE).exists():
         return {}
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
 
     store = SQLAlchemyJobStore(url=url)
     store.start(BackgroundScheduler(timezone=timezone.utc), "default")

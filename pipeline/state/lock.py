@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from ..errors import PipelineError
 from .files import PRIVATE_FILE, private_file, private_folder, tighten_tree
+from .storage import RUN_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,6 @@ def advisory_lock(database_url: str, key: int, what: str, *, wait: bool = False,
                   stop: threading.Event | None = None, poll: float = 0.5) -> Iterator[None]:
     """A PostgreSQL session-level advisory lock, held on a connection of its own: it covers every
     machine that uses the database, and a process that dies releases it with its connection."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
 
     engine = create_engine(database_url, poolclass=NullPool)
     try:
@@ -66,7 +67,6 @@ def run_lock(state_folder: Path, *, database_url: str | None = None, wait: bool 
     """
     tighten_tree(state_folder)  # a folder an older version left readable is private from this run on
     if database_url and database_url.startswith("postgresql"):
-        from .storage import RUN_LOCK_KEY
 
         with advisory_lock(database_url, RUN_LOCK_KEY, "the run lock", wait=wait, stop=stop):
             yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from .rows import Profile, Subscriber
@@ -29,10 +31,8 @@ class StoreBase:
     def _insert_ignoring_conflicts(self, table: Table, keys: list[str]):
         """INSERT ... ON CONFLICT DO NOTHING: of several processes inserting the same row, one wins, none fails."""
         if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
 

@@ -68,12 +68,6 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         signed,
         work,
     )
-    from .serving import (
-        add_desk_user,
-        bounce_receiver,
-        desk_server,
-        web_server,
-    )
     from .signup import (
         NOTICE_LEASE,
         NOTICE_RETRIES,
@@ -97,7 +91,6 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         send_notice,
         show,
         unsubscribe,
-        utcnow,
     )
     from .subscribers import (
         CONSENT_COLUMNS,
@@ -148,17 +141,14 @@ __all__ = [
     "SubscriberReport",
     "WorkerReport",
     "action_for",
-    "add_desk_user",
     "add_subscriber",
     "ask_before_unsubscribing",
     "bounce_addresses",
-    "bounce_receiver",
     "bounce_run",
     "confirm_imported",
     "consent_line",
     "deliver_notice",
     "describe_event",
-    "desk_server",
     "dkim_signer",
     "dry_run",
     "due_editions",
@@ -201,9 +191,7 @@ __all__ = [
     "subscriber_details",
     "summary_line",
     "unsubscribe",
-    "utcnow",
     "validate",
-    "web_server",
     "work",
 ]
 
@@ -238,17 +226,14 @@ _WHERE = {
     "SubscriberReport": "signup",
     "WorkerReport": "send",
     "action_for": "common",
-    "add_desk_user": "serving",
     "add_subscriber": "subscribers",
     "ask_before_unsubscribing": "bounces",
     "bounce_addresses": "bounces",
-    "bounce_receiver": "serving",
     "bounce_run": "bounces",
     "confirm_imported": "signup",
     "consent_line": "signup",
     "deliver_notice": "signup",
     "describe_event": "signup",
-    "desk_server": "serving",
     "dkim_signer": "send",
     "dry_run": "runs",
     "due_editions": "send",
@@ -291,9 +276,7 @@ _WHERE = {
     "subscriber_details": "subscribers",
     "summary_line": "common",
     "unsubscribe": "signup",
-    "utcnow": "signup",
     "validate": "reporting",
-    "web_server": "serving",
     "work": "send",
 }
 

@@ -25,6 +25,7 @@ from ..clock import utcnow
 from ..config import Config
 from ..delivery.transports import PermanentError, TransientError, Transport, transport_for
 from ..environment import previous_secrets, signing_secret
+from ..errors import PipelineError
 from ..mail.addresses import AddressError, ascii_address, normalise_address
 from ..mail.deliverability import ResolverFactory, check_domain
 from ..mail.notice import Kind, Notice, build_notice
@@ -36,6 +37,7 @@ from ..mail.signup_tokens import (
     read_form_stamp,
     read_preferences_token,
 )
+from ..publish.digest import archive_url
 from ..state.storage import (
     NOTICE_DROPPED,
     NOTICE_FAILED,
@@ -60,7 +62,6 @@ PAUSES = {"": 0, "2w": 14, "1m": 30, "3m": 91}  # the preferences page's pause c
 # A queued sign-up mail the relay could not take is tried again after each of these waits, then given up.
 NOTICE_RETRIES = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 NOTICE_LEASE = timedelta(minutes=10)  # a claimed notice not finished by then (its drainer died) is taken back
-
 
 
 def consent_line(config: Config) -> str:
@@ -366,7 +367,6 @@ class Signups:
         log.info("subscriber %d confirmed", profile.id)
         if self.settings.welcome:
             latest = self.storage.latest_edition()
-            from ..publish.digest import archive_url
 
             link = archive_url(self.config, latest.id) if latest else self.config.site.base_url
             self._mail("welcome", profile, link, None, f"welcome-{profile.id}")
@@ -421,7 +421,6 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     email = normalise_address(address)
     unknown = sorted(set(topics or []) - set(config.topics))
     if unknown:
-        from ..errors import PipelineError
 
         raise PipelineError(f"unknown topic {unknown[0]!r} (config.yaml topics: {', '.join(config.topics) or 'none'})")
     now = utcnow()

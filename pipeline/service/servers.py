@@ -1,5 +1,6 @@
 """The long-running parts, each over its own state database: the web app, the desk alone, the bounce
-receiver; and the desk's accounts.  The CLI runs them until interrupted."""
+receiver; and the desk's accounts.  The CLI runs them until interrupted; this is the service layer's
+side of those commands, so the command line still never opens a store itself."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .common import open_storage
+from ..usecases import open_storage
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..service.http_server import WebServer
+    from .http_server import WebServer
 
 
 @contextmanager
 def web_server(config: Config, host: str, port: int) -> Iterator[WebServer]:
     """`serve-web`: the web app on its production server; the state is closed when the block ends."""
-    from ..service.web import make_web_server  # the web stack only for the commands that serve
+    from .web import make_web_server  # the web stack only for the commands that serve
 
     with open_storage(config) as storage:
         server = make_web_server(config, storage, host, port)
@@ -43,7 +44,7 @@ def desk_server(config: Config, host: str | None, port: int | None) -> Iterator[
 @contextmanager
 def bounce_receiver(config: Config, host: str | None, port: int | None) -> Iterator[Any]:
     """`serve-bounces`: the SMTP receiver for the bounce domain, started; stopped when the block ends."""
-    from .bounces import make_bounce_receiver
+    from ..usecases.bounces import make_bounce_receiver
 
     with open_storage(config) as storage:
         receiver = make_bounce_receiver(config, storage, host, port)

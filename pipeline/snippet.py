@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from .config import Config
 from .publish.digest import environment_for
-from .service.signup_pages import form_view
+from .publish.signup_form import form_view
 from .urls import web_url
 
 

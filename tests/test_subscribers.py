@@ -67,7 +67,7 @@ def test_export_to_a_file_round_trips(project, tmp_path):
 def test_a_local_part_over_64_bytes_is_refused():
     import pytest
 
-    from pipeline.mail.addresses import AddressError, normalise_address
+    from pipeline.addresses import AddressError, normalise_address
 
     assert normalise_address("a" * 64 + "@example.org") == "a" * 64 + "@example.org"
     with pytest.raises(AddressError, match="longer than 64 bytes"):

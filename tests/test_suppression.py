@@ -10,6 +10,7 @@ import pytest
 from pipeline import usecases
 from pipeline.bounces.policy import classify_smtp_reply, record_bounce
 from pipeline.config import load_config
+from pipeline.service.servers import make_bounce_receiver
 from pipeline.state.storage import SKIPPED, StoredDigest
 from pipeline.usecases import open_storage
 from pipeline.usecases.subscribers import import_csv
@@ -147,7 +148,7 @@ def receiver(project, secret):
     set_config(project, **{"bounces.domain": BOUNCE_DOMAIN})
     config = load_config(project / "config.yaml")
     storage = open_storage(config)
-    controller = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+    controller = make_bounce_receiver(config, storage, "127.0.0.1", free_port())
     controller.start()
     try:
         yield config, storage, controller
@@ -223,7 +224,7 @@ def test_end_to_end_hard_bounce_three_soft_bounces_and_a_complaint_take_people_o
         config = use_smtp(project, sink.port)
         addresses = add_subscribers(config, 4)
         storage = open_storage(config)
-        receiver = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        receiver = make_bounce_receiver(config, storage, "127.0.0.1", free_port())
         receiver.start()
         try:
             def send_edition(slug: str | None) -> tuple[str, dict[str, str]]:
@@ -348,7 +349,7 @@ def test_the_smtp_receiver_offers_starttls_when_given_a_certificate(project, sec
     with open_storage(config) as storage:
         _edition(storage, "7" * 16)
         subscriber = storage.get_subscriber("reader00000@example.org")
-        controller = usecases.make_bounce_receiver(config, storage, "127.0.0.1", free_port())
+        controller = make_bounce_receiver(config, storage, "127.0.0.1", free_port())
         controller.start()
         try:
             with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:

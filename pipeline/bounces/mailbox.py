@@ -15,9 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy as email_policy
 
-from imap_tools import AND, MailBox, MailBoxStartTls, MailBoxUnencrypted
-from imap_tools.errors import ImapToolsError
-
 from ..config import Mailbox
 from ..errors import PipelineError
 from ..state.storage import Storage
@@ -57,6 +54,8 @@ def fetch_mailbox(settings: Mailbox, password: str, storage: Storage, handle: Ca
 
 def _fetch_imap(settings: Mailbox, password: str, storage: Storage, handle: Callable[[bytes], None],
                 ca_file: str | None) -> MailboxReport:
+    from imap_tools import AND, MailBox, MailBoxStartTls, MailBoxUnencrypted  # optional: the bounces extra
+    from imap_tools.errors import ImapToolsError  # optional: the bounces extra
 
     host, port, timeout = settings.host, settings.effective_port, settings.timeout
     client: MailBox | MailBoxStartTls | MailBoxUnencrypted

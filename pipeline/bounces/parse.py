@@ -19,8 +19,6 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from urllib.parse import parse_qs, urlsplit
 
-from flufl.bounce import all_failures
-
 from ..mail.tokens import read_token
 from ..mail.verp import BounceTarget, read_return_path
 
@@ -103,6 +101,7 @@ def _verp_target(recipients: list[str], addresses: Addresses) -> tuple[BounceTar
 
 
 def _bounce_kind(message: Message) -> str | None:
+    from flufl.bounce import all_failures  # optional: the bounces extra
 
     temporary, permanent = all_failures(message)
     if permanent:

@@ -114,6 +114,10 @@ class Config(Strict):
     def resolve(self, path: Path) -> Path:
         return (self.root / path).resolve()
 
+    def consent_line(self) -> str:
+        """The consent wording the form shows and the consent record keeps, with the site's title."""
+        return self.signup.consent_text.format(site_title=self.site.title)
+
     def require_delivery(self) -> Delivery:
         if self.delivery is None:
             raise ConfigError(f"{self.source_file}: delivery: field required to send email")

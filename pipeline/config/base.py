@@ -84,7 +84,7 @@ def check_fields(template: str, allowed: set[str]) -> str:
 
 def address_header(value: str) -> str:
     """"Name <address>" with a valid address; an internationalised domain becomes its A-label."""
-    from ..mail.addresses import AddressError, normalise_address
+    from ..addresses import AddressError, normalise_address
 
     name, address = parseaddr(value)
     if not address or address.count("@") != 1:

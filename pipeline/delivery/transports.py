@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from ..addresses import ascii_address
 from ..config import Config, Smtp
 from ..environment import smtp_password
 from ..errors import ConfigError
-from ..mail.addresses import ascii_address
 from ..mail.message import DotStuffed, dot_stuff
 from ..publish.atomic import write_atomic
 

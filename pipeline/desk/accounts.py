@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..addresses import normalise_address
 from ..clock import utcnow
 from ..config import Config
 from ..errors import PipelineError
-from ..mail.addresses import normalise_address
 from ..state.desk import DeskStore, DeskUser
 from ..state.storage import Storage
 from ..urls import web_url

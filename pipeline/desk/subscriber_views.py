@@ -9,8 +9,8 @@ import logging
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 
 from .. import usecases as use_cases
+from ..addresses import normalise_address
 from ..errors import PipelineError
-from ..mail.addresses import normalise_address
 from ..usecases.signup import operator_add, unsubscribe
 from ..usecases.subscribers import export_csv, read_csv_file
 from .forms import (

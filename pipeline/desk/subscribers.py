@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import usecases as use_cases
+from ..addresses import AddressError, normalise_address
 from ..config import Config
 from ..errors import PipelineError
-from ..mail.addresses import AddressError, normalise_address
 from ..state.desk import DeskStore, RecipientDelivery
 from ..state.files import private_folder, write_private
 from ..state.storage import UNSUBSCRIBED, BounceEvent, ConsentEvent, Profile, Storage, Suppression

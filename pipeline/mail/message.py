@@ -27,10 +27,10 @@ from functools import lru_cache
 from typing import Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from ..addresses import ascii_address
 from ..config import Delivery
 from ..errors import PipelineError
 from ..publish.digest import PREFERENCES_PLACEHOLDER
-from .addresses import ascii_address
 from .tokens import make_token
 
 CONTENT_POLICY = policy.SMTP  # CRLF, 78-column folding for the headers we let it fold

@@ -15,9 +15,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal
 
+from ..addresses import ascii_address
 from ..config import Config
 from ..publish.digest import environment_for, inline_css
-from .addresses import ascii_address
 from .message import CONTENT_POLICY, WIRE_POLICY, _header_value
 
 Kind = Literal["confirm", "welcome", "unsubscribe", "subscribed"]

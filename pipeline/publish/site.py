@@ -18,6 +18,7 @@ from ..items import Item, newest_first
 from ..state.storage import Edition
 from .digest import ARCHIVE_FOLDER, Digest, archive_url, edition_day, environment_for, public_copy, template_file
 from .feed_files import TagFeed, tag_feeds
+from .signup_form import form_view
 
 RenderDigest = Callable[[list[Item], "str | None"], Digest]
 
@@ -80,6 +81,4 @@ def site_pages(config: Config, items: list[Item] | None = None,
 
 def _signup_form(config: Config):
     """The signup form the site's pages show (static: no form stamp; the app asks once more)."""
-    from ..service.signup_pages import form_view
-
     return form_view(config)

@@ -4,14 +4,19 @@ side of those commands, so the command line still never opens a store itself."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..environment import signing_secret
+from ..errors import PipelineError, require_extra
 from ..usecases import open_storage
+from ..usecases.bounces import bounce_addresses, handle_received
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..state.storage import Storage
     from .http_server import WebServer
 
 
@@ -44,8 +49,6 @@ def desk_server(config: Config, host: str | None, port: int | None) -> Iterator[
 @contextmanager
 def bounce_receiver(config: Config, host: str | None, port: int | None) -> Iterator[Any]:
     """`serve-bounces`: the SMTP receiver for the bounce domain, started; stopped when the block ends."""
-    from ..usecases.bounces import make_bounce_receiver
-
     with open_storage(config) as storage:
         receiver = make_bounce_receiver(config, storage, host, port)
         receiver.start()
@@ -62,3 +65,24 @@ def add_desk_user(config: Config, address: str, role: str, password: str | None)
     with open_storage(config) as storage:
         outcome, token = add_user(storage, address, role, password)
     return outcome, set_password_link(config, token) if token else None
+
+
+def make_bounce_receiver(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
+    """The SMTP receiver for the bounce domain (started by the caller); each message through the policy."""
+    require_extra("bounces", "flufl.bounce", "aiosmtpd")
+    from .bounce_receiver import make_receiver, tls_context  # aiosmtpd: the optional bounces extra, checked above
+    delivery = config.require_delivery()
+    addresses = bounce_addresses(config, signing_secret(delivery.secret_env, config.path("state")))
+    receiver = config.bounces.receiver
+
+    def deliver(raw: bytes, recipients: list[str]) -> None:
+        handle_received(config, storage, addresses, raw, "receiver", recipients)
+
+    tls = None
+    if receiver.tls_cert and receiver.tls_key:
+        try:
+            tls = tls_context(config.resolve(receiver.tls_cert), config.resolve(receiver.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise PipelineError(f"bounces.receiver.tls_cert/tls_key: {exc}") from None
+    return make_receiver(addresses, deliver, host or receiver.host, receiver.port if port is None else port,
+                         receiver.max_size, tls)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..config import Config
+from ..publish.signup_form import FormView, form_view
 from ..state.storage import SUBSCRIBED, Profile
 from ..urls import web_url
-from ..usecases.signup import PAUSES, SignupForm, Signups, consent_line
+from ..usecases.signup import PAUSES, SignupForm, Signups
 from .proxies import client_address
 
 log = logging.getLogger(__name__)
@@ -24,27 +25,6 @@ log = logging.getLogger(__name__)
 PATHS = ("/subscribe", "/confirm", "/preferences")
 
 StartResponse = Callable[..., object]
-
-
-@dataclass(frozen=True)
-class FormView:
-    """What the signup form shows; the same include renders it on the site and in the app."""
-
-    action: str
-    consent: str
-    topics: list[tuple[str, str, str]]  # name, label, description
-    stamp: str = ""
-    email: str = ""
-    name: str = ""
-    chosen: tuple[str, ...] = ()
-    error: str = ""
-    notice: str = ""
-
-
-def form_view(config: Config, **values) -> FormView:
-    topics = [(name, topic.label or name.replace("-", " ").capitalize(), topic.description)
-              for name, topic in config.topics.items()]
-    return FormView(web_url(config) + "subscribe", consent_line(config), topics, **values)
 
 
 def client_ip(environ: dict, trusted_proxies: list[str]) -> str:

@@ -4,7 +4,6 @@ to the suppression list and the consent record."""
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,9 +41,9 @@ def bounce_addresses(config: Config, secret: bytes) -> Addresses:
 def handle_received(config: Config, storage: Storage, addresses: Addresses, raw: bytes, source: str,
                     envelope_recipients: list[str] | None = None) -> list[BounceResult]:
     """One received message (a bounce, a complaint, a mailto unsubscribe) through the policy."""
+    from ..addresses import AddressError, normalise_address
     from ..bounces.parse import UNVERIFIED_UNSUBSCRIBE, read_message
     from ..bounces.policy import record_bounce
-    from ..mail.addresses import AddressError, normalise_address
 
     results: list[BounceResult] = []
     try:
@@ -145,27 +144,3 @@ def bounce_run(config: Config, job: str) -> RunOutcome:
     with open_storage(config) as storage:
         storage.finish_run(run_id, "ok", outcome.summary(time.monotonic() - started))
     return outcome
-
-
-def make_bounce_receiver(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
-    """The SMTP receiver for the bounce domain (started by the caller); each message through the policy."""
-    require_extra("bounces", "flufl.bounce", "aiosmtpd")
-    from ..service.bounce_receiver import make_receiver
-
-    delivery = config.require_delivery()
-    addresses = bounce_addresses(config, signing_secret(delivery.secret_env, config.path("state")))
-    receiver = config.bounces.receiver
-
-    def deliver(raw: bytes, recipients: list[str]) -> None:
-        handle_received(config, storage, addresses, raw, "receiver", recipients)
-
-    tls = None
-    if receiver.tls_cert and receiver.tls_key:
-        from ..service.bounce_receiver import tls_context
-
-        try:
-            tls = tls_context(config.resolve(receiver.tls_cert), config.resolve(receiver.tls_key))
-        except (OSError, ssl.SSLError) as exc:
-            raise PipelineError(f"bounces.receiver.tls_cert/tls_key: {exc}") from None
-    return make_receiver(addresses, deliver, host or receiver.host, receiver.port if port is None else port,
-                         receiver.max_size, tls)

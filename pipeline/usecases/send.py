@@ -245,9 +245,9 @@ def send_test(config: Config, address: str, transport: Transport | None = None) 
 def send_test_copy(config: Config, address: str, transport: Transport | None = None) -> SentTestCopy:
     """``send_test``, also giving the findings of the checks the real send runs first (``lint``), so the
     operator hears about them before the real send stops on them."""
+    from ..addresses import ascii_address, normalise_address
     from ..delivery.editions import edition_id_for
     from ..delivery.transports import PermanentError, TransientError, transport_for
-    from ..mail.addresses import ascii_address, normalise_address
     from ..mail.edition import EditionMail
 
     delivery = config.require_delivery()

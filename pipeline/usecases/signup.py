@@ -21,12 +21,12 @@ from urllib.parse import urlencode
 
 import dns.resolver
 
+from ..addresses import AddressError, ascii_address, normalise_address
 from ..clock import utcnow
 from ..config import Config
 from ..delivery.transports import PermanentError, TransientError, Transport, transport_for
 from ..environment import previous_secrets, signing_secret
 from ..errors import PipelineError
-from ..mail.addresses import AddressError, ascii_address, normalise_address
 from ..mail.deliverability import ResolverFactory, check_domain
 from ..mail.notice import Kind, Notice, build_notice
 from ..mail.signup_tokens import (
@@ -62,10 +62,6 @@ PAUSES = {"": 0, "2w": 14, "1m": 30, "3m": 91}  # the preferences page's pause c
 # A queued sign-up mail the relay could not take is tried again after each of these waits, then given up.
 NOTICE_RETRIES = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 NOTICE_LEASE = timedelta(minutes=10)  # a claimed notice not finished by then (its drainer died) is taken back
-
-
-def consent_line(config: Config) -> str:
-    return config.signup.consent_text.format(site_title=config.site.title)
 
 
 def preferences_url(config: Config, secret: bytes, subscriber_id: int, date: datetime) -> str:
@@ -226,7 +222,7 @@ class Signups:
         # One transaction whatever the address's state, and its mail only queued: the answer and its time
         # are the same for a new, pending, subscribed or unsubscribed address (the drainer sends later).
         state, profile, queued = self.storage.queue_signup(
-            email, form.name.strip()[:300] or None, topics, now, consent_text=consent_line(self.config),
+            email, form.name.strip()[:300] or None, topics, now, consent_text=self.config.consent_line(),
             consent_detail={"topics": [t for t in topics.split(",") if t], "ip": self._hash(form.client_ip)},
             resend_after=now - timedelta(minutes=settings.resend_minutes))
         if not queued:
@@ -362,7 +358,7 @@ class Signups:
         state, profile = self.storage.use_confirmation(hash_token(token), now)
         if state != "confirmed" or profile is None:
             return ConfirmResult(state)
-        self.storage.record_consent(profile.id, "confirm", "confirmation-link", consent_line(self.config),
+        self.storage.record_consent(profile.id, "confirm", "confirmation-link", self.config.consent_line(),
                                     {"topics": list(profile.topics)}, now)
         log.info("subscriber %d confirmed", profile.id)
         if self.settings.welcome:

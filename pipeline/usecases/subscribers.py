@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ..addresses import AddressError, normalise_address
 from ..errors import PipelineError
-from ..mail.addresses import AddressError, normalise_address
 from ..state.storage import PENDING_CONFIRMATION, SUBSCRIBED, BounceEvent, Storage, Subscriber, Suppression
 from .common import open_storage
 from .signup import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import idna
 from email_validator import EmailNotValidError, validate_email
 
-from ..errors import PipelineError
+from .errors import PipelineError
 
 MAX_LOCAL_PART = 64
 

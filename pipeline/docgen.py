@@ -26,6 +26,9 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from .cli import cli as root
+from .config import Config
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference"
 REGENERATE = "python -m pipeline.docgen"
@@ -130,7 +133,6 @@ def _anchor(title: str) -> str:
 
 
 def commands_page() -> str:
-    from .cli import cli as root
     lines = [HEADER.format(command=REGENERATE, source="the click commands in pipeline/cli.py"),
              "# Command reference", "",
              "Every command of `pipeline`, with its options, as `--help` shows them. `python -m pipeline` works "
@@ -277,7 +279,6 @@ def walk_settings(model: type[BaseModel], prefix: str = "") -> Iterator[Setting]
 
 
 def config_page() -> str:
-    from .config import Config
 
     lines = [HEADER.format(command=REGENERATE, source="the pydantic models in pipeline/config.py"),
              "# Configuration reference", "",

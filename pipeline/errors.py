@@ -20,7 +20,7 @@ class ContentError(PipelineError):
 
 def require_extra(extra: str, *modules: str) -> None:
     """A clear error when an optional feature's packages are not installed."""
-    import importlib.util
+    import importlib.util  # only when an extra is checked: errors.py stays a leaf
 
     missing = []
     for module in modules:

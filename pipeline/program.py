@@ -10,11 +10,12 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+import pipeline
+
 
 def program_fingerprint() -> str:
     """sha256 of the version, every module of this package, and the names (with versions) of the
     installed distributions."""
-    import pipeline
 
     return hashlib.sha256(f"{pipeline.__version__}\0{_code_and_libraries()}".encode()).hexdigest()
 

@@ -196,3 +196,20 @@ def test_imports_inside_functions_point_down_the_layers_too():
 def test_an_import_up_the_layers_is_found():
     graph = {"pipeline.branding": {"pipeline.mail.lint", "pipeline.errors"}, "pipeline.mail.lint": {"pipeline.branding"}}
     assert _upward(graph) == ["pipeline.branding -> pipeline.mail.lint"]
+
+
+def test_every_import_inside_a_function_says_why():
+    """Deferred imports are for start-up time, an optional extra or a circle, and say which: on their line,
+    or once in the module's docstring ("Imports inside functions: ...")."""
+    silent = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if "Imports inside functions:" in (ast.get_docstring(ast.parse(source)) or ""):
+            continue
+        lines = source.splitlines()
+        for function in ast.walk(ast.parse(source)):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                silent += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for node in ast.walk(function)
+                           if isinstance(node, (ast.Import, ast.ImportFrom))
+                           and "#" not in " ".join(lines[node.lineno - 1:node.end_lineno])]
+    assert silent == []

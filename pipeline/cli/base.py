@@ -1,5 +1,9 @@
 """The command group, its context and error handling, and the console script; the commands are
-registered by the modules beside this one."""
+registered by the modules beside this one.
+
+Imports inside functions: each command imports what it calls, so ``pipeline --help`` and
+``--version`` load no SQLAlchemy, pydantic, premailer or feedgen.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""What the operator asks: sources and status."""
+"""What the operator asks: sources and status.
+
+Imports inside functions: each command imports what it calls, so ``pipeline --help`` and
+``--version`` load no SQLAlchemy, pydantic, premailer or feedgen.
+"""
 
 from __future__ import annotations
 

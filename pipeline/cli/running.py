@@ -1,4 +1,8 @@
-"""Building and sending: init, run, validate, send, worker, lint."""
+"""Building and sending: init, run, validate, send, worker, lint.
+
+Imports inside functions: each command imports what it calls, so ``pipeline --help`` and
+``--version`` load no SQLAlchemy, pydantic, premailer or feedgen.
+"""
 
 from __future__ import annotations
 

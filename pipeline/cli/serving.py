@@ -1,5 +1,9 @@
 """The long-running commands: the web app, the desk, the bounce receiver, the preview, the service;
-and the sign-up snippet."""
+and the sign-up snippet.
+
+Imports inside functions: each command imports what it calls, so ``pipeline --help`` and
+``--version`` load no SQLAlchemy, pydantic, premailer or feedgen.
+"""
 
 from __future__ import annotations
 

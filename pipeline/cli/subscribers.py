@@ -1,4 +1,8 @@
-"""`pipeline subscribers ...`: the list, one use case per command."""
+"""`pipeline subscribers ...`: the list, one use case per command.
+
+Imports inside functions: each command imports what it calls, so ``pipeline --help`` and
+``--version`` load no SQLAlchemy, pydantic, premailer or feedgen.
+"""
 
 from __future__ import annotations
 

@@ -10,23 +10,22 @@ from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import idna
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_CONFIG = "config.yaml"
+from ..addresses import AddressError, normalise_address
 
+DEFAULT_CONFIG = "config.yaml"
 
 
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
 
-
 HEADER_UNSAFE = re.compile(r"[\r\n]")
-
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 
 def absolute_url(value: str) -> str:
@@ -35,9 +34,7 @@ def absolute_url(value: str) -> str:
     return value
 
 
-
 URL_IN_HEADER_UNSAFE = re.compile(r"[\s<>,\"\\]")
-
 
 
 def header_url(value: str) -> str:
@@ -45,7 +42,6 @@ def header_url(value: str) -> str:
     A-label, other characters are percent-encoded), and nothing that could end the URI or add another."""
     absolute_url(value)
     if not value.isascii():
-        import idna
 
         parts = urlsplit(value)
         try:
@@ -58,7 +54,6 @@ def header_url(value: str) -> str:
     if URL_IN_HEADER_UNSAFE.search(value):
         raise ValueError("must not contain spaces, line breaks, <, >, commas or quotes")
     return value
-
 
 
 def check_fields(template: str, allowed: set[str]) -> str:
@@ -81,10 +76,8 @@ def check_fields(template: str, allowed: set[str]) -> str:
     return template
 
 
-
 def address_header(value: str) -> str:
     """"Name <address>" with a valid address; an internationalised domain becomes its A-label."""
-    from ..addresses import AddressError, normalise_address
 
     name, address = parseaddr(value)
     if not address or address.count("@") != 1:
@@ -103,10 +96,8 @@ def address_header(value: str) -> str:
     return formataddr((name, rewritten)) if name else rewritten
 
 
-
 def optional_absolute_url(value: str | None) -> str | None:
     return None if value is None else absolute_url(value)
-
 
 
 class Logging(Strict):

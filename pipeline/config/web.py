@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -66,7 +67,6 @@ class Signup(Strict):
     _consent_fields = field_validator("consent_text")(lambda value: check_fields(value, {"site_title"}))
 
 
-
 class Desk(Strict):
     """The editor's desk (docs/how-to/desk.md): a web desk for the comms team at /desk/ of ``serve-web``."""
 
@@ -87,7 +87,6 @@ class Desk(Strict):
     max_upload_bytes: int = Field(default=1_000_000, gt=0, le=1_048_576, description="Largest image or enclosure "
                                                                                      "upload (at most 1 MiB, the "
                                                                                      "web server's body limit).")
-
 
 
 class Web(Strict):
@@ -113,7 +112,6 @@ class Web(Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
 
         for entry in value:
             try:

@@ -86,7 +86,7 @@ def plan_edition(items: list[Item], storage: Storage, config: Config,
         return EditionPlan(None, chosen, reason="no subscribers")
     if dry_run:
         return EditionPlan(edition_id, chosen, reason="would create the edition")
-    from .topics import plan_variants
+    from .topics import plan_variants  # only editions with topics: an unchanged run never renders variants
 
     created = storage.create_edition(edition_id, [item.id for item in chosen], digest(edition_id, chosen),
                                      record_items=config.require_delivery().edition == "new",

@@ -1,5 +1,9 @@
 """The desk's Flask app: pages over the use cases (``pipeline.usecases``)
-and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``)."""
+and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``).
+
+Imports inside functions: the pages (``views.py``, ``subscriber_views.py``) and the send ticker import this module's
+``desk``, ``audit`` and ``signed_in``, so ``create_app`` imports them when it registers them.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Flask, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.wrappers import Response
 
 from ..config import Config
+from ..environment import signing_secret
 from ..errors import PipelineError
+from ..service.http_server import WebServer
+from ..service.signup_pages import client_ip
 from ..state.desk import DeskStore, DeskUser
 from ..state.storage import Storage
 from .accounts import Accounts, Clock, utcnow
@@ -47,7 +56,6 @@ class SendJob:
 def client_address(config: Config) -> str:
     """The client's address for the sign-in throttle and the audit log: the same rule as the public app
     (forwarding headers believed only from ``web.trusted_proxies``, see ``service/proxies.py``)."""
-    from ..service.signup_pages import client_ip
 
     return (client_ip(request.environ, config.web.trusted_proxies) or "unknown")[:64]
 
@@ -55,7 +63,6 @@ def client_address(config: Config) -> str:
 def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, transport=None,
                ticker: bool = False) -> Flask:
     """The desk as a WSGI app (expects to be mounted at /desk); with ``ticker``, a thread starts scheduled sends."""
-    from ..environment import signing_secret
 
     settings = config.desk
     app = Flask("pipeline.desk", root_path=str(HERE), template_folder="templates", static_folder="static")
@@ -163,7 +170,6 @@ NAV = [("home", "Desk"), ("stories", "Stories"), ("digest", "Next digest"), ("ed
 
 
 def desk() -> dict[str, Any]:
-    from flask import current_app
 
     return current_app.extensions["desk"]
 
@@ -195,7 +201,6 @@ def mount(config: Config, storage: Storage, web_app):
     """``web_app`` with the desk at /desk/ (a path-prefix dispatch), when ``desk.enabled`` and not served alone."""
     if not config.desk.enabled or config.desk.host:
         return web_app
-    from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     log.info("the desk is at /desk/")
     return DispatcherMiddleware(web_app, {PREFIX: create_app(config, storage, ticker=True)})
@@ -203,8 +208,6 @@ def mount(config: Config, storage: Storage, web_app):
 
 def standalone(config: Config, storage: Storage, **kwargs):
     """The desk alone (still under /desk/, so its links and cookie path are the same either way)."""
-    from werkzeug.middleware.dispatcher import DispatcherMiddleware
-    from werkzeug.wrappers import Response
 
     def elsewhere(environ, start_response):
         if environ.get("PATH_INFO", "") in ("", "/"):
@@ -216,7 +219,6 @@ def standalone(config: Config, storage: Storage, **kwargs):
 
 def make_desk_server(config: Config, storage: Storage, host: str | None = None, port: int | None = None):
     """The desk alone on its own address (``desk.host``/``desk.port``), on waitress like the web app."""
-    from ..service.http_server import WebServer
 
     if not config.desk.enabled:
         raise PipelineError(f"{config.source_file}: desk.enabled: the desk is off; set it to true to serve it")

@@ -2,6 +2,9 @@
 
 Rendering and CSS inlining happen once per digest.  The unsubscribe link is left as
 a placeholder that delivery fills per recipient with a cheap string replacement.
+
+Imports inside functions: premailer, the image checks and the story renderer load only when a
+digest is rendered, never on an unchanged run.
 """
 
 from __future__ import annotations

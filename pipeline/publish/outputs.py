@@ -1,4 +1,8 @@
-"""Every output file of a run, planned in memory, and the fingerprint that lets an unchanged run stop early."""
+"""Every output file of a run, planned in memory, and the fingerprint that lets an unchanged run stop early.
+
+Imports inside functions: each output's builder loads only when that output is planned, so an
+unchanged run loads none of them.
+"""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from .atomic import write_atomic
 from .versions import (
     Published,
     _clean,
@@ -156,7 +157,6 @@ class VersionWriter(MemorySink):
     def finish(self, stale: Iterable[Path] = (), record: Callable[[str], None] | None = None) -> Published:
         """Remove ``stale``, then make the version live in one switch (none when nothing changed);
         ``record`` as ``versions.publish`` calls it."""
-        from .atomic import write_atomic
 
         out, current, switched = self.out, self.current, self.switched
         result = Published(written=[path for path, data in self.outside.items() if write_atomic(path, data)])

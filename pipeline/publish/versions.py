@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import PipelineError
+from .atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,6 @@ def publish(out: Path, files: dict[Path, bytes], stale: Iterable[Path] = (),
     ``record`` is called with the name of the version about to be live (the new one, just before the
     switch; the live one when nothing changed), to record what it holds.
     """
-    from .atomic import write_atomic
 
     switched = switch_point(out)
     current = current_version(switched)

@@ -52,7 +52,7 @@ def chromium_path() -> str:
 def chromium() -> Iterator:
     """A fresh headless browser (new empty profile each time)."""
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # optional: the preview extra
     except ImportError:
         raise PipelineError("screenshots need Playwright: pip install -e '.[preview]'") from None
     with sync_playwright() as playwright:

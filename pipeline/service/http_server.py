@@ -58,7 +58,7 @@ class DeadlineChannel(HTTPChannel):
 def raise_open_files(wanted: int) -> int:
     """Raise the soft limit on open files towards ``wanted`` (never above the hard limit); the limit now in force."""
     try:
-        import resource
+        import resource  # POSIX only: the except below
     except ImportError:  # not on POSIX
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..desk.accounts import add_user, set_password_link
 from ..environment import signing_secret
 from ..errors import PipelineError, require_extra
 from ..usecases import open_storage
@@ -60,7 +61,6 @@ def bounce_receiver(config: Config, host: str | None, port: int | None) -> Itera
 
 def add_desk_user(config: Config, address: str, role: str, password: str | None) -> tuple[str, str | None]:
     """`desk add-user`: the outcome, and a one-time set-password link when no password was given."""
-    from ..desk.accounts import add_user, set_password_link
 
     with open_storage(config) as storage:
         outcome, token = add_user(storage, address, role, password)

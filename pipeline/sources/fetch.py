@@ -80,7 +80,7 @@ def fetch(client: httpx.Client, url: str, settings: Fetch, state: SourceState | 
 
 
 def make_client(settings: Fetch) -> httpx.Client:
-    import httpx
+    import httpx  # start-up: only a run that fetches a source needs it
 
     timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
     return httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5,

@@ -304,7 +304,7 @@ def _add_column(conn: Connection, table: Table, name: str) -> None:
 
 
 def _migrate_3(conn: Connection) -> None:
-    from sqlalchemy import inspect
+    from sqlalchemy import inspect  # only an old database being migrated
 
     present = {column["name"] for column in inspect(conn).get_columns("deliveries")}
     for name in ("retry_at", "first_attempt_at"):
@@ -318,7 +318,7 @@ def _migrate_4(conn: Connection) -> None:
 
 def _migrate_5(conn: Connection) -> None:
     """Signup, consent and topics: new columns on subscribers and deliveries, three tables."""
-    from sqlalchemy import inspect
+    from sqlalchemy import inspect  # only an old database being migrated
 
     for table, names in ((subscribers, ("topics_key", "paused_until", "confirmed_at", "confirm_sent_at")),
                          (deliveries, ("variant",))):
@@ -341,7 +341,7 @@ def _migrate_7(conn: Connection) -> None:
 
 def _migrate_8(conn: Connection) -> None:
     """The editor's desk: its people, sessions, sign-in attempts and audit log (tables in ``state/desk.py``)."""
-    from .desk import create_tables
+    from .desk import create_tables  # desk.py imports this module's metadata
 
     create_tables(conn)
 

@@ -1,5 +1,9 @@
 """Bounces, complaints and mailed unsubscribes: from the relay, the bounce mailbox or the receiver,
-to the suppression list and the consent record."""
+to the suppression list and the consent record.
+
+Imports inside functions: the sending, linting, DKIM, bounce and feed modules load only in
+the use case that needs them, so a cron run that finds nothing changed loads none of them.
+"""
 
 from __future__ import annotations
 

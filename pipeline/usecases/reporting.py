@@ -1,5 +1,9 @@
 """What the operator asks about, changing nothing: status, the pre-send checks, config validation,
-the sources."""
+the sources.
+
+Imports inside functions: the sending, linting, DKIM, bounce and feed modules load only in
+the use case that needs them, so a cron run that finds nothing changed loads none of them.
+"""
 
 from __future__ import annotations
 

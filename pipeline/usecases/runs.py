@@ -4,6 +4,9 @@ write, then send, in the manner of Pelican's ``run()``:
     sources -> items -> edition plan -> digests (once each) -> outputs -> send
 
 Each run takes the run lock where it must and records itself in the runs table.
+
+Imports inside functions: the sending, linting, DKIM, bounce and feed modules load only in
+the use case that needs them, so a cron run that finds nothing changed loads none of them.
 """
 
 from __future__ import annotations

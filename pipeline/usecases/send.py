@@ -1,5 +1,9 @@
 """Sending: the due editions of a run, the workers that share them, test copies, retries, and what
-every message of an edition is signed and returned with."""
+every message of an edition is signed and returned with.
+
+Imports inside functions: the sending, linting, DKIM, bounce and feed modules load only in
+the use case that needs them, so a cron run that finds nothing changed loads none of them.
+"""
 
 from __future__ import annotations
 

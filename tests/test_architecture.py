@@ -199,7 +199,7 @@ def test_an_import_up_the_layers_is_found():
 
 
 def test_every_import_inside_a_function_says_why():
-    """Deferred imports are for start-up time, an optional extra or a circle, and say which: on their line,
+    """Deferred imports are for start-up time or an optional extra, and say which: on their line,
     or once in the module's docstring ("Imports inside functions: ...")."""
     silent = []
     for path in sorted(PACKAGE.rglob("*.py")):

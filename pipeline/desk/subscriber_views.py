@@ -13,6 +13,7 @@ from ..addresses import normalise_address
 from ..errors import PipelineError
 from ..usecases.signup import operator_add, unsubscribe
 from ..usecases.subscribers import export_csv, read_csv_file
+from .context import audit, desk, signed_in
 from .forms import (
     ImportForm,
     ReasonForm,
@@ -20,7 +21,6 @@ from .forms import (
 )
 from .subscribers import keep_upload, kept_upload, preview_import, subscriber_record
 from .views import uploaded_file
-from .web import audit, desk, signed_in
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from .. import usecases as use_cases
 from ..errors import PipelineError
 from ..state.lock import RunLocked
 from . import stories as story_files
+from .context import SendJob, audit, desk, signed_in
 from .digest import edition_report, health_report, next_digest
 from .forms import (
     ScheduleForm,
@@ -23,7 +24,6 @@ from .forms import (
     StoryForm,
 )
 from .sessions import DeskSession
-from .web import SendJob, audit, desk, signed_in
 
 log = logging.getLogger(__name__)
 

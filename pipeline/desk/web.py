@@ -1,23 +1,17 @@
 """The desk's Flask app: pages over the use cases (``pipeline.usecases``)
-and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``).
-
-Imports inside functions: the pages (``views.py``, ``subscriber_views.py``) and the send ticker import this module's
-``desk``, ``audit`` and ``signed_in``, so ``create_app`` imports them when it registers them.
+and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``).  What every page shares
+(the desk context, the audit log, the sign-in rule) is ``context.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -28,29 +22,21 @@ from ..environment import signing_secret
 from ..errors import PipelineError
 from ..service.http_server import WebServer
 from ..service.signup_pages import client_ip
-from ..state.desk import DeskStore, DeskUser
+from ..state.desk import DeskStore
 from ..state.storage import Storage
+from . import subscriber_views, views
 from .accounts import Accounts, Clock, utcnow
+from .context import SendJob
 from .forms import ButtonForm
+from .schedules import Ticker
 from .sessions import DeskSession, ServerSessions
+from .views import start_send
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/desk"
 HERE = Path(__file__).parent
 FORM_OVERHEAD = 64 * 1024  # the text fields around an upload
-
-
-@dataclass
-class SendJob:
-    """An edition being sent from the desk, in a thread of the web server."""
-
-    edition_id: str
-    started_by: str
-    started_at: datetime
-    done: threading.Event = field(default_factory=threading.Event)
-    summary: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
 
 
 def client_address(config: Config) -> str:
@@ -88,8 +74,6 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
                                     "clock": clock, "transport": transport, "jobs": jobs,
                                     "ticker_waiting": lambda: None}
     if ticker:
-        from .schedules import Ticker
-        from .views import start_send
 
         running = Ticker(config, storage, clock, lambda edition_id, by: start_send(ext, edition_id, by))
 
@@ -158,8 +142,6 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
         return {"user": g.get("user"), "site": config.site, "button": ButtonForm(formdata=None),
                 "nav": NAV, "active": request.endpoint}
 
-    from . import subscriber_views, views
-
     views.register(app)
     subscriber_views.register(app)
     return app
@@ -167,34 +149,6 @@ def create_app(config: Config, storage: Storage, *, clock: Clock = utcnow, trans
 
 NAV = [("home", "Desk"), ("stories", "Stories"), ("digest", "Next digest"), ("editions", "Editions"),
        ("subscribers", "Subscribers"), ("health", "Health"), ("audit", "Audit log")]
-
-
-def desk() -> dict[str, Any]:
-
-    return current_app.extensions["desk"]
-
-
-def audit(action: str, detail: str = "") -> None:
-    user: DeskUser | None = g.get("user")
-    desk()["store"].audit(user.email if user else "anonymous", g.get("client", ""), action, detail, desk()["clock"]())
-
-
-def signed_in(role: str = "editor") -> Callable:
-    """A view for people signed in; ``admin`` for admins only (editors get 403, and the attempt is audited)."""
-    def decorate(view: Callable) -> Callable:
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            if g.get("user") is None:
-                expired = isinstance(session, DeskSession) and session.expired
-                if expired:
-                    flash("Your session ended; please sign in again.")
-                return redirect(url_for("login", next=request.script_root + request.path))
-            if role == "admin" and g.user.role != "admin":
-                audit("refused", f"{request.method} {request.path}: admins only")
-                abort(403, "Only an admin can do this. Ask an admin of the desk.")
-            return view(*args, **kwargs)
-        return wrapper
-    return decorate
 
 
 def mount(config: Config, storage: Storage, web_app):

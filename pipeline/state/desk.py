@@ -1,6 +1,6 @@
 """The editor's desk's state: its people, their server-side sessions, sign-in attempts and the audit log.
 
-Created by schema 8 of ``storage.py`` (``create_tables``); like the rest of ``state/``, the only SQL the desk runs.
+Its tables are schema 8 of ``schema.py``; like the rest of ``state/``, the only SQL the desk runs.
 """
 
 from __future__ import annotations
@@ -10,16 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     delete,
     func,
     insert,
@@ -27,69 +17,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
 
-from .storage import Storage, UTCDateTime, consent_events, deliveries, editions, subscribers
-
-metadata = MetaData()
-
-desk_users = Table(
-    "desk_users", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("email", String(320), nullable=False, unique=True),
-    Column("role", String(16), nullable=False),  # editor | admin
-    Column("password_hash", Text),  # argon2id; NULL until set
-    Column("set_token_hash", String(64)),  # a one-time set-password link (sha256 of the token)
-    Column("set_token_expires", UTCDateTime),
-    Column("created_at", UTCDateTime, nullable=False),
+from .schema import (
+    desk_audit,
+    desk_login_attempts,
+    desk_scheduled,
+    desk_sessions,
+    desk_users,
 )
-
-desk_sessions = Table(  # server-side sessions: the cookie holds a random token, the row holds its sha256
-    "desk_sessions", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("user_id", Integer, ForeignKey("desk_users.id")),
-    Column("data", JSON, nullable=False, default=dict),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("last_seen", UTCDateTime, nullable=False),
-)
-
-desk_login_attempts = Table(
-    "desk_login_attempts", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("account", String(320), nullable=False),
-    Column("address", String(64), nullable=False),
-    Column("at", UTCDateTime, nullable=False),
-    Column("ok", Boolean, nullable=False),
-    Index("desk_attempts_by_account", "account", "at"),
-    Index("desk_attempts_by_address", "address", "at"),
-)
-
-desk_audit = Table(
-    "desk_audit", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", UTCDateTime, nullable=False),
-    Column("who", String(320), nullable=False),
-    Column("address", String(64), nullable=False, default=""),
-    Column("action", String(64), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-)
-
-desk_scheduled = Table(  # editions an admin scheduled on the desk, sent by the desk's server when due
-    "desk_scheduled", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("edition_id", String(64), nullable=False),
-    Column("at", UTCDateTime, nullable=False),
-    Column("created_by", String(320), nullable=False),
-    Column("state", String(16), nullable=False),  # waiting | started | cancelled | skipped
-    Column("note", Text, nullable=False, default=""),
-)
-
-TABLES = [desk_users, desk_sessions, desk_login_attempts, desk_audit, desk_scheduled]
-
-
-def create_tables(conn: Connection) -> None:
-    """Schema 8: the desk's tables (called by ``storage.py``'s migration)."""
-    metadata.create_all(conn, tables=TABLES)
+from .storage import Storage, consent_events, deliveries, editions, subscribers
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -283,6 +284,61 @@ notice_queue = Table(
     Index("notice_queue_by_subscriber", "subscriber_id", "created_at"),
 )
 
+# -- schema 8: the editor's desk (its store is ``desk.py``) ------------------------------------------
+
+desk_users = Table(
+    "desk_users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # editor | admin
+    Column("password_hash", Text),  # argon2id; NULL until set
+    Column("set_token_hash", String(64)),  # a one-time set-password link (sha256 of the token)
+    Column("set_token_expires", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+desk_sessions = Table(  # server-side sessions: the cookie holds a random token, the row holds its sha256
+    "desk_sessions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("desk_users.id")),
+    Column("data", JSON, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+)
+
+desk_login_attempts = Table(
+    "desk_login_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(320), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Index("desk_attempts_by_account", "account", "at"),
+    Index("desk_attempts_by_address", "address", "at"),
+)
+
+desk_audit = Table(
+    "desk_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("who", String(320), nullable=False),
+    Column("address", String(64), nullable=False, default=""),
+    Column("action", String(64), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+desk_scheduled = Table(  # editions an admin scheduled on the desk, sent by the desk's server when due
+    "desk_scheduled", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("edition_id", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | started | cancelled | skipped
+    Column("note", Text, nullable=False, default=""),
+)
+
+DESK_TABLES = [desk_users, desk_sessions, desk_login_attempts, desk_audit, desk_scheduled]
+
 def _suppressed(subscriber_id):
     """True for a subscriber with an active suppression (used where editions are queued)."""
     return (select(suppressions.c.id)
@@ -341,9 +397,7 @@ def _migrate_7(conn: Connection) -> None:
 
 def _migrate_8(conn: Connection) -> None:
     """The editor's desk: its people, sessions, sign-in attempts and audit log (tables in ``state/desk.py``)."""
-    from .desk import create_tables  # desk.py imports this module's metadata
-
-    create_tables(conn)
+    metadata.create_all(conn, tables=DESK_TABLES)
 
 
 def _migrate_9(conn: Connection) -> None:

@@ -1,6 +1,6 @@
-"""The desk's Flask app: pages over the use cases (``pipeline.usecases``)
-and the stories' files.  Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``).  What every page shares
-(the desk context, the audit log, the sign-in rule) is ``context.py``.
+"""The desk's Flask app: pages over the use cases (``pipeline.usecases``) and the stories' files.
+Mounted at /desk/ of ``serve-web`` (``mount``) or served alone (``make_desk_server``).  What every
+page shares (the desk context, the audit log, the sign-in rule) is ``context.py``.
 """
 
 from __future__ import annotations

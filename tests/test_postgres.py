@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -230,3 +231,31 @@ def test_status_lists_live_workers_and_their_leases(project, secret):
     report = usecases.status(config)
     (worker,) = report.workers
     assert (worker.id, worker.host, worker.holds) == ("machine-a-1-abc", "machine-a", 4)
+
+
+def test_renewing_leases_skips_the_row_a_send_is_recording_instead_of_waiting_on_it(backend):
+    """A worker's heartbeat renews its rows while its send threads record one row and begin the next;
+    waiting on their lock could deadlock with them, so the renewal leaves the locked row (its own send
+    sets claimed_at) and renews the rest at once."""
+    from sqlalchemy import text
+
+    from pipeline.state.storage import StoredDigest
+
+    storage = Storage(backend.url)
+    storage.merge_subscribers([(f"reader{n}@mesems.example.org", None, {}) for n in range(3)])
+    storage.create_edition("e1", ["urn:mesems:1"], StoredDigest("MESEMS trial", "<p>x</p>", "x"))
+    claims = storage.claim("e1", 10, "worker-a")
+    assert len(claims) == 3
+    renewed: list[int] = []
+    with storage.engine.connect() as sender:  # a send thread mid-transaction on its row
+        sender.execute(text("SELECT 1 FROM deliveries WHERE edition_id = 'e1' AND subscriber_id = :i FOR UPDATE"),
+                       {"i": claims[0].subscriber_id})
+        heartbeat = threading.Thread(target=lambda: renewed.append(storage.renew_leases("worker-a")), daemon=True)
+        heartbeat.start()
+        heartbeat.join(timeout=10)
+        waited = heartbeat.is_alive()
+        sender.rollback()  # lets a waiting renewal finish either way
+    heartbeat.join(timeout=10)
+    assert not waited and renewed == [2]
+    assert storage.renew_leases("worker-a") == 3
+    storage.close()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -300,10 +301,17 @@ class LedgerStore(StoreBase):
             return bool(begin.run(cursor, self._begin_params(claim, now)))
 
     def renew_leases(self, worker: str) -> int:
-        """Extend the lease on every row this worker holds: it is alive and still sending them."""
+        """Extend the lease on every row this worker holds: it is alive and still sending them.
+
+        Rows another transaction holds are skipped (PostgreSQL): those are this worker's own sends,
+        recording one row and beginning the next, whose claimed_at they set anyway.  Waiting on them
+        instead could deadlock against such a send (it locks row a then row b; this update, scanning
+        in another order, holds b and waits for a): seen as a worker stopping with an error under load."""
+        own = deliveries.c.status == SENDING, deliveries.c.claimed_by == worker
+        free = select(deliveries.c.edition_id, deliveries.c.subscriber_id).where(*own).with_for_update(skip_locked=True)
         with self._writes, self.engine.begin() as conn:
             return conn.execute(update(deliveries)
-                                .where(deliveries.c.status == SENDING, deliveries.c.claimed_by == worker)
+                                .where(*own, tuple_(deliveries.c.edition_id, deliveries.c.subscriber_id).in_(free))
                                 .values(claimed_at=utcnow())).rowcount
 
     def heartbeat(self, worker: str, host: str, pid: int) -> None:

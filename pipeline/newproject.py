@@ -220,8 +220,12 @@ def _pipeline_command(folder: Path) -> str:
     return str(script) if script.is_file() else str(folder / ".venv" / "bin" / "pipeline")
 
 
-def deploy_files(folder: Path) -> dict[str, str]:
-    """deploy/'s crontab and systemd units with their paths, user and env file made DIR's."""
+SHIPPED_TIMEZONE = "America/New_York"  # the timezone deploy/'s schedules are written in
+
+
+def deploy_files(folder: Path, timezone_name: str = SHIPPED_TIMEZONE) -> dict[str, str]:
+    """deploy/'s crontab and systemd units with their paths, user, env file and timezone made DIR's
+    (the schedules keep their local times: the weekly digest at 09:00 in the project's timezone)."""
     files: dict[str, str] = {}
     if not DEPLOY.is_dir():
         return files
@@ -235,7 +239,7 @@ def deploy_files(folder: Path) -> dict[str, str]:
         text = text.replace("/etc/newsletter/pipeline.env", str(folder / "pipeline.env"))
         text = text.replace(SERVER_ROOT, str(folder))
         text = re.sub(r"(?m)^User=.*$", f"User={user}", text)
-        text = re.sub(r"(?m)^CRON_TZ=.*$", "CRON_TZ=UTC", text)
+        text = text.replace(SHIPPED_TIMEZONE, timezone_name)  # CRON_TZ, its comment, the timers' OnCalendar
         files[f"deploy/{source.name}"] = text
     return files
 
@@ -253,7 +257,7 @@ def create(project: NewProject, now: datetime | None = None) -> list[Path]:
         "config.yaml": config_text(project, local.year),
         "content/welcome.md": story_text(project, local),
         ".gitignore": GITIGNORE,
-        **deploy_files(folder),
+        **deploy_files(folder, project.timezone),
     }
     written = []
     folder.mkdir(parents=True, exist_ok=True)

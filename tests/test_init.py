@@ -69,6 +69,15 @@ def test_the_deploy_files_are_filled_in_for_the_folder(newsroom):
         newsroom / "deploy" / "newsletter-pipeline-run@.service").read_text()
 
 
+def test_the_deploy_schedules_keep_their_local_times_in_the_projects_timezone(newsroom):
+    """The weekly digest goes at 09:00 London time, as config.yaml's schedule says, in cron and in systemd."""
+    crontab = (newsroom / "deploy" / "crontab").read_text()
+    timer = (newsroom / "deploy" / "newsletter-pipeline-run@weekly-digest.timer").read_text()
+    assert "CRON_TZ=Europe/London" in crontab and "OnCalendar=Mon *-*-* 09:00:00 Europe/London" in timer
+    assert "America/New_York" not in crontab + timer
+    assert 'timezone: "Europe/London"' in (newsroom / "config.yaml").read_text()
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
                     reason="no systemd-analyze (apt-get install systemd); CI runs this")
 def test_the_deploy_units_written_for_the_folder_pass_systemd_analyze_verify(newsroom):

@@ -5,7 +5,8 @@ side of those commands, so the command line still never opens a store itself."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -22,29 +23,28 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def web_server(config: Config, host: str, port: int) -> Iterator[WebServer]:
-    """`serve-web`: the web app on its production server; the state is closed when the block ends."""
-    from .web import make_web_server  # the web stack only for the commands that serve
-
+def _serving(config: Config, make: Callable[[Storage], WebServer]) -> Iterator[WebServer]:
+    """A server over its own state database; the server, then the state, closed when the block ends."""
     with open_storage(config) as storage:
-        server = make_web_server(config, storage, host, port)
+        server = make(storage)
         try:
             yield server
         finally:
             server.server_close()
 
 
-@contextmanager
-def desk_server(config: Config, host: str | None, port: int | None) -> Iterator[WebServer]:
+def web_server(config: Config, host: str, port: int) -> ContextManager[WebServer]:
+    """`serve-web`: the web app on its production server."""
+    from .web import make_web_server  # the web stack only for the commands that serve
+
+    return _serving(config, lambda storage: make_web_server(config, storage, host, port))
+
+
+def desk_server(config: Config, host: str | None, port: int | None) -> ContextManager[WebServer]:
     """`desk serve`: the editor's desk alone."""
     from ..desk.web import make_desk_server  # Flask only for the desk
 
-    with open_storage(config) as storage:
-        server = make_desk_server(config, storage, host, port)
-        try:
-            yield server
-        finally:
-            server.server_close()
+    return _serving(config, lambda storage: make_desk_server(config, storage, host, port))
 
 
 @contextmanager

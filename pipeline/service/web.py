@@ -114,12 +114,9 @@ def make_app(config: Config, storage: Storage, *, clock=None, transport=None,
                                   *headers[False]])
         return [data]
 
-    if on_notice_queued is None:
-
-        mailer = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret)
-        on_notice_queued = NoticeDrainer(mailer.deliver_queued).wake
-    signups = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret,
-                      on_queued=on_notice_queued)
+    signups = Signups(config, storage, clock=clock or utcnow, transport=transport, secret=secret)
+    # By default this app's own drainer thread sends what the form queues (``make_web_server`` passes its own).
+    signups.on_queued = on_notice_queued or NoticeDrainer(signups.deliver_queued).wake
     signup_pages = SignupPages(config, signups, respond)
 
     webhooks = make_webhook_app(config, storage)  # relay bounce/complaint webhooks

@@ -255,12 +255,17 @@ class Signups:
 
     def try_confirmation(self, profile: Profile) -> str | None:
         """``send_confirmation``, saying why not: None when it went, else the relay's refusal (logged)."""
+        return self._attempt("confirm", profile, lambda: self._confirm(profile))
+
+    @staticmethod
+    def _attempt(kind: Kind, profile: Profile, send: Callable[[], None]) -> str | None:
+        """Run one mail's ``send``, logged either way; None when the relay took it, else why not."""
         try:
-            self._confirm(profile)
+            send()
         except (PermanentError, TransientError) as exc:
-            log.error("confirm mail to subscriber %d failed: %s", profile.id, exc)
+            log.error("%s mail to subscriber %d failed: %s", kind, profile.id, exc)
             return str(exc)
-        log.info("confirm mail to subscriber %d sent", profile.id)
+        log.info("%s mail to subscriber %d sent", kind, profile.id)
         return None
 
     def _confirm(self, profile: Profile) -> None:
@@ -278,13 +283,7 @@ class Signups:
         deliver_notice(self.config, notice, key, self._transport)
 
     def _mail(self, kind: Kind, profile: Profile, link: str, expires: datetime | None, key: str) -> bool:
-        try:
-            self._deliver(kind, profile, link, expires, key)
-        except (PermanentError, TransientError) as exc:
-            log.error("%s mail to subscriber %d failed: %s", kind, profile.id, exc)
-            return False
-        log.info("%s mail to subscriber %d sent", kind, profile.id)
-        return True
+        return self._attempt(kind, profile, lambda: self._deliver(kind, profile, link, expires, key)) is None
 
     # -- the notice queue ------------------------------------------------------------------------
 

@@ -20,10 +20,10 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import nh3
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .text import html_to_text, plain_text, strip_xml_illegal
+from .text import exact_text, html_to_text, plain_text, strip_xml_illegal
 
 __all__ = ["Enclosure", "Image", "Item", "Source", "clean_html", "html_to_text", "is_absolute_http", "newest_first",
-           "plain_text", "strip_xml_illegal", "tag_slug", "to_uri"]
+           "exact_text", "plain_text", "strip_xml_illegal", "tag_slug", "to_uri"]
 
 _SAFE_SCHEMES = {"http", "https", "mailto"}
 _URL_ATTRIBUTES = {"href", "src"}

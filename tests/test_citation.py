@@ -1,5 +1,6 @@
-"""The MESEMS citation whole where a reader looks for it (feeds, the web copies of the digest), shortened
-in the email only at an author boundary with "et al." and a link to the whole one; no cut mid-word."""
+"""The MESEMS citation whole where a reader looks for it (feeds, the email and its text part, the web
+copies of the digest); only a citation over 1,500 characters is shortened in the email, at an author
+boundary with "et al." and a link to the whole one; no cut mid-word."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import feedparser
 import pytest
 from lxml import html as lxml_html
 
-from pipeline.publish.digest import public_copy, render_digest, short_citation
+from pipeline.publish.digest import CITATION_CHARS, public_copy, render_digest, short_citation
 from pipeline.publish.feeds import build_feeds
 from pipeline.sources import read_content
 
@@ -48,20 +49,41 @@ def test_every_feed_carries_the_whole_citation_with_its_en_dash(config):
     assert WHOLE in _flat(lxml_html.fromstring(item["content_html"]).text_content())
 
 
-def test_the_email_shortens_the_citation_at_an_author_boundary_and_links_to_the_whole_one(digest):
+def test_the_email_carries_the_whole_citation_with_no_link_to_another_copy(digest):
+    (paragraph,) = lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "citation")]')
+    assert _flat(paragraph.text_content()) == WHOLE
+    assert paragraph.xpath("a") == []
+
+
+def test_the_text_part_carries_the_whole_citation(digest):
+    assert f"Citation: {WHOLE}" in _flat(digest.text)
+    assert "Full citation:" not in digest.text
+
+
+def _consortium_paper(config):
+    """The MESEMS story citing a paper with 200 authors (about 3,000 characters)."""
+    authors = ", ".join(f"Author{n} Surname{n}" for n in range(200))
+    citation = f'"A consortium paper," by {authors}, on behalf of the consortium. Lancet Neurology (2021; 20: 917\u201329).'
+    return [item.model_copy(update={"citation": citation}) if item.citation else item for item in read_content(config)]
+
+
+def test_a_citation_over_the_limit_is_shortened_in_the_email_at_an_author_boundary_with_a_link(config):
+    digest = render_digest(_consortium_paper(config), config, "edition-1")
     (paragraph,) = lxml_html.fromstring(digest.html).xpath('//p[contains(@class, "citation")]')
     shown = _flat(paragraph.text_content())
-    assert shown == ('"Safety, tolerability, and activity of mesenchymal stem cells versus placebo in multiple '
-                     'sclerosis (MESEMS): a phase 2, randomised, double-blind crossover trial," by Antonio Uccelli, '
-                     "Alice Laroni, Rehiana Ali, Mario Alberto Battaglia et al. Lancet Neurology (2021; 20: "
-                     "917\u201329). Full citation")
+    assert shown.startswith('"A consortium paper," by Author0 Surname0, Author1 Surname1, ')
+    assert shown.endswith(" et al. Lancet Neurology (2021; 20: 917\u201329). Full citation")
+    assert len(shown) <= CITATION_CHARS + len(" Full citation")
     assert paragraph.xpath("a/@href") == [f"{ARCHIVE}edition-1.html#citation-mesems-stem-cell-trial-results"]
+    assert f"Full citation: {ARCHIVE}edition-1.html#citation-mesems-stem-cell-trial-results" in digest.text
 
 
-def test_the_text_part_shortens_it_the_same_way_and_gives_the_address_of_the_whole_one(digest):
-    text = _flat(digest.text)
-    assert "by Antonio Uccelli, Alice Laroni, Rehiana Ali, Mario Alberto Battaglia et al. Lancet Neurology" in text
-    assert f"Full citation: {ARCHIVE}edition-1.html#citation-mesems-stem-cell-trial-results" in text
+def test_the_web_copy_carries_a_shortened_citation_whole_at_its_anchor(config):
+    items = _consortium_paper(config)
+    page, _text = public_copy(render_digest(items, config, "edition-1"), config)
+    (paragraph,) = lxml_html.fromstring(page).xpath('//p[@id="citation-mesems-stem-cell-trial-results"]')
+    (item,) = [item for item in items if item.citation]
+    assert _flat(paragraph.text_content()) == _flat(item.citation)
 
 
 def test_the_web_copy_the_link_points_at_carries_the_whole_citation_at_its_anchor(config, digest):

@@ -17,6 +17,7 @@ from pathlib import Path
 import feedparser
 import pytest
 from lxml import etree
+from lxml import html as lxml_html
 
 from pipeline import usecases
 from pipeline.config import load_config
@@ -282,7 +283,8 @@ def test_a_mis_sized_image_is_a_lint_finding_with_file_line_and_field(project, c
     assert "1200x700" in findings[0].detail and "600x315" in findings[0].detail
 
 
-@pytest.mark.parametrize("title", ["Bonjour\u00a0! Les «\u202fMS\u202f» & <vous>", "5\u00a0km walk: 'quotes' & \"more\""])
+@pytest.mark.parametrize("title", ["Bonjour\u00a0! Les «\u202fMS\u202f» & <vous>", "5\u00a0km walk: 'quotes' & \"more\"",
+                                   "Why <script>alert(1)</script> is text in a title"])
 def test_no_break_spaces_and_quotes_in_a_title_round_trip_through_rss_and_atom(project, config, title):
     from pipeline.publish.feeds import build_feeds
 
@@ -291,3 +293,15 @@ def test_no_break_spaces_and_quotes_in_a_title_round_trip_through_rss_and_atom(p
     for data in (feeds.rss, feeds.atom):
         assert entry_of(feedparser.parse(data), "nbsp").title == title
     assert json.loads(feeds.json)["items"][0]["title"] == title
+
+
+def test_a_script_tag_in_a_local_title_is_shown_as_text_in_the_digest_and_never_runs(project, config):
+    from pipeline.publish.digest import render_digest
+
+    title = "Why <script>alert(1)</script> is text in a title"
+    write_item(project, "script", f"title: {json.dumps(title)}\ndate: 2030-01-01T09:00:00-05:00\n")
+    digest = render_digest(read_content(config), config, "edition-1")
+    page = lxml_html.fromstring(digest.html)
+    assert page.xpath("//script") == []
+    assert title in page.text_content() and title in digest.text
+    assert digest.subject == f"National MS Society News: {title}"

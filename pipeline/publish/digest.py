@@ -46,9 +46,10 @@ ICON_SIZE = 24  # footer social icons, shown at 24 px from 48 px files
 # The column is 600 px with 24 px padding; an image never gets a width attribute wider than its cell.
 IMAGE_CELL_WIDTH = 552
 CONTENTS_FROM = 4  # editions with more items than 3 open with an "In this issue" list
-# A citation longer than this is shortened in the email at an author boundary ("et al."), linking to the
-# whole one on the edition's web copy; the reference's title and journal are kept.
-CITATION_CHARS = 280
+# The email carries a citation whole (the MESEMS one, twenty authors, is 690 characters); only one longer
+# than this, such as a consortium paper's hundreds of authors, is shortened at an author boundary
+# ("et al."), linking to the whole one on the edition's web copy; the title and journal are kept.
+CITATION_CHARS = 1500
 # Invisible characters after the preheader, so clients do not pull body text into the inbox preview.
 PREHEADER_PADDING = "\u200c\u00a0" * 50
 # What the web copies leave out: a "view in browser" link on a page already in the browser.

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import Config
 from ..errors import ContentError
-from ..items import Enclosure, Image, Item, Source, clean_html, html_to_text, plain_text
+from ..items import Enclosure, Image, Item, Source, clean_html, exact_text, html_to_text
 from ..media import content_path, file_facts, published_name
 from ..program import program_fingerprint
 from ..state.files import open_private
@@ -215,12 +215,12 @@ def _parse_item(path: Path, raw: bytes, config: Config, shown: str) -> Item:
     return Item(
         id=meta.id or f"{site.item_id_prefix}{slug}",
         slug=slug,
-        title=plain_text(meta.title),
+        title=exact_text(meta.title),
         link=link,
         published=meta.date,
         updated=meta.updated,
         author=meta.author,
-        summary=plain_text(meta.summary) if meta.summary else _summary_from(content_html),
+        summary=exact_text(meta.summary) if meta.summary else _summary_from(content_html),
         content_html=content_html,
         tags=tuple(meta.tags),
         image=image,

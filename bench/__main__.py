@@ -630,7 +630,7 @@ def main() -> None:
     if "memory" in cases:
         case_memory([1000, 10000] if quick else [1000, 100000], 1000 if quick else 10000)
     if "signup" in cases or "topics" in cases:  # issue 13: bench/signup.py
-        from .usecases.signup import case_signup, case_topic_send
+        from .signup import case_signup, case_topic_send
 
         os.environ["PIPELINE_SECRET"] = SECRET
         sink = Sink()

@@ -11,7 +11,8 @@ that the sizes written in the markup are their real ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -41,9 +42,14 @@ def relative_to_site(url: str, config: Config) -> str | None:
     return rel or None
 
 
+_resolved = threading.local()  # .roots: folder -> its resolved path, during one site_images call
+
+
 def _inside(folder: Path, rel: str) -> Path | None:
     """``folder / rel`` when it stays inside ``folder`` (which may be a link, as the output folder is)."""
-    root = folder.resolve()
+    root = getattr(_resolved, "roots", {}).get(folder)
+    if root is None:
+        root = folder.resolve()
     path = (root / rel).resolve()
     return folder / path.relative_to(root) if path.is_relative_to(root) else None
 
@@ -72,13 +78,18 @@ def locate(url: str, config: Config, items: Iterable[Item] = (),
         return LocalImage(url, None, config.path("output") / "invalid")
     logo = config.site.logo
     named = (media_files if media_files is not None else _media_files(items)).get(url, [])
-    candidates: list[Path | None] = [_inside(config.path("content"), local_file) for local_file in named]
-    if logo is not None and logo.file is not None and logo.url == url:
-        candidates.append(config.resolve(logo.file))
 
-    candidates += [_inside(config.path("content"), rel), _inside(config.path("templates"), rel),
-                   _inside(PACKAGE_TEMPLATES, rel), target]
-    source = next((path for path in candidates if path is not None and path.is_file()), None)
+    def candidates() -> Iterator[Path | None]:  # in order, each resolved only if those before are missing
+        for local_file in named:
+            yield _inside(config.path("content"), local_file)
+        if logo is not None and logo.file is not None and logo.url == url:
+            yield config.resolve(logo.file)
+        yield _inside(config.path("content"), rel)
+        yield _inside(config.path("templates"), rel)
+        yield _inside(PACKAGE_TEMPLATES, rel)
+        yield target
+
+    source = next((path for path in candidates() if path is not None and path.is_file()), None)
     return LocalImage(url, source, target)
 
 
@@ -98,7 +109,13 @@ def site_images(items: list[Item], config: Config) -> list[LocalImage]:
         urls.append(config.site.logo.url)
     urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
     media_files = _media_files(items)  # once: looked up per URL, it made publishing quadratic in the stories
-    found = [locate(url, config, items, media_files) for url in dict.fromkeys(urls)]
+    # The source folders resolved once, not per image (the output folder is a link a run switches: always read).
+    _resolved.roots = {folder: folder.resolve() for folder in (config.path("content"), config.path("templates"),
+                                                               PACKAGE_TEMPLATES)}
+    try:
+        found = [locate(url, config, items, media_files) for url in dict.fromkeys(urls)]
+    finally:
+        _resolved.roots = {}
     return [image for image in found if image is not None]
 
 

@@ -76,34 +76,51 @@ class VersionWriter(MemorySink):
         self.changed: list[Path] = []
         self.outside: dict[Path, bytes] = {}
         self.kept = 0
+        self.folders: set[str] = set()  # folders of the new version made already
+        # Each file's [size, mtime_ns] as this run found or wrote it, for the record (outputs.remember_outputs).
+        self.file_stats: dict[str, list[int]] = {}
+        self._prefix = os.fspath(out) + os.sep
+
+    def _rel(self, path: Path) -> str | None:
+        """``path`` relative to the output folder, as a string (pathlib's relative_to was 4% of a cold
+        build); None outside it."""
+        name = os.fspath(path)
+        return name[len(self._prefix):] if name.startswith(self._prefix) else None
 
     def _intact(self, path: Path) -> bool:
         """The live file at ``path`` is the one recorded: same size and time, not written too close to
         the record to tell (then it is read)."""
-        if self.current is None:
+        rel = self._rel(path)
+        if self.current is None or rel is None:
             return False
         try:
-            stat = os.stat(self.current / path.relative_to(self.out))
-        except (OSError, ValueError):
+            stat = os.stat(os.path.join(self.current, rel))
+        except OSError:
             return False
-        known = self.stats.get(str(path))
-        return known == [stat.st_size, stat.st_mtime_ns] and stat.st_mtime_ns < self.recorded_at - RACY_NS
+        name = str(path)
+        known = self.stats.get(name)
+        if known == [stat.st_size, stat.st_mtime_ns] and stat.st_mtime_ns < self.recorded_at - RACY_NS:
+            self.file_stats[name] = known
+            return True
+        return False
 
     def add(self, path: Path, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
         self.digests[path] = digest
         self[path] = b""  # planned; the bytes are on disk, not here
-        if not path.is_relative_to(self.out):
+        rel = self._rel(path)
+        if rel is None:
             self.outside[path] = data  # a few files planned outside the output folder, written in place
             return
         if self.current is not None:
             if self.recorded.get(str(path)) == digest and self._intact(path):
                 return
-            if _holds(self.current / path.relative_to(self.out), data):
+            if _holds(self.current / rel, data):
                 return
         self._start()
         assert self.version is not None
-        _write(self.version / path.relative_to(self.out), data)
+        stat = _write(os.path.join(self.version, rel), data, self.folders)
+        self.file_stats[str(path)] = [stat.st_size, stat.st_mtime_ns]
         self.changed.append(path)
 
     def _as_recorded(self, path: Path) -> bool:

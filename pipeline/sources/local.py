@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from markdown_it import MarkdownIt
+from markdown_it_pyrs import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Config
@@ -161,7 +161,8 @@ def _split(text: str, shown: str) -> _Document:
     return _Document(data, key_lines, "\n".join(lines[end + 1 :]), end + 2)
 
 
-_markdown = MarkdownIt("commonmark", {"html": True, "typographer": False}).enable("table")
+# CommonMark with raw HTML (nh3 cleans it after) and GFM tables; no typographer, so quotes stay as written.
+_markdown = MarkdownIt("commonmark").enable("table")
 
 
 def _summary_from(html: str, limit: int = 280) -> str:

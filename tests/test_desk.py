@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from datetime import timedelta
 
 import feedparser
 import pytest
 
+from pipeline import usecases
 from pipeline.desk.accounts import add_user
+from pipeline.environment import database_url
 from pipeline.sources import read_content
 from pipeline.sources.local import read_item
 from pipeline.state.desk import DeskStore
+from pipeline.state.lock import run_lock
 
 from .conftest import add_subscribers, run_cli, set_config, write_image, write_item
 from .desk_helpers import ADMIN, EDITOR, PASSWORD, csrf_token, desk_site
 
 STORY = {"slug": "a-new-wheelchair-clinic", "title": "A new wheelchair clinic opens",
-         "date": "2030-01-06T09:00:00-05:00", "summary": "Fittings and repairs, free for members.",
+         "date": "2025-01-06T09:00:00-05:00", "summary": "Fittings and repairs, free for members.",
          "tags": "programs and services, living with ms", "image_alt": "", "author": "", "citation": "",
          "source_name": "", "source_url": "", "body": "The clinic opens on **Monday**.\n", "status": "published",
          "save": "Save"}
@@ -224,6 +228,21 @@ def test_a_published_story_is_in_the_feeds_at_once(site):
     assert feed.entries[0].title == "A new wheelchair clinic opens"
 
 
+def test_a_story_saved_during_a_run_is_in_the_feeds_as_soon_as_the_run_ends(site):
+    """A send holds the run lock for hours; the story is published when it ends, not at the next cron run."""
+    editor = site.signed_in(EDITOR)
+    with run_lock(site.config.path("state"), database_url=database_url()):  # a run in progress
+        response = editor.post("/desk/stories/new", STORY, token_from="/desk/stories/new", follow_redirects=True)
+        assert "the feeds will carry the story as soon as it ends" in response.text
+        (waiting,) = [thread for thread in threading.enumerate() if thread.name == "publish-after-run"]
+        assert usecases.publish_after_current_run(site.config) is waiting  # one waits per state folder
+        assert not (site.config.path("output") / "rss.xml").exists()  # nothing published while it holds the lock
+    waiting.join(timeout=120)
+    assert not waiting.is_alive()
+    feed = feedparser.parse((site.config.path("output") / "rss.xml").read_bytes())
+    assert feed.entries[0].title == "A new wheelchair clinic opens"
+
+
 def test_a_draft_reaches_no_feed_or_digest(site):
     editor = site.signed_in(EDITOR)
     editor.post("/desk/stories/new", {**STORY, "status": "draft"}, token_from="/desk/stories/new")
@@ -243,9 +262,9 @@ def test_publishing_a_draft_moves_its_file_into_content(site):
 
 def test_a_bad_date_shows_the_message_of_pipeline_validate_next_to_the_date(site):
     editor = site.signed_in(EDITOR)
-    response = editor.post("/desk/stories/new", {**STORY, "date": "2030-01-06"}, token_from="/desk/stories/new")
+    response = editor.post("/desk/stories/new", {**STORY, "date": "2025-01-06"}, token_from="/desk/stories/new")
     shown = re.search(r'<p class="error" id="date-error">([^<]+)</p>', response.text).group(1).strip()
-    write_item(site.project, "a-new-wheelchair-clinic", 'title: "A new wheelchair clinic opens"\ndate: "2030-01-06"')
+    write_item(site.project, "a-new-wheelchair-clinic", 'title: "A new wheelchair clinic opens"\ndate: "2025-01-06"')
     validate = run_cli(site.project, "validate")
     assert shown.replace("&#39;", "'") in validate.stderr
     assert shown.startswith("content/a-new-wheelchair-clinic.md:3: date: needs a time and a timezone")
@@ -261,7 +280,7 @@ def test_an_image_without_alt_text_is_refused_next_to_the_alt_field(site, tmp_pa
 
 def test_a_file_edited_by_hand_shows_on_the_desk_at_once(site):
     editor = site.signed_in(EDITOR)
-    write_item(site.project, "written-by-hand", 'title: "Written in a text editor"\ndate: 2030-02-01T09:00:00+00:00')
+    write_item(site.project, "written-by-hand", 'title: "Written in a text editor"\ndate: 2025-02-01T09:00:00+00:00')
     assert "Written in a text editor" in editor.get("/desk/stories").text
     assert "Written in a text editor" in editor.get("/desk/stories/written-by-hand").text
 
@@ -508,7 +527,7 @@ def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
 
 
 def test_a_check_that_fails_links_to_the_story_that_causes_it(site):
-    write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2030-01-07T09:00:00+00:00\n'
+    write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2025-01-07T09:00:00+00:00\n'
                                            'image: {url: images/gone.jpg, alt: "A photo", width: 600, height: 400}')
     page = site.signed_in(EDITOR).get("/desk/digest").text
     finding = re.search(r"<li><strong>img-missing</strong>:(.*?)</li>", page, re.S).group(1)
@@ -569,7 +588,7 @@ def test_a_scheduled_edition_that_changed_since_is_not_sent(site):
 
     add_subscribers(site.config, 3)
     _schedule(site, site.signed_in(ADMIN))
-    write_item(site.project, "late-news", 'title: "Late news"\ndate: 2030-03-01T09:00:00+00:00')
+    write_item(site.project, "late-news", 'title: "Late news"\ndate: 2025-03-01T09:00:00+00:00')
     assert run_due(site.config, site.storage, site.clock.now + timedelta(hours=2), lambda *_: None) == []
     (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
     assert "look at it and schedule again" in skipped.note

@@ -200,7 +200,7 @@ def test_a_subject_past_the_limit_is_a_finding_that_states_the_limit():
 
 
 def test_a_100000_character_title_is_refused_by_lint_even_with_force(project, secret):
-    write_item(project, "long", f'title: "{"Long " * 20000}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    write_item(project, "long", f'title: "{"Long " * 20000}"\ndate: 2025-01-01T09:00:00-05:00\n')
     result = run_cli(project, "lint")
     assert result.returncode != 0
     assert f"over the {SUBJECT_LINE_LIMIT}-character line limit of RFC 5322" in result.stdout + result.stderr
@@ -226,7 +226,7 @@ def test_the_shipped_project_runs_and_sends_without_force(project, secret):
 
 
 def test_a_send_that_lint_stops_creates_no_edition(project, secret):
-    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2025-01-01T09:00:00-05:00\n')
     config = load_config(project / "config.yaml")
     add_subscribers(config, 1)
     result = run_cli(project, "send")
@@ -236,7 +236,7 @@ def test_a_send_that_lint_stops_creates_no_edition(project, secret):
 
 
 def test_the_test_copy_prints_the_findings_the_real_send_stops_on(project, secret):
-    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2030-01-01T09:00:00-05:00\n')
+    write_item(project, "long", f'title: "{"Long " * 30}"\ndate: 2025-01-01T09:00:00-05:00\n')
     handler = RecordingHandler()
     with SmtpSink(handler) as sink:
         use_smtp(project, sink.port)
@@ -288,7 +288,7 @@ def test_a_mis_sized_image_is_a_lint_finding_with_file_line_and_field(project, c
 def test_no_break_spaces_and_quotes_in_a_title_round_trip_through_rss_and_atom(project, config, title):
     from pipeline.publish.feeds import build_feeds
 
-    write_item(project, "nbsp", f"title: {json.dumps(title)}\ndate: 2030-01-01T09:00:00-05:00\n")
+    write_item(project, "nbsp", f"title: {json.dumps(title)}\ndate: 2025-01-01T09:00:00-05:00\n")
     feeds = build_feeds(read_content(config), config)
     for data in (feeds.rss, feeds.atom):
         assert entry_of(feedparser.parse(data), "nbsp").title == title
@@ -299,7 +299,7 @@ def test_a_script_tag_in_a_local_title_is_shown_as_text_in_the_digest_and_never_
     from pipeline.publish.digest import render_digest
 
     title = "Why <script>alert(1)</script> is text in a title"
-    write_item(project, "script", f"title: {json.dumps(title)}\ndate: 2030-01-01T09:00:00-05:00\n")
+    write_item(project, "script", f"title: {json.dumps(title)}\ndate: 2025-01-01T09:00:00-05:00\n")
     digest = render_digest(read_content(config), config, "edition-1")
     page = lxml_html.fromstring(digest.html)
     assert page.xpath("//script") == []

@@ -82,10 +82,10 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
             page.get_by_role("heading", name="You are subscribed").wait_for()
             assert storage.profile(email="new.reader@example.org").status == "subscribed"
 
-            write_item(project, "trial-news", 'title: "A new trial begins"\ndate: 2030-01-02T09:00:00+00:00\n'
+            write_item(project, "trial-news", 'title: "A new trial begins"\ndate: 2025-01-02T09:00:00+00:00\n'
                                               'tags: [research]')
             write_item(project, "navigator-news", 'title: "Navigators open a new line"\n'
-                                                  'date: 2030-01-03T09:00:00+00:00\ntags: [programs and services]')
+                                                  'date: 2025-01-03T09:00:00+00:00\ntags: [programs and services]')
             run_cli(project, "run", "--force", check=True)  # http on loopback fails the https check
             (digest,) = handler.by_recipient()["new.reader@example.org"][-1:]
             body = " ".join(_text(digest.raw).split())
@@ -102,10 +102,10 @@ def test_a_reader_signs_up_confirms_and_chooses_topics_in_a_real_browser(project
             assert storage.profile(email="new.reader@example.org").topics == ("programs",)
             page.context.close()
 
-            write_item(project, "more-trials", 'title: "Another trial result"\ndate: 2030-01-04T09:00:00+00:00\n'
+            write_item(project, "more-trials", 'title: "Another trial result"\ndate: 2025-01-04T09:00:00+00:00\n'
                                                'tags: [research]')
             write_item(project, "more-navigators", 'title: "Navigators in every state"\n'
-                                                   'date: 2030-01-05T09:00:00+00:00\ntags: [programs and services]')
+                                                   'date: 2025-01-05T09:00:00+00:00\ntags: [programs and services]')
             run_cli(project, "run", "--force", check=True)  # http on loopback fails the https check
             latest = handler.by_recipient()["new.reader@example.org"][-1]
             body = " ".join(_text(latest.raw).split())

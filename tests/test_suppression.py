@@ -26,7 +26,7 @@ def _with_bounce_domain(project, port: int, **smtp):
 
 
 def _new_item(project, slug: str) -> None:
-    write_item(project, slug, f'title: "Story {slug}"\ndate: 2030-01-0{len(slug) % 9 + 1}T09:00:00+00:00')
+    write_item(project, slug, f'title: "Story {slug}"\ndate: 2025-01-0{len(slug) % 9 + 1}T09:00:00+00:00')
 
 
 def _recipients_of(config, edition_id: str) -> set[str]:

@@ -181,9 +181,9 @@ def test_the_preferences_page_changes_topics_and_pauses_and_the_next_editions_fo
                                headers={"Origin": "https://evil.example"})
         assert cross.status == 403 and storage.profile(subscriber_id=reader).status == "subscribed"
 
-    write_item(project, "research-news", 'title: "New research item"\ndate: 2030-01-02T09:00:00+00:00\n'
+    write_item(project, "research-news", 'title: "New research item"\ndate: 2025-01-02T09:00:00+00:00\n'
                                          'tags: [research]')
-    write_item(project, "programs-news", 'title: "New programs item"\ndate: 2030-01-03T09:00:00+00:00\n'
+    write_item(project, "programs-news", 'title: "New programs item"\ndate: 2025-01-03T09:00:00+00:00\n'
                                          'tags: [programs and services]')
     run_cli(project, "run", check=True)
     with open_storage(config) as storage:
@@ -196,7 +196,7 @@ def test_the_preferences_page_changes_topics_and_pauses_and_the_next_editions_fo
         client = Client(signup_app(config, storage, clock))
         client.request("POST", f"/preferences?token={token}", {"topics": ["programs"], "pause": "1m"})
         assert storage.profile(subscriber_id=reader).paused_until is not None
-    write_item(project, "more-programs", 'title: "More programs"\ndate: 2030-01-04T09:00:00+00:00\n'
+    write_item(project, "more-programs", 'title: "More programs"\ndate: 2025-01-04T09:00:00+00:00\n'
                                          'tags: [programs and services]')
     run_cli(project, "run", check=True)
     with open_storage(config) as storage:

@@ -353,7 +353,8 @@ def _publish_feeds() -> None:
         use_cases.run(desk()["config"], action="feeds", wait=False)
         flash("The feeds are updated.")
     except RunLocked:
-        flash("Another run is going on; the feeds will carry the story after it.")
+        use_cases.publish_after_current_run(desk()["config"])
+        flash("Another run is going on; the feeds will carry the story as soon as it ends.")
     except PipelineError as exc:
         flash(f"The feeds were not updated: {exc}")
 

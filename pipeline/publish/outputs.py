@@ -11,12 +11,14 @@ import json
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 import orjson
 
+from ..clock import utcnow
 from ..config import Config
 from ..items import Item
 from ..program import program_fingerprint
@@ -137,6 +139,9 @@ def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     record = _live_record(config)
     if record.get("fingerprint") != fingerprint:
         return False
+    release_at = record.get("release_at")
+    if release_at is not None and datetime.fromisoformat(release_at) <= utcnow():
+        return False  # a scheduled story is due: it is published now
     stats: dict[str, list[int]] = record.get("stats", {})
     recorded_at = record.get("recorded_at", 0)
     for name, expected in record.get("outputs", {}).items():
@@ -154,7 +159,8 @@ def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     return True
 
 
-def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, bytes] | None, version: str) -> None:
+def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, bytes] | None, version: str, *,
+                     release_at: datetime | None = None) -> None:
     """Record what ``version`` of the output folder holds, before it is switched in, beside the record of
     the live one: a run killed at any instant leaves the record of whichever set is live.  ``files`` None
     (a send, which adds archive pages only) keeps the live set's record for the new version.  Each file's
@@ -185,6 +191,8 @@ def remember_outputs(config: Config, fingerprint: str | None, files: dict[Path, 
                 continue
             stats[name] = [stat.st_size, stat.st_mtime_ns]
         record: dict = {"fingerprint": fingerprint, "stats": stats}
+        if release_at is not None:  # a scheduled story is due then: the same inputs make other outputs
+            record["release_at"] = release_at.isoformat()
         if isinstance(files, VersionWriter):  # its bytes are on disk: their digests were taken as written
             record.update(outputs={str(path): digest for path, digest in files.digests.items()}, keys=files.made_keys)
         else:

@@ -171,6 +171,7 @@ __all__ = [
     "remove_subscriber",
     "retry_failed",
     "return_paths",
+    "publish_after_current_run",
     "run",
     "send_dry_run",
     "send_due",
@@ -188,6 +189,7 @@ __all__ = [
     "summary_line",
     "unsubscribe",
     "validate",
+    "withhold_scheduled",
     "work",
 ]
 
@@ -254,7 +256,9 @@ _WHERE = {
     "remove_subscriber": "subscribers",
     "retry_failed": "send",
     "return_paths": "send",
+    "publish_after_current_run": "runs",
     "run": "runs",
+    "withhold_scheduled": "common",
     "send_dry_run": "send",
     "send_due": "send",
     "send_notice": "signup",

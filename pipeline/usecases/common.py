@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..clock import utcnow
 from ..config import Config
 from ..delivery.editions import EditionPlan, items_of, newest_items
 from ..environment import database_url
@@ -41,10 +42,23 @@ def open_storage(config: Config) -> Storage:
     return Storage.for_state(config.path("state"), database_url())
 
 
+def withhold_scheduled(local: list[Item], now: datetime) -> tuple[list[Item], datetime | None]:
+    """The content stories that are out by ``now``, and when the next scheduled one is due (None:
+    none is).  A story dated in the future is scheduled (the desk lists it so): no feed, page or
+    digest shows it before its date, and the first run from then on publishes it."""
+    due = [item for item in local if item.published <= now]
+    later = [item.published for item in local if item.published > now]
+    if later:
+        log.info("%d scheduled stories withheld until their dates (the next on %s)", len(later),
+                 min(later).isoformat())
+    return (due if later else local), (min(later) if later else None)
+
+
 def read_items(config: Config, storage: Storage | None, *, fetch: bool = True) -> tuple[list[Item], list[Item]]:
-    """Local content and remote items.  Without ``fetch``, remote items are what the sources gave
-    last time, and nothing is written: for looks that promise to change nothing."""
-    local = read_content(config)
+    """Local content that is out (scheduled stories are withheld) and remote items.  Without ``fetch``,
+    remote items are what the sources gave last time, and nothing is written: for looks that promise
+    to change nothing."""
+    local, _release_at = withhold_scheduled(read_content(config), utcnow())
     if not config.sources or storage is None:
         return local, []
     remote = read_remote(config, storage)[0] if fetch else stored_remote(config, storage)
@@ -59,6 +73,7 @@ class RunContext:
     storage: Storage
     items: list[Item]
     origins: dict[str, str] = field(default_factory=dict)  # what local items were made from, by id
+    release_at: datetime | None = None  # when the next scheduled story is due (the outputs change then)
     renders: int = 0
     _digests: dict[tuple[str | None, tuple[str, ...]], Digest] = field(default_factory=dict)
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..clock import utcnow
 from ..config import Config
 from ..delivery.editions import EditionPlan, plan_edition
 from ..environment import database_url, signing_secret
@@ -43,7 +44,17 @@ from ..state.storage import (
     Storage,
 )
 from .bounces import bounce_run
-from .common import MANUAL_JOB, Action, RunContext, RunOutcome, action_for, open_storage, read_items, summary_line
+from .common import (
+    MANUAL_JOB,
+    Action,
+    RunContext,
+    RunOutcome,
+    action_for,
+    open_storage,
+    read_items,
+    summary_line,
+    withhold_scheduled,
+)
 from .send import due_editions, refused_new_edition, send_due
 
 if TYPE_CHECKING:  # imported where used: a run that finds nothing changed needs none of them
@@ -75,6 +86,35 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
         storage.finish_run(run_id, outcome.status, summary)
         log.info("job %s: %s", job, summary_line(summary))
         return outcome
+
+
+_waiting: dict[str, threading.Thread] = {}  # state folder -> the publish waiting for the run lock
+_waiting_lock = threading.Lock()
+
+
+def publish_after_current_run(config: Config) -> threading.Thread:
+    """Publish the feeds and the site as soon as the run holding the lock ends (a send can take hours):
+    what the desk does when a story is saved during a run, which read the content before it.  One
+    waiting publish per state folder is enough, since it reads every story when it starts; the thread
+    is returned so a caller (a test) can wait for it."""
+    key = str(config.path("state"))
+
+    def publish_when_free() -> None:
+        try:
+            run(config, action="feeds", wait=True)
+        except Exception:  # noqa: BLE001 - a thread has no caller to raise to; the next run publishes
+            log.exception("publishing after the run in progress failed")
+        finally:
+            with _waiting_lock:
+                _waiting.pop(key, None)
+
+    with _waiting_lock:
+        thread = _waiting.get(key)
+        if thread is None:
+            thread = _waiting[key] = threading.Thread(target=publish_when_free, name="publish-after-run",
+                                                      daemon=True)
+            thread.start()
+        return thread
 
 
 def dry_run(config: Config, *, send: bool = True) -> RunOutcome:
@@ -123,11 +163,12 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
         return RunOutcome(action, edition=plan, unchanged=True)
     with _collector_paused():  # reading makes thousands of items that all live on: nothing to collect
         origins: dict[str, str] = {}
-        local = read_content(config, remember=True, files=content, origins=origins)
+        local, release_at = withhold_scheduled(read_content(config, remember=True, files=content, origins=origins),
+                                               utcnow())
         merged = merge_items(local, remote)
         from_files = {id(item) for item in local}  # an origin names a local item, never a remote one
         origins = {item.id: origins[item.id] for item in merged if id(item) in from_files}
-        ctx = RunContext(config, storage, merged, origins)
+        ctx = RunContext(config, storage, merged, origins, release_at=release_at)
     del content  # the stories' bytes are parsed: not kept through a send that can take hours
     with _kept_out_of_collections():
         return _build_and_send(ctx, action, sending, publishing, inputs, force=force, stop=stop, progress=progress)
@@ -202,7 +243,8 @@ def _build_and_send(ctx: RunContext, action: Action, sending: bool, publishing: 
     fingerprint = (_fingerprint(inputs, storage) if not blocking else "") if publishing else None
 
     def record(version: str) -> None:  # what the new set holds, recorded before it is switched in
-        remember_outputs(config, fingerprint, outcome.files if publishing else None, version)
+        remember_outputs(config, fingerprint, outcome.files if publishing else None, version,
+                         release_at=ctx.release_at)
 
     # The whole output folder switches at once: a reader, or a run killed now, sees the old set or the new one.
     if writer is not None:

@@ -387,7 +387,7 @@ def test_the_page_step_at_10000_stories_renders_from_one_compiled_template_and_r
     files = stories.story_pages(items, config, origins=origins)
     cold = time.perf_counter() - started
     stories.save_page_cache(config)
-    assert sorted(compiled) == ["site.css", "stories.html", "story.html"]  # once each, for 10,000 stories and their lists
+    assert sorted(compiled) == ["site.css", "stories.html", "story.html", "story_card.html"]  # once each, for 10,000 stories and their lists
     per_page = config.site.per_page
     # research on half the stories; stem cells, clinical trials, living with ms on a quarter each
     listings = -(-10_000 // per_page) + sum(-(-count // per_page) for count in (5000, 2500, 2500, 2500))

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STORY_TEMPLATE = "story.html"
 LIST_TEMPLATE = "stories.html"
+CARD_TEMPLATE = "story_card.html"  # one story in a listing (a macro, rendered once per story)
 STYLESHEET = "site.css"
 TAGS_FOLDER = f"{STORIES_FOLDER}tags/"
 PAGE_FOLDER = "page/"
@@ -192,6 +193,8 @@ class StoryPages:
         self._tag_links = {item.id: [links[slug] for slug in dict.fromkeys(tag_slug(tag) for tag in item.tags)]
                            for item in self.items}
         self._base = site.base_url
+        self._card_macro = env.get_template(CARD_TEMPLATE).module.card  # type: ignore[attr-defined]
+        self._cards: dict[str, str] = {}
 
     def story_url(self, item: Item) -> str:
         # base_url ends with "/" and a slug is [a-z0-9-]: the join is a concatenation (urljoin costs 50 µs).
@@ -215,15 +218,23 @@ class StoryPages:
     def listing(self, listing: Listing, feeds: list[tuple[str, str, str]] | None = None,
                 tags: list[TagLink] | None = None) -> bytes:
         config = self.config
+        entries = [(item, self.story_url(item), self.shown_date(item.published), self.tag_links(item))
+                   for item in listing.items]
         page = self.list_template.render(
             **self.common, listing=listing, url=listing.url(config), up="../" * listing.path.count("/"),
             prev_url=listing.url(config, listing.number - 1) if listing.number > 1 else None,
             next_url=listing.url(config, listing.number + 1) if listing.number < listing.count else None,
-            entries=[(item, self.story_url(item), self.shown_date(item.published), self.tag_links(item))
-                     for item in listing.items],
-            list_feeds=feeds, all_tags=tags,
+            entries=entries, cards=[self.card(entry) for entry in entries], list_feeds=feeds, all_tags=tags,
         )
         return page.encode("utf-8")
+
+    def card(self, entry: tuple[Item, str, str, list[TagLink]]) -> str:
+        """A story's entry in a listing, rendered once: each story is listed on 1 + its tags' pages."""
+        item = entry[0]
+        card = self._cards.get(item.id)
+        if card is None:
+            card = self._cards[item.id] = self._card_macro(*entry)
+        return card
 
     def listings(self) -> list[tuple[Listing, list[tuple[str, str, str]] | None, list[TagLink] | None]]:
         """Every page of the story index and of each tag, with the feeds and tags each one shows."""

@@ -110,7 +110,7 @@ def _record_path(config: Config) -> Path:
 def _records(config: Config) -> dict[str, dict]:
     """What each kept version of the output folder holds, by version name ("" for a real folder)."""
     try:
-        data = json.loads(_record_path(config).read_text())
+        data = orjson.loads(_record_path(config).read_bytes())  # 60,000 entries at 10,000 stories
     except (FileNotFoundError, ValueError):
         return {}
     if not isinstance(data, dict):

@@ -376,6 +376,15 @@ def story_pages(items: list[Item], config: Config, chosen_topics: list[TagFeed] 
         labels = "\0".join(link.label for link in pages.tag_links(item))
         keep(out / story_path(item.slug), None if known is None else _key("story", known, labels),
              partial(pages.story, item))
+    listed: dict[str, str] = {}  # per story, the fields a listing shows of it (a story is on 1 + its tags' lists)
+
+    def shown_of(item: Item) -> str:
+        fields = listed.get(item.id)
+        if fields is None:
+            fields = listed[item.id] = (f"{item.slug}\0{item.title}\0{item.summary}\0{item.published.isoformat()}\0"
+                                        + "\0".join(link.label for link in pages.tag_links(item)))
+        return fields
+
     for listing, feeds, tags in pages.listings():
         # A listing shows a few fields of each story, so it is keyed by them (not by the stories'
         # origins): an edit of a story's body leaves its listings as they were.
@@ -383,8 +392,7 @@ def story_pages(items: list[Item], config: Config, chosen_topics: list[TagFeed] 
         if origins:
             labels = "\0".join(f"{link.label}\0{link.url}" for link in tags or [])
             feed_urls = "\0".join(url for _label, _type, url in feeds or [])
-            shown = "\0".join(f"{item.slug}\0{item.title}\0{item.summary}\0{item.published.isoformat()}\0"
-                              + "\0".join(link.label for link in pages.tag_links(item)) for item in listing.items)
+            shown = "\0".join(shown_of(item) for item in listing.items)
             key = _key("list", listing.title, listing.folder, str(listing.number), str(listing.count), labels,
                        feed_urls, shown)
         keep(out / listing.path, key, partial(pages.listing, listing, feeds, tags))

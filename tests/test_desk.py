@@ -407,8 +407,8 @@ def test_an_admin_unsubscribes_a_subscriber_and_it_is_in_their_consent_history(s
                token_from="/desk/subscribers/one?email=reader00000@example.org")
     profile = site.storage.profile(email="reader00000@example.org")
     assert profile.status == "unsubscribed"
-    assert [(e.action, e.method) for e in site.storage.consent_histories([profile.id])[profile.id]] == \
-        [("unsubscribe", "desk")]
+    assert [(e.action, e.method, e.detail) for e in site.storage.consent_histories([profile.id])[profile.id]] == \
+        [("unsubscribe", "desk", {"by": f"desk user {ADMIN}"})]
 
 
 def test_an_admin_lifts_a_suppression_and_the_reason_is_kept(site):
@@ -505,6 +505,27 @@ def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
     page = site.signed_in(EDITOR).get(f"/desk/editions/{edition.id}").text
     assert '<td id="unsubscribed">1</td>' in page
     assert f'href="{site.config.site.url(f"archive/{edition.id}.html")}"' in page
+
+
+def test_an_editions_unsubscribed_count_includes_complaints_and_emailed_unsubscribes(site):
+    from pipeline.bounces.policy import record_bounce
+    from pipeline.usecases.signup import unsubscribe
+
+    add_subscribers(site.config, 4)
+    run_cli(site.project, "send", check=True)
+    (edition,) = site.storage.list_editions()
+    policy = site.config.bounces.policy
+    record_bounce(site.storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "webhook:ses")
+    record_bounce(site.storage, policy, "reader00001@example.org", "unsubscribe",
+                  "asked by email to the unsubscribe address (DMARC pass)", "mailbox")
+    unsubscribe(site.storage, "reader00002@example.org", "one-click")
+    record_bounce(site.storage, policy, "reader00003@example.org", "hard", "550 5.1.1 no such user", "mailbox")
+    editor = site.signed_in(EDITOR)
+    assert '<td id="unsubscribed">3</td>' in editor.get(f"/desk/editions/{edition.id}").text  # a bounce is not one
+    complained = editor.get("/desk/subscribers/one?email=reader00000@example.org").text
+    assert re.search(r"<li>[^<]*: unsubscribe via complaint; source: webhook:ses; reason: complaint \(abuse\)", complained)
+    emailed = editor.get("/desk/subscribers/one?email=reader00001@example.org").text
+    assert re.search(r"<li>[^<]*: unsubscribe via mailto; source: mailbox; reason: asked by email", emailed)
 
 
 def test_a_check_that_fails_links_to_the_story_that_causes_it(site):

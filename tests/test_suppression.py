@@ -9,6 +9,7 @@ import pytest
 
 from pipeline import usecases
 from pipeline.bounces.policy import classify_smtp_reply, record_bounce
+from pipeline.clock import utcnow
 from pipeline.config import load_config
 from pipeline.service.servers import make_bounce_receiver
 from pipeline.state.storage import SKIPPED, StoredDigest
@@ -116,6 +117,40 @@ def test_a_complaint_unsubscribes_and_suppresses_and_an_import_never_puts_anyone
         assert storage.suppression_counts() == {"complaint": 1, "hard-bounce": 1}
         _edition(storage, "a" * 16)
         assert storage.get_edition("a" * 16).recipients == 1  # only new@example.org
+
+
+def test_a_complaint_and_a_mailed_unsubscribe_are_withdrawals_in_the_consent_history_and_a_bounce_is_not(config):
+    add_subscribers(config, 3)
+    policy = config.bounces.policy
+    with open_storage(config) as storage:
+        ids = storage.ids_for(["reader00000@example.org", "reader00001@example.org", "reader00002@example.org"])
+        record_bounce(storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "webhook:ses")
+        record_bounce(storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "mailbox")
+        record_bounce(storage, policy, "reader00001@example.org", "unsubscribe",
+                      "asked by email to the unsubscribe address (signed link)", "receiver")
+        record_bounce(storage, policy, "reader00002@example.org", "hard", "550 5.1.1 User unknown", "mailbox")
+        histories = storage.consent_histories(list(ids.values()))
+    (complaint,) = histories[ids["reader00000@example.org"]]  # the second complaint withdrew nothing more
+    assert (complaint.action, complaint.method, complaint.detail) == \
+        ("unsubscribe", "complaint", {"source": "webhook:ses", "reason": "complaint (abuse)"})
+    (mailed,) = histories[ids["reader00001@example.org"]]
+    assert (mailed.action, mailed.method, mailed.detail["source"]) == ("unsubscribe", "mailto", "receiver")
+    assert histories[ids["reader00002@example.org"]] == []  # suppressed, but the person withdrew nothing
+
+
+def test_unsubscribing_a_subscribed_or_a_pending_address_records_the_withdrawal_once(config):
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        storage.operator_add("pending@example.org", None, None, confirmed=False, now=utcnow())
+        assert storage.unsubscribe("reader00000@example.org", "desk", detail={"by": "desk user ann@example.org"})
+        assert storage.unsubscribe("pending@example.org", "preferences")  # a pending signup withdrawn
+        assert not storage.unsubscribe("reader00000@example.org", "desk")  # already: nothing more recorded
+        ids = storage.ids_for(["reader00000@example.org", "pending@example.org"])
+        histories = storage.consent_histories(list(ids.values()))
+        assert storage.profile(email="pending@example.org").status == "unsubscribed"
+    assert [(e.method, e.detail) for e in histories[ids["reader00000@example.org"]]] == \
+        [("desk", {"by": "desk user ann@example.org"})]
+    assert [(e.action, e.method) for e in histories[ids["pending@example.org"]]] == [("unsubscribe", "preferences")]
 
 
 def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, config):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import logging
 
-from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from flask import Flask, abort, flash, g, redirect, render_template, request, url_for
 
 from .. import usecases as use_cases
 from ..addresses import normalise_address
@@ -77,7 +77,8 @@ def register(app: Flask) -> None:
     def subscriber_unsubscribe():
 
         email = normalise_address(request.form.get("email", ""))
-        changed = unsubscribe(desk()["storage"], email, "desk")
+        changed = unsubscribe(desk()["storage"], email, "desk", now=desk()["clock"](),
+                              detail={"by": f"desk user {g.user.email}"})
         audit("subscriber unsubscribed", email if changed else f"{email} (already)")
         flash(f"{email} is unsubscribed." if changed else f"{email} was not subscribed.")
         return redirect(url_for("subscriber", email=email))

@@ -30,6 +30,7 @@ from .schema import (
     UNSUBSCRIBED,
     _suppressed,
     bounce_events,
+    consent_events,
     deliveries,
     processed_messages,
     subscribers,
@@ -58,18 +59,26 @@ class BounceStore(StoreBase):
                                 .where(suppressions.c.subscriber_id == subscriber_id)).scalar_one_or_none()
 
     def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
-                            *, suppress: str | None = None, unsubscribe: bool = False) -> str:
+                            *, suppress: str | None = None, unsubscribe_via: str | None = None) -> str:
         """Record one event and, in the same transaction, what the policy decided: suppress (with a reason)
-        and/or unsubscribe.  Queued, deferred and claimed rows of the address are skipped at once, as for an
-        unsubscribe, so a sender that claimed the row before finds it withdrawn.  Returns the outcome."""
+        and/or unsubscribe (``unsubscribe_via`` names how in the consent history: a complaint, a mailto).
+        An unsubscribe is a withdrawal of consent, so it is recorded there like every other way out.
+        Queued, deferred and claimed rows of the address are skipped at once, as for an unsubscribe, so a
+        sender that claimed the row before finds it withdrawn.  Returns the outcome."""
         now = utcnow()
         outcome = "not counted" if kind == "not counted" else "counted"
+        unsubscribe = unsubscribe_via is not None
         with self.engine.begin() as conn:
-            if unsubscribe:
+            if unsubscribe_via is not None:
                 changed = conn.execute(
                     update(subscribers).where(subscribers.c.id == subscriber_id, subscribers.c.status == SUBSCRIBED)
                     .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
                 outcome = "unsubscribed" if changed else "already unsubscribed"
+                if changed:
+                    conn.execute(insert(consent_events).values(
+                        subscriber_id=subscriber_id, at=now, action="unsubscribe", method=unsubscribe_via,
+                        consent_text=None, detail={"source": source, "reason": reason[:300],
+                                                   **({"edition": edition_id} if edition_id else {})}))
             if suppress:
                 active = conn.execute(select(suppressions.c.id).where(
                     suppressions.c.subscriber_id == subscriber_id, suppressions.c.lifted_at.is_(None))).first()

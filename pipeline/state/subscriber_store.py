@@ -1,9 +1,10 @@
-"""Subscribers: add, import (merge), unsubscribe, look up, stream in batches, count."""
+"""Subscribers: add, import (merge), unsubscribe (with its consent event), look up, stream in batches, count."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,11 +22,14 @@ from .rows import (
 from .schema import (
     DEFERRED,
     PENDING,
+    PENDING_CONFIRMATION,
     SENDING,
     SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    consent_events,
     deliveries,
+    signup_tokens,
     subscribers,
 )
 from .store_base import StoreBase
@@ -108,23 +112,33 @@ class SubscriberStore(StoreBase):
                 counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated" if values else "unchanged"] += 1
         return counts
 
-    def unsubscribe(self, email: str) -> bool:
-        """Mark unsubscribed; True if the address was subscribed.  Idempotent."""
-        now = utcnow()
+    def unsubscribe(self, email: str, method: str = "operator", *, now: datetime | None = None,
+                    detail: dict[str, Any] | None = None) -> bool:
+        """Stop mailing an address, and record the withdrawal in its consent history (how: ``method``), in one
+        transaction: a subscribed address is unsubscribed and its unsent deliveries skipped; a pending one is
+        withdrawn and its confirmation links spent.  True when it was subscribed or pending.  Idempotent."""
+        now = now or utcnow()
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email, subscribers.c.status == SUBSCRIBED)
-                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now))
-            if result.rowcount:
-                # Not yet sent editions must not reach this address either.
-                ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.subscriber_id == ids,
-                           deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
-                    .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
-            return bool(result.rowcount)
+            row = conn.execute(select(subscribers.c.id, subscribers.c.status)
+                               .where(subscribers.c.email == email)).first()
+            if row is None or row.status not in (SUBSCRIBED, PENDING_CONFIRMATION):
+                return False
+            changed = conn.execute(
+                update(subscribers).where(subscribers.c.id == row.id, subscribers.c.status == row.status)
+                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
+            if not changed:
+                return False  # another transaction changed it first, and recorded it
+            if row.status == SUBSCRIBED:  # not yet sent editions must not reach this address either
+                conn.execute(update(deliveries)
+                             .where(deliveries.c.subscriber_id == row.id,
+                                    deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
+                             .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
+            else:  # a pending address asked to be left alone: its confirmation links no longer work
+                conn.execute(update(signup_tokens).where(signup_tokens.c.subscriber_id == row.id,
+                                                         signup_tokens.c.used_at.is_(None)).values(used_at=now))
+            conn.execute(insert(consent_events).values(subscriber_id=row.id, at=now, action="unsubscribe",
+                                                       method=method, consent_text=None, detail=detail or {}))
+        return True
 
     def iter_subscribers(self, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         """Stream subscribers in id order, a batch at a time, so memory stays flat."""

@@ -422,6 +422,24 @@ def test_an_admin_lifts_a_suppression_and_the_reason_is_kept(site):
     assert held.lifted_at is not None and held.lifted_reason == "new mailbox, she called"
 
 
+def test_a_suppression_lifted_on_the_desk_during_a_send_is_not_put_back_by_the_send(site):
+    from pipeline.state.storage import FAILED, Outcome, StoredDigest
+    from pipeline.usecases import record_send_refusals
+
+    add_subscribers(site.config, 1)
+    email = "reader00000@example.org"
+    site.storage.create_edition("e" * 16, ["urn:mesems:walk"], StoredDigest("MESEMS news", "<p>h</p>", "t"))
+    (claim,) = site.storage.claim("e" * 16, 10, "sender")
+    site.storage.record_results([Outcome(claim, FAILED, "550 5.1.1 User unknown", 1)])  # the send goes on
+    _suppress(site, email)
+    (refused,) = site.storage.unrecorded_send_failures("e" * 16)
+    site.clock.now = refused.at + timedelta(minutes=2)  # the admin lifts it two minutes after the refusal
+    site.signed_in(ADMIN).post("/desk/subscribers/lift", {"email": email, "reason": "new mailbox, she called"},
+                               token_from=f"/desk/subscribers/one?email={email}")
+    record_send_refusals(site.config, site.storage, "e" * 16)  # the send ends
+    assert site.storage.active_suppression(site.storage.get_subscriber(email).id) is None
+
+
 IMPORT = ("email,name\nnew.one@example.org,New One\nreader00000@example.org,Reader Zero\nnot an address,Nobody\n"
           "reader00001@example.org,Suppressed\n")
 

@@ -4,6 +4,7 @@ an operator can lift a suppression with a reason.  Real SQLite state and real SM
 from __future__ import annotations
 
 import smtplib
+from datetime import timedelta
 
 import pytest
 
@@ -12,7 +13,7 @@ from pipeline.bounces.policy import classify_smtp_reply, record_bounce
 from pipeline.clock import utcnow
 from pipeline.config import load_config
 from pipeline.service.servers import make_bounce_receiver
-from pipeline.state.storage import SKIPPED, StoredDigest
+from pipeline.state.storage import FAILED, SKIPPED, Outcome, StoredDigest
 from pipeline.usecases import open_storage
 from pipeline.usecases.subscribers import import_csv
 
@@ -176,6 +177,45 @@ def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, 
     with open_storage(config) as storage:
         _edition(storage, "c" * 16)
         assert storage.get_edition("c" * 16).recipients == 1
+
+
+def test_a_bounce_from_before_a_lift_is_recorded_but_does_not_suppress_again(config):
+    add_subscribers(config, 1)
+    policy, email = config.bounces.policy, "reader00000@example.org"
+    bounced = utcnow().replace(microsecond=0) - timedelta(hours=2)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "mailbox", at=bounced)
+        assert storage.lift_suppression(subscriber.id, "new mailbox, she called", now=bounced + timedelta(hours=1))
+        late = record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "webhook:ses",
+                             at=bounced + timedelta(minutes=30))
+        assert late.outcome == "before the lift: not suppressed"
+        assert storage.active_suppression(subscriber.id) is None
+        after = record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "mailbox",
+                              at=bounced + timedelta(hours=1, minutes=1))
+        assert after.outcome == "suppressed"  # a bounce after the lift counts as ever
+        events, _ = storage.bounce_history(subscriber.id)
+    assert [(e.source, e.outcome, e.created_at) for e in events][1] == \
+        ("webhook:ses", "before the lift: not suppressed", bounced + timedelta(minutes=30))
+
+
+def test_a_refusal_during_a_send_does_not_suppress_an_address_lifted_before_the_send_ended(config):
+    add_subscribers(config, 2)
+    email = "reader00001@example.org"
+    with open_storage(config) as storage:
+        _edition(storage, "d" * 16)
+        claims = {claim.email: claim for claim in storage.claim("d" * 16, 10, "sender")}
+        storage.record_results([Outcome(claims[email], FAILED, "550 5.1.1 <reader00001@example.org>: User unknown", 1)])
+        record_bounce(storage, config.bounces.policy, email, "hard", "550 5.1.1 (an earlier DSN)", "mailbox")
+        (refused,) = storage.unrecorded_send_failures("d" * 16)
+        subscriber = storage.get_subscriber(email)
+        assert storage.lift_suppression(subscriber.id, "the mailbox was restored (ticket 42)",
+                                        now=refused.at + timedelta(minutes=1))  # while the send still runs
+        assert usecases.record_send_refusals(config, storage, "d" * 16) == 1  # the send ends
+        assert storage.active_suppression(subscriber.id) is None
+        events, _ = storage.bounce_history(subscriber.id)
+        assert (events[-1].source, events[-1].outcome) == ("smtp", "before the lift: not suppressed")
+        assert storage.ledger_counts("d" * 16)[FAILED] == 1  # the attempt stays in the ledger
 
 
 @pytest.fixture

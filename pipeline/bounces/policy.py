@@ -40,7 +40,8 @@ class BounceStore(Protocol):
     def soft_bounces_since(self, subscriber_id: int, since: datetime) -> int: ...
     def bounce_history(self, subscriber_id: int) -> tuple[list[BounceEvent], list[Suppression]]: ...
     def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
-                            *, suppress: str | None = None, unsubscribe_via: str | None = None) -> str: ...
+                            *, suppress: str | None = None, unsubscribe_via: str | None = None,
+                            at: datetime | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ class BounceResult:
 
 
 def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: str, reason: str, source: str,
-                  edition_id: str | None = None, subscriber_id: int | None = None) -> BounceResult:
+                  edition_id: str | None = None, subscriber_id: int | None = None,
+                  at: datetime | None = None) -> BounceResult:
     """Record one bounce, complaint or unsubscribe request for a subscriber and apply the policy.
 
     ``subscriber_id`` (from a signed VERP token) wins over ``email``; an address that is not on
-    the list changes nothing.
+    the list changes nothing.  ``at`` is when it happened (a refusal during a send is looked at when
+    the send ends; a relay dates its events), default now: an operator who lifted the address's
+    suppression after that moment decided with it in view, so it is recorded but suppresses nothing
+    (``record_bounce_event`` checks, in its transaction), and soft bounces before the lift stop counting.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown bounce kind {kind!r}")
@@ -71,7 +76,7 @@ def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: 
     elif kind == "complaint":
         suppress = COMPLAINT
     elif kind == "soft":
-        since = utcnow() - timedelta(days=policy.soft_window_days)
+        since = (at or utcnow()) - timedelta(days=policy.soft_window_days)
         lifted = storage.last_lifted(subscriber.id)
         if lifted is not None and lifted > since:
             since = lifted  # an operator lifted a suppression: earlier bounces no longer count
@@ -82,7 +87,7 @@ def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: 
             suppress = SOFT_BOUNCES
             reason = f"{reason} ({earlier} soft bounces within {policy.soft_window_days:g} days)"
     outcome = storage.record_bounce_event(subscriber.id, kind, reason, source, edition_id,
-                                          suppress=suppress, unsubscribe_via=unsubscribe_via)
+                                          suppress=suppress, unsubscribe_via=unsubscribe_via, at=at)
     log.info("%s for subscriber %d from %s: %s", kind, subscriber.id, source, outcome)
     return BounceResult(subscriber.email, kind, outcome)
 

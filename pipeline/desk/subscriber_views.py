@@ -92,7 +92,7 @@ def register(app: Flask) -> None:
         if not form.validate():
             flash("Say why the suppression is lifted.")
             return redirect(url_for("subscriber", email=email))
-        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "")
+        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "", now=desk()["clock"]())
         audit("suppression lifted" if lifted else "no suppression to lift", f"{email}: {form.reason.data}")
         flash("The suppression is lifted." if lifted else "There was no suppression to lift.")
         return redirect(url_for("subscriber", email=email))

@@ -6,6 +6,7 @@ import csv
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -182,8 +183,9 @@ def subscriber_details(config: Config, address: str) -> SubscriberDetails:
                                  show(storage, email))
 
 
-def lift_suppression(config: Config, address: str, reason: str) -> bool:
-    """An operator puts a suppressed address back on the list, with a reason that is kept."""
+def lift_suppression(config: Config, address: str, reason: str, *, now: datetime | None = None) -> bool:
+    """An operator puts a suppressed address back on the list, with a reason that is kept; a bounce from
+    before ``now`` (a send still running may report one) does not suppress it again."""
     if not reason.strip():
         raise PipelineError("say why the suppression is lifted (--reason)")
     email = normalise_address(address)
@@ -191,7 +193,7 @@ def lift_suppression(config: Config, address: str, reason: str) -> bool:
         subscriber = storage.get_subscriber(email)
         if subscriber is None:
             raise PipelineError(f"{email}: not a subscriber")
-        lifted = storage.lift_suppression(subscriber.id, reason.strip())
+        lifted = storage.lift_suppression(subscriber.id, reason.strip(), now)
     if lifted:
         log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
     return lifted

@@ -450,7 +450,7 @@ def test_a_csv_import_is_shown_before_anything_is_written(site):
     admin = site.signed_in(ADMIN)
     response = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(IMPORT.encode()), "walk.csv")},
                           token_from="/desk/subscribers/import", content_type="multipart/form-data")
-    assert re.search(r'id="import-summary">1 added, 1 updated, 2 refused', response.text)
+    assert re.search(r'id="import-summary">1 added, 1 updated, 0 unchanged, 2 refused', response.text)
     assert "walk.csv:4: " in response.text and "walk.csv:5: reader00001@example.org: suppressed" in response.text
     assert site.storage.get_subscriber("new.one@example.org") is None
 
@@ -466,6 +466,58 @@ def test_committing_a_previewed_import_adds_the_subscribers(site):
     again = admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y",
                                                            "csrf_token": csrf_token(page)})
     assert again.status_code == 400  # an import is made once
+
+
+MEMBERS = ("email,name,chapter\nnew.one@example.org,New One,Leeds\nreader00000@example.org,Reader Zero,York\n"
+           "not an address,Nobody,\nreader00001@example.org,Suppressed,Hull\nreader00002@example.org,Reader Two,Hull\n")
+
+
+def _members_previewed(site):
+    """reader00001 suppressed, reader00002 unsubscribed, and the admin's preview of members.csv (confirmed)."""
+    from pipeline.usecases.signup import unsubscribe
+
+    add_subscribers(site.config, 3)
+    _suppress(site, "reader00001@example.org")
+    unsubscribe(site.storage, "reader00002@example.org", "one-click")
+    admin = site.signed_in(ADMIN)
+    page = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(MEMBERS.encode()), "members.csv"),
+                                                   "confirmed": "y"},
+                      token_from="/desk/subscribers/import", content_type="multipart/form-data").text
+    return admin, page
+
+
+def _commit(admin, page):
+    key = re.search(r'name="key" value="(\w+)"', page).group(1)
+    return admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y", "csrf_token": csrf_token(page)})
+
+
+def test_a_row_the_preview_refuses_is_left_exactly_as_it_was_by_the_commit(site):
+    admin, page = _members_previewed(site)
+    assert "members.csv:6: reader00002@example.org: unsubscribed; stays unsubscribed" in page
+    assert "members.csv:5: reader00001@example.org: suppressed" in page
+    _commit(admin, page)
+    for email in ("reader00001@example.org", "reader00002@example.org"):
+        refused = site.storage.get_subscriber(email)
+        assert (refused.name, refused.attributes) == (None, {})
+    assert site.storage.get_subscriber("reader00000@example.org").attributes == {"chapter": "York"}
+
+
+def test_an_imports_consent_record_names_the_uploaded_file_and_the_desk_user_who_committed_it(site):
+    admin, page = _members_previewed(site)
+    _commit(admin, page)
+    profile = site.storage.profile(email="new.one@example.org")
+    (event,) = site.storage.consent_histories([profile.id])[profile.id]
+    assert (event.action, event.method, event.detail) == \
+        ("subscribe", "import", {"source": "desk import of members.csv", "confirmed_by": f"desk user {ADMIN}"})
+
+
+def test_an_imports_audit_entry_gives_the_counts_its_preview_showed(site):
+    admin, page = _members_previewed(site)
+    shown = re.search(r'id="import-summary">([^<]+)\.</p>', page).group(1)
+    assert shown.startswith("1 added, 1 updated") and shown.endswith(", 3 refused")
+    _commit(admin, page)
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.action, entry.detail) == ("subscribers imported", f"members.csv: {shown} (confirmed)")
 
 
 def test_an_admin_exports_the_list_as_csv(site):

@@ -286,7 +286,8 @@ def test_the_import_command_says_how_many_it_kept_suppressed(project, config):
         record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1", "mailbox")
     (project / "list.csv").write_text("email\nreader00000@example.org\nfresh@example.org\n")
     result = run_cli(project, "subscribers", "import", "--confirmed", str(project / "list.csv"), check=True)
-    assert result.stdout.strip().endswith("added 1, updated 0, unchanged 1, kept unsubscribed 0, duplicates 0, invalid 0, "
+    # Each row counted once: the suppressed one is kept suppressed, not also "unchanged".
+    assert result.stdout.strip().endswith("added 1, updated 0, unchanged 0, kept unsubscribed 0, duplicates 0, invalid 0, "
                                           "kept suppressed 1")
 
 

@@ -12,7 +12,7 @@ from .. import usecases as use_cases
 from ..addresses import normalise_address
 from ..errors import PipelineError
 from ..usecases.signup import operator_add, unsubscribe
-from ..usecases.subscribers import export_csv, read_csv_file
+from ..usecases.subscribers import ImportOrigin, export_csv, read_csv_file
 from .context import audit, desk, signed_in
 from .forms import (
     ImportForm,
@@ -112,7 +112,7 @@ def register(app: Flask) -> None:
                 try:
                     text = upload.read().decode("utf-8-sig")
                     preview = preview_import(desk()["storage"], text, name)
-                    key = keep_upload(desk()["config"], text)
+                    key = keep_upload(desk()["config"], text, name)
                 except UnicodeDecodeError:
                     form.csv_file.errors = [f"{name}: not UTF-8 text; save it as CSV UTF-8"]
                 except PipelineError as exc:
@@ -124,18 +124,19 @@ def register(app: Flask) -> None:
     @signed_in("admin")
     def subscriber_import_commit():
 
-        path = kept_upload(desk()["config"], request.form.get("key", ""))
-        if path is None:
+        upload = kept_upload(desk()["config"], request.form.get("key", ""))
+        if upload is None:
             abort(400, "This import was made already or has expired; upload the file again.")
         confirmed = request.form.get("confirmed") == "y"
-        try:
-            report = read_csv_file(desk()["storage"], path, desk()["config"], confirmed=confirmed)
+        origin = ImportOrigin(f"desk import of {upload.name}", f"desk user {g.user.email}")
+        try:  # read as the preview read it: the same plan, the same file name in its messages
+            report = read_csv_file(desk()["storage"], upload.path, desk()["config"], confirmed=confirmed,
+                                   source=upload.name, origin=origin)
         finally:
-            path.unlink()
-        audit("subscribers imported", f"{report.added} added, {report.updated} updated, "
-                                      f"{len(report.invalid)} refused" + (" (confirmed)" if confirmed else ""))
-        flash(f"Imported: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-              f"{report.kept_unsubscribed} kept unsubscribed, {report.kept_suppressed} kept suppressed.")
+            upload.forget()
+        audit("subscribers imported", f"{upload.name}: {report.summary()}" + (" (confirmed)" if confirmed else ""))
+        flash(f"Imported {upload.name}: {report.summary()} ({report.kept_unsubscribed} kept unsubscribed, "
+              f"{report.kept_suppressed} kept suppressed).")
         return redirect(url_for("subscribers"))
 
     @app.route("/subscribers/export.csv")

@@ -27,6 +27,7 @@ from .schema import (
     SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    _suppressed,
     consent_events,
     deliveries,
     signup_tokens,
@@ -79,16 +80,17 @@ class SubscriberStore(StoreBase):
                           status: str = SUBSCRIBED) -> dict[str, int]:
         """Merge a batch of (email, name, attributes) in one transaction: new ones are added
         (with ``status``: pending when the import asks them to confirm), known ones updated where
-        a name or attribute differs (else counted unchanged), unsubscribed ones left unsubscribed.
+        a name or attribute differs (else counted unchanged).  Unsubscribed and suppressed ones are
+        left exactly as they are (an import refuses them; it must not rewrite their name either).
         One round trip per batch, not per subscriber, so large imports stay fast."""
         now = utcnow()
-        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0}
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0, "suppressed": 0}
         if not rows:
             return counts
         with self.engine.begin() as conn:
             known = {row.email: row for row in conn.execute(
                 select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.name,
-                       subscribers.c.attributes)
+                       subscribers.c.attributes, _suppressed(subscribers.c.id).label("suppressed"))
                 .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
             new = [{"email": email, "name": name, "attributes": attributes, "status": status,
                     "subscribed_at": now if status == SUBSCRIBED else None, "updated_at": now}
@@ -100,6 +102,9 @@ class SubscriberStore(StoreBase):
                 row = known.get(email)
                 if row is None:
                     continue
+                if row.suppressed or row.status == UNSUBSCRIBED:
+                    counts["suppressed" if row.suppressed else "unsubscribed"] += 1
+                    continue
                 values: dict[str, Any] = {}
                 if name and name != row.name:
                     values["name"] = name
@@ -109,8 +114,17 @@ class SubscriberStore(StoreBase):
                 if values:
                     conn.execute(update(subscribers).where(subscribers.c.id == row.id)
                                  .values(updated_at=now, **values))
-                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated" if values else "unchanged"] += 1
+                counts["updated" if values else "unchanged"] += 1
         return counts
+
+    def subscribers_among(self, emails: list[str]) -> dict[str, tuple[Subscriber, bool]]:
+        """The known ones of ``emails``, each with whether it is suppressed, in one query (an import's plan)."""
+        if not emails:
+            return {}
+        query = select(subscribers, _suppressed(subscribers.c.id).label("suppressed")) \
+            .where(subscribers.c.email.in_(emails))
+        with self.engine.connect() as conn:
+            return {row.email: (self._subscriber(row), bool(row.suppressed)) for row in conn.execute(query)}
 
     def unsubscribe(self, email: str, method: str = "operator", *, now: datetime | None = None,
                     detail: dict[str, Any] | None = None) -> bool:

@@ -426,15 +426,15 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     return email, "pending (confirmation sent)"
 
 
-def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str) -> None:
-    """Consent records for the addresses an import added (the operator's word with ``confirmed``, else
-    a confirmation requested)."""
+def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str,
+                  confirmed_by: str = "operator flag --confirmed") -> None:
+    """Consent records for the addresses an import added: where from, and with ``confirmed`` whose word it
+    is (the operator's flag, a desk user), else a confirmation requested."""
     if not new_emails:
         return
     now = utcnow()
     ids = storage.ids_for(new_emails)
-    detail = {"source": source, **({"confirmed_by": "operator flag --confirmed"} if confirmed
-                                   else {"confirmation": "requested"})}
+    detail = {"source": source, **({"confirmed_by": confirmed_by} if confirmed else {"confirmation": "requested"})}
     storage.record_consents([{"subscriber_id": i, "at": now, "action": "subscribe", "method": "import",
                               "consent_text": None, "detail": detail} for i in ids.values()])
 

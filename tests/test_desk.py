@@ -426,8 +426,8 @@ def test_an_admin_unsubscribes_a_subscriber_and_it_is_in_their_consent_history(s
                token_from="/desk/subscribers/one?email=reader00000@example.org")
     profile = site.storage.profile(email="reader00000@example.org")
     assert profile.status == "unsubscribed"
-    assert [(e.action, e.method) for e in site.storage.consent_histories([profile.id])[profile.id]] == \
-        [("unsubscribe", "desk")]
+    assert [(e.action, e.method, e.detail) for e in site.storage.consent_histories([profile.id])[profile.id]] == \
+        [("unsubscribe", "desk", {"by": f"desk user {ADMIN}"})]
 
 
 def test_an_admin_lifts_a_suppression_and_the_reason_is_kept(site):
@@ -441,6 +441,24 @@ def test_an_admin_lifts_a_suppression_and_the_reason_is_kept(site):
     assert held.lifted_at is not None and held.lifted_reason == "new mailbox, she called"
 
 
+def test_a_suppression_lifted_on_the_desk_during_a_send_is_not_put_back_by_the_send(site):
+    from pipeline.state.storage import FAILED, Outcome, StoredDigest
+    from pipeline.usecases import record_send_refusals
+
+    add_subscribers(site.config, 1)
+    email = "reader00000@example.org"
+    site.storage.create_edition("e" * 16, ["urn:mesems:walk"], StoredDigest("MESEMS news", "<p>h</p>", "t"))
+    (claim,) = site.storage.claim("e" * 16, 10, "sender")
+    site.storage.record_results([Outcome(claim, FAILED, "550 5.1.1 User unknown", 1)])  # the send goes on
+    _suppress(site, email)
+    (refused,) = site.storage.unrecorded_send_failures("e" * 16)
+    site.clock.now = refused.at + timedelta(minutes=2)  # the admin lifts it two minutes after the refusal
+    site.signed_in(ADMIN).post("/desk/subscribers/lift", {"email": email, "reason": "new mailbox, she called"},
+                               token_from=f"/desk/subscribers/one?email={email}")
+    record_send_refusals(site.config, site.storage, "e" * 16)  # the send ends
+    assert site.storage.active_suppression(site.storage.get_subscriber(email).id) is None
+
+
 IMPORT = ("email,name\nnew.one@example.org,New One\nreader00000@example.org,Reader Zero\nnot an address,Nobody\n"
           "reader00001@example.org,Suppressed\n")
 
@@ -451,7 +469,7 @@ def test_a_csv_import_is_shown_before_anything_is_written(site):
     admin = site.signed_in(ADMIN)
     response = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(IMPORT.encode()), "walk.csv")},
                           token_from="/desk/subscribers/import", content_type="multipart/form-data")
-    assert re.search(r'id="import-summary">1 added, 1 updated, 2 refused', response.text)
+    assert re.search(r'id="import-summary">1 added, 1 updated, 0 unchanged, 2 refused', response.text)
     assert "walk.csv:4: " in response.text and "walk.csv:5: reader00001@example.org: suppressed" in response.text
     assert site.storage.get_subscriber("new.one@example.org") is None
 
@@ -467,6 +485,58 @@ def test_committing_a_previewed_import_adds_the_subscribers(site):
     again = admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y",
                                                            "csrf_token": csrf_token(page)})
     assert again.status_code == 400  # an import is made once
+
+
+MEMBERS = ("email,name,chapter\nnew.one@example.org,New One,Leeds\nreader00000@example.org,Reader Zero,York\n"
+           "not an address,Nobody,\nreader00001@example.org,Suppressed,Hull\nreader00002@example.org,Reader Two,Hull\n")
+
+
+def _members_previewed(site):
+    """reader00001 suppressed, reader00002 unsubscribed, and the admin's preview of members.csv (confirmed)."""
+    from pipeline.usecases.signup import unsubscribe
+
+    add_subscribers(site.config, 3)
+    _suppress(site, "reader00001@example.org")
+    unsubscribe(site.storage, "reader00002@example.org", "one-click")
+    admin = site.signed_in(ADMIN)
+    page = admin.post("/desk/subscribers/import", {"csv_file": (io.BytesIO(MEMBERS.encode()), "members.csv"),
+                                                   "confirmed": "y"},
+                      token_from="/desk/subscribers/import", content_type="multipart/form-data").text
+    return admin, page
+
+
+def _commit(admin, page):
+    key = re.search(r'name="key" value="(\w+)"', page).group(1)
+    return admin.post("/desk/subscribers/import/commit", {"key": key, "confirmed": "y", "csrf_token": csrf_token(page)})
+
+
+def test_a_row_the_preview_refuses_is_left_exactly_as_it_was_by_the_commit(site):
+    admin, page = _members_previewed(site)
+    assert "members.csv:6: reader00002@example.org: unsubscribed; stays unsubscribed" in page
+    assert "members.csv:5: reader00001@example.org: suppressed" in page
+    _commit(admin, page)
+    for email in ("reader00001@example.org", "reader00002@example.org"):
+        refused = site.storage.get_subscriber(email)
+        assert (refused.name, refused.attributes) == (None, {})
+    assert site.storage.get_subscriber("reader00000@example.org").attributes == {"chapter": "York"}
+
+
+def test_an_imports_consent_record_names_the_uploaded_file_and_the_desk_user_who_committed_it(site):
+    admin, page = _members_previewed(site)
+    _commit(admin, page)
+    profile = site.storage.profile(email="new.one@example.org")
+    (event,) = site.storage.consent_histories([profile.id])[profile.id]
+    assert (event.action, event.method, event.detail) == \
+        ("subscribe", "import", {"source": "desk import of members.csv", "confirmed_by": f"desk user {ADMIN}"})
+
+
+def test_an_imports_audit_entry_gives_the_counts_its_preview_showed(site):
+    admin, page = _members_previewed(site)
+    shown = re.search(r'id="import-summary">([^<]+)\.</p>', page).group(1)
+    assert shown.startswith("1 added, 1 updated") and shown.endswith(", 3 refused")
+    _commit(admin, page)
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.action, entry.detail) == ("subscribers imported", f"members.csv: {shown} (confirmed)")
 
 
 def test_an_admin_exports_the_list_as_csv(site):
@@ -524,6 +594,27 @@ def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
     page = site.signed_in(EDITOR).get(f"/desk/editions/{edition.id}").text
     assert '<td id="unsubscribed">1</td>' in page
     assert f'href="{site.config.site.url(f"archive/{edition.id}.html")}"' in page
+
+
+def test_an_editions_unsubscribed_count_includes_complaints_and_emailed_unsubscribes(site):
+    from pipeline.bounces.policy import record_bounce
+    from pipeline.usecases.signup import unsubscribe
+
+    add_subscribers(site.config, 4)
+    run_cli(site.project, "send", check=True)
+    (edition,) = site.storage.list_editions()
+    policy = site.config.bounces.policy
+    record_bounce(site.storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "webhook:ses")
+    record_bounce(site.storage, policy, "reader00001@example.org", "unsubscribe",
+                  "asked by email to the unsubscribe address (DMARC pass)", "mailbox")
+    unsubscribe(site.storage, "reader00002@example.org", "one-click")
+    record_bounce(site.storage, policy, "reader00003@example.org", "hard", "550 5.1.1 no such user", "mailbox")
+    editor = site.signed_in(EDITOR)
+    assert '<td id="unsubscribed">3</td>' in editor.get(f"/desk/editions/{edition.id}").text  # a bounce is not one
+    complained = editor.get("/desk/subscribers/one?email=reader00000@example.org").text
+    assert re.search(r"<li>[^<]*: unsubscribe via complaint; source: webhook:ses; reason: complaint \(abuse\)", complained)
+    emailed = editor.get("/desk/subscribers/one?email=reader00001@example.org").text
+    assert re.search(r"<li>[^<]*: unsubscribe via mailto; source: mailbox; reason: asked by email", emailed)
 
 
 def test_a_check_that_fails_links_to_the_story_that_causes_it(site):

@@ -124,6 +124,24 @@ def test_every_relative_link_points_at_a_file_that_exists(page):
     assert not broken, f"{page.relative_to(REPO)}: broken links: {', '.join(broken)}"
 
 
+_SCHEMA_NOW = re.compile(r"\bat schema (\d+)")
+_SCHEMA_ANY = re.compile(r"\bschema (\d+)\b")
+
+
+def test_the_schema_the_docs_say_the_database_is_at_is_the_one_it_migrates_to():
+    """"The database is at schema N" follows ``SCHEMA_VERSION``; any other "schema N" names a migration that exists."""
+    from pipeline.state.schema import MIGRATIONS, SCHEMA_VERSION
+
+    pages = [REPO / "ARCHITECTURE.md", *_pages()]
+    said = {str(page.relative_to(REPO)): [int(n) for n in _SCHEMA_NOW.findall(page.read_text(encoding="utf-8"))]
+            for page in pages}
+    assert said["docs/how-to/desk.md"], "the desk's page says which schema the database is at"
+    assert {page: versions for page, versions in said.items() if set(versions) - {SCHEMA_VERSION}} == {}
+    named = {(str(page.relative_to(REPO)), int(n)) for page in pages
+             for n in _SCHEMA_ANY.findall(page.read_text(encoding="utf-8"))}
+    assert {(page, n) for page, n in named if n not in MIGRATIONS} == set()
+
+
 def test_the_readme_is_a_front_page_not_the_manual():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) < 200

@@ -49,6 +49,15 @@ def test_reimport_does_not_resubscribe_an_unsubscribed_address(project):
     assert run_cli(project, "subscribers", "list", check=True).stdout == "ann@example.org\tunsubscribed\t\n"
 
 
+def test_reimport_leaves_an_unsubscribed_persons_name_and_columns_as_they_were(project):
+    _import(project, "email,name,chapter\nann@example.org,Ann,Ohio\n")
+    run_cli(project, "subscribers", "remove", "ann@example.org", check=True)
+    result = _import(project, "email,name,chapter\nann@example.org,Ann Other,Texas\n")
+    assert "added 0, updated 0, unchanged 0, kept unsubscribed 1" in result.stdout
+    exported = list(csv.DictReader(io.StringIO(run_cli(project, "subscribers", "export", check=True).stdout)))
+    assert [(r["name"], r["chapter"], r["status"]) for r in exported] == [("Ann", "Ohio", "unsubscribed")]
+
+
 def test_explicit_add_resubscribes(project):
     run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
     run_cli(project, "subscribers", "remove", "ann@example.org", check=True)

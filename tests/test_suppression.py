@@ -4,14 +4,16 @@ an operator can lift a suppression with a reason.  Real SQLite state and real SM
 from __future__ import annotations
 
 import smtplib
+from datetime import timedelta
 
 import pytest
 
 from pipeline import usecases
 from pipeline.bounces.policy import classify_smtp_reply, record_bounce
+from pipeline.clock import utcnow
 from pipeline.config import load_config
 from pipeline.service.servers import make_bounce_receiver
-from pipeline.state.storage import SKIPPED, StoredDigest
+from pipeline.state.storage import FAILED, SKIPPED, Outcome, StoredDigest
 from pipeline.usecases import open_storage
 from pipeline.usecases.subscribers import import_csv
 
@@ -118,6 +120,40 @@ def test_a_complaint_unsubscribes_and_suppresses_and_an_import_never_puts_anyone
         assert storage.get_edition("a" * 16).recipients == 1  # only new@example.org
 
 
+def test_a_complaint_and_a_mailed_unsubscribe_are_withdrawals_in_the_consent_history_and_a_bounce_is_not(config):
+    add_subscribers(config, 3)
+    policy = config.bounces.policy
+    with open_storage(config) as storage:
+        ids = storage.ids_for(["reader00000@example.org", "reader00001@example.org", "reader00002@example.org"])
+        record_bounce(storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "webhook:ses")
+        record_bounce(storage, policy, "reader00000@example.org", "complaint", "complaint (abuse)", "mailbox")
+        record_bounce(storage, policy, "reader00001@example.org", "unsubscribe",
+                      "asked by email to the unsubscribe address (signed link)", "receiver")
+        record_bounce(storage, policy, "reader00002@example.org", "hard", "550 5.1.1 User unknown", "mailbox")
+        histories = storage.consent_histories(list(ids.values()))
+    (complaint,) = histories[ids["reader00000@example.org"]]  # the second complaint withdrew nothing more
+    assert (complaint.action, complaint.method, complaint.detail) == \
+        ("unsubscribe", "complaint", {"source": "webhook:ses", "reason": "complaint (abuse)"})
+    (mailed,) = histories[ids["reader00001@example.org"]]
+    assert (mailed.action, mailed.method, mailed.detail["source"]) == ("unsubscribe", "mailto", "receiver")
+    assert histories[ids["reader00002@example.org"]] == []  # suppressed, but the person withdrew nothing
+
+
+def test_unsubscribing_a_subscribed_or_a_pending_address_records_the_withdrawal_once(config):
+    add_subscribers(config, 1)
+    with open_storage(config) as storage:
+        storage.operator_add("pending@example.org", None, None, confirmed=False, now=utcnow())
+        assert storage.unsubscribe("reader00000@example.org", "desk", detail={"by": "desk user ann@example.org"})
+        assert storage.unsubscribe("pending@example.org", "preferences")  # a pending signup withdrawn
+        assert not storage.unsubscribe("reader00000@example.org", "desk")  # already: nothing more recorded
+        ids = storage.ids_for(["reader00000@example.org", "pending@example.org"])
+        histories = storage.consent_histories(list(ids.values()))
+        assert storage.profile(email="pending@example.org").status == "unsubscribed"
+    assert [(e.method, e.detail) for e in histories[ids["reader00000@example.org"]]] == \
+        [("desk", {"by": "desk user ann@example.org"})]
+    assert [(e.action, e.method) for e in histories[ids["pending@example.org"]]] == [("unsubscribe", "preferences")]
+
+
 def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, config):
     add_subscribers(config, 1)
     with open_storage(config) as storage:
@@ -141,6 +177,45 @@ def test_an_operator_lifts_a_suppression_with_a_reason_and_sees_it_all(project, 
     with open_storage(config) as storage:
         _edition(storage, "c" * 16)
         assert storage.get_edition("c" * 16).recipients == 1
+
+
+def test_a_bounce_from_before_a_lift_is_recorded_but_does_not_suppress_again(config):
+    add_subscribers(config, 1)
+    policy, email = config.bounces.policy, "reader00000@example.org"
+    bounced = utcnow().replace(microsecond=0) - timedelta(hours=2)
+    with open_storage(config) as storage:
+        subscriber = storage.get_subscriber(email)
+        record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "mailbox", at=bounced)
+        assert storage.lift_suppression(subscriber.id, "new mailbox, she called", now=bounced + timedelta(hours=1))
+        late = record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "webhook:ses",
+                             at=bounced + timedelta(minutes=30))
+        assert late.outcome == "before the lift: not suppressed"
+        assert storage.active_suppression(subscriber.id) is None
+        after = record_bounce(storage, policy, email, "hard", "550 5.1.1 User unknown", "mailbox",
+                              at=bounced + timedelta(hours=1, minutes=1))
+        assert after.outcome == "suppressed"  # a bounce after the lift counts as ever
+        events, _ = storage.bounce_history(subscriber.id)
+    assert [(e.source, e.outcome, e.created_at) for e in events][1] == \
+        ("webhook:ses", "before the lift: not suppressed", bounced + timedelta(minutes=30))
+
+
+def test_a_refusal_during_a_send_does_not_suppress_an_address_lifted_before_the_send_ended(config):
+    add_subscribers(config, 2)
+    email = "reader00001@example.org"
+    with open_storage(config) as storage:
+        _edition(storage, "d" * 16)
+        claims = {claim.email: claim for claim in storage.claim("d" * 16, 10, "sender")}
+        storage.record_results([Outcome(claims[email], FAILED, "550 5.1.1 <reader00001@example.org>: User unknown", 1)])
+        record_bounce(storage, config.bounces.policy, email, "hard", "550 5.1.1 (an earlier DSN)", "mailbox")
+        (refused,) = storage.unrecorded_send_failures("d" * 16)
+        subscriber = storage.get_subscriber(email)
+        assert storage.lift_suppression(subscriber.id, "the mailbox was restored (ticket 42)",
+                                        now=refused.at + timedelta(minutes=1))  # while the send still runs
+        assert usecases.record_send_refusals(config, storage, "d" * 16) == 1  # the send ends
+        assert storage.active_suppression(subscriber.id) is None
+        events, _ = storage.bounce_history(subscriber.id)
+        assert (events[-1].source, events[-1].outcome) == ("smtp", "before the lift: not suppressed")
+        assert storage.ledger_counts("d" * 16)[FAILED] == 1  # the attempt stays in the ledger
 
 
 @pytest.fixture
@@ -211,7 +286,8 @@ def test_the_import_command_says_how_many_it_kept_suppressed(project, config):
         record_bounce(storage, config.bounces.policy, "reader00000@example.org", "hard", "550 5.1.1", "mailbox")
     (project / "list.csv").write_text("email\nreader00000@example.org\nfresh@example.org\n")
     result = run_cli(project, "subscribers", "import", "--confirmed", str(project / "list.csv"), check=True)
-    assert result.stdout.strip().endswith("added 1, updated 0, unchanged 1, kept unsubscribed 0, duplicates 0, invalid 0, "
+    # Each row counted once: the suppressed one is kept suppressed, not also "unchanged".
+    assert result.stdout.strip().endswith("added 1, updated 0, unchanged 0, kept unsubscribed 0, duplicates 0, invalid 0, "
                                           "kept suppressed 1")
 
 

@@ -2,9 +2,10 @@
 
 Every intake (the send itself, the bounce mailbox, the SMTP receiver, relay webhooks)
 ends in ``record_bounce``: a hard bounce suppresses at once, soft bounces suppress once
-``soft_limit`` of them (one per edition) fall within ``soft_window_days``, and a complaint
-unsubscribes and suppresses.  Each event is kept with its outcome, so every decision can be
-seen in ``pipeline subscribers show``.
+``soft_limit`` of them (one per edition) fall within ``soft_window_days``, a complaint
+unsubscribes and suppresses, and a mailed unsubscribe unsubscribes.  Each event is kept with its
+outcome, and each unsubscribe in the consent history too, so every decision can be seen in
+``pipeline subscribers show``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ Kind = Literal["hard", "soft", "complaint", "unsubscribe", "not counted"]
 KINDS = ("hard", "soft", "complaint", "unsubscribe", "not counted")
 
 HARD_BOUNCE, SOFT_BOUNCES, COMPLAINT = "hard-bounce", "soft-bounces", "complaint"
+# The kinds that are the person saying stop, and the method their consent history records them with (a
+# bounce suppresses the address but withdraws no consent: lifting it puts them back).
+WITHDRAWALS = {"complaint": "complaint", "unsubscribe": "mailto"}
 
 
 class BounceStore(Protocol):
@@ -36,7 +40,8 @@ class BounceStore(Protocol):
     def soft_bounces_since(self, subscriber_id: int, since: datetime) -> int: ...
     def bounce_history(self, subscriber_id: int) -> tuple[list[BounceEvent], list[Suppression]]: ...
     def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
-                            *, suppress: str | None = None, unsubscribe: bool = False) -> str: ...
+                            *, suppress: str | None = None, unsubscribe_via: str | None = None,
+                            at: datetime | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,15 @@ class BounceResult:
 
 
 def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: str, reason: str, source: str,
-                  edition_id: str | None = None, subscriber_id: int | None = None) -> BounceResult:
+                  edition_id: str | None = None, subscriber_id: int | None = None,
+                  at: datetime | None = None) -> BounceResult:
     """Record one bounce, complaint or unsubscribe request for a subscriber and apply the policy.
 
     ``subscriber_id`` (from a signed VERP token) wins over ``email``; an address that is not on
-    the list changes nothing.
+    the list changes nothing.  ``at`` is when it happened (a refusal during a send is looked at when
+    the send ends; a relay dates its events), default now: an operator who lifted the address's
+    suppression after that moment decided with it in view, so it is recorded but suppresses nothing
+    (``record_bounce_event`` checks, in its transaction), and soft bounces before the lift stop counting.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown bounce kind {kind!r}")
@@ -61,15 +70,13 @@ def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: 
         log.info("%s from %s names an address not on the list; ignored", kind, source)
         return BounceResult(email, kind, "unknown address")
     suppress: str | None = None
-    unsubscribe = False
+    unsubscribe_via = WITHDRAWALS.get(kind)  # how the consent record names it: the person said stop
     if kind == "hard":
         suppress = HARD_BOUNCE
     elif kind == "complaint":
-        suppress, unsubscribe = COMPLAINT, True
-    elif kind == "unsubscribe":
-        unsubscribe = True
+        suppress = COMPLAINT
     elif kind == "soft":
-        since = utcnow() - timedelta(days=policy.soft_window_days)
+        since = (at or utcnow()) - timedelta(days=policy.soft_window_days)
         lifted = storage.last_lifted(subscriber.id)
         if lifted is not None and lifted > since:
             since = lifted  # an operator lifted a suppression: earlier bounces no longer count
@@ -80,7 +87,7 @@ def record_bounce(storage: BounceStore, policy: BouncePolicy, email: str, kind: 
             suppress = SOFT_BOUNCES
             reason = f"{reason} ({earlier} soft bounces within {policy.soft_window_days:g} days)"
     outcome = storage.record_bounce_event(subscriber.id, kind, reason, source, edition_id,
-                                          suppress=suppress, unsubscribe=unsubscribe)
+                                          suppress=suppress, unsubscribe_via=unsubscribe_via, at=at)
     log.info("%s for subscriber %d from %s: %s", kind, subscriber.id, source, outcome)
     return BounceResult(subscriber.email, kind, outcome)
 

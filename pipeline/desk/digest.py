@@ -62,7 +62,7 @@ class EditionReport:
     feedback: dict[str, int]  # bounces, complaints and unsubscribe requests recorded since it went out
     archive_url: str
     next_retry: datetime | None
-    unsubscribed: int  # recipients who unsubscribed since it was made
+    unsubscribed: int  # recipients who withdrew since it was made, any way (complaints too; bounces not)
 
 
 def edition_report(config: Config, storage: Storage, edition_id: str) -> EditionReport | None:

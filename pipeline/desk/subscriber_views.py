@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import logging
 
-from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from flask import Flask, abort, flash, g, redirect, render_template, request, url_for
 
 from .. import usecases as use_cases
 from ..addresses import normalise_address
 from ..errors import PipelineError
 from ..usecases.signup import operator_add, unsubscribe
-from ..usecases.subscribers import export_csv, read_csv_file
+from ..usecases.subscribers import ImportOrigin, export_csv, read_csv_file
 from .context import audit, desk, signed_in
 from .forms import (
     ImportForm,
@@ -77,7 +77,8 @@ def register(app: Flask) -> None:
     def subscriber_unsubscribe():
 
         email = normalise_address(request.form.get("email", ""))
-        changed = unsubscribe(desk()["storage"], email, "desk")
+        changed = unsubscribe(desk()["storage"], email, "desk", now=desk()["clock"](),
+                              detail={"by": f"desk user {g.user.email}"})
         audit("subscriber unsubscribed", email if changed else f"{email} (already)")
         flash(f"{email} is unsubscribed." if changed else f"{email} was not subscribed.")
         return redirect(url_for("subscriber", email=email))
@@ -91,7 +92,7 @@ def register(app: Flask) -> None:
         if not form.validate():
             flash("Say why the suppression is lifted.")
             return redirect(url_for("subscriber", email=email))
-        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "")
+        lifted = use_cases.lift_suppression(desk()["config"], email, form.reason.data or "", now=desk()["clock"]())
         audit("suppression lifted" if lifted else "no suppression to lift", f"{email}: {form.reason.data}")
         flash("The suppression is lifted." if lifted else "There was no suppression to lift.")
         return redirect(url_for("subscriber", email=email))
@@ -111,7 +112,7 @@ def register(app: Flask) -> None:
                 try:
                     text = upload.read().decode("utf-8-sig")
                     preview = preview_import(desk()["storage"], text, name)
-                    key = keep_upload(desk()["config"], text)
+                    key = keep_upload(desk()["config"], text, name)
                 except UnicodeDecodeError:
                     form.csv_file.errors = [f"{name}: not UTF-8 text; save it as CSV UTF-8"]
                 except PipelineError as exc:
@@ -123,18 +124,19 @@ def register(app: Flask) -> None:
     @signed_in("admin")
     def subscriber_import_commit():
 
-        path = kept_upload(desk()["config"], request.form.get("key", ""))
-        if path is None:
+        upload = kept_upload(desk()["config"], request.form.get("key", ""))
+        if upload is None:
             abort(400, "This import was made already or has expired; upload the file again.")
         confirmed = request.form.get("confirmed") == "y"
-        try:
-            report = read_csv_file(desk()["storage"], path, desk()["config"], confirmed=confirmed)
+        origin = ImportOrigin(f"desk import of {upload.name}", f"desk user {g.user.email}")
+        try:  # read as the preview read it: the same plan, the same file name in its messages
+            report = read_csv_file(desk()["storage"], upload.path, desk()["config"], confirmed=confirmed,
+                                   source=upload.name, origin=origin)
         finally:
-            path.unlink()
-        audit("subscribers imported", f"{report.added} added, {report.updated} updated, "
-                                      f"{len(report.invalid)} refused" + (" (confirmed)" if confirmed else ""))
-        flash(f"Imported: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-              f"{report.kept_unsubscribed} kept unsubscribed, {report.kept_suppressed} kept suppressed.")
+            upload.forget()
+        audit("subscribers imported", f"{upload.name}: {report.summary()}" + (" (confirmed)" if confirmed else ""))
+        flash(f"Imported {upload.name}: {report.summary()} ({report.kept_unsubscribed} kept unsubscribed, "
+              f"{report.kept_suppressed} kept suppressed).")
         return redirect(url_for("subscribers"))
 
     @app.route("/subscribers/export.csv")

@@ -1,24 +1,23 @@
 """The desk's view of the list: one subscriber's record, and a CSV import shown before it is made.
 
 The changes themselves are the existing use cases (``signup.operator_add``, ``signup.unsubscribe``,
-``usecases.lift_suppression``, ``subscribers.import_csv`` and ``export_csv``); the preview reads without writing."""
+``usecases.lift_suppression``, ``subscribers.import_csv`` and ``export_csv``); the import's preview is the plan
+the import follows (``subscribers.plan_import``), read without writing."""
 
 from __future__ import annotations
 
-import csv
 import io
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import usecases as use_cases
-from ..addresses import AddressError, normalise_address
 from ..config import Config
-from ..errors import PipelineError
 from ..state.desk import DeskStore, RecipientDelivery
 from ..state.files import private_folder, write_private
-from ..state.storage import UNSUBSCRIBED, BounceEvent, ConsentEvent, Profile, Storage, Suppression
+from ..state.storage import BounceEvent, ConsentEvent, Profile, Storage, Suppression
 from ..usecases.signup import show
+from ..usecases.subscribers import ImportPlan, plan_import
 
 IMPORTS = "desk-imports"
 
@@ -43,67 +42,41 @@ def subscriber_record(config: Config, storage: Storage, address: str) -> Subscri
                             DeskStore(storage).deliveries_to(report.profile.email))
 
 
-@dataclass
-class ImportPreview:
-    """What committing the import would do, row by row: added, updated, and refused (with why)."""
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # "line N: address: why"
-
-
-def preview_import(storage: Storage, text: str, source: str) -> ImportPreview:
-    """The same reading as ``import_csv`` (header with an email column, addresses normalised, duplicates
-    dropped), and what the list already knows about each address; nothing is written."""
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in reader.fieldnames or []]
-    if "email" not in columns:
-        raise PipelineError(f"{source}: the header row needs an 'email' column (found: {', '.join(columns) or 'none'})")
-    preview = ImportPreview()
-    rows: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    try:
-        for row in reader:
-            values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            try:
-                email = normalise_address(values.get("email", ""))
-            except AddressError as exc:
-                preview.refused.append(f"{source}:{reader.line_num}: {exc}")
-                continue
-            if email in seen:
-                preview.refused.append(f"{source}:{reader.line_num}: {email}: given twice; the first is kept")
-                continue
-            seen.add(email)
-            rows.append((reader.line_num, email))
-    except csv.Error as exc:
-        raise PipelineError(f"{source}:{reader.line_num + 1}: not readable as CSV ({exc})") from None
-    emails = [email for _, email in rows]
-    known, suppressed = storage.known_emails(emails), storage.suppressed_among(emails)
-    for line, email in rows:
-        if email in suppressed:
-            preview.refused.append(f"{source}:{line}: {email}: suppressed (bounced or complained); an import "
-                                   "never puts it back")
-        elif email not in known:
-            preview.added.append(email)
-        else:
-            subscriber = storage.get_subscriber(email)
-            if subscriber is not None and subscriber.status == UNSUBSCRIBED:
-                preview.refused.append(f"{source}:{line}: {email}: unsubscribed; stays unsubscribed")
-            else:
-                preview.updated.append(email)
+def preview_import(storage: Storage, text: str, name: str) -> ImportPlan:
+    """What committing the import would do, row by row: the plan the import itself follows (``plan_import``),
+    for the whole file; nothing is written."""
+    preview = ImportPlan()
+    for plan in plan_import(storage, io.StringIO(text), name):
+        preview.extend(plan)
     return preview
 
 
-def keep_upload(config: Config, text: str) -> str:
-    """Hold an uploaded CSV in the state folder between its preview and its commit; returns its key."""
+@dataclass(frozen=True)
+class KeptUpload:
+    """An uploaded CSV between its preview and its commit: the file in the state folder, and its own name."""
+
+    path: Path
+    name: str
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".name").unlink(missing_ok=True)
+
+
+def keep_upload(config: Config, text: str, name: str) -> str:
+    """Hold an uploaded CSV (and the name it was uploaded under) in the state folder; returns its key."""
     folder = private_folder(config.path("state") / IMPORTS)
     key = secrets.token_hex(16)
     write_private(folder / f"{key}.csv", text.encode("utf-8"))
+    write_private(folder / f"{key}.name", name.encode("utf-8"))
     return key
 
 
-def kept_upload(config: Config, key: str) -> Path | None:
+def kept_upload(config: Config, key: str) -> KeptUpload | None:
     if not key or not all(c in "0123456789abcdef" for c in key):
         return None
     path = config.path("state") / IMPORTS / f"{key}.csv"
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    named = path.with_suffix(".name")
+    return KeptUpload(path, named.read_text(encoding="utf-8") if named.is_file() else "upload.csv")

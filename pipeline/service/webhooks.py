@@ -338,7 +338,8 @@ def make_webhook_app(config: Config, storage: Storage, sns_fetch: Callable[[str,
             # a failure gives the claim back, so the relay's retry counts it.
             with storage.processing(source, event.key) if event.key else nullcontext(True) as first:
                 if first:
-                    record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source)
+                    record_bounce(storage, policy, event.email, event.kind, event.reason or event.kind, source,
+                                  at=datetime.fromtimestamp(event.at, UTC))  # a lift since then stands
                     counted += 1
         return Tally(counted, ignored)
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from ..clock import utcnow
 from .rows import (
     BounceEvent,
+    SendFailure,
     Suppression,
 )
 from .schema import (
@@ -30,6 +31,7 @@ from .schema import (
     UNSUBSCRIBED,
     _suppressed,
     bounce_events,
+    consent_events,
     deliveries,
     processed_messages,
     subscribers,
@@ -38,6 +40,8 @@ from .schema import (
 from .store_base import StoreBase
 
 log = logging.getLogger(__name__)
+
+BEFORE_THE_LIFT = "before the lift: not suppressed"  # a bounce older than the operator's lift (fits outcome's 32)
 
 
 class BounceStore(StoreBase):
@@ -58,18 +62,35 @@ class BounceStore(StoreBase):
                                 .where(suppressions.c.subscriber_id == subscriber_id)).scalar_one_or_none()
 
     def record_bounce_event(self, subscriber_id: int, kind: str, reason: str, source: str, edition_id: str | None,
-                            *, suppress: str | None = None, unsubscribe: bool = False) -> str:
+                            *, suppress: str | None = None, unsubscribe_via: str | None = None,
+                            at: datetime | None = None) -> str:
         """Record one event and, in the same transaction, what the policy decided: suppress (with a reason)
-        and/or unsubscribe.  Queued, deferred and claimed rows of the address are skipped at once, as for an
-        unsubscribe, so a sender that claimed the row before finds it withdrawn.  Returns the outcome."""
+        and/or unsubscribe (``unsubscribe_via`` names how in the consent history: a complaint, a mailto).
+        An unsubscribe is a withdrawal of consent, so it is recorded there like every other way out.
+        Queued, deferred and claimed rows of the address are skipped at once, as for an unsubscribe, so a
+        sender that claimed the row before finds it withdrawn.  ``at`` is when the event happened (default
+        now; kept as its time): one from before an operator lifted the address's suppression suppresses
+        nothing, checked in this transaction, since the operator decided after it.  Returns the outcome."""
         now = utcnow()
+        at = at or now
         outcome = "not counted" if kind == "not counted" else "counted"
+        unsubscribe = unsubscribe_via is not None
         with self.engine.begin() as conn:
-            if unsubscribe:
+            if unsubscribe_via is not None:
                 changed = conn.execute(
                     update(subscribers).where(subscribers.c.id == subscriber_id, subscribers.c.status == SUBSCRIBED)
                     .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
                 outcome = "unsubscribed" if changed else "already unsubscribed"
+                if changed:
+                    conn.execute(insert(consent_events).values(
+                        subscriber_id=subscriber_id, at=now, action="unsubscribe", method=unsubscribe_via,
+                        consent_text=None, detail={"source": source, "reason": reason[:300],
+                                                   **({"edition": edition_id} if edition_id else {})}))
+            if suppress and conn.execute(select(suppressions.c.id).where(
+                    suppressions.c.subscriber_id == subscriber_id, suppressions.c.lifted_at >= at)).first():
+                suppress = None  # lifted after it happened: the operator's word stands
+                if not unsubscribe:
+                    outcome = BEFORE_THE_LIFT
             if suppress:
                 active = conn.execute(select(suppressions.c.id).where(
                     suppressions.c.subscriber_id == subscriber_id, suppressions.c.lifted_at.is_(None))).first()
@@ -87,7 +108,7 @@ class BounceStore(StoreBase):
                              .values(status=SKIPPED, reply=why, updated_at=now))
             conn.execute(insert(bounce_events).values(
                 subscriber_id=subscriber_id, kind=kind, reason=reason[:2000], source=source, edition_id=edition_id,
-                outcome=outcome, created_at=now))
+                outcome=outcome, created_at=at))
         return outcome
 
     def active_suppression(self, subscriber_id: int) -> Suppression | None:
@@ -96,13 +117,14 @@ class BounceStore(StoreBase):
                                                           suppressions.c.lifted_at.is_(None))).first()
         return Suppression(**row._mapping) if row else None
 
-    def lift_suppression(self, subscriber_id: int, reason: str) -> bool:
-        """An operator's decision, kept with its reason; False when nothing was suppressed."""
+    def lift_suppression(self, subscriber_id: int, reason: str, now: datetime | None = None) -> bool:
+        """An operator's decision, kept with its reason and time (bounces from before it no longer suppress);
+        False when nothing was suppressed."""
         with self.engine.begin() as conn:
             return bool(conn.execute(update(suppressions)
                                      .where(suppressions.c.subscriber_id == subscriber_id,
                                             suppressions.c.lifted_at.is_(None))
-                                     .values(lifted_at=utcnow(), lifted_reason=reason)).rowcount)
+                                     .values(lifted_at=now or utcnow(), lifted_reason=reason)).rowcount)
 
     def suppression_counts(self) -> dict[str, int]:
         """Active suppressions by reason."""
@@ -160,17 +182,18 @@ class BounceStore(StoreBase):
                                 .order_by(suppressions.c.id)).all()
         return [BounceEvent(**row._mapping) for row in events], [Suppression(**row._mapping) for row in held]
 
-    def unrecorded_send_failures(self, edition_id: str) -> list[tuple[int, str, str]]:
-        """(subscriber id, email, reply) of an edition's failed rows not yet looked at as bounces."""
+    def unrecorded_send_failures(self, edition_id: str) -> list[SendFailure]:
+        """An edition's failed rows not yet looked at as bounces, each with when it failed."""
         seen = (select(bounce_events.c.id)
                 .where(bounce_events.c.subscriber_id == deliveries.c.subscriber_id,
                        bounce_events.c.edition_id == edition_id, bounce_events.c.source == "smtp").exists())
-        query = (select(deliveries.c.subscriber_id, subscribers.c.email, deliveries.c.reply)
+        query = (select(deliveries.c.subscriber_id, subscribers.c.email, deliveries.c.reply, deliveries.c.updated_at)
                  .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
                  .where(deliveries.c.edition_id == edition_id, deliveries.c.status == FAILED, ~seen)
                  .order_by(deliveries.c.subscriber_id))
         with self.engine.connect() as conn:
-            return [(row.subscriber_id, row.email, row.reply or "") for row in conn.execute(query)]
+            return [SendFailure(row.subscriber_id, row.email, row.reply or "", row.updated_at)
+                    for row in conn.execute(query)]
 
     def suppressed_failures(self, edition_id: str) -> int:
         """Failed rows of an edition whose address is suppressed (``send --retry-failed`` leaves them)."""

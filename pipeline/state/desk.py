@@ -234,7 +234,8 @@ class DeskStore:
             return [RecipientDelivery(*row) for row in conn.execute(query)]
 
     def unsubscribed_since(self, edition_id: str, since: datetime) -> int:
-        """Recipients of the edition who unsubscribed (by any way) since it was made."""
+        """Recipients of the edition who withdrew since it was made: every way out writes an unsubscribe consent
+        event (one-click, preferences, mailto, complaint, desk, command line), so all are counted."""
         query = (select(func.count(func.distinct(consent_events.c.subscriber_id)))
                  .select_from(consent_events.join(deliveries,
                                                   deliveries.c.subscriber_id == consent_events.c.subscriber_id))

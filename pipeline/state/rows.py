@@ -144,6 +144,16 @@ class WorkerRecord:
 
 
 @dataclass(frozen=True)
+class SendFailure:
+    """A message the relay refused while sending, to be looked at as a bounce; ``at``: when it was refused."""
+
+    subscriber_id: int
+    email: str
+    reply: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class BounceEvent:
     """One bounce, complaint or mailto unsubscribe that named a subscriber, and what it caused."""
 
@@ -154,7 +164,7 @@ class BounceEvent:
     source: str
     edition_id: str | None
     outcome: str
-    created_at: datetime
+    created_at: datetime  # when it happened (the refusal, the relay's event time), else when it was recorded
 
 
 @dataclass(frozen=True)

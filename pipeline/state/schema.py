@@ -236,7 +236,7 @@ bounce_events = Table(
     Column("source", String(100), nullable=False),  # smtp, mailbox, receiver, webhook:ses, ...
     Column("edition_id", String(64)),
     Column("outcome", String(32), nullable=False),  # counted, suppressed, unsubscribed, ...
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),  # when it happened, if known; else when recorded
     Index("bounce_events_by_subscriber", "subscriber_id", "created_at"),
 )
 

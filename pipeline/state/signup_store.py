@@ -208,16 +208,6 @@ class SignupStore(StoreBase):
         with self.engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
 
-    def withdraw_pending(self, subscriber_id: int, now: datetime) -> bool:
-        """A pending signup withdrawn: unsubscribed, and its confirmation links spent."""
-        with self.engine.begin() as conn:
-            changed = conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id,
-                                                             subscribers.c.status == PENDING_CONFIRMATION)
-                                   .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
-            conn.execute(update(signup_tokens).where(signup_tokens.c.subscriber_id == subscriber_id,
-                                                     signup_tokens.c.used_at.is_(None)).values(used_at=now))
-        return bool(changed)
-
 
 def _record_signup(conn: Connection, email: str, name: str | None, topics: str, now: datetime) -> tuple[str, Profile]:
     """The signup's change to the subscriber row (see ``SignupStore.start_signup``), in the caller's transaction."""

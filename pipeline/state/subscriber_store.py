@@ -1,9 +1,10 @@
-"""Subscribers: add, import (merge), unsubscribe, look up, stream in batches, count."""
+"""Subscribers: add, import (merge), unsubscribe (with its consent event), look up, stream in batches, count."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,11 +22,15 @@ from .rows import (
 from .schema import (
     DEFERRED,
     PENDING,
+    PENDING_CONFIRMATION,
     SENDING,
     SKIPPED,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    _suppressed,
+    consent_events,
     deliveries,
+    signup_tokens,
     subscribers,
 )
 from .store_base import StoreBase
@@ -75,16 +80,17 @@ class SubscriberStore(StoreBase):
                           status: str = SUBSCRIBED) -> dict[str, int]:
         """Merge a batch of (email, name, attributes) in one transaction: new ones are added
         (with ``status``: pending when the import asks them to confirm), known ones updated where
-        a name or attribute differs (else counted unchanged), unsubscribed ones left unsubscribed.
+        a name or attribute differs (else counted unchanged).  Unsubscribed and suppressed ones are
+        left exactly as they are (an import refuses them; it must not rewrite their name either).
         One round trip per batch, not per subscriber, so large imports stay fast."""
         now = utcnow()
-        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0}
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "unsubscribed": 0, "suppressed": 0}
         if not rows:
             return counts
         with self.engine.begin() as conn:
             known = {row.email: row for row in conn.execute(
                 select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.name,
-                       subscribers.c.attributes)
+                       subscribers.c.attributes, _suppressed(subscribers.c.id).label("suppressed"))
                 .where(subscribers.c.email.in_([email for email, _, _ in rows])))}
             new = [{"email": email, "name": name, "attributes": attributes, "status": status,
                     "subscribed_at": now if status == SUBSCRIBED else None, "updated_at": now}
@@ -96,6 +102,9 @@ class SubscriberStore(StoreBase):
                 row = known.get(email)
                 if row is None:
                     continue
+                if row.suppressed or row.status == UNSUBSCRIBED:
+                    counts["suppressed" if row.suppressed else "unsubscribed"] += 1
+                    continue
                 values: dict[str, Any] = {}
                 if name and name != row.name:
                     values["name"] = name
@@ -105,26 +114,45 @@ class SubscriberStore(StoreBase):
                 if values:
                     conn.execute(update(subscribers).where(subscribers.c.id == row.id)
                                  .values(updated_at=now, **values))
-                counts["unsubscribed" if row.status == UNSUBSCRIBED else "updated" if values else "unchanged"] += 1
+                counts["updated" if values else "unchanged"] += 1
         return counts
 
-    def unsubscribe(self, email: str) -> bool:
-        """Mark unsubscribed; True if the address was subscribed.  Idempotent."""
-        now = utcnow()
+    def subscribers_among(self, emails: list[str]) -> dict[str, tuple[Subscriber, bool]]:
+        """The known ones of ``emails``, each with whether it is suppressed, in one query (an import's plan)."""
+        if not emails:
+            return {}
+        query = select(subscribers, _suppressed(subscribers.c.id).label("suppressed")) \
+            .where(subscribers.c.email.in_(emails))
+        with self.engine.connect() as conn:
+            return {row.email: (self._subscriber(row), bool(row.suppressed)) for row in conn.execute(query)}
+
+    def unsubscribe(self, email: str, method: str = "operator", *, now: datetime | None = None,
+                    detail: dict[str, Any] | None = None) -> bool:
+        """Stop mailing an address, and record the withdrawal in its consent history (how: ``method``), in one
+        transaction: a subscribed address is unsubscribed and its unsent deliveries skipped; a pending one is
+        withdrawn and its confirmation links spent.  True when it was subscribed or pending.  Idempotent."""
+        now = now or utcnow()
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(subscribers)
-                .where(subscribers.c.email == email, subscribers.c.status == SUBSCRIBED)
-                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now))
-            if result.rowcount:
-                # Not yet sent editions must not reach this address either.
-                ids = select(subscribers.c.id).where(subscribers.c.email == email).scalar_subquery()
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.subscriber_id == ids,
-                           deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
-                    .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
-            return bool(result.rowcount)
+            row = conn.execute(select(subscribers.c.id, subscribers.c.status)
+                               .where(subscribers.c.email == email)).first()
+            if row is None or row.status not in (SUBSCRIBED, PENDING_CONFIRMATION):
+                return False
+            changed = conn.execute(
+                update(subscribers).where(subscribers.c.id == row.id, subscribers.c.status == row.status)
+                .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)).rowcount
+            if not changed:
+                return False  # another transaction changed it first, and recorded it
+            if row.status == SUBSCRIBED:  # not yet sent editions must not reach this address either
+                conn.execute(update(deliveries)
+                             .where(deliveries.c.subscriber_id == row.id,
+                                    deliveries.c.status.in_([PENDING, SENDING, DEFERRED]))
+                             .values(status=SKIPPED, reply="unsubscribed before sending", updated_at=now))
+            else:  # a pending address asked to be left alone: its confirmation links no longer work
+                conn.execute(update(signup_tokens).where(signup_tokens.c.subscriber_id == row.id,
+                                                         signup_tokens.c.used_at.is_(None)).values(used_at=now))
+            conn.execute(insert(consent_events).values(subscriber_id=row.id, at=now, action="unsubscribe",
+                                                       method=method, consent_text=None, detail=detail or {}))
+        return True
 
     def iter_subscribers(self, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
         """Stream subscribers in id order, a batch at a time, so memory stays flat."""

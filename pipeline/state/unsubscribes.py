@@ -9,7 +9,7 @@ has committed (nothing is acknowledged that is not stored).  Each statement cove
 group (``IN`` over its addresses), so a group is six round trips however large; they are compiled
 once per group size (``Prepared``) and run on a driver cursor, as the send ledger's writes are.
 
-Same rules as ``Storage.unsubscribe`` + ``Storage.withdraw_pending`` + ``record_consent``:
+Same rules as ``Storage.unsubscribe``:
 a subscribed address becomes unsubscribed and its pending/sending/deferred deliveries are
 skipped; a pending one is withdrawn and its confirmation links spent; an event is recorded
 only when something changed.

@@ -310,14 +310,15 @@ def return_paths(config: Config, edition_id: str, secret: bytes) -> Callable[[Cl
 
 def record_send_refusals(config: Config, storage: Storage, edition_id: str) -> int:
     """The 5xx refusals the relay gave while sending count as bounces too (hard for a missing mailbox,
-    soft for a full one, not at all for refusals about us); each failed row is looked at once."""
+    soft for a full one, not at all for refusals about us); each failed row is looked at once, as of when
+    it failed: a suppression an admin lifted since (during the send) stays lifted."""
     from ..bounces.policy import classify_smtp_reply, record_bounce
 
     counted = 0
-    for subscriber_id, email, reply in storage.unrecorded_send_failures(edition_id):
-        kind = classify_smtp_reply(reply)
-        record_bounce(storage, config.bounces.policy, email, kind, reply or "refused at send time", "smtp",
-                      edition_id=edition_id, subscriber_id=subscriber_id)
+    for failure in storage.unrecorded_send_failures(edition_id):
+        kind = classify_smtp_reply(failure.reply)
+        record_bounce(storage, config.bounces.policy, failure.email, kind, failure.reply or "refused at send time",
+                      "smtp", edition_id=edition_id, subscriber_id=failure.subscriber_id, at=failure.at)
         counted += kind != "not counted"
     return counted
 

@@ -161,8 +161,8 @@ class SignupState(Protocol):
                         now: datetime) -> None: ...
     def record_consent(self, subscriber_id: int, action: str, method: str, consent_text: str | None,
                        detail: dict[str, Any] | None = None, now: datetime | None = None) -> None: ...
-    def unsubscribe(self, email: str) -> bool: ...
-    def withdraw_pending(self, subscriber_id: int, now: datetime) -> bool: ...
+    def unsubscribe(self, email: str, method: str = "operator", *, now: datetime | None = None,
+                    detail: dict[str, Any] | None = None) -> bool: ...
     def latest_edition(self) -> Edition | None: ...
 
 
@@ -396,17 +396,11 @@ class Signups:
 
 # -- the operator's ways in and out ---------------------------------------------------------------
 
-def unsubscribe(storage: SignupState, email: str, method: str, *, now: datetime | None = None) -> bool:
-    """Unsubscribe and record how; True when the address was subscribed (or pending)."""
-    profile = storage.profile(email=email)
-    if profile is None:
-        return False
-    changed = storage.unsubscribe(email)
-    if profile.status == PENDING_CONFIRMATION:  # a pending address asked to be left alone: so be it
-        changed = storage.withdraw_pending(profile.id, now or utcnow())
-    if changed:
-        storage.record_consent(profile.id, "unsubscribe", method, None, {}, now or utcnow())
-    return changed
+def unsubscribe(storage: SignupState, email: str, method: str, *, now: datetime | None = None,
+                detail: dict[str, Any] | None = None) -> bool:
+    """Unsubscribe (or withdraw a pending signup) and record how, in one transaction; True when the address
+    was subscribed (or pending)."""
+    return storage.unsubscribe(email, method, now=now or utcnow(), detail=detail)
 
 
 def operator_add(config: Config, storage: Storage, address: str, name: str | None, topics: list[str] | None, *,
@@ -432,15 +426,15 @@ def operator_add(config: Config, storage: Storage, address: str, name: str | Non
     return email, "pending (confirmation sent)"
 
 
-def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str) -> None:
-    """Consent records for the addresses an import added (the operator's word with ``confirmed``, else
-    a confirmation requested)."""
+def record_import(config: Config, storage: Storage, new_emails: list[str], *, confirmed: bool, source: str,
+                  confirmed_by: str = "operator flag --confirmed") -> None:
+    """Consent records for the addresses an import added: where from, and with ``confirmed`` whose word it
+    is (the operator's flag, a desk user), else a confirmation requested."""
     if not new_emails:
         return
     now = utcnow()
     ids = storage.ids_for(new_emails)
-    detail = {"source": source, **({"confirmed_by": "operator flag --confirmed"} if confirmed
-                                   else {"confirmation": "requested"})}
+    detail = {"source": source, **({"confirmed_by": confirmed_by} if confirmed else {"confirmation": "requested"})}
     storage.record_consents([{"subscriber_id": i, "at": now, "action": "subscribe", "method": "import",
                               "consent_text": None, "detail": detail} for i in ids.values()])
 

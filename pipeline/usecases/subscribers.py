@@ -1,4 +1,5 @@
-"""Subscriber addresses: validated, normalised, imported from and exported to CSV."""
+"""Subscriber addresses: validated, normalised, imported from CSV (read and planned once, for the desk's preview
+and for the import alike) and exported to CSV."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import csv
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..addresses import AddressError, normalise_address
 from ..errors import PipelineError
-from ..state.storage import PENDING_CONFIRMATION, SUBSCRIBED, BounceEvent, Storage, Subscriber, Suppression
+from ..state.storage import (
+    PENDING_CONFIRMATION,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    BounceEvent,
+    Storage,
+    Subscriber,
+    Suppression,
+)
 from .common import open_storage
 from .signup import (
     SubscriberReport,
@@ -33,6 +43,146 @@ EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "unsubscribed_at"]
 CONSENT_COLUMNS = ["topics", "confirmed_at", "consent_history"]  # schema 5: after any attribute columns
 
 
+@dataclass(frozen=True)
+class ImportRow:
+    """One readable row of an import: its line, the normalised address, and what it brings."""
+
+    line: int
+    email: str
+    name: str | None
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row an import leaves alone, and why (``kind``: invalid, duplicate, suppressed, unsubscribed)."""
+
+    line: int
+    kind: str
+    message: str  # "members.csv:4: reader3@example.org: unsubscribed; stays unsubscribed"
+
+
+@dataclass
+class ImportPlan:
+    """What an import does with each row, decided against the list as it is: the desk's preview shows it and
+    the commit writes it, so they cannot disagree.  Refused rows are not written at all."""
+
+    added: list[ImportRow] = field(default_factory=list)
+    updated: list[ImportRow] = field(default_factory=list)  # known, and a name or a column differs
+    unchanged: list[ImportRow] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[str]:
+        return [r.message for r in sorted(self.refusals, key=lambda r: r.line)]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for r in self.refusals if r.kind == kind)
+
+    def extend(self, other: ImportPlan) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.refusals += other.refusals
+
+    def summary(self) -> str:
+        return _summary(len(self.added), len(self.updated), len(self.unchanged), len(self.refusals))
+
+
+def _summary(added: int, updated: int, unchanged: int, refused: int) -> str:
+    """The one wording of an import's counts: the desk's preview, its audit entry and its message."""
+    return f"{added} added, {updated} updated, {unchanged} unchanged, {refused} refused"
+
+
+class _UnreadableCsv(PipelineError):
+    """A row the csv module cannot read (e.g. a field over its 128 KiB limit): the import stops there."""
+
+    def __init__(self, source: str, line: int, detail: str):
+        super().__init__(f"{source}:{line}: not readable as CSV ({detail})")
+
+
+def _read_rows(handle: TextIO, source: str) -> Iterator[ImportRow | Refusal]:
+    """The rows of an import CSV (a header row with an ``email`` column; ``name`` becomes the name, other
+    columns attributes), addresses normalised; a bad address or a second copy of one is a refusal."""
+    reader = csv.DictReader(handle)
+    columns = [c.strip().lower() for c in reader.fieldnames or []]
+    if "email" not in columns:
+        raise PipelineError(f"{source}: the header row needs an 'email' column (found: {', '.join(columns) or 'none'})")
+    seen: set[str] = set()
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _UnreadableCsv(source, reader.line_num + 1, str(exc)) from None  # the line being read
+        values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        try:
+            email = normalise_address(values.get("email", ""))
+        except AddressError as exc:
+            yield Refusal(reader.line_num, "invalid", f"{source}:{reader.line_num}: {exc}")
+            continue
+        if email in seen:
+            yield Refusal(reader.line_num, "duplicate", f"{source}:{reader.line_num}: {email}: given twice; "
+                                                        "the first is kept")
+            continue
+        seen.add(email)
+        name = values.pop("name", "") or None
+        yield ImportRow(reader.line_num, email, name,
+                        {k: v for k, v in values.items() if k not in ("email", "status") and v})
+
+
+def _plan_batch(storage: Storage, source: str, entries: list[ImportRow | Refusal]) -> ImportPlan:
+    """Each row against what the list knows (one query): new, changed, the same, or refused because the
+    address is suppressed or unsubscribed (an import never puts either back, nor rewrites them)."""
+    plan = ImportPlan(refusals=[e for e in entries if isinstance(e, Refusal)])
+    rows = [e for e in entries if isinstance(e, ImportRow)]
+    known = storage.subscribers_among([row.email for row in rows])
+    for row in rows:
+        subscriber, suppressed = known.get(row.email, (None, False))
+        where = f"{source}:{row.line}: {row.email}"
+        if subscriber is None:
+            plan.added.append(row)
+        elif suppressed:
+            plan.refusals.append(Refusal(row.line, "suppressed", f"{where}: suppressed (bounced or complained); "
+                                                                 "an import never puts it back"))
+        elif subscriber.status == UNSUBSCRIBED:
+            plan.refusals.append(Refusal(row.line, "unsubscribed", f"{where}: unsubscribed; stays unsubscribed"))
+        elif (row.name and row.name != subscriber.name) or \
+                {**subscriber.attributes, **row.attributes} != subscriber.attributes:
+            plan.updated.append(row)
+        else:
+            plan.unchanged.append(row)
+    return plan
+
+
+def plan_import(storage: Storage, handle: TextIO, source: str, batch: int = IMPORT_BATCH) -> Iterator[ImportPlan]:
+    """The plan of an import, a batch of rows at a time (memory stays flat); an unreadable row raises
+    ``_UnreadableCsv`` after the plans of the batches before it."""
+    entries: list[ImportRow | Refusal] = []
+    try:
+        for entry in _read_rows(handle, source):
+            entries.append(entry)
+            if len(entries) >= batch:
+                yield _plan_batch(storage, source, entries)
+                entries = []
+    except _UnreadableCsv:
+        if entries:  # the rows read before it are planned (and imported) first
+            yield _plan_batch(storage, source, entries)
+        raise
+    if entries:
+        yield _plan_batch(storage, source, entries)
+
+
+@dataclass(frozen=True)
+class ImportOrigin:
+    """Where an import came from, as the consent record of every row it adds keeps it."""
+
+    source: str  # the command line: the file's path; the desk: "desk import of members.csv"
+    confirmed_by: str = "operator flag --confirmed"  # who gave their word, with ``confirmed``
+
+
 @dataclass
 class ImportReport:
     added: int = 0
@@ -45,69 +195,53 @@ class ImportReport:
     confirmations: int = 0
     refused: list[str] = field(default_factory=list)  # confirmations the relay would not take, "address: why"
 
+    def summary(self) -> str:
+        """Counted as the plan counts them (refused: invalid, duplicate, suppressed and unsubscribed rows)."""
+        return _summary(self.added, self.updated, self.unchanged,
+                              len(self.invalid) + self.duplicates + self.kept_suppressed + self.kept_unsubscribed)
+
 
 def import_csv(storage: Storage, handle: TextIO, source: str = "CSV", config: Config | None = None, *,
-               confirmed: bool = True) -> ImportReport:
-    """Merge a CSV (header row, an ``email`` column) into the subscribers.
+               confirmed: bool = True, origin: ImportOrigin | None = None) -> ImportReport:
+    """Merge a CSV (header row, an ``email`` column) into the subscribers, as ``plan_import`` plans it.
 
     Other columns are kept as attributes; ``name`` becomes the name.  A bad row is
-    reported with its line number and skipped; an unsubscribed address stays so.
-    With a ``config``, every new row gets a consent record, and unless ``confirmed``
-    (the operator's explicit word) it is pending and is sent a confirmation email.
+    reported with its line number and skipped; an unsubscribed or suppressed address is left as it is.
+    With a ``config``, every new row gets a consent record (``origin``: where from, who vouched), and
+    unless ``confirmed`` (the operator's explicit word) it is pending and is sent a confirmation email.
     """
-    reader = csv.DictReader(handle)
-    columns = [c.strip().lower() for c in reader.fieldnames or []]
-    if "email" not in columns:
-        raise PipelineError(f"{source}: the header row needs an 'email' column (found: {', '.join(columns) or 'none'})")
     report = ImportReport()
-    seen: set[str] = set()
-    batch: list[tuple[str, str | None, dict[str, str]]] = []
-
-    def flush() -> None:
-        report.kept_suppressed += len(storage.suppressed_among([email for email, _, _ in batch]))
-        new = sorted({email for email, _, _ in batch} - storage.known_emails([e for e, _, _ in batch])) \
-            if config is not None and batch else []
-        counts = storage.merge_subscribers(batch, status=SUBSCRIBED if confirmed else PENDING_CONFIRMATION)
-        if config is not None:
-            record_import(config, storage, new, confirmed=confirmed, source=source)
-            if not confirmed:  # the new rows, and any an earlier import left pending without its mail
-                sent, refused = confirm_imported(config, storage, [email for email, _, _ in batch])
-                report.confirmations += sent
-                report.refused += refused
-        report.added += counts["added"]
-        report.updated += counts["updated"]
-        report.unchanged += counts["unchanged"]
-        report.kept_unsubscribed += counts["unsubscribed"]
-        batch.clear()
-
-    rows = iter(reader)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit: keep what came before, say where
-            flush()
-            line = reader.line_num + 1  # the line being read when it failed
-            raise PipelineError(f"{source}:{line}: not readable as CSV ({exc}); the rows before it "
-                                f"were imported ({report.added} added, {report.updated} updated)") from None
-        values = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        try:
-            email = normalise_address(values.get("email", ""))
-        except AddressError as exc:
-            report.invalid.append(f"{source}:{reader.line_num}: {exc}")
-            continue
-        if email in seen:
-            report.duplicates += 1
-            continue
-        seen.add(email)
-        name = values.pop("name", "") or None
-        attributes = {k: v for k, v in values.items() if k not in ("email", "status") and v}
-        batch.append((email, name, attributes))
-        if len(batch) >= IMPORT_BATCH:
-            flush()
-    flush()
+    origin = origin or ImportOrigin(source)
+    try:
+        for plan in plan_import(storage, handle, source):
+            _apply(storage, plan, report, config, confirmed, origin)
+    except _UnreadableCsv as exc:  # keep what came before, say where
+        raise PipelineError(f"{exc}; the rows before it were imported ({report.added} added, "
+                            f"{report.updated} updated)") from None
     return report
+
+
+def _apply(storage: Storage, plan: ImportPlan, report: ImportReport, config: Config | None, confirmed: bool,
+           origin: ImportOrigin) -> None:
+    """Write one batch's plan: only its added and updated rows (the store skips a row that became
+    unsubscribed or suppressed since it was planned)."""
+    writes = plan.added + plan.updated
+    counts = storage.merge_subscribers([(row.email, row.name, row.attributes) for row in writes],
+                                       status=SUBSCRIBED if confirmed else PENDING_CONFIRMATION)
+    if config is not None:
+        record_import(config, storage, [row.email for row in plan.added], confirmed=confirmed, source=origin.source,
+                      confirmed_by=origin.confirmed_by)
+        if not confirmed:  # the new rows, and any an earlier import left pending without its mail
+            sent, refused = confirm_imported(config, storage, [row.email for row in writes + plan.unchanged])
+            report.confirmations += sent
+            report.refused += refused
+    report.added += counts["added"]
+    report.updated += counts["updated"]
+    report.unchanged += len(plan.unchanged) + counts["unchanged"]
+    report.kept_unsubscribed += plan.count("unsubscribed") + counts["unsubscribed"]
+    report.kept_suppressed += plan.count("suppressed") + counts["suppressed"]
+    report.duplicates += plan.count("duplicate")
+    report.invalid += [r.message for r in plan.refusals if r.kind == "invalid"]
 
 
 def export_csv(storage: Storage, handle: TextIO) -> int:
@@ -158,10 +292,12 @@ def _rows(storage: Storage, ids: bool = False) -> Iterator[dict[str, str]]:
         }
 
 
-def read_csv_file(storage: Storage, path: Path, config: Config | None = None, *,
-                  confirmed: bool = True) -> ImportReport:
+def read_csv_file(storage: Storage, path: Path, config: Config | None = None, *, confirmed: bool = True,
+                  source: str | None = None, origin: ImportOrigin | None = None) -> ImportReport:
+    """Import a CSV file; ``source`` names it in messages (default: its path)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return import_csv(storage, handle, source=str(path), config=config, confirmed=confirmed)
+        return import_csv(storage, handle, source=source or str(path), config=config, confirmed=confirmed,
+                          origin=origin)
 @dataclass
 class SubscriberDetails:
     subscriber: Subscriber
@@ -182,8 +318,9 @@ def subscriber_details(config: Config, address: str) -> SubscriberDetails:
                                  show(storage, email))
 
 
-def lift_suppression(config: Config, address: str, reason: str) -> bool:
-    """An operator puts a suppressed address back on the list, with a reason that is kept."""
+def lift_suppression(config: Config, address: str, reason: str, *, now: datetime | None = None) -> bool:
+    """An operator puts a suppressed address back on the list, with a reason that is kept; a bounce from
+    before ``now`` (a send still running may report one) does not suppress it again."""
     if not reason.strip():
         raise PipelineError("say why the suppression is lifted (--reason)")
     email = normalise_address(address)
@@ -191,7 +328,7 @@ def lift_suppression(config: Config, address: str, reason: str) -> bool:
         subscriber = storage.get_subscriber(email)
         if subscriber is None:
             raise PipelineError(f"{email}: not a subscriber")
-        lifted = storage.lift_suppression(subscriber.id, reason.strip())
+        lifted = storage.lift_suppression(subscriber.id, reason.strip(), now)
     if lifted:
         log.info("suppression of subscriber %d lifted by an operator", subscriber.id)
     return lifted

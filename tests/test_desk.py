@@ -617,6 +617,21 @@ def test_an_editions_unsubscribed_count_includes_complaints_and_emailed_unsubscr
     assert re.search(r"<li>[^<]*: unsubscribe via mailto; source: mailbox; reason: asked by email", emailed)
 
 
+def test_an_editions_bounces_and_complaints_are_those_of_its_own_recipients(site):
+    from pipeline.bounces.policy import record_bounce
+
+    add_subscribers(site.config, 2)
+    run_cli(site.project, "send", check=True)
+    (edition,) = site.storage.list_editions()
+    add_subscribers(site.config, 1, prefix="joined-later")  # never sent this edition
+    policy = site.config.bounces.policy
+    record_bounce(site.storage, policy, "reader00000@example.org", "hard", "550 5.1.1 no such user", "mailbox")
+    record_bounce(site.storage, policy, "joined-later00000@example.org", "hard", "550 5.1.1 no such user", "mailbox")
+    record_bounce(site.storage, policy, "joined-later00000@example.org", "complaint", "complaint (abuse)", "webhook:ses")
+    page = site.signed_in(EDITOR).get(f"/desk/editions/{edition.id}").text
+    assert "<tbody><tr><td>1</td><td>0</td><td>0</td>" in page  # one hard bounce, no soft one, no complaint
+
+
 def test_a_check_that_fails_links_to_the_story_that_causes_it(site):
     write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2025-01-07T09:00:00+00:00\n'
                                            'image: {url: images/gone.jpg, alt: "A photo", width: 600, height: 400}')

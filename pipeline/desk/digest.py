@@ -59,7 +59,7 @@ def next_digest(config: Config) -> DigestPreview:
 class EditionReport:
     edition: Edition
     counts: dict[str, int]
-    feedback: dict[str, int]  # bounces, complaints and unsubscribe requests recorded since it went out
+    feedback: dict[str, int]  # its recipients' bounces, complaints and unsubscribe requests since it went out
     archive_url: str
     next_retry: datetime | None
     unsubscribed: int  # recipients who withdrew since it was made, any way (complaints too; bounces not)
@@ -70,9 +70,11 @@ def edition_report(config: Config, storage: Storage, edition_id: str) -> Edition
     edition = storage.get_edition(edition_id)
     if edition is None:
         return None
-    return EditionReport(edition, storage.ledger_counts(edition_id), storage.bounce_counts_since(edition.created_at),
+    desk = DeskStore(storage)
+    return EditionReport(edition, storage.ledger_counts(edition_id),
+                         desk.feedback_since(edition_id, edition.created_at),
                          archive_url(config, edition_id), storage.next_retry(edition_id),
-                         DeskStore(storage).unsubscribed_since(edition_id, edition.created_at))
+                         desk.unsubscribed_since(edition_id, edition.created_at))
 
 
 def health_report(config: Config, storage: Storage) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 
 from .schema import (
+    bounce_events,
     desk_audit,
     desk_login_attempts,
     desk_scheduled,
@@ -243,6 +244,17 @@ class DeskStore:
                         consent_events.c.at >= since))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
+
+    def feedback_since(self, edition_id: str, since: datetime) -> dict[str, int]:
+        """Bounce events by kind (hard, soft, complaint, unsubscribe) of the edition's own recipients since
+        it was made: someone the edition never went to is not its feedback."""
+        query = (select(bounce_events.c.kind, func.count())
+                 .select_from(bounce_events.join(deliveries,
+                                                 deliveries.c.subscriber_id == bounce_events.c.subscriber_id))
+                 .where(deliveries.c.edition_id == edition_id, bounce_events.c.created_at >= since)
+                 .group_by(bounce_events.c.kind))
+        with self.engine.connect() as conn:
+            return {kind: int(count) for kind, count in conn.execute(query)}
 
     def search_subscribers(self, text: str, limit: int = 50) -> list[tuple[str, str | None, str]]:
         """Subscribers whose address or name contains ``text``: (email, name, status)."""

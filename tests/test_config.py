@@ -172,3 +172,15 @@ def test_keys_that_only_look_alike_are_not_a_repetition_and_aliases_are_looked_a
     monkeypatch.setattr(yaml_keys, "repeated_key", lambda *args: calls.append(1) or walk(*args))
     assert yaml_keys.repeated_key(yaml.compose("\n".join(levels) + "\n")) is None
     assert len(calls) < 200  # walked as a tree, the aliases would make it a million visits
+
+
+@pytest.mark.parametrize("base", ["https://www.nationalmssociety.org/news-feed/", "https://example.org/a/./b/",
+                                  "https://example.org/news?x=1", "https://example.org/a//b/"])
+@pytest.mark.parametrize("path", ["rss.xml", "stories/mesems/", "images//x.jpg", "a/./b", "../up", "/root",
+                                  "images/MS%20walk%20%C3%A9.jpg", "tags/living-with-ms/atom.xml", "x?y", "a.b.c"])
+def test_a_site_url_is_what_urljoin_makes_of_the_base_and_the_path(config, base, path):
+    from urllib.parse import urljoin
+
+    config.site.url("rss.xml")  # a copy must not keep what was worked out for the first base
+    site = config.site.model_copy(update={"base_url": base})
+    assert site.url(path) == urljoin(base, path)

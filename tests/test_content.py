@@ -136,3 +136,21 @@ def test_a_nested_field_given_twice_is_refused_too(project, config):
     write_item(project, "twice", VALID + '\nimage:\n  url: "a.jpg"\n  alt: "One"\n  alt: "Two"')
     with pytest.raises(ContentError, match=r"content/twice.md:7: image.alt: given twice"):
         read_content(config)
+
+
+def test_a_backtick_after_an_open_bracket_is_text_and_nothing_panics(project, config, capfd):
+    """markdown-it-pyrs 0.4 panics on it (upstream markdown-it-rust issue 40); such a body goes to markdown-it-py."""
+    write_item(project, "console", 'title: "Console keys"\ndate: 2021-01-01T09:00:00Z', "Press [` to open the console.\n")
+    (item,) = [item for item in read_content(config) if item.slug == "console"]
+    assert item.content_html == "<p>Press [` to open the console.</p>"
+    assert "panicked" not in capfd.readouterr().err
+
+
+def test_both_markdown_renderers_give_the_shipped_stories_the_same_html(config):
+    from pipeline.sources import local
+
+    if local._compiled_markdown is None:
+        pytest.skip("markdown-it-pyrs has no wheel for this Python or platform: markdown-it-py renders every story")
+    for path in sorted(config.path("content").glob("*.md")):
+        body = path.read_text(encoding="utf-8").split("\n---\n", 1)[1]
+        assert local._compiled_markdown.render(body) == local._reference_markdown.render(body), path.name

@@ -243,6 +243,28 @@ def test_a_story_saved_during_a_run_is_in_the_feeds_as_soon_as_the_run_ends(site
     assert feed.entries[0].title == "A new wheelchair clinic opens"
 
 
+def test_a_story_saved_while_the_waiting_publish_runs_is_published_by_one_more_run(site, monkeypatch):
+    from pipeline.usecases import runs
+
+    real_run, calls = runs.run, []
+
+    def run(config, **options):  # the waiting publish, which reads the content before this second save
+        outcome = real_run(config, **options)
+        calls.append(options["action"])
+        if len(calls) == 1:
+            write_item(site.project, "second-save", 'title: "Saved during the publish"\ndate: 2025-02-01T09:00:00Z')
+            assert usecases.publish_after_current_run(site.config) is waiting
+        return outcome
+
+    monkeypatch.setattr(runs, "run", run)
+    with run_lock(site.config.path("state"), database_url=database_url()):
+        waiting = usecases.publish_after_current_run(site.config)
+    waiting.join(timeout=120)
+    assert calls == ["feeds", "feeds"] and not waiting.is_alive()
+    assert feedparser.parse((site.config.path("output") / "rss.xml").read_bytes()).entries[0].title == \
+        "Saved during the publish"
+
+
 def test_a_draft_reaches_no_feed_or_digest(site):
     editor = site.signed_in(EDITOR)
     editor.post("/desk/stories/new", {**STORY, "status": "draft"}, token_from="/desk/stories/new")

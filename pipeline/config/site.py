@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urljoin
@@ -22,6 +23,14 @@ from .base import (
 
 # A relative path that urljoin would only append to base_url (see Site.url).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_~%/-]*(?:\.[A-Za-z0-9_~%/-]+)*")
+
+
+@lru_cache(maxsize=64)
+def _plain_base(base_url: str) -> bool:
+    """A base URL with no query, fragment, empty or dot segment: urljoin only appends a plain path to it."""
+    rest = base_url.split("://", 1)[-1]
+    return (base_url.endswith("/") and not any(c in base_url for c in "?#")
+            and "//" not in rest and "/./" not in rest and "/../" not in rest)
 
 
 class Logo(Strict):
@@ -102,7 +111,7 @@ class Site(Strict):
     def url(self, path: str) -> str:
         # A plain relative path (no scheme, dot segment, query or leading slash) joins by concatenation:
         # base_url ends with "/", and urljoin costs 20 µs a call, 40,000 calls in a 10,000-story build.
-        if _PLAIN_PATH.fullmatch(path) and "/." not in path and self.base_url.endswith("/"):
+        if _plain_base(self.base_url) and _PLAIN_PATH.fullmatch(path) and "/." not in path and "//" not in path:
             return self.base_url + path
         return urljoin(self.base_url, path)
 

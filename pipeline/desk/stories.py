@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import Config
 from ..errors import ContentError, PipelineError
 from ..items import Item, clean_html
-from ..sources.local import _SLUG, _markdown, _split, read_item
+from ..sources.local import _SLUG, _split, read_item, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -259,4 +259,4 @@ def preview_html(config: Config, body: str, slug: str = "preview") -> str:
     # Relative URLs resolve as the published story's do: against site.base_url unless item_link points elsewhere.
     given = config.site.item_link
     link = config.site.url(given.format(base_url=config.site.base_url, slug=slug or "preview")) if given else None
-    return clean_html(_markdown.render(body or ""), base_url=link or config.site.base_url)
+    return clean_html(render_markdown(body or ""), base_url=link or config.site.base_url)

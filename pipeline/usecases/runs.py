@@ -89,24 +89,28 @@ def run(config: Config, *, job: str = MANUAL_JOB, action: Action | None = None, 
 
 
 _waiting: dict[str, threading.Thread] = {}  # state folder -> the publish waiting for the run lock
+_again: set[str] = set()  # state folders whose content changed after their waiting publish began to read it
 _waiting_lock = threading.Lock()
 
 
 def publish_after_current_run(config: Config) -> threading.Thread:
     """Publish the feeds and the site as soon as the run holding the lock ends (a send can take hours):
     what the desk does when a story is saved during a run, which read the content before it.  One
-    waiting publish per state folder is enough, since it reads every story when it starts; the thread
-    is returned so a caller (a test) can wait for it."""
+    waiting publish per state folder is enough, since it reads every story when it starts; asked again
+    while it runs, it runs once more when done.  The thread is returned so a caller (a test) can wait."""
     key = str(config.path("state"))
 
     def publish_when_free() -> None:
-        try:
-            run(config, action="feeds", wait=True)
-        except Exception:  # noqa: BLE001 - a thread has no caller to raise to; the next run publishes
-            log.exception("publishing after the run in progress failed")
-        finally:
+        while True:
+            try:
+                run(config, action="feeds", wait=True)
+            except Exception:  # noqa: BLE001 - a thread has no caller to raise to; the next run publishes
+                log.exception("publishing after the run in progress failed")
             with _waiting_lock:
-                _waiting.pop(key, None)
+                if key not in _again:
+                    _waiting.pop(key, None)
+                    return
+                _again.discard(key)
 
     with _waiting_lock:
         thread = _waiting.get(key)
@@ -114,6 +118,8 @@ def publish_after_current_run(config: Config) -> threading.Thread:
             thread = _waiting[key] = threading.Thread(target=publish_when_free, name="publish-after-run",
                                                       daemon=True)
             thread.start()
+        else:
+            _again.add(key)  # it may have read the content already: once more when it is done
         return thread
 
 

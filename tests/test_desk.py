@@ -315,6 +315,28 @@ def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     assert re.search(r'data-status="sent">3<', admin.get(f"/desk/progress/{edition_id}").text)
 
 
+def test_while_a_send_runs_the_progress_page_offers_a_refresh_link_and_never_refreshes_itself(site):
+    from pipeline.desk.context import SendJob
+
+    _desk_ext(site)["jobs"]["e1"] = SendJob("e1", ADMIN, site.clock.now)  # started, its run not yet done
+    page = site.signed_in(EDITOR).get("/desk/progress/e1").text
+    assert 'http-equiv="refresh"' not in page
+    assert re.search(r'<p id="state" role="status">Sending… 0 sent, 0 deferred, 0 failed.</p>', page)
+    assert '<a class="button" href="/desk/progress/e1">Refresh</a>' in page
+
+
+def test_the_progress_pages_script_polls_the_same_counts_as_json(site):
+    from pipeline.desk.context import SendJob
+
+    job = _desk_ext(site)["jobs"]["e1"] = SendJob("e1", ADMIN, site.clock.now)
+    editor = site.signed_in(EDITOR)
+    assert editor.get("/desk/progress/e1/counts.json").json == {
+        "running": True, "message": "Sending… 0 sent, 0 deferred, 0 failed.",
+        "counts": {"pending": 0, "sending": 0, "sent": 0, "failed": 0, "deferred": 0, "skipped": 0}}
+    job.done.set()
+    assert editor.get("/desk/progress/e1/counts.json").json["running"] is False
+
+
 def _job(site, edition_id):
     (desk_app,) = site.app.mounts.values()
     return desk_app.extensions["desk"]["jobs"][edition_id]

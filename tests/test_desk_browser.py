@@ -7,7 +7,9 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import feedparser
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import expect
 
 from pipeline.config import Config
 from pipeline.desk.accounts import add_user
@@ -48,7 +51,24 @@ class Served:
 @pytest.fixture
 def served(project: Path, secret: str) -> Iterator[Served]:
     """`serve-web` with the desk on, as `pipeline serve-web` runs it, two people and three subscribers."""
-    handler = RecordingHandler()
+    with serving(project, RecordingHandler()) as site:
+        yield site
+
+
+@pytest.fixture
+def holding(project: Path, secret: str) -> Iterator[tuple[Served, threading.Event]]:
+    """The same, with an SMTP server that holds every message until the test opens the gate: a send that is
+    in progress for as long as the test needs."""
+    gate = threading.Event()
+    try:
+        with serving(project, RecordingHandler(gate=gate)) as site:
+            yield site, gate
+    finally:
+        gate.set()  # nothing left waiting on it
+
+
+@contextmanager
+def serving(project: Path, handler: RecordingHandler) -> Iterator[Served]:
     with SmtpSink(handler) as sink:
         use_smtp(project, sink.port)
         config = desk_config(project)
@@ -140,7 +160,7 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
     page.get_by_label(re.compile("I have looked at the preview")).check()
     shot(page, "send", full_page=True)
     page.get_by_role("button", name="Send the edition").click()
-    page.get_by_text("Finished.").wait_for(timeout=60_000)  # the page refreshes itself while it sends
+    page.get_by_text("Finished.").wait_for(timeout=60_000)  # the page's script updates it while it sends
     assert page.locator('td[data-status="sent"]').inner_text() == "3"
     shot(page, "progress")
     assert served.mail.when_count(4).wait(30)
@@ -248,6 +268,47 @@ def test_axe_finds_no_serious_or_critical_violations_on_any_desk_page(browser, s
         found[path] = _serious(page)
     page.context.close()
     assert {path: problems for path, problems in found.items() if problems} == {}
+
+
+def test_the_progress_page_updates_its_counts_in_place_and_passes_axe_while_the_edition_is_sending(browser, holding):
+    served, gate = holding
+    page = desk_page(browser, served)
+    sign_in(page, served)
+    page.goto(f"{served.url}/desk/send")
+    page.get_by_label(re.compile("I have looked at the preview")).check()
+    page.get_by_role("button", name="Send the edition").click()
+    status = page.get_by_role("status")
+    expect(status).to_have_text(re.compile(r"^Sending… 0 sent"))
+    assert served.mail.data_started.wait(30), "the send never reached the SMTP server"
+    assert _serious(page) == []  # audited mid-send: the page that polls, not the finished one
+    expect(page.get_by_role("link", name="Refresh")).to_be_hidden()  # the script keeps the counts current
+    page.evaluate("window.loadedOnce = true")  # gone if the page were reloaded
+
+    gate.set()
+    expect(status).to_have_text("Finished. 3 sent, 0 deferred, 0 failed.", timeout=30_000)
+    expect(page.locator('td[data-status="sent"]')).to_have_text("3")
+    assert page.evaluate("window.loadedOnce") is True
+    page.context.close()
+
+
+def test_without_javascript_the_progress_page_shows_the_counts_of_each_load(browser, holding):
+    served, gate = holding
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, served)
+    page.goto(f"{served.url}/desk/send")
+    page.get_by_label(re.compile("I have looked at the preview")).check()
+    page.get_by_role("button", name="Send the edition").click()
+    assert served.mail.data_started.wait(30)
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Sending… 0 sent"))
+    gate.set()
+    assert served.mail.when_count(3).wait(30)
+    deadline = time.monotonic() + 30
+    while "Sending…" in page.get_by_role("status").inner_text():  # each press loads the counts of that moment
+        assert time.monotonic() < deadline, "the send did not finish"
+        page.get_by_role("link", name="Refresh").click()
+    expect(page.get_by_role("status")).to_have_text("Finished. 3 sent, 0 deferred, 0 failed.")
+    context.close()
 
 
 def test_serve_web_answers_the_desk_and_the_unsubscribe_page_side_by_side(served):

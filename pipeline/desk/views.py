@@ -13,6 +13,7 @@ from werkzeug.datastructures import FileStorage
 from .. import usecases as use_cases
 from ..errors import PipelineError
 from ..state.lock import RunLocked
+from ..state.storage import LEDGER_STATUSES
 from . import stories as story_files
 from .context import SendJob, audit, desk, signed_in
 from .digest import edition_report, health_report, next_digest
@@ -222,15 +223,13 @@ def register(app: Flask) -> None:
     @app.route("/progress/<edition_id>")
     @signed_in()
     def progress(edition_id: str):
-        storage = desk()["storage"]
-        edition = storage.get_edition(edition_id)
-        job = desk()["jobs"].get(edition_id)
-        if edition is None and job is None:
-            abort(404, "No such edition.")
-        counts = storage.ledger_counts(edition_id) if edition else {}
-        running = job is not None and not job.done.is_set()
-        return render_template("progress.html", edition=edition, edition_id=edition_id, counts=counts, job=job,
-                               running=running)
+        return render_template("progress.html", edition_id=edition_id, **_progress(edition_id))
+
+    @app.route("/progress/<edition_id>/counts.json")
+    @signed_in()
+    def progress_counts(edition_id: str):
+        """What the progress page's script polls while a send runs: the same counts and sentence as the page."""
+        return _progress(edition_id)
 
     # -- editions ----------------------------------------------------------------------------------
 
@@ -262,6 +261,24 @@ def register(app: Flask) -> None:
     def health():
 
         return render_template("health.html", report=health_report(desk()["config"], desk()["storage"]))
+
+
+def _progress(edition_id: str) -> dict[str, Any]:
+    """An edition's send as the progress page shows it: running or not, the ledger's counts (all zero until the
+    run has made the edition), and one sentence for the page's status region."""
+    storage = desk()["storage"]
+    edition = storage.get_edition(edition_id)
+    job = desk()["jobs"].get(edition_id)
+    if edition is None and job is None:
+        abort(404, "No such edition.")
+    counts = storage.ledger_counts(edition_id) if edition else dict.fromkeys(LEDGER_STATUSES, 0)
+    running = job is not None and not job.done.is_set()
+    if job is not None and job.error:
+        message = f"Stopped: {job.error}"
+    else:
+        message = (f"{'Sending…' if running else 'Finished.'} {counts['sent']} sent, {counts['deferred']} deferred, "
+                   f"{counts['failed']} failed.")
+    return {"running": running, "counts": counts, "message": message}
 
 
 def _start_send(edition_id: str) -> None:

@@ -17,6 +17,7 @@ import feedparser
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from PIL import Image
 from playwright.sync_api import expect
 
 from pipeline.config import Config
@@ -33,9 +34,11 @@ from .smtp_sink import RecordingHandler, SmtpSink
 
 # The desk's screenshots in docs/images come from this walk through the weekly job, but a test run
 # never writes into the working tree: `DESK_SCREENSHOTS=docs/images pytest tests/test_desk_browser.py`
-# refreshes them; otherwise they go to a scratch folder.
-SCREENSHOTS = Path(os.environ.get("DESK_SCREENSHOTS") or Path(tempfile.gettempdir()) / "desk-screenshots")
+# refreshes them; otherwise they go to a scratch folder.  Resolved now: each test runs in a folder of its own.
+SCREENSHOTS = Path(os.environ.get("DESK_SCREENSHOTS") or Path(tempfile.gettempdir()) / "desk-screenshots").resolve()
 TITLE = "A new wheelchair clinic opens in Denver"
+FRAMES = {"The digest at phone width": "digest-phone", "The digest at phone width in dark mode": None,
+          "The digest at desktop width": "digest-desktop"}  # each frame of the digest page, and its own shot
 AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 
@@ -106,10 +109,60 @@ def sign_in(page, served: Served, email: str = ADMIN) -> None:
     page.get_by_role("heading", name="The weekly job").wait_for()
 
 
-def shot(page, name: str, **options) -> None:
+def shot(page, name: str, **options) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (page if "locator" not in options else options.pop("locator")).screenshot(
-        path=str(SCREENSHOTS / f"desk-{name}.png"), **options)
+    path = SCREENSHOTS / f"desk-{name}.png"
+    (page if "locator" not in options else options.pop("locator")).screenshot(path=str(path), **options)
+    return path
+
+
+DECODED = "() => Promise.all([...document.images].map(image => image.decode().catch(() => null)))"
+PAINTED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def frames_painted(page) -> None:
+    """Wait until each frame of the page has loaded and decoded its images, then for the page to paint."""
+    for frame in page.frames[1:]:
+        frame.wait_for_load_state("load")
+        frame.evaluate(DECODED)
+    page.evaluate(PAINTED)
+
+
+def page_shot(page, name: str) -> tuple[Path, dict[str, dict]]:
+    """The whole page, frames and all, and where each frame is on it (by its title).  A full-page screenshot
+    paints nothing below the viewport inside frames, so the viewport is made as tall as the page for the shot."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": page.evaluate("document.documentElement.scrollHeight")})
+    try:
+        frames_painted(page)
+        path = shot(page, name)
+        boxes = {frame.get_attribute("title"): frame.bounding_box() for frame in page.locator("iframe").all()}
+    finally:
+        page.set_viewport_size(size)
+    return path, boxes
+
+
+def frame_shot(page, title: str, name: str) -> Path:
+    """One frame alone, scrolled into view and painted first."""
+    frame = page.locator(f"iframe[title='{title}']")
+    frame.scroll_into_view_if_needed()
+    frames_painted(page)
+    return shot(page, name, locator=frame)
+
+
+def assert_painted(path: Path, box: dict | None = None, colours: int = 16) -> None:
+    """The shot (or the box of it a frame covers) is painted across its width: each third has more than
+    ``colours`` colours.  A blank frame has one or two, a half-painted one a white right side."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if box is not None:
+            rgb = rgb.crop((round(box["x"]), round(box["y"]), round(box["x"] + box["width"]),
+                            round(box["y"] + box["height"])))
+        width, height = rgb.size
+        for third in range(3):
+            part = rgb.crop((third * width // 3, 0, (third + 1) * width // 3, height))
+            found = part.getcolors(colours + 1)  # None: more colours than that
+            assert found is None, f"{path.name}: third {third + 1} of {box or 'the shot'} has {len(found)} colours"
 
 
 def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, tmp_path):
@@ -140,13 +193,15 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
 
     page.get_by_role("link", name="Next digest").click()
     assert page.locator("#subject").inner_text() == f"National MS Society News: {TITLE}"
-    page.frame_locator("iframe[title='The digest at desktop width']").get_by_role("heading", name=TITLE).wait_for()
-    shot(page, "digest", full_page=True)
-    for title, name in (("The digest at phone width", "digest-phone"), ("The digest at desktop width",
-                                                                          "digest-desktop")):
-        frame = page.frame_locator(f"iframe[title='{title}']")
-        frame.get_by_role("heading", name=TITLE).wait_for()
-        shot(page, name, locator=page.locator(f"iframe[title='{title}']"))
+    for title in FRAMES:
+        page.frame_locator(f"iframe[title='{title}']").get_by_role("heading", name=TITLE).wait_for()
+    whole, boxes = page_shot(page, "digest")
+    assert set(boxes) == set(FRAMES)
+    for box in boxes.values():
+        assert_painted(whole, box)
+    for title, name in FRAMES.items():
+        if name:
+            assert_painted(frame_shot(page, title, name))
     page.goto(page.url)  # afresh: the element shots left it scrolled, and a reload would restore that
 
     page.get_by_role("button", name=f"Send a test to me ({ADMIN})").click()

@@ -11,6 +11,7 @@ import feedparser
 import pytest
 
 from pipeline.desk.accounts import add_user
+from pipeline.desk.sending import start_send
 from pipeline.sources import read_content
 from pipeline.sources.local import read_item
 from pipeline.state.desk import DeskStore
@@ -300,6 +301,33 @@ def test_the_send_page_shows_the_recipients_and_the_postal_address_gate(site):
     assert 'value="Send the edition"' not in page
 
 
+INSECURE_PHOTO = ('title: "A clinic photo over plain http"\ndate: 2030-01-07T09:00:00+00:00\n'
+                  'image: {url: "http://insecure.example.com/pic.png", alt: "The clinic", width: 600, height: 400}')
+
+
+def test_the_send_page_lists_the_checks_that_stop_the_send_and_offers_no_send_button(site):
+    add_subscribers(site.config, 3)
+    write_item(site.project, "insecure-photo", INSECURE_PHOTO)
+    page = site.signed_in(ADMIN).get("/desk/send").text
+    findings = re.findall(r"<li><strong>([\w-]+)</strong>:(.*?)</li>", page, re.S)
+    ((rule, text),) = findings
+    assert rule == "img-insecure" and "http://insecure.example.com/pic.png" in text
+    assert '<a href="/desk/stories/insecure-photo">Fix it in “A clinic photo over plain http”</a>' in text
+    assert 'value="Send the edition"' not in page and 'value="Schedule the edition"' not in page
+
+
+def test_a_send_that_the_checks_stop_is_audited_as_stopped_not_sent(site):
+    add_subscribers(site.config, 3)
+    write_item(site.project, "insecure-photo", INSECURE_PHOTO)
+    job = start_send(_desk_ext(site), "the-edition", ADMIN)  # e.g. a scheduled send, past the send page
+    assert job.done.wait(60)
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.who, entry.action) == (ADMIN, "send stopped")
+    assert entry.detail.startswith("edition the-edition: the digest fails 1 pre-send check(s)")
+    assert "img-insecure: image source 'http://insecure.example.com/pic.png' is not https" in entry.detail
+    assert "edition sent" not in [e.action for e in DeskStore(site.storage).audit_log()]
+
+
 def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     add_subscribers(site.config, 3)
     admin = site.signed_in(ADMIN)
@@ -313,6 +341,20 @@ def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     _job(site, edition_id).done.wait(60)
     assert site.storage.ledger_counts(edition_id)["sent"] == 3
     assert re.search(r'data-status="sent">3<', admin.get(f"/desk/progress/{edition_id}").text)
+
+
+def test_a_send_from_the_desk_is_audited_when_pressed_and_as_sent_once_it_went(site):
+    add_subscribers(site.config, 3)
+    admin = site.signed_in(ADMIN)
+    form = admin.get("/desk/send").text
+    edition_id = re.search(r'name="edition" type="hidden" value="(\w+)"', form).group(1)
+    admin.post("/desk/send", {"recipients": "3", "edition": edition_id, "confirm": "y",
+                              "csrf_token": csrf_token(form)})
+    assert _job(site, edition_id).done.wait(60)
+    sent, pressed = DeskStore(site.storage).audit_log()[:2]
+    assert (pressed.who, pressed.action, pressed.detail) == (ADMIN, "send started", f"edition {edition_id}")
+    assert (sent.who, sent.action, sent.detail) == (ADMIN, "edition sent",
+                                                    f"edition {edition_id}: sent 3, failed 0, deferred 0")
 
 
 def test_while_a_send_runs_the_progress_page_offers_a_refresh_link_and_never_refreshes_itself(site):
@@ -572,7 +614,6 @@ def _desk_ext(site):
 
 def test_a_scheduled_edition_is_sent_when_its_time_comes(site):
     from pipeline.desk.schedules import run_due
-    from pipeline.desk.views import start_send
 
     add_subscribers(site.config, 3)
     admin = site.signed_in(ADMIN)
@@ -596,6 +637,18 @@ def test_a_scheduled_edition_that_changed_since_is_not_sent(site):
     (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
     assert "look at it and schedule again" in skipped.note
     assert site.storage.list_editions() == []
+
+
+def test_a_scheduled_edition_that_the_checks_would_stop_is_not_sent(site):
+    from pipeline.desk.schedules import run_due
+
+    add_subscribers(site.config, 3)
+    edition_id = _schedule(site, site.signed_in(ADMIN))
+    (site.project / "content" / "images" / "mesems-trial-design.png").unlink()  # the same edition, its image gone
+    assert run_due(site.config, site.storage, site.clock.now + timedelta(hours=2), lambda *_: None) == []
+    (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
+    assert skipped.note.startswith(f"edition {edition_id} fails 2 pre-send check(s): ")
+    assert "img-missing" in skipped.note and site.storage.list_editions() == []
 
 
 def test_a_scheduled_send_can_be_cancelled(site):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,8 +14,8 @@ from ..errors import PipelineError
 from ..state.lock import RunLocked
 from ..state.storage import LEDGER_STATUSES
 from . import stories as story_files
-from .context import SendJob, audit, desk, signed_in
-from .digest import edition_report, health_report, next_digest
+from .context import audit, desk, signed_in
+from .digest import edition_report, health_report, next_digest, with_stories
 from .forms import (
     ScheduleForm,
     SendForm,
@@ -24,6 +23,7 @@ from .forms import (
     SignInForm,
     StoryForm,
 )
+from .sending import sendable, start_send
 from .sessions import DeskSession
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ def register(app: Flask) -> None:
             _items, findings = use_cases.lint(config)
         except PipelineError as exc:
             return render_template("error.html", heading="No digest to show", message=str(exc)), 200
-        return render_template("digest.html", preview=preview, findings=[
-            (finding, preview.story_of(finding)) for finding in findings])
+        return render_template("digest.html", preview=preview, findings=with_stories(findings, preview.items))
 
     @app.route("/digest/render")
     @signed_in()
@@ -176,7 +175,7 @@ def register(app: Flask) -> None:
             return render_template("error.html", heading="Nothing can be sent", message=str(exc)), 200
         edition_id = plan.edition.edition_id
         form = SendForm(recipients=str(plan.subscribers), edition=edition_id or "")
-        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        ready = sendable(plan)
         if request.method == "POST" and form.validate_on_submit():
             if not ready or form.edition.data != edition_id or form.recipients.data != str(plan.subscribers):
                 flash("What would be sent has changed since the page was shown; check it again.")
@@ -185,6 +184,7 @@ def register(app: Flask) -> None:
             return redirect(url_for("progress", edition_id=edition_id))
         schedule = ScheduleForm(formdata=None, recipients=str(plan.subscribers), edition=edition_id or "")
         return render_template("send.html", plan=plan, form=form, ready=ready, schedule=schedule,
+                               refused=with_stories(plan.refused, plan.edition.items),
                                timezone=config.digest.timezone, waiting=desk()["store"].scheduled()), \
             200 if request.method == "GET" else 400
 
@@ -200,8 +200,8 @@ def register(app: Flask) -> None:
             flash("Give the date and time to send at.")
             return redirect(url_for("send"))
         when = form.when.data.replace(tzinfo=ZoneInfo(config.digest.timezone))
-        ready = plan.edition.reason == "would create the edition" and not plan.blocked
-        if not ready or form.edition.data != plan.edition.edition_id or form.recipients.data != str(plan.subscribers):
+        if not sendable(plan) or form.edition.data != plan.edition.edition_id or \
+                form.recipients.data != str(plan.subscribers):
             flash("What would be sent has changed since the page was shown; check it again.")
         elif when <= desk()["clock"]():
             flash("That time has passed; choose a time in the future.")
@@ -282,30 +282,8 @@ def _progress(edition_id: str) -> dict[str, Any]:
 
 
 def _start_send(edition_id: str) -> None:
-    audit("edition sent", f"edition {edition_id}")
-    start_send(desk(), edition_id, g.user.email)
-
-
-def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
-    """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
-
-    config, jobs = ext["config"], ext["jobs"]
-    job = SendJob(edition_id, by, ext["clock"]())
-    jobs[edition_id] = job
-
-    def work() -> None:
-        try:
-            outcome = use_cases.run(config, action="send", wait=True)
-            job.summary = outcome.summary(0.0)
-        except PipelineError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown on the progress page, logged in full
-            log.exception("desk: sending edition %s failed", edition_id)
-            job.error = f"sending stopped: {exc}"
-        finally:
-            job.done.set()
-
-    threading.Thread(target=work, name=f"desk send {edition_id}", daemon=True).start()
+    audit("send started", f"edition {edition_id}")
+    start_send(desk(), edition_id, g.user.email, g.client)
 
 
 def uploaded_file(field: Any) -> FileStorage | None:

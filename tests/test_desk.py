@@ -4,6 +4,7 @@ accounts, sessions, the attacks it refuses, stories as content files, the digest
 from __future__ import annotations
 
 import io
+import os
 import re
 from datetime import timedelta
 
@@ -200,6 +201,60 @@ def test_a_50_mb_upload_is_refused(site):
                            token_from="/desk/stories/new", content_type="multipart/form-data")
     assert response.status_code == 413 and "The upload is too large" in response.text
     assert not list((site.project / "content").glob("images/a-new-wheelchair-clinic*"))
+
+
+def noisy_png(tmp_path, side: int = 580) -> bytes:
+    """A real photo-like PNG (noise does not compress): 580 pixels square is just over 1,000,000 bytes."""
+    from PIL import Image
+
+    path = tmp_path / "noisy.png"
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path)
+    return path.read_bytes()
+
+
+def test_an_enclosure_over_the_per_file_limit_is_refused_next_to_its_field(site):
+    editor = site.signed_in(EDITOR)
+    audio = (io.BytesIO(b"ID3" + b"\0" * 1_019_997), "clinic-tour.mp3", "audio/mpeg")  # 1,020,000 bytes
+    response = editor.post("/desk/stories/new", {**STORY, "enclosure": audio}, token_from="/desk/stories/new",
+                           content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert re.search(r'id="enclosure-error">clinic-tour.mp3: 1,020,000 bytes is over the limit of 1,000,000 bytes '
+                     "per file", response.text)
+    assert not (site.project / "content" / "files").exists()
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_an_image_over_the_per_file_limit_is_refused_next_to_its_field(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = noisy_png(tmp_path)
+    assert len(photo) > site.config.desk.max_upload_bytes
+    response = editor.post("/desk/stories/new", {**STORY, "image": (io.BytesIO(photo), "waiting-room.png", "image/png"),
+                                                 "image_alt": "The waiting room"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert re.search(rf'id="image-error">waiting-room.png: {len(photo):,} bytes is over the limit', response.text)
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
+
+
+def test_a_story_refused_for_its_date_leaves_no_uploaded_image_behind(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "clinic.jpg", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "date": "2030-01-06", "image": photo,
+                                                 "image_alt": "The clinic's front door"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 400 and 'id="date-error">' in response.text
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
+
+
+def test_an_image_is_not_kept_when_the_enclosure_beside_it_is_refused(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "clinic.jpg", "image/jpeg")
+    audio = (io.BytesIO(b"\0" * 1_000_001), "tour.mp3", "audio/mpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": photo, "image_alt": "The clinic's front door",
+                                                 "enclosure": audio},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert 'id="enclosure-error">tour.mp3: 1,000,001 bytes' in response.text and 'id="image-error"' not in response.text
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
 
 
 # -- stories -------------------------------------------------------------------------------------------

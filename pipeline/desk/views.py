@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -305,40 +306,52 @@ def _story_page(slug: str | None):
     preview_html = None
     if request.method == "POST" and form.validate_on_submit():
         story = _story_from(form, story, new)
-        image = uploaded_file(form.image)
-        enclosure = uploaded_file(form.enclosure)
         try:
-            if image is not None:
-                if not (form.image_alt.data or "").strip():
-                    raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who "
-                                                                "cannot see it")
-                story.image = story_files.save_image(config, story.slug or "story", image.filename or "",
-                                                     image.read(), form.image_alt.data or "")
-            elif story.image is not None:
-                story.image = {**story.image, "alt": (form.image_alt.data or "").strip()}
-            if form.remove_image.data:
-                story.image = None
-            if enclosure is not None:
-                story.enclosure = story_files.save_enclosure(config, story.slug or "story", enclosure.filename or "",
-                                                             enclosure.read(), enclosure.mimetype)
+            # Everything is checked before anything is written: the uploads are written with the story.
+            edited, uploads = _with_uploads(config, form, story)
             if form.preview.data:
-                story_files.check_story(config, story)
-                preview_html = story_files.preview_html(config, story.body, story.slug)
+                story_files.check_story(config, edited)
+                preview_html = story_files.preview_html(config, edited.body, edited.slug)
             else:
-                path = story_files.save_story(config, story, new=new)
-                kind = "draft" if story.draft else "published"
+                path = story_files.save_story(config, edited, new=new, uploads=uploads)
+                kind = "draft" if edited.draft else "published"
                 audit("story saved", f"{story_files.shown_path(config, path)} ({kind})")
                 flash(f"Saved {story_files.shown_path(config, path)}.")
-                if not story.draft:
+                if not edited.draft:
                     _publish_feeds()
-                return redirect(url_for("story_edit", slug=story.slug))
+                return redirect(url_for("story_edit", slug=edited.slug))
         except story_files.UploadRefused as exc:
-            getattr(form, "image" if image is not None else "enclosure").errors = [str(exc)]
+            getattr(form, exc.field).errors = [str(exc)]
             audit("upload refused", str(exc))
         except story_files.StoryInvalid as exc:
             getattr(form, exc.field if hasattr(form, exc.field) else "body").errors = [str(exc)]
     status = 200 if request.method == "GET" or preview_html is not None else 400
     return render_template("story.html", form=form, story=story, new=new, preview_html=preview_html), status
+
+
+def _with_uploads(config, form: StoryForm,
+                  story: story_files.Story) -> tuple[story_files.Story, tuple[story_files.Upload, ...]]:
+    """The story as it would be saved, with the form's uploads checked (not written) and its image's text."""
+    image, enclosure = uploaded_file(form.image), uploaded_file(form.enclosure)
+    alt = (form.image_alt.data or "").strip()
+    slug = story.slug or "story"
+    uploads = []
+    edited = dataclasses.replace(story)
+    if image is not None:
+        if not alt:
+            raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who cannot see it")
+        uploads.append(story_files.image_upload(config, slug, image.filename or "", image.read(), alt))
+        edited.image = uploads[-1].front
+    elif edited.image is not None:
+        edited.image = {**edited.image, "alt": alt}
+    if form.remove_image.data:
+        edited.image = None
+        uploads = []
+    if enclosure is not None:
+        uploads.append(story_files.enclosure_upload(config, slug, enclosure.filename or "", enclosure.read(),
+                                                    enclosure.mimetype))
+        edited.enclosure = uploads[-1].front
+    return edited, tuple(uploads)
 
 
 def _publish_feeds() -> None:

@@ -1,10 +1,16 @@
 """The weekly job on the desk in real headless Chromium, against `serve-web`'s real server (waitress on a loopback
-port), the real state database and an SMTP server on loopback; axe-core on every page; keyboard only."""
+port), the real state database and an SMTP server on loopback; axe-core on every page; keyboard only.
+
+The walk through the weekly job starts the desk as the docs tell an operator to: `pipeline desk add-user` and
+`pipeline serve-web`, each a process of its own; the other tests serve the same app from this process."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +36,7 @@ from pipeline.usecases import open_storage
 
 from .conftest import add_subscribers, run_cli, use_smtp, write_image, write_item
 from .desk_helpers import ADMIN, EDITOR, PASSWORD, desk_config
-from .smtp_sink import RecordingHandler, SmtpSink
+from .smtp_sink import RecordingHandler, SmtpSink, free_port
 
 # The desk's screenshots in docs/images come from this walk through the weekly job, but a test run
 # never writes into the working tree: `DESK_SCREENSHOTS=docs/images pytest tests/test_desk_browser.py`
@@ -87,6 +93,58 @@ def serving(project: Path, handler: RecordingHandler) -> Iterator[Served]:
         finally:
             server.shutdown()
             storage.close()
+
+
+PIPELINE = Path(sys.executable).parent / "pipeline"  # the console script, as installed with the suite
+
+
+@pytest.fixture
+def commanded(project: Path, secret: str, tmp_path: Path) -> Iterator[Served]:
+    """The desk as an operator starts it, each command its own process in the project folder: the config's desk
+    and relay (an SMTP server on loopback) turned on, three subscribers imported, then `pipeline desk add-user`
+    with the password typed in twice (on its standard input) and `pipeline serve-web` on a free loopback port."""
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        use_smtp(project, sink.port)
+        config = desk_config(project)
+        readers = project / "readers.csv"
+        readers.write_text("email,name\n" + "".join(f"reader0000{n}@example.org,Reader {n}\n" for n in range(3)))
+        subprocess.run([str(PIPELINE), "subscribers", "import", readers.name, "--confirmed"], cwd=project,
+                       check=True, capture_output=True, timeout=60)
+        # A session of its own: no terminal to open, so the password prompt reads standard input.
+        added = subprocess.run([str(PIPELINE), "desk", "add-user", ADMIN, "--role", "admin"], cwd=project,
+                               input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, timeout=60,
+                               start_new_session=True)
+        assert added.returncode == 0 and f"{ADMIN}: added as admin" in added.stdout, added.stderr
+        port = free_port()
+        log = tmp_path / "serve-web.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen([str(PIPELINE), "serve-web", "--host", "127.0.0.1", "--port", str(port)],
+                                      cwd=project, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        storage = open_storage(config)
+        try:
+            wait_for_port(port, server, log)
+            yield Served(f"http://127.0.0.1:{port}", project, config, storage, handler)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            storage.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Until something listens on the loopback port; the process exiting first fails the test with its output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+        try:  # waiting on the process, not sleeping: it returns at once if the server died
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        raise AssertionError(f"the server exited with status {process.returncode}:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -165,7 +223,8 @@ def assert_painted(path: Path, box: dict | None = None, colours: int = 16) -> No
             assert found is None, f"{path.name}: third {third + 1} of {box or 'the shot'} has {len(found)} colours"
 
 
-def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, tmp_path):
+def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, commanded, tmp_path):
+    served = commanded
     photo = write_image(tmp_path / "clinic.jpg", 1200, 630, "#2f6f4f")
     page = desk_page(browser, served)
     page.goto(f"{served.url}/desk/")
@@ -226,6 +285,18 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
     page.get_by_role("button", name="Look up").click()
     assert page.locator("#recipient tbody td").first.inner_text() == "sent"
     shot(page, "edition", full_page=True)
+
+    page.get_by_role("navigation", name="Desk").get_by_role("link", name="Subscribers").click()
+    page.get_by_label("Email address or name").fill("reader00001")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name="reader00001@example.org").click()
+    page.get_by_role("heading", name="reader00001@example.org").wait_for()
+    consent = page.locator("h2:text-is('Consent history') + ul").inner_text()
+    assert "subscribe via import; source: readers.csv; confirmed_by: operator flag --confirmed" in consent
+    (edition,) = served.storage.list_editions()
+    (row,) = page.locator("#deliveries tbody tr").all()
+    assert row.locator("td").all_inner_texts()[:4] == [edition.id, f"National MS Society News: {TITLE}", "sent", "1"]
+    shot(page, "subscriber", full_page=True)
     page.context.close()
 
 

@@ -356,7 +356,7 @@ def test_the_send_page_shows_the_recipients_and_the_postal_address_gate(site):
     assert 'value="Send the edition"' not in page
 
 
-INSECURE_PHOTO = ('title: "A clinic photo over plain http"\ndate: 2030-01-07T09:00:00+00:00\n'
+INSECURE_PHOTO = ('title: "A clinic photo over plain http"\ndate: 2025-01-07T09:00:00+00:00\n'
                   'image: {url: "http://insecure.example.com/pic.png", alt: "The clinic", width: 600, height: 400}')
 
 
@@ -627,7 +627,7 @@ def test_an_editions_page_counts_the_recipients_who_unsubscribed_since(site):
 
 
 def test_a_check_that_fails_links_to_the_story_that_causes_it(site):
-    write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2030-01-07T09:00:00+00:00\n'
+    write_item(site.project, "photo-gone", 'title: "A story whose photo is gone"\ndate: 2025-01-07T09:00:00+00:00\n'
                                            'image: {url: images/gone.jpg, alt: "A photo", width: 600, height: 400}')
     page = site.signed_in(EDITOR).get("/desk/digest").text
     finding = re.search(r"<li><strong>img-missing</strong>:(.*?)</li>", page, re.S).group(1)

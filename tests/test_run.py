@@ -192,7 +192,7 @@ def test_send_dry_run_sends_and_records_nothing(project, secret):
 
 def test_send_dry_run_names_the_pre_send_checks_that_would_stop_the_send(project, secret):
     run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
-    write_item(project, "insecure-photo", 'title: "A clinic photo over plain http"\ndate: 2030-01-07T09:00:00Z\n'
+    write_item(project, "insecure-photo", 'title: "A clinic photo over plain http"\ndate: 2025-01-07T09:00:00Z\n'
                                           'image: {url: "http://insecure.example.com/pic.png", alt: "The clinic"}')
     result = run_cli(project, "send", "--dry-run", check=True)
     assert re.search(r"^but the pre-send checks stop it \(unless --force\): digest\.html:\d+: img-insecure: image "

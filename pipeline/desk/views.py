@@ -11,6 +11,7 @@ from flask import Flask, abort, flash, g, redirect, render_template, request, se
 from werkzeug.datastructures import FileStorage
 
 from .. import usecases as use_cases
+from ..config import Config
 from ..errors import PipelineError
 from ..state.lock import RunLocked
 from ..state.storage import LEDGER_STATUSES
@@ -329,7 +330,7 @@ def _story_page(slug: str | None):
     return render_template("story.html", form=form, story=story, new=new, preview_html=preview_html), status
 
 
-def _with_uploads(config, form: StoryForm,
+def _with_uploads(config: Config, form: StoryForm,
                   story: story_files.Story) -> tuple[story_files.Story, tuple[story_files.Upload, ...]]:
     """The story as it would be saved, with the form's uploads checked (not written) and its image's text."""
     image, enclosure = uploaded_file(form.image), uploaded_file(form.enclosure)

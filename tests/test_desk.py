@@ -4,6 +4,7 @@ accounts, sessions, the attacks it refuses, stories as content files, the digest
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from datetime import timedelta
@@ -13,6 +14,7 @@ import pytest
 
 from pipeline import usecases
 from pipeline.desk.accounts import add_user
+from pipeline.desk.sending import start_send
 from pipeline.environment import database_url
 from pipeline.sources import read_content
 from pipeline.sources.local import read_item
@@ -205,6 +207,60 @@ def test_a_50_mb_upload_is_refused(site):
     assert not list((site.project / "content").glob("images/a-new-wheelchair-clinic*"))
 
 
+def noisy_png(tmp_path, side: int = 580) -> bytes:
+    """A real photo-like PNG (noise does not compress): 580 pixels square is just over 1,000,000 bytes."""
+    from PIL import Image
+
+    path = tmp_path / "noisy.png"
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path)
+    return path.read_bytes()
+
+
+def test_an_enclosure_over_the_per_file_limit_is_refused_next_to_its_field(site):
+    editor = site.signed_in(EDITOR)
+    audio = (io.BytesIO(b"ID3" + b"\0" * 1_019_997), "clinic-tour.mp3", "audio/mpeg")  # 1,020,000 bytes
+    response = editor.post("/desk/stories/new", {**STORY, "enclosure": audio}, token_from="/desk/stories/new",
+                           content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert re.search(r'id="enclosure-error">clinic-tour.mp3: 1,020,000 bytes is over the limit of 1,000,000 bytes '
+                     "per file", response.text)
+    assert not (site.project / "content" / "files").exists()
+    assert not (site.project / "content" / "a-new-wheelchair-clinic.md").exists()
+
+
+def test_an_image_over_the_per_file_limit_is_refused_next_to_its_field(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = noisy_png(tmp_path)
+    assert len(photo) > site.config.desk.max_upload_bytes
+    response = editor.post("/desk/stories/new", {**STORY, "image": (io.BytesIO(photo), "waiting-room.png", "image/png"),
+                                                 "image_alt": "The waiting room"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert re.search(rf'id="image-error">waiting-room.png: {len(photo):,} bytes is over the limit', response.text)
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
+
+
+def test_a_story_refused_for_its_date_leaves_no_uploaded_image_behind(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "clinic.jpg", "image/jpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "date": "2030-01-06", "image": photo,
+                                                 "image_alt": "The clinic's front door"},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert response.status_code == 400 and 'id="date-error">' in response.text
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
+
+
+def test_an_image_is_not_kept_when_the_enclosure_beside_it_is_refused(site, tmp_path):
+    editor = site.signed_in(EDITOR)
+    photo = (io.BytesIO(image_bytes(tmp_path)), "clinic.jpg", "image/jpeg")
+    audio = (io.BytesIO(b"\0" * 1_000_001), "tour.mp3", "audio/mpeg")
+    response = editor.post("/desk/stories/new", {**STORY, "image": photo, "image_alt": "The clinic's front door",
+                                                 "enclosure": audio},
+                           token_from="/desk/stories/new", content_type="multipart/form-data")
+    assert 'id="enclosure-error">tour.mp3: 1,000,001 bytes' in response.text and 'id="image-error"' not in response.text
+    assert not list((site.project / "content" / "images").glob("a-new-wheelchair-clinic*"))
+
+
 # -- stories -------------------------------------------------------------------------------------------
 
 def test_a_story_written_on_the_desk_is_a_content_file_the_pipeline_reads(site, tmp_path):
@@ -341,6 +397,33 @@ def test_the_send_page_shows_the_recipients_and_the_postal_address_gate(site):
     assert 'value="Send the edition"' not in page
 
 
+INSECURE_PHOTO = ('title: "A clinic photo over plain http"\ndate: 2025-01-07T09:00:00+00:00\n'
+                  'image: {url: "http://insecure.example.com/pic.png", alt: "The clinic", width: 600, height: 400}')
+
+
+def test_the_send_page_lists_the_checks_that_stop_the_send_and_offers_no_send_button(site):
+    add_subscribers(site.config, 3)
+    write_item(site.project, "insecure-photo", INSECURE_PHOTO)
+    page = site.signed_in(ADMIN).get("/desk/send").text
+    findings = re.findall(r"<li><strong>([\w-]+)</strong>:(.*?)</li>", page, re.S)
+    ((rule, text),) = findings
+    assert rule == "img-insecure" and "http://insecure.example.com/pic.png" in text
+    assert '<a href="/desk/stories/insecure-photo">Fix it in “A clinic photo over plain http”</a>' in text
+    assert 'value="Send the edition"' not in page and 'value="Schedule the edition"' not in page
+
+
+def test_a_send_that_the_checks_stop_is_audited_as_stopped_not_sent(site):
+    add_subscribers(site.config, 3)
+    write_item(site.project, "insecure-photo", INSECURE_PHOTO)
+    job = start_send(_desk_ext(site), "the-edition", ADMIN)  # e.g. a scheduled send, past the send page
+    assert job.done.wait(60)
+    entry = DeskStore(site.storage).audit_log()[0]
+    assert (entry.who, entry.action) == (ADMIN, "send stopped")
+    assert entry.detail.startswith("edition the-edition: the digest fails 1 pre-send check(s)")
+    assert "img-insecure: image source 'http://insecure.example.com/pic.png' is not https" in entry.detail
+    assert "edition sent" not in [e.action for e in DeskStore(site.storage).audit_log()]
+
+
 def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     add_subscribers(site.config, 3)
     admin = site.signed_in(ADMIN)
@@ -354,6 +437,42 @@ def test_an_admin_sends_the_edition_and_the_ledger_shows_it(site):
     _job(site, edition_id).done.wait(60)
     assert site.storage.ledger_counts(edition_id)["sent"] == 3
     assert re.search(r'data-status="sent">3<', admin.get(f"/desk/progress/{edition_id}").text)
+
+
+def test_a_send_from_the_desk_is_audited_when_pressed_and_as_sent_once_it_went(site):
+    add_subscribers(site.config, 3)
+    admin = site.signed_in(ADMIN)
+    form = admin.get("/desk/send").text
+    edition_id = re.search(r'name="edition" type="hidden" value="(\w+)"', form).group(1)
+    admin.post("/desk/send", {"recipients": "3", "edition": edition_id, "confirm": "y",
+                              "csrf_token": csrf_token(form)})
+    assert _job(site, edition_id).done.wait(60)
+    sent, pressed = DeskStore(site.storage).audit_log()[:2]
+    assert (pressed.who, pressed.action, pressed.detail) == (ADMIN, "send started", f"edition {edition_id}")
+    assert (sent.who, sent.action, sent.detail) == (ADMIN, "edition sent",
+                                                    f"edition {edition_id}: sent 3, failed 0, deferred 0")
+
+
+def test_while_a_send_runs_the_progress_page_offers_a_refresh_link_and_never_refreshes_itself(site):
+    from pipeline.desk.context import SendJob
+
+    _desk_ext(site)["jobs"]["e1"] = SendJob("e1", ADMIN, site.clock.now)  # started, its run not yet done
+    page = site.signed_in(EDITOR).get("/desk/progress/e1").text
+    assert 'http-equiv="refresh"' not in page
+    assert re.search(r'<p id="state" role="status">Sending… 0 sent, 0 deferred, 0 failed.</p>', page)
+    assert '<a class="button" href="/desk/progress/e1">Refresh</a>' in page
+
+
+def test_the_progress_pages_script_polls_the_same_counts_as_json(site):
+    from pipeline.desk.context import SendJob
+
+    job = _desk_ext(site)["jobs"]["e1"] = SendJob("e1", ADMIN, site.clock.now)
+    editor = site.signed_in(EDITOR)
+    assert editor.get("/desk/progress/e1/counts.json").json == {
+        "running": True, "message": "Sending… 0 sent, 0 deferred, 0 failed.",
+        "counts": {"pending": 0, "sending": 0, "sent": 0, "failed": 0, "deferred": 0, "skipped": 0}}
+    job.done.set()
+    assert editor.get("/desk/progress/e1/counts.json").json["running"] is False
 
 
 def _job(site, edition_id):
@@ -697,7 +816,6 @@ def _desk_ext(site):
 
 def test_a_scheduled_edition_is_sent_when_its_time_comes(site):
     from pipeline.desk.schedules import run_due
-    from pipeline.desk.views import start_send
 
     add_subscribers(site.config, 3)
     admin = site.signed_in(ADMIN)
@@ -721,6 +839,18 @@ def test_a_scheduled_edition_that_changed_since_is_not_sent(site):
     (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
     assert "look at it and schedule again" in skipped.note
     assert site.storage.list_editions() == []
+
+
+def test_a_scheduled_edition_that_the_checks_would_stop_is_not_sent(site):
+    from pipeline.desk.schedules import run_due
+
+    add_subscribers(site.config, 3)
+    edition_id = _schedule(site, site.signed_in(ADMIN))
+    (site.project / "content" / "images" / "mesems-trial-design.png").unlink()  # the same edition, its image gone
+    assert run_due(site.config, site.storage, site.clock.now + timedelta(hours=2), lambda *_: None) == []
+    (skipped,) = DeskStore(site.storage).scheduled(state="skipped")
+    assert skipped.note.startswith(f"edition {edition_id} fails 2 pre-send check(s): ")
+    assert "img-missing" in skipped.note and site.storage.list_editions() == []
 
 
 def test_a_scheduled_send_can_be_cancelled(site):

@@ -1,13 +1,21 @@
 """The weekly job on the desk in real headless Chromium, against `serve-web`'s real server (waitress on a loopback
-port), the real state database and an SMTP server on loopback; axe-core on every page; keyboard only."""
+port), the real state database and an SMTP server on loopback; axe-core on every page; keyboard only.
+
+The walk through the weekly job starts the desk as the docs tell an operator to: `pipeline desk add-user` and
+`pipeline serve-web`, each a process of its own; the other tests serve the same app from this process."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +23,8 @@ import feedparser
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from PIL import Image
+from playwright.sync_api import expect
 
 from pipeline.config import Config
 from pipeline.desk.accounts import add_user
@@ -26,13 +36,15 @@ from pipeline.usecases import open_storage
 
 from .conftest import add_subscribers, run_cli, use_smtp, write_image, write_item
 from .desk_helpers import ADMIN, EDITOR, PASSWORD, desk_config
-from .smtp_sink import RecordingHandler, SmtpSink
+from .smtp_sink import RecordingHandler, SmtpSink, free_port
 
 # The desk's screenshots in docs/images come from this walk through the weekly job, but a test run
 # never writes into the working tree: `DESK_SCREENSHOTS=docs/images pytest tests/test_desk_browser.py`
-# refreshes them; otherwise they go to a scratch folder.
-SCREENSHOTS = Path(os.environ.get("DESK_SCREENSHOTS") or Path(tempfile.gettempdir()) / "desk-screenshots")
+# refreshes them; otherwise they go to a scratch folder.  Resolved now: each test runs in a folder of its own.
+SCREENSHOTS = Path(os.environ.get("DESK_SCREENSHOTS") or Path(tempfile.gettempdir()) / "desk-screenshots").resolve()
 TITLE = "A new wheelchair clinic opens in Denver"
+FRAMES = {"The digest at phone width": "digest-phone", "The digest at phone width in dark mode": None,
+          "The digest at desktop width": "digest-desktop"}  # each frame of the digest page, and its own shot
 AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 
@@ -48,7 +60,24 @@ class Served:
 @pytest.fixture
 def served(project: Path, secret: str) -> Iterator[Served]:
     """`serve-web` with the desk on, as `pipeline serve-web` runs it, two people and three subscribers."""
-    handler = RecordingHandler()
+    with serving(project, RecordingHandler()) as site:
+        yield site
+
+
+@pytest.fixture
+def holding(project: Path, secret: str) -> Iterator[tuple[Served, threading.Event]]:
+    """The same, with an SMTP server that holds every message until the test opens the gate: a send that is
+    in progress for as long as the test needs."""
+    gate = threading.Event()
+    try:
+        with serving(project, RecordingHandler(gate=gate)) as site:
+            yield site, gate
+    finally:
+        gate.set()  # nothing left waiting on it
+
+
+@contextmanager
+def serving(project: Path, handler: RecordingHandler) -> Iterator[Served]:
     with SmtpSink(handler) as sink:
         use_smtp(project, sink.port)
         config = desk_config(project)
@@ -64,6 +93,58 @@ def served(project: Path, secret: str) -> Iterator[Served]:
         finally:
             server.shutdown()
             storage.close()
+
+
+PIPELINE = Path(sys.executable).parent / "pipeline"  # the console script, as installed with the suite
+
+
+@pytest.fixture
+def commanded(project: Path, secret: str, tmp_path: Path) -> Iterator[Served]:
+    """The desk as an operator starts it, each command its own process in the project folder: the config's desk
+    and relay (an SMTP server on loopback) turned on, three subscribers imported, then `pipeline desk add-user`
+    with the password typed in twice (on its standard input) and `pipeline serve-web` on a free loopback port."""
+    handler = RecordingHandler()
+    with SmtpSink(handler) as sink:
+        use_smtp(project, sink.port)
+        config = desk_config(project)
+        readers = project / "readers.csv"
+        readers.write_text("email,name\n" + "".join(f"reader0000{n}@example.org,Reader {n}\n" for n in range(3)))
+        subprocess.run([str(PIPELINE), "subscribers", "import", readers.name, "--confirmed"], cwd=project,
+                       check=True, capture_output=True, timeout=60)
+        # A session of its own: no terminal to open, so the password prompt reads standard input.
+        added = subprocess.run([str(PIPELINE), "desk", "add-user", ADMIN, "--role", "admin"], cwd=project,
+                               input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, timeout=60,
+                               start_new_session=True)
+        assert added.returncode == 0 and f"{ADMIN}: added as admin" in added.stdout, added.stderr
+        port = free_port()
+        log = tmp_path / "serve-web.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen([str(PIPELINE), "serve-web", "--host", "127.0.0.1", "--port", str(port)],
+                                      cwd=project, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        storage = open_storage(config)
+        try:
+            wait_for_port(port, server, log)
+            yield Served(f"http://127.0.0.1:{port}", project, config, storage, handler)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            storage.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Until something listens on the loopback port; the process exiting first fails the test with its output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+        try:  # waiting on the process, not sleeping: it returns at once if the server died
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        raise AssertionError(f"the server exited with status {process.returncode}:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -86,13 +167,64 @@ def sign_in(page, served: Served, email: str = ADMIN) -> None:
     page.get_by_role("heading", name="The weekly job").wait_for()
 
 
-def shot(page, name: str, **options) -> None:
+def shot(page, name: str, **options) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (page if "locator" not in options else options.pop("locator")).screenshot(
-        path=str(SCREENSHOTS / f"desk-{name}.png"), **options)
+    path = SCREENSHOTS / f"desk-{name}.png"
+    (page if "locator" not in options else options.pop("locator")).screenshot(path=str(path), **options)
+    return path
 
 
-def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, tmp_path):
+DECODED = "() => Promise.all([...document.images].map(image => image.decode().catch(() => null)))"
+PAINTED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def frames_painted(page) -> None:
+    """Wait until each frame of the page has loaded and decoded its images, then for the page to paint."""
+    for frame in page.frames[1:]:
+        frame.wait_for_load_state("load")
+        frame.evaluate(DECODED)
+    page.evaluate(PAINTED)
+
+
+def page_shot(page, name: str) -> tuple[Path, dict[str, dict]]:
+    """The whole page, frames and all, and where each frame is on it (by its title).  A full-page screenshot
+    paints nothing below the viewport inside frames, so the viewport is made as tall as the page for the shot."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": page.evaluate("document.documentElement.scrollHeight")})
+    try:
+        frames_painted(page)
+        path = shot(page, name)
+        boxes = {frame.get_attribute("title"): frame.bounding_box() for frame in page.locator("iframe").all()}
+    finally:
+        page.set_viewport_size(size)
+    return path, boxes
+
+
+def frame_shot(page, title: str, name: str) -> Path:
+    """One frame alone, scrolled into view and painted first."""
+    frame = page.locator(f"iframe[title='{title}']")
+    frame.scroll_into_view_if_needed()
+    frames_painted(page)
+    return shot(page, name, locator=frame)
+
+
+def assert_painted(path: Path, box: dict | None = None, colours: int = 16) -> None:
+    """The shot (or the box of it a frame covers) is painted across its width: each third has more than
+    ``colours`` colours.  A blank frame has one or two, a half-painted one a white right side."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if box is not None:
+            rgb = rgb.crop((round(box["x"]), round(box["y"]), round(box["x"] + box["width"]),
+                            round(box["y"] + box["height"])))
+        width, height = rgb.size
+        for third in range(3):
+            part = rgb.crop((third * width // 3, 0, (third + 1) * width // 3, height))
+            found = part.getcolors(colours + 1)  # None: more colours than that
+            assert found is None, f"{path.name}: third {third + 1} of {box or 'the shot'} has {len(found)} colours"
+
+
+def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, commanded, tmp_path):
+    served = commanded
     photo = write_image(tmp_path / "clinic.jpg", 1200, 630, "#2f6f4f")
     page = desk_page(browser, served)
     page.goto(f"{served.url}/desk/")
@@ -120,13 +252,15 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
 
     page.get_by_role("link", name="Next digest").click()
     assert page.locator("#subject").inner_text() == f"National MS Society News: {TITLE}"
-    page.frame_locator("iframe[title='The digest at desktop width']").get_by_role("heading", name=TITLE).wait_for()
-    shot(page, "digest", full_page=True)
-    for title, name in (("The digest at phone width", "digest-phone"), ("The digest at desktop width",
-                                                                          "digest-desktop")):
-        frame = page.frame_locator(f"iframe[title='{title}']")
-        frame.get_by_role("heading", name=TITLE).wait_for()
-        shot(page, name, locator=page.locator(f"iframe[title='{title}']"))
+    for title in FRAMES:
+        page.frame_locator(f"iframe[title='{title}']").get_by_role("heading", name=TITLE).wait_for()
+    whole, boxes = page_shot(page, "digest")
+    assert set(boxes) == set(FRAMES)
+    for box in boxes.values():
+        assert_painted(whole, box)
+    for title, name in FRAMES.items():
+        if name:
+            assert_painted(frame_shot(page, title, name))
     page.goto(page.url)  # afresh: the element shots left it scrolled, and a reload would restore that
 
     page.get_by_role("button", name=f"Send a test to me ({ADMIN})").click()
@@ -140,7 +274,7 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
     page.get_by_label(re.compile("I have looked at the preview")).check()
     shot(page, "send", full_page=True)
     page.get_by_role("button", name="Send the edition").click()
-    page.get_by_text("Finished.").wait_for(timeout=60_000)  # the page refreshes itself while it sends
+    page.get_by_text("Finished.").wait_for(timeout=60_000)  # the page's script updates it while it sends
     assert page.locator('td[data-status="sent"]').inner_text() == "3"
     shot(page, "progress")
     assert served.mail.when_count(4).wait(30)
@@ -151,6 +285,18 @@ def test_the_weekly_job_from_sign_in_to_one_recipients_history(browser, served, 
     page.get_by_role("button", name="Look up").click()
     assert page.locator("#recipient tbody td").first.inner_text() == "sent"
     shot(page, "edition", full_page=True)
+
+    page.get_by_role("navigation", name="Desk").get_by_role("link", name="Subscribers").click()
+    page.get_by_label("Email address or name").fill("reader00001")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name="reader00001@example.org").click()
+    page.get_by_role("heading", name="reader00001@example.org").wait_for()
+    consent = page.locator("h2:text-is('Consent history') + ul").inner_text()
+    assert "subscribe via import; source: readers.csv; confirmed_by: operator flag --confirmed" in consent
+    (edition,) = served.storage.list_editions()
+    (row,) = page.locator("#deliveries tbody tr").all()
+    assert row.locator("td").all_inner_texts()[:4] == [edition.id, f"National MS Society News: {TITLE}", "sent", "1"]
+    shot(page, "subscriber", full_page=True)
     page.context.close()
 
 
@@ -248,6 +394,47 @@ def test_axe_finds_no_serious_or_critical_violations_on_any_desk_page(browser, s
         found[path] = _serious(page)
     page.context.close()
     assert {path: problems for path, problems in found.items() if problems} == {}
+
+
+def test_the_progress_page_updates_its_counts_in_place_and_passes_axe_while_the_edition_is_sending(browser, holding):
+    served, gate = holding
+    page = desk_page(browser, served)
+    sign_in(page, served)
+    page.goto(f"{served.url}/desk/send")
+    page.get_by_label(re.compile("I have looked at the preview")).check()
+    page.get_by_role("button", name="Send the edition").click()
+    status = page.get_by_role("status")
+    expect(status).to_have_text(re.compile(r"^Sending… 0 sent"))
+    assert served.mail.data_started.wait(30), "the send never reached the SMTP server"
+    assert _serious(page) == []  # audited mid-send: the page that polls, not the finished one
+    expect(page.get_by_role("link", name="Refresh")).to_be_hidden()  # the script keeps the counts current
+    page.evaluate("window.loadedOnce = true")  # gone if the page were reloaded
+
+    gate.set()
+    expect(status).to_have_text("Finished. 3 sent, 0 deferred, 0 failed.", timeout=30_000)
+    expect(page.locator('td[data-status="sent"]')).to_have_text("3")
+    assert page.evaluate("window.loadedOnce") is True
+    page.context.close()
+
+
+def test_without_javascript_the_progress_page_shows_the_counts_of_each_load(browser, holding):
+    served, gate = holding
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, served)
+    page.goto(f"{served.url}/desk/send")
+    page.get_by_label(re.compile("I have looked at the preview")).check()
+    page.get_by_role("button", name="Send the edition").click()
+    assert served.mail.data_started.wait(30)
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Sending… 0 sent"))
+    gate.set()
+    assert served.mail.when_count(3).wait(30)
+    deadline = time.monotonic() + 30
+    while "Sending…" in page.get_by_role("status").inner_text():  # each press loads the counts of that moment
+        assert time.monotonic() < deadline, "the send did not finish"
+        page.get_by_role("link", name="Refresh").click()
+    expect(page.get_by_role("status")).to_have_text("Finished. 3 sent, 0 deferred, 0 failed.")
+    context.close()
 
 
 def test_serve_web_answers_the_desk_and_the_unsubscribe_page_side_by_side(served):

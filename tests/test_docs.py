@@ -301,11 +301,15 @@ def tutorial_blocks(text: str) -> list[Block]:
 
 
 def test_the_tutorial_marks_only_the_blocks_that_cannot_run():
-    # Cloning, installing from PyPI and servers that run until Ctrl-C; nothing else may escape the test.
+    # Cloning, installing from PyPI, servers that run until Ctrl-C and the desk's password prompt; nothing else
+    # may escape the test.  The desk's two (add-user, serve-web) are run as processes by the desk's end-to-end
+    # browser test, tests/test_desk_browser.py::test_the_weekly_job_from_sign_in_to_one_recipients_history.
     not_run = [b for b in tutorial_blocks(TUTORIAL.read_text(encoding="utf-8")) if b.mode != "run"]
     for block in not_run:
         assert re.fullmatch(r"(git clone .*\n.*\n)?.*pip install .*|\.venv/bin/pipeline preview|"
-                            r"\.venv/bin/python -m aiosmtpd -n -l 127\.0\.0\.1:\d+", block.code), block
+                            r"\.venv/bin/python -m aiosmtpd -n -l 127\.0\.0\.1:\d+|"
+                            r"\.venv/bin/pipeline desk add-user \S+ --role admin|"
+                            r"\.venv/bin/pipeline serve-web --host 127\.0\.0\.1 --port \d+", block.code), block
 
 
 def _shipped_project(root: Path) -> Path:

@@ -190,6 +190,15 @@ def test_send_dry_run_sends_and_records_nothing(project, secret):
     assert "would create the edition" in run_cli(project, "send", "--dry-run", check=True).stdout
 
 
+def test_send_dry_run_names_the_pre_send_checks_that_would_stop_the_send(project, secret):
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
+    write_item(project, "insecure-photo", 'title: "A clinic photo over plain http"\ndate: 2025-01-07T09:00:00Z\n'
+                                          'image: {url: "http://insecure.example.com/pic.png", alt: "The clinic"}')
+    result = run_cli(project, "send", "--dry-run", check=True)
+    assert re.search(r"^but the pre-send checks stop it \(unless --force\): digest\.html:\d+: img-insecure: image "
+                     r"source 'http://insecure\.example\.com/pic\.png' is not https$", result.stdout, re.M)
+
+
 def test_changing_only_an_image_in_the_content_folder_rebuilds(project, config):
     from pipeline import usecases
 

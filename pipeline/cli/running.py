@@ -188,6 +188,8 @@ def send(ctx: Context, dry_run: bool, to_address: str | None, force: bool, wait:
             click.echo(f"would send the new edition to {preview.subscribers} subscribers")
         for finding in preview.blocked:
             click.echo(f"but sending is blocked until this is fixed: {finding}")
+        for finding in preview.refused:
+            click.echo(f"but the pre-send checks stop it (unless --force): {finding}")
         return
     if retry_edition:
         edition_id, count = usecases.retry_failed(config, None if retry_edition == "latest" else retry_edition)

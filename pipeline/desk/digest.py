@@ -13,6 +13,7 @@ from ..delivery.editions import edition_id_for, items_to_look_at
 from ..environment import lint_secret
 from ..items import Item
 from ..mail.edition import EditionMail
+from ..mail.lint import Finding
 from ..publish.digest import archive_url
 from ..sources.merge import merge_items
 from ..state.desk import DeskStore
@@ -28,14 +29,21 @@ class DigestPreview:
     items: list[Item]
     edition_id: str
 
-    def story_of(self, finding: Any) -> Item | None:
-        """The story a lint finding is about, when it names one (its title, link, image or file)."""
-        said = f"{finding.where} {finding.detail}"
-        for item in self.items:
-            if item.title in said or item.link in said or item.slug in said or (
-                    item.image is not None and item.image.url in said):
-                return item
-        return None
+
+
+def story_of(finding: Finding, items: list[Item]) -> Item | None:
+    """The story a lint finding is about, when it names one (its title, link, image or file)."""
+    said = f"{finding.where} {finding.detail}"
+    for item in items:
+        if item.title in said or item.link in said or item.slug in said or (
+                item.image is not None and item.image.url in said):
+            return item
+    return None
+
+
+def with_stories(findings: list[Finding], items: list[Item]) -> list[tuple[Finding, Item | None]]:
+    """Each finding with the story to fix, for the pages that link to it."""
+    return [(finding, story_of(finding, items)) for finding in findings]
 
 
 def next_digest(config: Config) -> DigestPreview:

@@ -13,28 +13,33 @@ from .. import usecases as use_cases
 from ..config import Config
 from ..state.desk import DeskStore, ScheduledSend
 from ..state.storage import Storage
+from .sending import sendable
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 30.0
 
 
-def run_due(config: Config, storage: Storage, now: datetime, start: Callable[[str, str], None]) -> list[ScheduledSend]:
-    """Start every waiting schedule that is due; one whose edition changed is skipped, with the reason kept."""
+def run_due(config: Config, storage: Storage, now: datetime,
+            start: Callable[[str, str], object]) -> list[ScheduledSend]:
+    """Start every waiting schedule that is due; one whose edition changed, or that the pre-send checks would
+    stop, is skipped, with the reason kept."""
 
     store = DeskStore(storage)
     started = []
     for item in [s for s in store.scheduled() if s.at <= now]:
         plan = use_cases.send_dry_run(config)
-        if plan.edition.edition_id != item.edition_id or plan.edition.reason != "would create the edition" \
-                or plan.blocked:
+        if plan.edition.edition_id != item.edition_id or not sendable(plan):
+            stops = plan.blocked + plan.refused
             note = (f"the next edition is {plan.edition.edition_id or 'none'} ({plan.edition.reason}), not "
-                    f"{item.edition_id}; look at it and schedule again")
+                    f"{item.edition_id}" if plan.edition.edition_id != item.edition_id or not stops else
+                    f"edition {item.edition_id} fails {len(stops)} pre-send check(s): "
+                    + "; ".join(str(finding) for finding in stops)) + "; look at it and schedule again"
             if store.settle_scheduled(item.id, "skipped", note):
                 store.audit(item.created_by, "scheduler", "scheduled send skipped", note, now)
             continue
-        if store.settle_scheduled(item.id, "started"):
-            store.audit(item.created_by, "scheduler", "edition sent", f"edition {item.edition_id} (scheduled)", now)
+        if store.settle_scheduled(item.id, "started"):  # the send's own outcome is audited when it is over
+            store.audit(item.created_by, "scheduler", "scheduled send started", f"edition {item.edition_id}", now)
             start(item.edition_id, item.created_by)
             started.append(item)
     return started
@@ -44,7 +49,7 @@ class Ticker:
     """A thread of the desk's server that starts due schedules; it reads the database only while some wait."""
 
     def __init__(self, config: Config, storage: Storage, clock: Callable[[], datetime],
-                 start: Callable[[str, str], None]):
+                 start: Callable[[str, str], object]):
         self.config, self.storage, self.clock, self.start_send = config, storage, clock, start
         self.waiting = bool(DeskStore(storage).scheduled())
         self.stop = threading.Event()

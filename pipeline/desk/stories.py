@@ -192,17 +192,40 @@ def check_story(config: Config, story: Story) -> Item:
             raise StoryInvalid(_form_field(exc.field), str(exc)) from None
 
 
-def save_story(config: Config, story: Story, *, new: bool) -> Path:
-    """Write the story (checked first) to its file, atomically; moving it between drafts and content."""
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file, checked and named but not yet written: the story's save writes it, so a story that
+    is refused leaves no file behind."""
+
+    path: Path
+    data: bytes
+    front: dict[str, Any]  # the story's image or enclosure mapping, naming it
+
+
+def save_story(config: Config, story: Story, *, new: bool, uploads: tuple[Upload, ...] = ()) -> Path:
+    """Write the story (checked first) and its uploaded files, atomically; moving it between drafts and
+    content.  Nothing is written unless the story passes; an upload new here is removed if the story fails
+    to be written after all."""
     found = story_path(config, story.slug)
     if new and found is not None:
         raise StoryInvalid("slug", f"{shown_path(config, found[0])}: slug: a story with this name exists")
     check_story(config, story)
     target = _folder(config, story.draft) / f"{story.slug}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(render_file(story), encoding="utf-8")
-    os.replace(temp, target)
+    created = []
+    try:
+        for upload in uploads:
+            if not upload.path.exists():
+                created.append(upload.path)
+            upload.path.parent.mkdir(parents=True, exist_ok=True)
+            upload.path.write_bytes(upload.data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp")
+        temp.write_text(render_file(story), encoding="utf-8")
+        os.replace(temp, target)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     if found is not None and found[0] != target:
         found[0].unlink()
     log.info("story %s saved (%s)", story.slug, "draft" if story.draft else "published")
@@ -210,7 +233,11 @@ def save_story(config: Config, story: Story, *, new: bool) -> Path:
 
 
 class UploadRefused(PipelineError):
-    pass
+    """An uploaded file the desk does not keep, and the form field it came from."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 def _safe_stem(name: str) -> str:
@@ -218,39 +245,46 @@ def _safe_stem(name: str) -> str:
     return stem[:60] or "file"
 
 
-def save_image(config: Config, slug: str, filename: str, data: bytes, alt: str) -> dict[str, Any]:
-    """Keep an uploaded image in ``content/images/`` (published with the site) if Pillow reads it as JPEG,
-    PNG, GIF or WebP; returns the front matter's image mapping with its real size and type."""
+def _within_limit(config: Config, field: str, filename: str, data: bytes, advice: str) -> None:
+    """Each file is held to ``desk.max_upload_bytes`` (the request limit alone lets a file through that is
+    just over it, the form's other fields being small)."""
+    limit = config.desk.max_upload_bytes
+    if len(data) > limit:
+        raise UploadRefused(field, f"{filename}: {len(data):,} bytes is over the limit of {limit:,} bytes per "
+                                   f"file; {advice}")
 
+
+def image_upload(config: Config, slug: str, filename: str, data: bytes, alt: str) -> Upload:
+    """An uploaded image for ``content/images/`` (published with the site) if Pillow reads it as JPEG, PNG,
+    GIF or WebP; its front matter mapping has its real size and type."""
+
+    _within_limit(config, "image", filename, data, "make the image smaller (a width of 1200 pixels is plenty)")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
             kind, (width, height) = image.format, image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UploadRefused(f"{filename}: not an image (upload a JPEG, PNG, GIF or WebP file)") from None
+        raise UploadRefused("image", f"{filename}: not an image (upload a JPEG, PNG, GIF or WebP file)") from None
     if kind not in IMAGE_FORMATS:
-        raise UploadRefused(f"{filename}: {kind} images are not shown by mail programs; use JPEG, PNG, GIF "
-                            "or WebP")
+        raise UploadRefused("image", f"{filename}: {kind} images are not shown by mail programs; use JPEG, PNG, "
+                                     "GIF or WebP")
     mime, suffix = IMAGE_FORMATS[kind]
     name = f"{slug}-{_safe_stem(filename)}{suffix}"
-    folder = config.path("content") / IMAGES
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-    return {"url": f"{IMAGES}/{name}", "alt": alt.strip(), "width": width, "height": height, "type": mime,
-            "length": len(data)}
+    return Upload(config.path("content") / IMAGES / name, data,
+                  {"url": f"{IMAGES}/{name}", "alt": alt.strip(), "width": width, "height": height, "type": mime,
+                   "length": len(data)})
 
 
-def save_enclosure(config: Config, slug: str, filename: str, data: bytes, mime: str) -> dict[str, Any]:
-    """Keep an uploaded file (audio, a PDF) in ``content/files/`` for the RSS enclosure."""
+def enclosure_upload(config: Config, slug: str, filename: str, data: bytes, mime: str) -> Upload:
+    """An uploaded file (audio, a PDF) for ``content/files/``: the RSS enclosure."""
+    _within_limit(config, "enclosure", filename, data, "link to a larger file from the story's text instead")
     if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", mime or ""):
         mime = "application/octet-stream"
     suffix = re.sub(r"[^a-z0-9.]", "", Path(filename).suffix.lower())[:10]
     name = f"{slug}-{_safe_stem(filename)}{suffix}"
-    folder = config.path("content") / FILES
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-    return {"url": f"{FILES}/{name}", "type": mime, "length": len(data)}
+    return Upload(config.path("content") / FILES / name, data,
+                  {"url": f"{FILES}/{name}", "type": mime, "length": len(data)})
 
 
 def preview_html(config: Config, body: str, slug: str = "preview") -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,11 +11,13 @@ from flask import Flask, abort, flash, g, redirect, render_template, request, se
 from werkzeug.datastructures import FileStorage
 
 from .. import usecases as use_cases
+from ..config import Config
 from ..errors import PipelineError
 from ..state.lock import RunLocked
+from ..state.storage import LEDGER_STATUSES
 from . import stories as story_files
-from .context import SendJob, audit, desk, signed_in
-from .digest import edition_report, health_report, next_digest
+from .context import audit, desk, signed_in
+from .digest import edition_report, health_report, next_digest, with_stories
 from .forms import (
     ScheduleForm,
     SendForm,
@@ -23,6 +25,7 @@ from .forms import (
     SignInForm,
     StoryForm,
 )
+from .sending import sendable, start_send
 from .sessions import DeskSession
 
 log = logging.getLogger(__name__)
@@ -134,8 +137,7 @@ def register(app: Flask) -> None:
             _items, findings = use_cases.lint(config)
         except PipelineError as exc:
             return render_template("error.html", heading="No digest to show", message=str(exc)), 200
-        return render_template("digest.html", preview=preview, findings=[
-            (finding, preview.story_of(finding)) for finding in findings])
+        return render_template("digest.html", preview=preview, findings=with_stories(findings, preview.items))
 
     @app.route("/digest/render")
     @signed_in()
@@ -175,7 +177,7 @@ def register(app: Flask) -> None:
             return render_template("error.html", heading="Nothing can be sent", message=str(exc)), 200
         edition_id = plan.edition.edition_id
         form = SendForm(recipients=str(plan.subscribers), edition=edition_id or "")
-        ready = plan.edition.reason == "would create the edition" and not plan.blocked
+        ready = sendable(plan)
         if request.method == "POST" and form.validate_on_submit():
             if not ready or form.edition.data != edition_id or form.recipients.data != str(plan.subscribers):
                 flash("What would be sent has changed since the page was shown; check it again.")
@@ -184,6 +186,7 @@ def register(app: Flask) -> None:
             return redirect(url_for("progress", edition_id=edition_id))
         schedule = ScheduleForm(formdata=None, recipients=str(plan.subscribers), edition=edition_id or "")
         return render_template("send.html", plan=plan, form=form, ready=ready, schedule=schedule,
+                               refused=with_stories(plan.refused, plan.edition.items),
                                timezone=config.digest.timezone, waiting=desk()["store"].scheduled()), \
             200 if request.method == "GET" else 400
 
@@ -199,8 +202,8 @@ def register(app: Flask) -> None:
             flash("Give the date and time to send at.")
             return redirect(url_for("send"))
         when = form.when.data.replace(tzinfo=ZoneInfo(config.digest.timezone))
-        ready = plan.edition.reason == "would create the edition" and not plan.blocked
-        if not ready or form.edition.data != plan.edition.edition_id or form.recipients.data != str(plan.subscribers):
+        if not sendable(plan) or form.edition.data != plan.edition.edition_id or \
+                form.recipients.data != str(plan.subscribers):
             flash("What would be sent has changed since the page was shown; check it again.")
         elif when <= desk()["clock"]():
             flash("That time has passed; choose a time in the future.")
@@ -222,15 +225,13 @@ def register(app: Flask) -> None:
     @app.route("/progress/<edition_id>")
     @signed_in()
     def progress(edition_id: str):
-        storage = desk()["storage"]
-        edition = storage.get_edition(edition_id)
-        job = desk()["jobs"].get(edition_id)
-        if edition is None and job is None:
-            abort(404, "No such edition.")
-        counts = storage.ledger_counts(edition_id) if edition else {}
-        running = job is not None and not job.done.is_set()
-        return render_template("progress.html", edition=edition, edition_id=edition_id, counts=counts, job=job,
-                               running=running)
+        return render_template("progress.html", edition_id=edition_id, **_progress(edition_id))
+
+    @app.route("/progress/<edition_id>/counts.json")
+    @signed_in()
+    def progress_counts(edition_id: str):
+        """What the progress page's script polls while a send runs: the same counts and sentence as the page."""
+        return _progress(edition_id)
 
     # -- editions ----------------------------------------------------------------------------------
 
@@ -264,31 +265,27 @@ def register(app: Flask) -> None:
         return render_template("health.html", report=health_report(desk()["config"], desk()["storage"]))
 
 
+def _progress(edition_id: str) -> dict[str, Any]:
+    """An edition's send as the progress page shows it: running or not, the ledger's counts (all zero until the
+    run has made the edition), and one sentence for the page's status region."""
+    storage = desk()["storage"]
+    edition = storage.get_edition(edition_id)
+    job = desk()["jobs"].get(edition_id)
+    if edition is None and job is None:
+        abort(404, "No such edition.")
+    counts = storage.ledger_counts(edition_id) if edition else dict.fromkeys(LEDGER_STATUSES, 0)
+    running = job is not None and not job.done.is_set()
+    if job is not None and job.error:
+        message = f"Stopped: {job.error}"
+    else:
+        message = (f"{'Sending…' if running else 'Finished.'} {counts['sent']} sent, {counts['deferred']} deferred, "
+                   f"{counts['failed']} failed.")
+    return {"running": running, "counts": counts, "message": message}
+
+
 def _start_send(edition_id: str) -> None:
-    audit("edition sent", f"edition {edition_id}")
-    start_send(desk(), edition_id, g.user.email)
-
-
-def start_send(ext: dict[str, Any], edition_id: str, by: str) -> None:
-    """Send the edition in a thread of this server; the progress page reads the ledger as it goes."""
-
-    config, jobs = ext["config"], ext["jobs"]
-    job = SendJob(edition_id, by, ext["clock"]())
-    jobs[edition_id] = job
-
-    def work() -> None:
-        try:
-            outcome = use_cases.run(config, action="send", wait=True)
-            job.summary = outcome.summary(0.0)
-        except PipelineError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown on the progress page, logged in full
-            log.exception("desk: sending edition %s failed", edition_id)
-            job.error = f"sending stopped: {exc}"
-        finally:
-            job.done.set()
-
-    threading.Thread(target=work, name=f"desk send {edition_id}", daemon=True).start()
+    audit("send started", f"edition {edition_id}")
+    start_send(desk(), edition_id, g.user.email, g.client)
 
 
 def uploaded_file(field: Any) -> FileStorage | None:
@@ -310,40 +307,52 @@ def _story_page(slug: str | None):
     preview_html = None
     if request.method == "POST" and form.validate_on_submit():
         story = _story_from(form, story, new)
-        image = uploaded_file(form.image)
-        enclosure = uploaded_file(form.enclosure)
         try:
-            if image is not None:
-                if not (form.image_alt.data or "").strip():
-                    raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who "
-                                                                "cannot see it")
-                story.image = story_files.save_image(config, story.slug or "story", image.filename or "",
-                                                     image.read(), form.image_alt.data or "")
-            elif story.image is not None:
-                story.image = {**story.image, "alt": (form.image_alt.data or "").strip()}
-            if form.remove_image.data:
-                story.image = None
-            if enclosure is not None:
-                story.enclosure = story_files.save_enclosure(config, story.slug or "story", enclosure.filename or "",
-                                                             enclosure.read(), enclosure.mimetype)
+            # Everything is checked before anything is written: the uploads are written with the story.
+            edited, uploads = _with_uploads(config, form, story)
             if form.preview.data:
-                story_files.check_story(config, story)
-                preview_html = story_files.preview_html(config, story.body, story.slug)
+                story_files.check_story(config, edited)
+                preview_html = story_files.preview_html(config, edited.body, edited.slug)
             else:
-                path = story_files.save_story(config, story, new=new)
-                kind = "draft" if story.draft else "published"
+                path = story_files.save_story(config, edited, new=new, uploads=uploads)
+                kind = "draft" if edited.draft else "published"
                 audit("story saved", f"{story_files.shown_path(config, path)} ({kind})")
                 flash(f"Saved {story_files.shown_path(config, path)}.")
-                if not story.draft:
+                if not edited.draft:
                     _publish_feeds()
-                return redirect(url_for("story_edit", slug=story.slug))
+                return redirect(url_for("story_edit", slug=edited.slug))
         except story_files.UploadRefused as exc:
-            getattr(form, "image" if image is not None else "enclosure").errors = [str(exc)]
+            getattr(form, exc.field).errors = [str(exc)]
             audit("upload refused", str(exc))
         except story_files.StoryInvalid as exc:
             getattr(form, exc.field if hasattr(form, exc.field) else "body").errors = [str(exc)]
     status = 200 if request.method == "GET" or preview_html is not None else 400
     return render_template("story.html", form=form, story=story, new=new, preview_html=preview_html), status
+
+
+def _with_uploads(config: Config, form: StoryForm,
+                  story: story_files.Story) -> tuple[story_files.Story, tuple[story_files.Upload, ...]]:
+    """The story as it would be saved, with the form's uploads checked (not written) and its image's text."""
+    image, enclosure = uploaded_file(form.image), uploaded_file(form.enclosure)
+    alt = (form.image_alt.data or "").strip()
+    slug = story.slug or "story"
+    uploads = []
+    edited = dataclasses.replace(story)
+    if image is not None:
+        if not alt:
+            raise story_files.StoryInvalid("image_alt", "image.alt: describe the image for readers who cannot see it")
+        uploads.append(story_files.image_upload(config, slug, image.filename or "", image.read(), alt))
+        edited.image = uploads[-1].front
+    elif edited.image is not None:
+        edited.image = {**edited.image, "alt": alt}
+    if form.remove_image.data:
+        edited.image = None
+        uploads = []
+    if enclosure is not None:
+        uploads.append(story_files.enclosure_upload(config, slug, enclosure.filename or "", enclosure.read(),
+                                                    enclosure.mimetype))
+        edited.enclosure = uploads[-1].front
+    return edited, tuple(uploads)
 
 
 def _publish_feeds() -> None:

@@ -29,8 +29,8 @@ from .accounts import Accounts, Clock, utcnow
 from .context import SendJob
 from .forms import ButtonForm
 from .schedules import Ticker
+from .sending import start_send
 from .sessions import DeskSession, ServerSessions
-from .views import start_send
 
 log = logging.getLogger(__name__)
 

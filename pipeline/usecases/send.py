@@ -218,6 +218,8 @@ class SendPreview:
     due: dict[str, dict[str, int]]  # edition id -> ledger counts
     subscribers: int
     blocked: list[Finding] = field(default_factory=list)  # checks that stop any send, --force or not
+    # The pre-send checks the new edition fails: ``send`` without --force stops on them (as the desk's always does).
+    refused: list[Finding] = field(default_factory=list)
 
 
 def send_dry_run(config: Config) -> SendPreview:
@@ -230,7 +232,9 @@ def send_dry_run(config: Config) -> SendPreview:
         ctx = RunContext(config, storage, merge_items(local, remote))
         plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}
-        return SendPreview(plan, due, storage.count_mailable(), [f for f in lint_config(config) if f.blocking])
+        blocked = [finding for finding in lint_config(config) if finding.blocking]
+        refused = [finding for finding in refused_new_edition(ctx, force=False) if finding not in blocked]
+        return SendPreview(plan, due, storage.count_mailable(), blocked, refused)
 
 
 @dataclass(frozen=True)

@@ -829,6 +829,24 @@ def test_a_scheduled_edition_is_sent_when_its_time_comes(site):
     assert site.storage.ledger_counts(edition_id)["sent"] == 3
 
 
+def test_a_story_scheduled_before_a_scheduled_send_goes_out_in_it(site):
+    """The weekly job planned ahead: a story due at 10:30, the newsletter at 11:00."""
+    from pipeline.desk.schedules import run_due
+
+    add_subscribers(site.config, 3)
+    due = (site.clock.now + timedelta(minutes=30)).isoformat()
+    write_item(site.project, "walk-ms", f'title: "Walk MS returns to the waterfront"\ndate: "{due}"')
+    admin = site.signed_in(ADMIN)
+    shown_now = _schedule(site, admin)
+    (waiting,) = DeskStore(site.storage).scheduled()
+    assert waiting.edition_id != shown_now  # the edition as it will be at 11:00, with the story
+    started: list[str] = []
+    (item,) = run_due(site.config, site.storage, site.clock.now + timedelta(minutes=61),
+                      lambda edition, by: started.append(edition))
+    assert started == [waiting.edition_id] and item.edition_id == waiting.edition_id
+    assert DeskStore(site.storage).scheduled() == []
+
+
 def test_a_scheduled_edition_that_changed_since_is_not_sent(site):
     from pipeline.desk.schedules import run_due
 

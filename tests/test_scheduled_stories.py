@@ -30,7 +30,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     clock = Clock(NOW)
-    for module in ("pipeline.usecases.common", "pipeline.usecases.runs", "pipeline.publish.outputs"):
+    for module in ("pipeline.usecases.common", "pipeline.usecases.runs", "pipeline.publish.outputs"):  # one clock
         monkeypatch.setattr(f"{module}.utcnow", clock)
     return clock
 
@@ -68,3 +68,14 @@ def test_the_next_digest_does_not_lead_with_a_scheduled_story(project, clock, se
     clock.now += timedelta(days=4)
     items, _findings = usecases.lint(load_config(project / "config.yaml"))
     assert "walk-ms" in {item.slug for item in items}
+
+
+def test_a_send_after_a_story_came_out_publishes_its_page_before_mailing_it(project, clock, secret):
+    """A send-only job (`pipeline send`) would otherwise mail a link to a page the next feeds run makes."""
+    write_item(project, "walk-ms", WALK)
+    config = load_config(project / "config.yaml")
+    usecases.run(config, action="feeds", progress=False)
+    clock.now += timedelta(days=4)
+    usecases.run(config, action="send", progress=False)
+    assert (project / "public" / "stories" / "walk-ms" / "index.html").is_file()
+    assert titles(project)[0] == "Walk MS returns to the waterfront"

@@ -28,7 +28,7 @@ def run_due(config: Config, storage: Storage, now: datetime,
     store = DeskStore(storage)
     started = []
     for item in [s for s in store.scheduled() if s.at <= now]:
-        plan = use_cases.send_dry_run(config)
+        plan = use_cases.send_dry_run(config, at=item.at)  # as it was planned: with the stories due by then
         if plan.edition.edition_id != item.edition_id or not sendable(plan):
             stops = plan.blocked + plan.refused
             note = (f"the next edition is {plan.edition.edition_id or 'none'} ({plan.edition.reason}), not "

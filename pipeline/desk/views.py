@@ -208,10 +208,19 @@ def register(app: Flask) -> None:
         elif when <= desk()["clock"]():
             flash("That time has passed; choose a time in the future.")
         else:
-            desk()["store"].schedule(plan.edition.edition_id or "", when, g.user.email)
+            # What will go at that time: with the stories scheduled to come out before it.
+            planned = use_cases.send_dry_run(config, at=when)
+            if not sendable(planned):
+                flash("The edition as it will be then fails the pre-send checks; look at the stories scheduled "
+                      "before that time.")
+                return redirect(url_for("send"))
+            edition_id = planned.edition.edition_id or ""
+            desk()["store"].schedule(edition_id, when, g.user.email)
             desk()["ticker_waiting"]()
-            audit("edition scheduled", f"edition {plan.edition.edition_id} at {when.isoformat()}")
-            flash(f"Edition {plan.edition.edition_id} will be sent at {when.strftime('%Y-%m-%d %H:%M %Z')}.")
+            audit("edition scheduled", f"edition {edition_id} at {when.isoformat()}")
+            later = len(planned.edition.items) - len(plan.edition.items)
+            flash(f"Edition {edition_id} will be sent at {when.strftime('%Y-%m-%d %H:%M %Z')}"
+                  + (f", with {later} stories scheduled to come out before then." if later > 0 else "."))
         return redirect(url_for("send"))
 
     @app.route("/send/cancel/<int:schedule_id>", methods=["POST"])

@@ -134,13 +134,18 @@ _live_record = live_record
 RACY_NS = 100_000_000
 
 
+def release_due(config: Config, now: datetime) -> bool:
+    """A scheduled story the live outputs leave out has come out since: they must be made again."""
+    release_at = _live_record(config).get("release_at")
+    return release_at is not None and datetime.fromisoformat(release_at) <= now
+
+
 def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     """True when the last run saw the same inputs and its outputs are still there, untouched."""
     record = _live_record(config)
     if record.get("fingerprint") != fingerprint:
         return False
-    release_at = record.get("release_at")
-    if release_at is not None and datetime.fromisoformat(release_at) <= utcnow():
+    if release_due(config, utcnow()):
         return False  # a scheduled story is due: it is published now
     stats: dict[str, list[int]] = record.get("stats", {})
     recorded_at = record.get("recorded_at", 0)

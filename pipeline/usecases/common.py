@@ -54,11 +54,12 @@ def withhold_scheduled(local: list[Item], now: datetime) -> tuple[list[Item], da
     return (due if later else local), (min(later) if later else None)
 
 
-def read_items(config: Config, storage: Storage | None, *, fetch: bool = True) -> tuple[list[Item], list[Item]]:
-    """Local content that is out (scheduled stories are withheld) and remote items.  Without ``fetch``,
-    remote items are what the sources gave last time, and nothing is written: for looks that promise
-    to change nothing."""
-    local, _release_at = withhold_scheduled(read_content(config), utcnow())
+def read_items(config: Config, storage: Storage | None, *, fetch: bool = True,
+               at: datetime | None = None) -> tuple[list[Item], list[Item]]:
+    """Local content that is out by ``at`` (default now: scheduled stories are withheld) and remote items.
+    Without ``fetch``, remote items are what the sources gave last time, and nothing is written: for
+    looks that promise to change nothing."""
+    local, _release_at = withhold_scheduled(read_content(config), at or utcnow())
     if not config.sources or storage is None:
         return local, []
     remote = read_remote(config, storage)[0] if fetch else stored_remote(config, storage)

@@ -29,6 +29,7 @@ from ..publish.outputs import (
     live_record,
     outputs_unchanged,
     plan_outputs,
+    release_due,
     remember_outputs,
     stale_outputs,
 )
@@ -149,7 +150,8 @@ def _run(config: Config, storage: Storage, action: Action, *, force: bool, stop:
          progress: bool | None) -> RunOutcome:
     delivering = config.delivery is not None
     sending = delivering and action in ("run", "send", "retry")
-    publishing = action in ("run", "feeds")
+    # A send that would mail a story which came out since the last publish publishes first, so its page is there.
+    publishing = action in ("run", "feeds") or (action == "send" and release_due(config, utcnow()))
     has_work = sending and bool(due_editions(storage, config))
     if action == "retry" and not has_work:  # a retry job's usual case: fetch, read and render nothing
         log.info("retry: no queued message is due")

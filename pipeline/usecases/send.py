@@ -222,13 +222,14 @@ class SendPreview:
     refused: list[Finding] = field(default_factory=list)
 
 
-def send_dry_run(config: Config) -> SendPreview:
-    """What ``send`` would do; fetches, writes and records nothing."""
+def send_dry_run(config: Config, at: datetime | None = None) -> SendPreview:
+    """What ``send`` would do (at ``at``, default now: with the stories scheduled until then); fetches,
+    writes and records nothing."""
     from ..mail.lint import lint_config
 
     config.require_delivery()
     with open_storage(config) as storage:
-        local, remote = read_items(config, storage, fetch=False)
+        local, remote = read_items(config, storage, fetch=False, at=at)
         ctx = RunContext(config, storage, merge_items(local, remote))
         plan = plan_edition(ctx.items, storage, config, ctx.stored, dry_run=True)
         due = {edition_id: storage.ledger_counts(edition_id) for edition_id in storage.editions_with_work()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -150,6 +152,9 @@ def test_both_markdown_renderers_give_the_shipped_stories_the_same_html(config):
     from pipeline.sources import local
 
     if local._compiled_markdown is None:
+        # pyproject.toml installs it on CPython < 3.13 on these machines: there, missing is a failure.
+        expected = sys.version_info < (3, 13) and platform.machine() in ("x86_64", "AMD64", "arm64", "aarch64")
+        assert not expected, "markdown-it-pyrs should be installed here (pyproject.toml's marker)"
         pytest.skip("markdown-it-pyrs has no wheel for this Python or platform: markdown-it-py renders every story")
     for path in sorted(config.path("content").glob("*.md")):
         body = path.read_text(encoding="utf-8").split("\n---\n", 1)[1]

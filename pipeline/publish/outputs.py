@@ -134,9 +134,10 @@ _live_record = live_record
 RACY_NS = 100_000_000
 
 
-def release_due(config: Config, now: datetime) -> bool:
-    """A scheduled story the live outputs leave out has come out since: they must be made again."""
-    release_at = _live_record(config).get("release_at")
+def release_due(config: Config, now: datetime, record: dict | None = None) -> bool:
+    """A scheduled story the live outputs (``record``, read when not given) leave out has come out since:
+    they must be made again."""
+    release_at = (_live_record(config) if record is None else record).get("release_at")
     return release_at is not None and datetime.fromisoformat(release_at) <= now
 
 
@@ -145,7 +146,7 @@ def outputs_unchanged(config: Config, fingerprint: str) -> bool:
     record = _live_record(config)
     if record.get("fingerprint") != fingerprint:
         return False
-    if release_due(config, utcnow()):
+    if release_due(config, utcnow(), record):
         return False  # a scheduled story is due: it is published now
     stats: dict[str, list[int]] = record.get("stats", {})
     recorded_at = record.get("recorded_at", 0)

@@ -51,7 +51,7 @@ def withhold_scheduled(local: list[Item], now: datetime) -> tuple[list[Item], da
     if later:
         log.info("%d scheduled stories withheld until their dates (the next on %s)", len(later),
                  min(later).isoformat())
-    return (due if later else local), (min(later) if later else None)
+    return due, (min(later) if later else None)
 
 
 def read_items(config: Config, storage: Storage | None, *, fetch: bool = True,

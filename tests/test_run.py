@@ -62,7 +62,16 @@ def test_template_change_rebuilds(project):
     css = override_template(project, "digest.css")
     css.write_text(css.read_text().replace("max-width: 600px", "max-width: 601px"))
     result = run_cli(project, "run", check=True)
-    assert "wrote  public/digest.html" in result.stdout and "unchanged  public/rss.xml" in result.stdout
+    assert "wrote  public/digest.html" in result.stdout and "public/rss.xml" not in result.stdout
+    assert re.search(r"unchanged  \d+ other files \(-v lists them\)", result.stdout)
+
+
+def test_verbose_run_lists_every_unchanged_file(project):
+    run_cli(project, "run", check=True)
+    css = override_template(project, "digest.css")
+    css.write_text(css.read_text().replace("max-width: 600px", "max-width: 601px"))
+    result = run_cli(project, "-v", "run", "--no-send", check=True)
+    assert "unchanged  public/rss.xml" in result.stdout and "other files" not in result.stdout
 
 
 def test_first_subscriber_after_an_unchanged_run_gets_the_edition(project, secret):

@@ -11,6 +11,8 @@ that the sizes written in the markup are their real ones.
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,16 +44,28 @@ def relative_to_site(url: str, config: Config) -> str | None:
     return rel or None
 
 
-_resolved = threading.local()  # .roots: folder -> its resolved path, during one site_images call
+_resolved = threading.local()  # .roots: folder -> its real path, during one site_images call
 
 
 def _inside(folder: Path, rel: str) -> Path | None:
-    """``folder / rel`` when it stays inside ``folder`` (which may be a link, as the output folder is)."""
-    root = getattr(_resolved, "roots", {}).get(folder)
+    """``folder / rel`` when ``rel`` stays inside ``folder`` as written (no ``..`` out of it, not absolute);
+    whether a file found there really is inside (no link out) is ``_real_file``'s check."""
+    norm = posixpath.normpath(rel)
+    if norm.startswith(("/", "../")) or norm == ".." or norm == ".":
+        return None
+    return folder / norm
+
+
+def _real_file(folder: Path, path: Path) -> bool:
+    """``path`` is a file whose real path is inside ``folder``'s: a link out of the folder is not followed.
+    Checked for the one file found, not for every candidate (resolving each was most of an unchanged build)."""
+    if not path.is_file():
+        return False
+    roots = getattr(_resolved, "roots", {})
+    root = roots.get(folder)
     if root is None:
-        root = folder.resolve()
-    path = (root / rel).resolve()
-    return folder / path.relative_to(root) if path.is_relative_to(root) else None
+        root = os.path.realpath(folder)
+    return os.path.realpath(path).startswith(root + os.sep)
 
 
 def _media_files(items: Iterable[Item]) -> dict[str, list[str]]:
@@ -79,17 +93,20 @@ def locate(url: str, config: Config, items: Iterable[Item] = (),
     logo = config.site.logo
     named = (media_files if media_files is not None else _media_files(items)).get(url, [])
 
-    def candidates() -> Iterator[Path | None]:  # in order, each resolved only if those before are missing
-        for local_file in named:
-            yield _inside(config.path("content"), local_file)
-        if logo is not None and logo.file is not None and logo.url == url:
-            yield config.resolve(logo.file)
-        yield _inside(config.path("content"), rel)
-        yield _inside(config.path("templates"), rel)
-        yield _inside(PACKAGE_TEMPLATES, rel)
-        yield target
+    content, templates = config.path("content"), config.path("templates")
 
-    source = next((path for path in candidates() if path is not None and path.is_file()), None)
+    def candidates() -> Iterator[tuple[Path | None, Path | None]]:  # (folder, file) in order, each looked at if those before are missing
+        for local_file in named:
+            yield content, _inside(content, local_file)
+        if logo is not None and logo.file is not None and logo.url == url:
+            yield None, config.resolve(logo.file)  # the operator's own file, wherever config.yaml says
+        yield content, _inside(content, rel)
+        yield templates, _inside(templates, rel)
+        yield PACKAGE_TEMPLATES, _inside(PACKAGE_TEMPLATES, rel)
+        yield config.path("output"), target
+
+    source = next((path for folder, path in candidates() if path is not None
+                   and (path.is_file() if folder is None else _real_file(folder, path))), None)
     return LocalImage(url, source, target)
 
 
@@ -110,8 +127,8 @@ def site_images(items: list[Item], config: Config) -> list[LocalImage]:
     urls += [social_icon_url(name, config) for name, _label, _url in config.organisation.social.icons()]
     media_files = _media_files(items)  # once: looked up per URL, it made publishing quadratic in the stories
     # The source folders resolved once, not per image (the output folder is a link a run switches: always read).
-    _resolved.roots = {folder: folder.resolve() for folder in (config.path("content"), config.path("templates"),
-                                                               PACKAGE_TEMPLATES)}
+    _resolved.roots = {folder: os.path.realpath(folder) for folder in (config.path("content"), config.path("templates"),
+                                                                       PACKAGE_TEMPLATES)}
     try:
         found = [locate(url, config, items, media_files) for url in dict.fromkeys(urls)]
     finally:

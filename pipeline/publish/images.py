@@ -95,7 +95,8 @@ def locate(url: str, config: Config, items: Iterable[Item] = (),
 
     content, templates = config.path("content"), config.path("templates")
 
-    def candidates() -> Iterator[tuple[Path | None, Path | None]]:  # (folder, file) in order, each looked at if those before are missing
+    # (folder, file) in order, each looked at only if those before are missing
+    def candidates() -> Iterator[tuple[Path | None, Path | None]]:
         for local_file in named:
             yield content, _inside(content, local_file)
         if logo is not None and logo.file is not None and logo.url == url:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 
 import pipeline
@@ -27,6 +30,11 @@ def parses(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(local, "_parse_item", spy)
     return seen
+
+
+def _stored_names(config) -> set[str]:
+    with closing(sqlite3.connect(config.path("state") / ParseCache.FILE)) as db:
+        return {name for (name,) in db.execute("SELECT name FROM files")}
 
 
 def _read(config, parses):
@@ -64,7 +72,7 @@ def test_a_deleted_file_is_gone_and_dropped_from_the_cache(project, config, pars
     assert "doomed" in _read(config, parses)
     path.unlink()
     assert "doomed" not in _read(config, parses) and parses == []
-    assert "doomed.md" not in ParseCache.load(config).old
+    assert "doomed.md" not in _stored_names(config)
     write_item(project, "doomed", VALID)  # and back again: parsed afresh, not resurrected
     assert "doomed" in _read(config, parses) and parses == ["doomed.md"]
 
@@ -100,8 +108,32 @@ def test_a_read_without_remember_writes_no_cache(config, parses):
 
 def test_a_damaged_cache_is_only_a_slower_read(config, parses):
     first = _read(config, parses)
-    (config.path("state") / ParseCache.FILE).write_bytes(b"not a pickle")
+    (config.path("state") / ParseCache.FILE).write_bytes(b"not a database" * 100)
     assert _read(config, parses) == first and len(parses) == len(first)
+
+
+def test_a_dry_read_after_a_saved_one_leaves_the_cache_as_it_was(project, config, parses):
+    _read(config, parses)
+    before = _stored_names(config)
+    write_item(project, "draft", VALID)
+    read_content(config)  # no remember: a dry run's read
+    assert _stored_names(config) == before and "draft.md" not in before
+
+
+def test_a_cache_of_an_older_version_is_replaced(config, parses):
+    old = config.path("state") / ParseCache.OLD_FILE
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(b"a pickle of every item")
+    first = _read(config, parses)
+    assert not old.exists() and _stored_names(config) == {f"{slug}.md" for slug in first}
+
+
+def test_read_content_lets_go_of_each_storys_bytes_as_it_reads_it(config):
+    from pipeline.sources.local import scan_content
+
+    files = scan_content(config)
+    items = read_content(config, files=files)
+    assert items and all(file.raw is None for file in files)
 
 
 def test_a_link_from_the_content_folder_to_its_parent_does_not_stop_a_run(project, config):

@@ -27,7 +27,7 @@ def test_a_run_makes_the_state_folder_0700_and_every_file_in_it_0600(config, sec
     usecases.run(config, progress=False)
     state = config.path("state")
     files = [path for path in state.rglob("*") if path.is_file()]
-    assert {p.name for p in files} >= {"pipeline.db", "pipeline.lock", "outputs.json", "content-cache.pickle"}
+    assert {p.name for p in files} >= {"pipeline.db", "pipeline.lock", "outputs.json", "content-cache.sqlite"}
     assert _mode(state) == 0o700
     assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
 

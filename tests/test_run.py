@@ -273,7 +273,7 @@ def test_outputs_no_longer_made_are_removed_so_an_incremental_build_equals_a_col
 
     cold = tmp_path / "cold"  # the same project, with no public/ and no build caches
     shutil.copytree(project, cold, ignore=lambda folder, names: ["public"] if Path(folder) == project else [])
-    for cache in ("content-cache.pickle", "archive-cache.pickle", "outputs.json"):
+    for cache in ("content-cache.sqlite", "archive-cache.pickle", "outputs.json"):
         (cold / ".state" / cache).unlink(missing_ok=True)
     run_cli(cold, "run", check=True)
     assert snapshot(cold / "public") == snapshot(project / "public")

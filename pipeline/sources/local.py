@@ -11,7 +11,7 @@ import logging
 import os
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,7 @@ from ..errors import ContentError
 from ..items import Enclosure, Image, Item, Source, clean_html, exact_text, html_to_text
 from ..media import content_path, file_facts, published_name
 from ..program import program_fingerprint
-from ..state.files import open_private
+from ..state.parse_cache import ParsedFileCache
 from ..urls import story_url
 from ..yaml_keys import repeated_key
 
@@ -357,10 +357,11 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
                  origins: dict[str, str] | None = None) -> list[Item]:
     """Read every ``*.md`` file of the content folder; the first broken file stops the read.
 
-    ``files`` is the folder as ``scan_content`` read it earlier in the run; without it the stories
-    are read now.  A file whose bytes were parsed before (same name, same content hash, same
-    config and program) is taken from the parse cache in the state folder instead of being parsed
-    again; with ``remember`` the cache is then rewritten to hold exactly the files read now.
+    ``files`` is the folder as ``scan_content`` read it earlier in the run (each story's bytes are
+    let go of, in the list, as it is read); without it the stories are read now.  A file whose
+    bytes were parsed before (same name, same content hash, same config and program) is taken
+    from the parse cache in the state folder instead of being parsed again; with ``remember``
+    the cache then holds exactly the files read now.
 
     ``origins`` is filled with what each item (by id) was made from: its file's name and content
     hash and the parse cache's key (config, program).  The same origin always gives the same item,
@@ -370,7 +371,7 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
         raise ContentError(str(folder), None, None, "content folder does not exist")
     if files is None:
         files = scan_folder(folder, recursive=False, others=False)
-    cache = ParseCache.load(config)
+    cache = ParseCache.load(config, writable=remember)
     items: list[Item] = []
     seen: dict[str, str] = {}  # item id -> file name
     parsed = 0
@@ -378,81 +379,78 @@ def read_content(config: Config, *, remember: bool = False, files: list[SourceFi
     def shown(name: str) -> str:  # made only when needed: 10,000 Path objects cost a tenth of a rebuild's read
         return _display(folder / name, config.root)
 
-    for file in files:
-        if file.raw is None or not file.name.endswith(".md"):
-            continue
-        item = cache.get(file.name, file.digest)
-        if item is None:
-            item = _parse_item(folder / file.name, file.raw, config, shown(file.name))
-            cache.put(file.name, file.digest, item)
-            parsed += 1
-        item = with_file_facts(item, folder)
-        if item.id in seen:
-            raise ContentError(shown(file.name), _field_line(file.raw, "id"), "id",
-                               f"duplicate id {item.id!r}, also used by {shown(seen[item.id])}")
-        seen[item.id] = file.name
-        items.append(item)
-        if origins is not None:
-            sizes = ",".join(str(media.length) for media in (item.image, item.enclosure) if media is not None)
-            origins[item.id] = f"{cache.key}:{file.name}:{file.digest}:{sizes}"
-    if remember:
-        cache.save()
+    try:
+        for index, file in enumerate(files):
+            if file.raw is None or not file.name.endswith(".md"):
+                continue
+            item = cache.get(file.name, file.digest)
+            if item is None:
+                item = _parse_item(folder / file.name, file.raw, config, shown(file.name))
+                cache.put(file.name, file.digest, item)
+                parsed += 1
+            item = with_file_facts(item, folder)
+            if item.id in seen:
+                raise ContentError(shown(file.name), _field_line(file.raw, "id"), "id",
+                                   f"duplicate id {item.id!r}, also used by {shown(seen[item.id])}")
+            seen[item.id] = file.name
+            items.append(item)
+            if origins is not None:
+                sizes = ",".join(str(media.length) for media in (item.image, item.enclosure) if media is not None)
+                origins[item.id] = f"{cache.key}:{file.name}:{file.digest}:{sizes}"
+            # The story is read: its bytes go now, not when the run is done with the list (the bytes of
+            # every story, then every item, held at once were a third of a cold build's peak memory).
+            files[index] = replace(file, raw=None)
+        if remember:
+            cache.save()
+    finally:
+        cache.close()
     log.debug("read %d items from %s (%d parsed, the rest from the cache)", len(items), folder, parsed)
     return items
 
 
 class ParseCache:
-    """Parsed content files by file name and content hash, in one pickle in the state folder.
+    """Parsed content files by file name and content hash (``state.parse_cache``: one SQLite row per file,
+    so a run never holds the whole cache), each item pickled on its own.
 
     Everything is keyed, so nothing stale can come back: an edited file has a new hash, a
     renamed one a new name, a deleted one is dropped when the cache is saved, and a change of
     the config or the program (``program_fingerprint``: its code and libraries) discards the whole cache."""
 
-    FILE = "content-cache.pickle"
-    FORMAT = 2
+    FILE = "content-cache.sqlite"
+    OLD_FILE = "content-cache.pickle"  # what versions before 2026-12 kept: removed when the new one is saved
+    FORMAT = 3
 
-    def __init__(self, path: Path, key: str, entries: dict[str, tuple[str, bytes]]):
-        self.path, self.key = path, key
-        self.old = entries
-        self.new: dict[str, tuple[str, bytes]] = {}
+    def __init__(self, rows: ParsedFileCache):
+        self.rows = rows
+        self.key = rows.key
 
     @classmethod
-    def load(cls, config: Config) -> ParseCache:
+    def load(cls, config: Config, *, writable: bool = False) -> ParseCache:
         path = config.path("state") / cls.FILE
         key = hashlib.sha256(f"{cls.FORMAT}\0{program_fingerprint()}\0{config.model_dump_json()}".encode()).hexdigest()
-        entries: dict[str, tuple[str, bytes]] = {}
-        try:
-            with path.open("rb") as f:
-                stored = pickle.load(f)
-            if isinstance(stored, dict) and stored.get("key") == key:
-                entries = stored["files"]
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a damaged cache is only a slower read
-            log.warning("content cache %s unreadable (%s); parsing every file", path, exc)
-        return cls(path, key, entries)
+        return cls(ParsedFileCache(path, key, writable=writable))
 
     def get(self, name: str, digest: str) -> Item | None:
         """The item parsed from file ``name`` when its content had this sha256, if cached."""
-        entry = self.old.get(name)
-        if entry is None:
+        data = self.rows.get(name, digest)
+        if data is None:
             return None
-        if entry[0] != digest:
+        try:
+            item = pickle.loads(data)
+        except Exception:  # noqa: BLE001 - a damaged row is parsed again
             return None
-        self.new[name] = entry
-        item = pickle.loads(entry[1])
         return item if isinstance(item, Item) else None
 
     def put(self, name: str, digest: str, item: Item) -> None:
-        # Each item pickled on its own, once: saving after one edit copies bytes, it pickles one item.
-        self.new[name] = (digest, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+        self.rows.put(name, digest, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
 
     def save(self) -> None:
-        """Write the files read this time (and only those), atomically; unchanged, nothing is written."""
-        if self.new.keys() == self.old.keys() and all(self.new[k][0] == self.old[k][0] for k in self.new):
-            return
-        with open_private(self.path) as f:
-            pickle.dump({"key": self.key, "files": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        """Keep the files read this time (and only those), in one transaction; unchanged, nothing is written."""
+        self.rows.save()
+        (self.rows.path.parent / self.OLD_FILE).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.rows.close()
 
 
 def _field_line(raw: bytes, name: str) -> int | None:

@@ -11,6 +11,7 @@ import hashlib
 import html
 import mimetypes
 import re
+import threading
 import unicodedata
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -83,31 +84,33 @@ def is_absolute_http(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+_cleaning = threading.local()  # .base_url: what the URLs of the HTML being cleaned on this thread are relative to
+
+
+def _absolute_url(tag: str, attribute: str, value: str) -> str | None:
+    """nh3's attribute filter: URLs made absolute against the base of the HTML being cleaned; unsafe ones dropped."""
+    if attribute not in _URL_ATTRIBUTES and attribute != "cite":
+        return value
+    absolute = to_uri(urljoin(_cleaning.base_url, value.strip()))
+    scheme = urlsplit(absolute).scheme
+    if scheme not in _SAFE_SCHEMES or (scheme != "mailto" and not is_absolute_http(absolute)):
+        return None
+    return absolute
+
+
+# Built once: nh3.clean builds its whole rule set on every call (half of cleaning a 3 KB story).
+_cleaner = nh3.Cleaner(tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, url_schemes=_SAFE_SCHEMES,
+                       attribute_filter=_absolute_url, link_rel="noopener noreferrer", strip_comments=True)
+
+
 def clean_html(html: str, base_url: str) -> str:
     """Sanitise untrusted or authored HTML and make every link and image URL absolute.
 
     Readers and RSS-to-email services ignore ``xml:base``, so relative URLs must go.
     One nh3 pass does both: the attribute filter resolves URLs and drops unsafe ones.
     """
-
-    def resolve(tag: str, attribute: str, value: str) -> str | None:
-        if attribute not in _URL_ATTRIBUTES and attribute != "cite":
-            return value
-        absolute = to_uri(urljoin(base_url, value.strip()))
-        scheme = urlsplit(absolute).scheme
-        if scheme not in _SAFE_SCHEMES or (scheme != "mailto" and not is_absolute_http(absolute)):
-            return None
-        return absolute
-
-    return nh3.clean(
-        strip_xml_illegal(html),
-        tags=_ALLOWED_TAGS,
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes=_SAFE_SCHEMES,
-        attribute_filter=resolve,
-        link_rel="noopener noreferrer",
-        strip_comments=True,
-    ).strip()
+    _cleaning.base_url = base_url
+    return _cleaner.clean(strip_xml_illegal(html)).strip()
 
 
 class Model(BaseModel):

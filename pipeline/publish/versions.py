@@ -215,8 +215,10 @@ def _write(path: Path | str, data: bytes, folders: set[str] | None = None) -> os
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fchmod(fd, 0o644)  # whatever the umask or a default ACL of the folder narrowed
-        return os.fstat(fd)
+        stat = os.fstat(fd)
+        if stat.st_mode & 0o7777 != 0o644:  # what the umask or a default ACL of the folder narrowed
+            os.fchmod(fd, 0o644)  # (only then: a chmod per file was a tenth of a cold build's writing)
+        return stat
     finally:
         os.close(fd)
 

@@ -135,8 +135,10 @@ def init(folder: Path, name: str | None, site_url: str | None, sender: str | Non
 def run(ctx: Context, dry_run: bool, no_send: bool, job_name: str | None, wait: bool, force: bool) -> None:
     """Read the content, write the feeds and the digest, and send the new edition.
 
-    Safe from cron: a second run while one is going exits at once with status 75.
-    Exits 2 when some messages failed or were deferred, 1 when none could be delivered.
+    Lists each file it wrote and each it removed; the unchanged ones by name when there are at most
+    20 of them (or with -v), else as a count. Safe from cron: a second run while one is going exits
+    at once with status 75. Exits 2 when some messages failed or were deferred, 1 when none could be
+    delivered.
     """
     from .. import usecases
 

@@ -120,6 +120,20 @@ def test_a_dry_read_after_a_saved_one_leaves_the_cache_as_it_was(project, config
     assert _stored_names(config) == before and "draft.md" not in before
 
 
+def test_a_cache_that_cannot_be_written_costs_a_parse_not_the_run(config, parses, monkeypatch, caplog):
+    from pipeline.state import parse_cache
+
+    def full_disk(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    working = parse_cache.ParsedFileCache._flush
+    monkeypatch.setattr(parse_cache.ParsedFileCache, "_flush", full_disk)
+    first = _read(config, parses)
+    assert first and "not updated (database or disk is full)" in caplog.text
+    monkeypatch.setattr(parse_cache.ParsedFileCache, "_flush", working)
+    assert _read(config, parses) == first and len(parses) == len(first)  # parsed again, none lost
+
+
 def test_a_cache_of_an_older_version_is_replaced(config, parses):
     old = config.path("state") / ParseCache.OLD_FILE
     old.parent.mkdir(parents=True, exist_ok=True)

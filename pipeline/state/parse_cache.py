@@ -78,17 +78,29 @@ class ParsedFileCache:
         self.seen.add(name)
         if self._db is None:
             return
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN")
-        if self._stale:  # the first write under a new key empties the old one's rows
-            self._db.execute("DELETE FROM files")
-            self._db.execute("DELETE FROM meta")
-            self._db.execute("INSERT INTO meta (key) VALUES (?)", (self.key,))
-            self._stale = False
-        self._batch.append((name, digest, data))
-        self.pending += 1
-        if len(self._batch) >= BATCH:
-            self._flush()
+        try:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+            if self._stale:  # the first write under a new key empties the old one's rows
+                self._db.execute("DELETE FROM files")
+                self._db.execute("DELETE FROM meta")
+                self._db.execute("INSERT INTO meta (key) VALUES (?)", (self.key,))
+                self._stale = False
+            self._batch.append((name, digest, data))
+            self.pending += 1
+            if len(self._batch) >= BATCH:
+                self._flush()
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: sqlite3.Error) -> None:
+        """A cache that cannot be written (a full disk, a locked file) costs the next run a parse, never this run."""
+        log.warning("content cache %s not updated (%s); the next run parses again", self.path, exc)
+        self._batch = []
+        try:
+            self.close()
+        except sqlite3.Error:
+            self._db = None
 
     def _flush(self) -> None:
         if self._db is not None and self._batch:
@@ -109,6 +121,8 @@ class ParsedFileCache:
             self._db.executemany("DELETE FROM files WHERE name = ?", gone)
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._give_up(exc)
         finally:
             self.close()
 

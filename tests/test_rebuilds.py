@@ -89,6 +89,21 @@ def test_an_edit_rewrites_only_the_documents_that_contain_the_story(project):
     assert untouched and all(after[name] == before[name] for name in untouched)
 
 
+def test_the_sites_digest_is_rendered_again_only_when_a_story_it_shows_changes(project, tmp_path):
+    newsroom(project)
+    config = load_config(project / "config.yaml")
+    assert usecases.run(config, action="feeds").renders == 1
+    old = project / "content" / f"{OLD}.md"  # older than the digest's newest digest.limit stories
+    old.write_text(old.read_text().replace("Paragraph one", "Paragraph one, corrected,"))
+    edited_old = usecases.run(config, action="feeds")
+    assert edited_old.written and edited_old.renders == 0
+    newest = project / "content" / f"story-{STORIES - 1:02d}.md"
+    newest.write_text(newest.read_text().replace("Paragraph two", "Paragraph two, corrected,"))
+    assert usecases.run(config, action="feeds").renders == 1
+    assert b"Paragraph two, corrected," in (project / "public" / "digest.html").read_bytes()
+    assert snapshot(project / "public") == cold_build(project, tmp_path / "cold")
+
+
 def test_an_unchanged_rerun_writes_nothing_and_switches_no_version(project):
     newsroom(project)
     build(project)

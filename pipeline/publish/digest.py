@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from html import escape
@@ -72,6 +73,17 @@ class Digest:
     def with_links(self, unsubscribe: str, preferences: str) -> tuple[str, str]:
         html, text = self.with_unsubscribe(unsubscribe)
         return html.replace(PREFERENCES_PLACEHOLDER, preferences), text.replace(PREFERENCES_PLACEHOLDER, preferences)
+
+
+@dataclass(frozen=True)
+class PlannedDigest:
+    """The digest the site shows, before it is rendered: what it is made from, so that a run whose
+    live version holds the copy those make is spared the render (premailer: a third of a second)."""
+
+    items: tuple[Item, ...]
+    edition_id: str | None
+    edition_date: datetime | None  # None: the newest item's date (a digest that is no edition)
+    render: Callable[[], Digest] = field(repr=False, compare=False)
 
 
 def longdate(moment: datetime) -> str:

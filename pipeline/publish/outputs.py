@@ -28,7 +28,7 @@ from ..state.storage import Edition
 from .versions import live_version, switch_point, versions_folder
 
 if TYPE_CHECKING:  # the builders are imported by plan_outputs: the fingerprint alone needs none of them
-    from .digest import Digest
+    from .digest import PlannedDigest
     from .site import RenderDigest
     from .stream import MemorySink
 
@@ -36,7 +36,7 @@ FINGERPRINT_FILE = "outputs.json"
 log = logging.getLogger(__name__)
 
 
-def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: Digest | None,
+def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web_digest: PlannedDigest | None,
                  render: RenderDigest, origins: dict[str, str] | None = None,
                  sink: MemorySink | None = None) -> dict[Path, bytes]:
     """Every output file, by path, each given to ``sink`` as soon as it is made (by default a
@@ -44,8 +44,9 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     ``stream.VersionWriter``, which writes them into the next version and keeps none).
 
     ``web_digest`` is the digest the site shows (the latest edition's, else the newest
-    items'); ``render`` gives the digest of an edition for its archive page; ``origins`` are what
-    ``read_content`` says the items were made from (keys of the feed archive cache).
+    items'), rendered only when the live version does not hold its copy already; ``render``
+    gives the digest of an edition for its archive page; ``origins`` are what ``read_content``
+    says the items were made from (keys of the feed archive cache and of the site's digest).
     """
     from .digest import HTML_FILE, TEXT_FILE, public_copy
     from .feed_files import feed_files, tag_feeds
@@ -67,13 +68,27 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
     for path, data in story_pages(items, config, chosen_topics, origins, sink=files if streamed else None).items():
         files.add(path, data)
     if web_digest is not None:
-        html, text = public_copy(web_digest, config)
-        files.add(out / HTML_FILE, html)
-        files.add(out / TEXT_FILE, text)
+        planned = web_digest
+        files.made((out / HTML_FILE, out / TEXT_FILE), _digest_key(planned, config, origins),
+                   lambda: public_copy(planned.render(), config))
     if config.delivery is not None:
         for path, data in archive_pages(editions, items, config, render).items():
             files.add(path, data)
     return files
+
+
+def _digest_key(planned: PlannedDigest, config: Config, origins: dict[str, str] | None) -> str:
+    """A key of everything the site's digest is made from: its stories (by origin, else their JSON), its
+    edition and date, the templates, the config and the program (``PageCache.base_of``)."""
+    from .stories import PageCache
+
+    origins = origins or {}
+    digest = hashlib.sha256(f"digest\0{PageCache.base_of(config)}\0{planned.edition_id}\0".encode())
+    digest.update((planned.edition_date.isoformat() if planned.edition_date else "-").encode())
+    for item in planned.items:
+        origin = origins.get(item.id)
+        digest.update(b"\0o" + origin.encode() if origin is not None else b"\0j" + item.model_dump_json().encode())
+    return digest.hexdigest()
 
 
 def inputs_digest(config: Config, remote: list[Item], content: list[SourceFile]) -> bytes:

@@ -16,7 +16,7 @@ from ..delivery.editions import EditionPlan, items_of, newest_items
 from ..environment import database_url
 from ..errors import PipelineError
 from ..items import Item
-from ..publish.digest import Digest, render_digest
+from ..publish.digest import Digest, PlannedDigest, render_digest
 from ..sources import read_content
 from ..sources.remote import read_remote, stored_remote
 from ..state.storage import (
@@ -98,13 +98,18 @@ class RunContext:
         digest = self.digest(items, edition_id)
         return StoredDigest(digest.subject, digest.html, digest.text)
 
-    def web_digest(self, editions: list[Edition]) -> Digest | None:
-        """What the site shows: the latest edition, else the newest items."""
+    def web_digest(self, editions: list[Edition]) -> PlannedDigest | None:
+        """What the site shows: the latest edition, else the newest items; rendered only when the
+        outputs need it (``plan_outputs``)."""
         if editions:
-            chosen = items_of(editions[0], self.items)
-            return self.digest(chosen, editions[0].id) if chosen else None
-        chosen = newest_items(self.items, self.config)
-        return self.digest(chosen) if chosen else None
+            edition = editions[0]
+            chosen = items_of(edition, self.items)
+            if not chosen:
+                return None
+            return PlannedDigest(tuple(chosen), edition.id, self.edition_date(edition.id),
+                                 lambda: self.digest(chosen, edition.id))
+        newest = newest_items(self.items, self.config)
+        return PlannedDigest(tuple(newest), None, None, lambda: self.digest(newest)) if newest else None
 
 
 @dataclass

@@ -87,3 +87,22 @@ def test_web_copies_do_not_offer_to_view_themselves_in_a_browser(project, secret
     for page in (project / "public" / "archive" / f"{sent.name}.html", project / "public" / "digest.html",
                  project / "public" / "digest.txt"):
         assert "View this email in your browser" not in page.read_text()
+
+
+def test_a_story_outside_the_latest_edition_changes_without_rendering_its_digest_again(project, config, secret):
+    from pipeline import usecases
+
+    run_cli(project, "subscribers", "add", "ann@example.org", "--confirmed", check=True)
+    (edition,) = _send_edition(project)
+    page = project / "public" / "archive" / f"{edition.name}.html"
+    before = page.read_bytes()
+    write_item(project, "grants", 'title: "New research grants"\ndate: 2021-11-20T09:00:00-05:00')
+    outcome = usecases.run(config, action="feeds", progress=False)  # published, not mailed: not in the edition
+    assert outcome.written and outcome.renders == 0
+    write_item(project, "grants", 'title: "New research grants, corrected"\ndate: 2021-11-20T09:00:00-05:00')
+    assert usecases.run(config, action="feeds", progress=False).renders == 0
+    assert page.read_bytes() == before and b"corrected" not in (project / "public" / "digest.html").read_bytes()
+    shown = next((project / "content").glob("mesems*.md"))  # in the edition: its page is made again
+    shown.write_text(shown.read_text().replace("MESEMS", "MESEMS (corrected)", 1))
+    assert usecases.run(config, action="feeds", progress=False).renders == 1
+    assert page.read_bytes() != before and b"MESEMS (corrected)" in page.read_bytes()

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from stat import S_ISREG
@@ -69,23 +70,29 @@ def plan_outputs(items: list[Item], config: Config, editions: list[Edition], web
         files.add(path, data)
     if web_digest is not None:
         planned = web_digest
-        files.made((out / HTML_FILE, out / TEXT_FILE), _digest_key(planned, config, origins),
+        files.made((out / HTML_FILE, out / TEXT_FILE),
+                   digest_key(planned.items, planned.edition_id, planned.edition_date, config, origins),
                    lambda: public_copy(planned.render(), config))
     if config.delivery is not None:
-        for path, data in archive_pages(editions, items, config, render).items():
+        def keep(path: Path, chosen: list[Item], edition: Edition, build: Callable[[], bytes]) -> None:
+            key = digest_key(chosen, edition.id, edition.created_at, config, origins)
+            files.made((path,), key, lambda: (build(),))
+
+        for path, data in archive_pages(editions, items, config, render, keep).items():
             files.add(path, data)
     return files
 
 
-def _digest_key(planned: PlannedDigest, config: Config, origins: dict[str, str] | None) -> str:
-    """A key of everything the site's digest is made from: its stories (by origin, else their JSON), its
+def digest_key(items: Iterable[Item], edition_id: str | None, edition_date: datetime | None, config: Config,
+               origins: dict[str, str] | None) -> str:
+    """A key of everything a digest's web copy is made from: its stories (by origin, else their JSON), its
     edition and date, the templates, the config and the program (``PageCache.base_of``)."""
     from .stories import PageCache
 
     origins = origins or {}
-    digest = hashlib.sha256(f"digest\0{PageCache.base_of(config)}\0{planned.edition_id}\0".encode())
-    digest.update((planned.edition_date.isoformat() if planned.edition_date else "-").encode())
-    for item in planned.items:
+    digest = hashlib.sha256(f"digest\0{PageCache.base_of(config)}\0{edition_id}\0".encode())
+    digest.update((edition_date.isoformat() if edition_date else "-").encode())
+    for item in items:
         origin = origins.get(item.id)
         digest.update(b"\0o" + origin.encode() if origin is not None else b"\0j" + item.model_dump_json().encode())
     return digest.hexdigest()

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from ..config import Config
@@ -37,9 +38,14 @@ class ArchiveEntry:
     url: str
 
 
+KeepPage = Callable[[Path, list[Item], Edition, Callable[[], bytes]], None]
+
+
 def archive_pages(editions: list[Edition], items: list[Item], config: Config,
-                  render: RenderDigest) -> dict[Path, bytes]:
-    """The archive page of each edition (only the newest is re-rendered once it exists) and the index."""
+                  render: RenderDigest, keep: KeepPage | None = None) -> dict[Path, bytes]:
+    """The archive page of each edition (only the newest is re-rendered once it exists) and the index.
+    With ``keep`` (a run's ``plan_outputs``) the newest edition's page goes there with its stories and
+    a way to render it, instead of being rendered here: it is rendered only if its stories changed."""
     out = config.path("output") / ARCHIVE_FOLDER
     by_id = {item.id: item for item in items}
     files: dict[Path, bytes] = {}
@@ -51,8 +57,10 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
         if not chosen:
             log.warning("archive: edition %s has none of its items any more; page not rendered", edition.id)
             continue
-        html, _text = public_copy(render(chosen, edition.id), config)
-        files[path] = html
+        if position == 0 and keep is not None:
+            keep(path, chosen, edition, partial(_archive_page, chosen, edition.id, config, render))
+            continue
+        files[path] = _archive_page(chosen, edition.id, config, render)
     # The date of an edition is when it was created, as readers in digest.timezone count days.
     entries = [ArchiveEntry(e.id, e.subject, edition_day(e.created_at, config), len(e.item_ids),
                             archive_url(config, e.id))
@@ -62,6 +70,10 @@ def archive_pages(editions: list[Edition], items: list[Item], config: Config,
                                                     editions=entries, signup_form=_signup_form(config))
     files[out / INDEX_FILE] = index.encode("utf-8")
     return files
+
+
+def _archive_page(chosen: list[Item], edition_id: str, config: Config, render: RenderDigest) -> bytes:
+    return public_copy(render(chosen, edition_id), config)[0]
 
 
 def site_pages(config: Config, items: list[Item] | None = None,

@@ -168,3 +168,47 @@ def test_the_scan_keeps_the_bytes_of_stories_only(project):
     files = {file.name: file for file in scan_folder(project / "content")}
     assert files["images/episode.mp3"].raw is None and len(files["images/episode.mp3"].digest) == 64
     assert all(file.raw is not None for name, file in files.items() if name.endswith(".md") and "/" not in name)
+
+
+def test_a_reader_is_never_served_rows_committed_under_another_key_while_it_reads(tmp_path):
+    from pipeline.state.parse_cache import ParsedFileCache
+
+    path = tmp_path / "cache.sqlite"
+    first = ParsedFileCache(path, "config-1", writable=True)
+    first.put("a.md", "d1", b"parsed under config 1")
+    first.save()
+    reader = ParsedFileCache(path, "config-1", writable=False)
+    assert reader.get("a.md", "d1") == b"parsed under config 1"
+    writer = ParsedFileCache(path, "config-2", writable=True)  # a run after the config changed
+    writer.put("a.md", "d1", b"parsed under config 2")
+    writer.save()
+    assert reader.get("a.md", "d1") is None  # the reader's key is no longer the file's
+    reader.close()
+
+
+def test_a_reader_reads_beside_a_run_that_is_writing(tmp_path):
+    from pipeline.state.parse_cache import ParsedFileCache
+
+    path = tmp_path / "cache.sqlite"
+    seed = ParsedFileCache(path, "k", writable=True)
+    seed.put("a.md", "d1", b"item a")
+    seed.save()
+    run = ParsedFileCache(path, "k", writable=True)
+    for n in range(2000):  # more than SQLite's page cache: written to the file before the commit
+        run.put(f"s{n}.md", "d", b"x" * 2000)
+    reader = ParsedFileCache(path, "k", writable=False)
+    assert reader.get("a.md", "d1") == b"item a" and reader.get("s1.md", "d") is None
+    run.save()
+    reader.close()
+
+
+def test_a_cache_damaged_inside_is_made_again_by_the_next_run(config, parses, caplog):
+    first = _read(config, parses)
+    path = config.path("state") / ParseCache.FILE
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page:] = b"\xff" * (len(data) - page)  # the header reads; every page after it is noise
+    path.write_bytes(bytes(data))
+    assert _read(config, parses) == first and len(parses) == len(first)
+    assert "malformed" in caplog.text or "not a database" in caplog.text
+    assert _read(config, parses) == first and parses == []  # made again: the next read parses nothing

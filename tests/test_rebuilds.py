@@ -110,3 +110,29 @@ def test_an_unchanged_rerun_writes_nothing_and_switches_no_version(project):
     live = os.readlink(project / "public")
     build(project)
     assert os.readlink(project / "public") == live
+
+
+def test_the_version_before_the_live_one_becomes_the_next_version_made_the_same_as_the_live_one(project, tmp_path):
+    """A run reuses the spare version folder instead of copying the whole live tree and deleting the
+    spare: whatever a killed run left in it (a stray file, a file where a folder was, a folder gone)
+    is made the same as the live version before the run writes its changes."""
+    newsroom(project)
+    build(project)
+    story = project / "content" / f"{OLD}.md"
+    story.write_text(story.read_text().replace("Paragraph one", "Paragraph one, first edit,"))
+    build(project)
+    versions = project / "public.versions"
+    live = (project / "public").resolve()
+    (spare,) = [folder for folder in versions.iterdir() if folder != live]
+    (spare / "left-by-a-killed-run.html").write_text("junk")
+    shutil.rmtree(spare / "tags")
+    (spare / "rss.xml").unlink()
+    (spare / "rss.xml").mkdir()
+    story.write_text(story.read_text().replace("first edit", "second edit"))
+    after = build(project)
+    assert not spare.exists() and len(list(versions.iterdir())) == 2
+    assert after == cold_build(project, tmp_path / "cold")
+    unchanged = [name for name, data in after.items() if b"second edit" not in data]
+    inode = {name: os.stat(live / name).st_ino for name in unchanged if (live / name).exists()}
+    now = (project / "public").resolve()
+    assert inode and all(os.stat(now / name).st_ino == ino for name, ino in inode.items())

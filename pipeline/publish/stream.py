@@ -25,8 +25,8 @@ from .atomic import write_atomic
 from .versions import (
     Published,
     _clean,
+    _copy_of,
     _holds,
-    _link_copy,
     _new_id,
     _relative,
     _remove,
@@ -160,7 +160,7 @@ class VersionWriter(MemorySink):
         version = versions / _new_id()
         log.debug("building %s: each changed file written as it is made", version)
         if self.current is not None:
-            _link_copy(self.current, version)
+            _copy_of(self.current, version)
         else:
             version.mkdir()
         self.version = version

@@ -447,7 +447,10 @@ class ParseCache:
     def save(self) -> None:
         """Keep the files read this time (and only those), in one transaction; unchanged, nothing is written."""
         self.rows.save()
-        (self.rows.path.parent / self.OLD_FILE).unlink(missing_ok=True)
+        try:
+            (self.rows.path.parent / self.OLD_FILE).unlink(missing_ok=True)
+        except OSError as exc:  # only disk space lost, never the run
+            log.warning("could not remove the old content cache %s (%s)", self.OLD_FILE, exc)
 
     def close(self) -> None:
         self.rows.close()

@@ -170,13 +170,20 @@ def test_the_scan_keeps_the_bytes_of_stories_only(project):
     assert all(file.raw is not None for name, file in files.items() if name.endswith(".md") and "/" not in name)
 
 
+def _cache_holding(path, key: str, item: bytes):
+    """A parse cache file holding ``a.md`` (digest d1) parsed under ``key``."""
+    from pipeline.state.parse_cache import ParsedFileCache
+
+    cache = ParsedFileCache(path, key, writable=True)
+    cache.put("a.md", "d1", item)
+    cache.save()
+    return path
+
+
 def test_a_reader_is_never_served_rows_committed_under_another_key_while_it_reads(tmp_path):
     from pipeline.state.parse_cache import ParsedFileCache
 
-    path = tmp_path / "cache.sqlite"
-    first = ParsedFileCache(path, "config-1", writable=True)
-    first.put("a.md", "d1", b"parsed under config 1")
-    first.save()
+    path = _cache_holding(tmp_path / "cache.sqlite", "config-1", b"parsed under config 1")
     reader = ParsedFileCache(path, "config-1", writable=False)
     assert reader.get("a.md", "d1") == b"parsed under config 1"
     writer = ParsedFileCache(path, "config-2", writable=True)  # a run after the config changed
@@ -189,10 +196,7 @@ def test_a_reader_is_never_served_rows_committed_under_another_key_while_it_read
 def test_a_reader_reads_beside_a_run_that_is_writing(tmp_path):
     from pipeline.state.parse_cache import ParsedFileCache
 
-    path = tmp_path / "cache.sqlite"
-    seed = ParsedFileCache(path, "k", writable=True)
-    seed.put("a.md", "d1", b"item a")
-    seed.save()
+    path = _cache_holding(tmp_path / "cache.sqlite", "k", b"item a")
     run = ParsedFileCache(path, "k", writable=True)
     for n in range(2000):  # more than SQLite's page cache: written to the file before the commit
         run.put(f"s{n}.md", "d", b"x" * 2000)

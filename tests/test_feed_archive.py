@@ -78,6 +78,76 @@ def test_a_page_that_just_filled_up_is_already_final(limit20):
     assert len(feedparser.parse(before["feed-archive/atom-5.xml"]).entries) == 0
 
 
+TOPIC = "tags/research/"  # make_items tags every fifth item and the one two after it "research"
+
+
+def topic_items(items):
+    return [item for item in items if "research" in item.tags]
+
+
+@pytest.mark.parametrize("feed", ["rss.xml", "atom.xml"])
+def test_a_topic_feed_keeps_a_window_and_its_archive_reaches_every_older_item_once(limit20, feed):
+    items = make_items(150)  # 60 in the topic: 20 in its feed, 40 on two full archive pages
+    files = feed_files(items, limit20)
+    assert len(feedparser.parse(files[TOPIC + feed]).entries) == 20
+    entries = walk(files, limit20, TOPIC + feed)
+    assert sorted(e.id for e in entries) == sorted(i.id for i in topic_items(items))
+
+
+def test_a_topic_archive_page_is_marked_links_back_to_the_topic_feed_and_is_named_for_it(limit20):
+    files = feed_files(make_items(150), limit20)
+    archive = etree.fromstring(files[TOPIC + "feed-archive/atom-2.xml"])
+    assert archive.find(f"{HISTORY}archive") is not None
+    links = {link.get("rel"): link.get("href") for link in archive.findall("{http://www.w3.org/2005/Atom}link")}
+    base = limit20.site.base_url
+    assert links["current"] == base + TOPIC + "atom.xml"
+    assert links["alternate"] == base + TOPIC
+    assert links["prev-archive"] == base + TOPIC + "feed-archive/atom-1.xml"
+    assert links["next-archive"] == base + TOPIC + "feed-archive/atom-3.xml"  # the empty page still to fill
+    assert archive.findtext("{http://www.w3.org/2005/Atom}title") == "National MS Society News: research (archive 2)"
+
+
+def test_a_new_item_leaves_every_full_topic_archive_page_as_it_was(limit20):
+    items = make_items(150)
+    before = feed_files(items, limit20)
+    after = feed_files([make_item(150, START + timedelta(hours=1)), *items], limit20)  # 150 is "research"
+    full = [f"{TOPIC}feed-archive/{kind}-{n}.xml" for kind in ("rss", "atom") for n in (1, 2)]
+    assert [after[name] for name in full] == [before[name] for name in full]
+    assert after[TOPIC + "rss.xml"] != before[TOPIC + "rss.xml"]
+
+
+def test_an_item_has_the_same_entry_in_the_main_feeds_archive_and_its_topics_archive(limit20):
+    items = make_items(150)
+    files = feed_files(items, limit20)
+    oldest = items[148]  # "living with ms" and "research": on the oldest archive page of all three feeds
+
+    def entry(document: bytes) -> bytes:
+        start = document.index(f"<entry>\n    <id>{oldest.id}</id>".encode())
+        return document[start: document.index(b"</entry>", start)]
+
+    assert entry(files["feed-archive/atom-1.xml"]) == entry(files[TOPIC + "feed-archive/atom-1.xml"])
+    assert entry(files["feed-archive/atom-1.xml"]) == entry(files["tags/living-with-ms/feed-archive/atom-1.xml"])
+
+
+def test_each_item_s_entry_is_built_once_for_all_the_feeds_that_list_it(limit20, monkeypatch):
+    from pipeline.publish.feeds import FeedEntries
+
+    built: list[str] = []
+    build = FeedEntries._build
+    monkeypatch.setattr(FeedEntries, "_build", lambda self, item: built.append(item.id) or build(self, item))
+    items = make_items(150)
+    feed_files(items, limit20)
+    assert sorted(built) == sorted(item.id for item in items)  # each once, though most are in three feeds
+
+
+def test_topic_archives_can_be_turned_off_and_the_main_archive_stays(limit20):
+    feeds = limit20.feeds.model_copy(update={"topics": limit20.feeds.topics.model_copy(update={"archive": False})})
+    files = feed_files(make_items(150), limit20.model_copy(update={"feeds": feeds}))
+    assert not [name for name in files if name.startswith("tags/") and "/feed-archive/" in name]
+    assert b"prev-archive" not in files[TOPIC + "rss.xml"]
+    assert b"prev-archive" in files["rss.xml"]
+
+
 def test_no_archive_while_the_main_feed_holds_everything(config):
     files = feed_files(make_items(4), config)
     assert not [name for name in files if name.startswith("feed-archive/")]
@@ -109,6 +179,7 @@ def test_archive_pages_built_from_parsed_items_are_found_again_for_the_same_item
     rebuilds every page."""
     import pickle
 
+    from pipeline.publish import feed_files as feed_files_module
     from pipeline.publish import feeds
     from pipeline.publish.feed_files import save_archive_cache
 
@@ -117,9 +188,10 @@ def test_archive_pages_built_from_parsed_items_are_found_again_for_the_same_item
     save_archive_cache(limit20)
     builds = []
     build = feeds.build_rss_and_atom
-    monkeypatch.setattr(feeds, "build_rss_and_atom", lambda *args: builds.append(args) or build(*args))
+    monkeypatch.setattr(feed_files_module, "build_rss_and_atom", lambda *args: builds.append(args) or build(*args))
     copies = [pickle.loads(pickle.dumps(item)) for item in items]
     assert feed_files(copies, limit20) == fresh
+    assert [args for args in builds if not args[2].archive]  # the feeds' windows: built, and seen here
     built_archive_pages = [args for args in builds if args[2].archive]
     assert built_archive_pages == []
 

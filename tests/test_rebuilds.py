@@ -49,7 +49,10 @@ def test_a_rebuild_after_an_edit_is_the_cold_build_of_the_edited_content(project
     build(project)
     story = project / "content" / f"{OLD}.md"
     story.write_text(story.read_text().replace("Paragraph one", "Paragraph one, corrected,"))
-    assert build(project) == cold_build(project, tmp_path / "cold")
+    rebuilt = build(project)
+    assert rebuilt == cold_build(project, tmp_path / "cold")
+    assert [name for name, data in rebuilt.items()  # the edit reached its topics' archive pages too
+            if name.startswith("tags/") and "/feed-archive/" in name and b"Paragraph one, corrected," in data]
 
 
 def test_a_rebuild_after_a_rename_is_the_cold_build_of_the_renamed_content(project, tmp_path):

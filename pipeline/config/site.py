@@ -227,6 +227,8 @@ class Topics(Strict):
     allow: list[str] | None = Field(
         default=None, description="Only these tags get feeds (matched by slug); default: every tag with min_items.")
     min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
+    archive: bool = Field(default=True, description="With feeds.archive, a topic's older items stay reachable in "
+                                                    "RFC 5005 archive documents of its own (false: the window only).")
 
 
 

@@ -22,17 +22,14 @@ from ..state.files import open_private
 from .digest import environment_for
 from .feeds import (
     ARCHIVE_FOLDER,
-    ATOM_FILE,
     FEED_PAGE,
     FEED_TEMPLATE,
     JSON_FILE,
-    RSS_FILE,
     TAGS_FOLDER,
+    FeedEntries,
     FeedSpec,
     build_json_feed,
     build_rss_and_atom,
-    feed_items,
-    feed_set,
     feed_ttl,
     last_updated,
     main_spec,
@@ -111,8 +108,10 @@ def feed_archive_pages(items: list[Item], config: Config) -> list[list[Item]]:
     return [newest_first(page) for page in pages]
 
 
-def archive_file(kind: str, number: int) -> str:
-    return f"{ARCHIVE_FOLDER}{kind}-{number}.xml"
+def archive_file(kind: str, number: int, feed: FeedSpec | None = None) -> str:
+    """Archive page ``number`` of ``feed`` (the main feed by default) in format ``kind`` (rss or atom),
+    relative to the output folder: ``feed-archive/`` in the feed's own folder."""
+    return f"{feed.folder if feed else ''}{ARCHIVE_FOLDER}{kind}-{number}.xml"
 
 
 def archive_base(config: Config) -> bytes:
@@ -185,21 +184,23 @@ class ArchiveCache:
 _archive_caches: dict[Path, ArchiveCache] = {}
 
 
-def _archive_specs(pages: list[list[Item]], number: int, page: list[Item], config: Config) -> tuple[FeedSpec, FeedSpec]:
-    """The RSS and Atom specs of archive page ``number`` (1 is the oldest)."""
+def _archive_specs(pages: list[list[Item]], number: int, page: list[Item], config: Config,
+                   feed: FeedSpec) -> tuple[FeedSpec, FeedSpec]:
+    """The RSS and Atom specs of ``feed``'s archive page ``number`` (1 is the oldest)."""
     site = config.site
     specs = []
-    for kind, main_file in (("rss", RSS_FILE), ("atom", ATOM_FILE)):
-        links = [("current", site.url(main_file))]
+    for kind, main_file in (("rss", feed.rss_file), ("atom", feed.atom_file)):
+        links = [("current", site.url(feed.path(main_file)))]
         if number > 1:
-            links.append(("prev-archive", site.url(archive_file(kind, number - 1))))
+            links.append(("prev-archive", site.url(archive_file(kind, number - 1, feed))))
         if number < len(pages):
-            links.append(("next-archive", site.url(archive_file(kind, number + 1))))
+            links.append(("next-archive", site.url(archive_file(kind, number + 1, feed))))
         name = archive_file(kind, number).removeprefix(ARCHIVE_FOLDER)
         # The newest page may still be empty: dated by the newest archived item, never 1970.
         updated = None if page else max((last_updated(older) for older in pages if older), default=None)
-        specs.append(FeedSpec(folder=ARCHIVE_FOLDER, archive=True, links=tuple(links), page=None,
-                              title=f"{site.title} (archive {number})", rss_file=name, atom_file=name,
+        specs.append(FeedSpec(folder=feed.folder + ARCHIVE_FOLDER, archive=True, links=tuple(links), page=feed.page,
+                              title=f"{feed.title or site.title} (archive {number})",
+                              description=feed.description, rss_file=name, atom_file=name,
                               json_file=None, updated=updated))
     return specs[0], specs[1]
 
@@ -211,12 +212,15 @@ def save_archive_cache(config: Config) -> None:
         cache.save()
 
 
-def archive_documents(pages: list[list[Item]], config: Config,
-                      origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[str, bytes]:
-    """RFC 5005 archived feeds for RSS and Atom, linked prev-archive/next-archive/current;
-    ``origins`` as ``read_content`` gives them, for the cache's keys.  With a ``sink`` (a run) each
-    page goes there by its key instead (``stream.VersionWriter.made``: a full page the live
-    version holds is not built again) and the archive cache is neither read nor kept."""
+def archive_documents(pages: list[list[Item]], config: Config, origins: dict[str, str] | None = None,
+                      sink: MemorySink | None = None, feed: FeedSpec | None = None,
+                      entries: FeedEntries | None = None) -> dict[str, bytes]:
+    """RFC 5005 archived feeds for RSS and Atom of ``feed`` (the main feed by default), linked
+    prev-archive/next-archive/current; ``origins`` as ``read_content`` gives them, for the cache's keys;
+    ``entries`` the run's (``FeedEntries``).  With a ``sink`` (a run) each page goes there by its key
+    instead (``stream.VersionWriter.made``: a full page the live version holds is not built again) and
+    the archive cache is neither read nor kept."""
+    feed = feed or FeedSpec()
     if sink is not None:
         base = archive_base(config)
         out = config.path("output")
@@ -224,24 +228,30 @@ def archive_documents(pages: list[list[Item]], config: Config,
 
         def build(page: list[Item], rss_spec: FeedSpec, atom_spec: FeedSpec) -> tuple[bytes, bytes]:
             built[0] += 1
-            return build_rss_and_atom(page, config, rss_spec, atom_spec)
+            return build_rss_and_atom(page, config, rss_spec, atom_spec, entries)
 
         for number, page in enumerate(pages, start=1):
-            rss_spec, atom_spec = _archive_specs(pages, number, page, config)
+            rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed)
             sink.made((out / rss_spec.path(rss_spec.rss_file), out / atom_spec.path(atom_spec.atom_file)),
                       archive_key(base, page, rss_spec, atom_spec, origins), partial(build, page, rss_spec, atom_spec))
-        log.debug("feed archive: %d pages, %d built, the others kept in the live version", len(pages), built[0])
+        log.debug("feed archive%s: %d pages, %d built, the others kept in the live version",
+                  f" of {feed.folder}" if feed.folder else "", len(pages), built[0])
         return {}
-    cache = _archive_caches[config.path("state")] = ArchiveCache(config)
+    cache = _archive_caches.get(config.path("state"))
+    if cache is None:
+        cache = _archive_caches[config.path("state")] = ArchiveCache(config)
     files: dict[str, bytes] = {}
     for number, page in enumerate(pages, start=1):
-        rss_spec, atom_spec = _archive_specs(pages, number, page, config)
+        rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed)
         rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
-                                       partial(build_rss_and_atom, page, config, rss_spec, atom_spec), origins)
+                                       partial(build_rss_and_atom, page, config, rss_spec, atom_spec, entries),
+                                       origins)
         files[rss_spec.path(rss_spec.rss_file)] = rss
         files[atom_spec.path(atom_spec.atom_file)] = atom
-    log.debug("feed archive: %d pages, %d built, the others from %s", len(pages), cache.built, cache.path.name)
-    return dict(sorted(files.items(), key=lambda pair: not pair[0].startswith(ARCHIVE_FOLDER + "rss")))
+    log.debug("feed archive%s: %d pages, %d built, the others from %s",
+              f" of {feed.folder}" if feed.folder else "", len(pages), cache.built, cache.path.name)
+    rss_first = feed.folder + ARCHIVE_FOLDER + "rss"
+    return dict(sorted(files.items(), key=lambda pair: not pair[0].startswith(rss_first)))
 
 
 def feed_page(items: list[Item], config: Config, spec: FeedSpec) -> bytes:
@@ -262,44 +272,54 @@ def feed_files(items: list[Item], config: Config, chosen_topics: list[TagFeed] |
                origins: dict[str, str] | None = None, sink: MemorySink | None = None) -> dict[str, bytes]:
     """Every feed document of a run, by path relative to the output folder.
 
-    The main feeds (newest feeds.limit items, linking prev-archive when older items
-    exist) and their HTML page, the archive documents, and per topic an RSS, Atom and
-    JSON feed with an HTML page (tags/<slug>/index.html); ``chosen_topics`` when the caller has
-    them already (``tag_feeds(items, config)``), ``origins`` as ``read_content`` gives them; with a
-    ``sink`` the archive documents go there as they are made (``archive_documents``), not in the result.
+    The main feed and per topic a feed of its own (tags/<slug>/), each the same way (``_one_feed``):
+    RSS, Atom and JSON Feed of its newest feeds.limit items and an HTML page, and with feeds.archive
+    (and for a topic feeds.topics.archive) the RFC 5005 archive documents of its older items behind
+    them.  Each item's entry is made once (``FeedEntries``) and put into every document that lists it.
+    ``chosen_topics`` when the caller has them already (``tag_feeds(items, config)``), ``origins`` as
+    ``read_content`` gives them; with a ``sink`` the documents go there as they are made, not in the result.
     """
-    chosen = feed_items(items, config)
-    main = main_spec(config)
-    pages = feed_archive_pages(items, config) if config.feeds.archive else []
     files: dict[str, bytes] = {}
     keep = _keeper(config, files, origins, sink)
+    entries = FeedEntries(config, config.path("state"))
+    try:
+        archived = config.feeds.archive
+        files.update(_one_feed(newest_first(items), config, main_spec(config), FEED_PAGE, archived,
+                               keep, entries, origins, sink))
+        for topic in tag_feeds(items, config) if chosen_topics is None else chosen_topics:
+            files.update(_one_feed(list(topic.items), config, topic_spec(topic, config), topic.folder + "index.html",
+                                   archived and config.feeds.topics.archive, keep, entries, origins, sink))
+    finally:
+        entries.close()
+    return files
+
+
+def _one_feed(items: list[Item], config: Config, spec: FeedSpec, page_name: str, archived: bool, keep,
+              entries: FeedEntries, origins: dict[str, str] | None, sink: MemorySink | None) -> dict[str, bytes]:
+    """One feed's documents from its ``items`` (newest first): the window, its page and, when ``archived``,
+    its archive."""
+    site = config.site
+    window = items[: config.feeds.limit]
+    pages = feed_archive_pages(items, config) if archived else []
+    rss_spec = atom_spec = spec
     if pages:
         newest = len(pages)
-        rss_spec = replace(main, links=(("prev-archive", config.site.url(archive_file("rss", newest))),))
-        atom_spec = replace(main, links=(("prev-archive", config.site.url(archive_file("atom", newest))),))
-        keep(chosen, rss_spec, atom_spec, [RSS_FILE, ATOM_FILE, JSON_FILE, FEED_PAGE],
-             lambda: (*build_rss_and_atom(chosen, config, rss_spec, atom_spec), build_json_feed(chosen, config, main),
-                      feed_page(chosen, config, main)))
-        files.update(archive_documents(pages, config, origins, sink))
-    else:
-        keep(chosen, main, main, [*feed_set_names(main), FEED_PAGE],
-             lambda: (*feed_set(chosen, config, main).values(), feed_page(chosen, config, main)))
-    for topic in tag_feeds(items, config) if chosen_topics is None else chosen_topics:
-        spec = topic_spec(topic, config)
-        tagged = list(topic.items[: config.feeds.limit])
-        keep(tagged, spec, spec, [*feed_set_names(spec), topic.folder + "index.html"],
-             partial(_topic_documents, tagged, config, spec))
-    return files
+        rss_spec = replace(spec, links=(*spec.links, ("prev-archive", site.url(archive_file("rss", newest, spec)))))
+        atom_spec = replace(spec, links=(*spec.links, ("prev-archive", site.url(archive_file("atom", newest, spec)))))
+
+    def build() -> tuple[bytes, ...]:
+        json_feed = (build_json_feed(window, config, spec),) if spec.json_file else ()
+        return (*build_rss_and_atom(window, config, rss_spec, atom_spec, entries), *json_feed,
+                feed_page(window, config, spec))
+
+    keep(window, rss_spec, atom_spec, [*feed_set_names(spec), page_name], build)
+    return archive_documents(pages, config, origins, sink, spec, entries) if pages else {}
 
 
 def feed_set_names(spec: FeedSpec) -> list[str]:
     """The files ``feed_set`` makes for ``spec``, in its order."""
     names = [spec.path(spec.rss_file), spec.path(spec.atom_file)]
     return names + [spec.path(spec.json_file)] if spec.json_file else names
-
-
-def _topic_documents(items: list[Item], config: Config, spec: FeedSpec) -> tuple[bytes, ...]:
-    return (*feed_set(items, config, spec).values(), feed_page(items, config, spec))
 
 
 def _keeper(config: Config, files: dict[str, bytes], origins: dict[str, str] | None, sink: MemorySink | None):

@@ -8,30 +8,33 @@ per topic (tag), the RFC 5005 archive documents and a readable HTML page per fee
 
 from __future__ import annotations
 
-import html
 import json
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import orjson
-from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from ..config import Config, Job
-from ..items import Enclosure, Image, Item, newest_first
-
-if TYPE_CHECKING:
-    pass
+from ..items import Item, newest_first
+from .feed_entries import (
+    ATOM_NS,
+    ATOM_TAIL,
+    DC_NS,
+    MEDIA_NS,
+    RSS_TAIL,
+    EntryExtras,
+    FeedEntries,
+    attachment_of,
+    author_name,
+    rss_text_refs,
+    spliced,
+)
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
@@ -44,13 +47,8 @@ log = logging.getLogger(__name__)
 STYLESHEET_FILE = "feed.xsl"
 STYLESHEET_PI = f'<?xml-stylesheet type="text/xsl" href="{STYLESHEET_FILE}"?>'.encode("ascii")
 
-ATOM_NS = "http://www.w3.org/2005/Atom"
-MEDIA_NS = "http://search.yahoo.com/mrss/"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"
 SY_NS = "http://purl.org/rss/1.0/modules/syndication/"
-DC_NS = "http://purl.org/dc/elements/1.1/"
-_DC_CREATOR = f"{{{DC_NS}}}creator"
-_MEDIA_CONTENT = f"{{{MEDIA_NS}}}content"
 # What the JSON Feed `_source` extension means; JSON Feed asks every extension to point at its description.
 SOURCE_EXTENSION_ABOUT = "https://pypi.org/project/newsletter-pipeline/#json-feed-source-extension"
 
@@ -146,108 +144,6 @@ class _FeedExtras(BaseExtension):
         return atom_feed
 
 
-class _EntryExtras:
-    """Entry elements written by hand where feedgen gets them wrong.
-
-    - Atom links with their attributes: feedgen 1.0 drops rel, type and length, which
-      turns an enclosure into a second "alternate" link; its own Atom links are cleared
-      (``_without_atom_links``) and these written instead.
-    - ``media:content`` directly in the item: feedgen wraps a single one in
-      ``media:group``, which Media RSS reserves for several versions of one thing
-      (W3C validator: "media:group must have multiple media:content children").
-    - ``<source>``: RSS needs the source's *feed* URL; Atom needs its id and updated.
-    - ``dc:creator``: feedgen's dc extension would do, but it looks up fifteen Dublin Core
-      fields per entry and format to write this one (a fifth of the feeds' build time).
-
-    feedgen makes one instance per entry and only calls ``extend_rss``/``extend_atom``, so this
-    is a slotted class holding the item (not a ``BaseEntryExtension`` with a ``__dict__``): fewer
-    long-lived objects per entry, fewer full cycle collections while a large feed is built.
-    """
-
-    __slots__ = ("item", "creator")
-
-    def __init__(self) -> None:
-        self.item: Item | None = None
-        self.creator: str | None = None  # dc:creator, unless the entry's author has an email
-
-    def extend_ns(self) -> dict[str, str]:
-        return {}
-
-    def _creator(self, entry) -> None:
-        if self.creator:
-            entry.append(entry.makeelement(_DC_CREATOR, {}))
-            entry[-1].text = self.creator
-
-    def _media(self, entry, image: Image | None) -> None:
-        if image:
-            # Image's validator always sets a type; the fallback only satisfies the type checker.
-            media = {"url": image.url, "medium": "image", "type": image.type or "image/jpeg"}
-            if image.width:
-                media["width"] = str(image.width)
-            if image.height:
-                media["height"] = str(image.height)
-            entry.append(entry.makeelement(_MEDIA_CONTENT, media))
-
-    def extend_rss(self, entry):
-        item = self.item
-        assert item is not None
-        self._creator(entry)
-        self._media(entry, item.image)
-        if item.source and item.source.feed_url:
-            source = entry.makeelement("source", {"url": item.source.feed_url})
-            source.text = item.source.name
-            entry.append(source)
-        return entry
-
-    def extend_atom(self, entry):
-        item = self.item
-        assert item is not None
-        self._creator(entry)
-        for attributes in _entry_links(item):
-            entry.append(entry.makeelement("link", attributes))
-        self._media(entry, item.image)
-        origin = item.source
-        source_id = origin and (origin.id or origin.feed_url or origin.url)
-        if origin and source_id:
-            source = entry.makeelement("source", {})
-            for name, text in (("id", source_id), ("title", origin.name),
-                               ("updated", item.last_modified.isoformat())):
-                child = source.makeelement(name, {})
-                child.text = text
-                source.append(child)
-            for rel, href in (("self", origin.feed_url), ("alternate", origin.url)):
-                if href:
-                    source.append(source.makeelement("link", {"rel": rel, "href": href}))
-            entry.append(source)
-        return entry
-
-
-def _without_atom_links(fe) -> None:
-    """Drop the Atom links feedgen keeps for ``link()`` and ``enclosure()`` (it would write them
-    without rel, type and length); the RSS link and enclosure stay, and ``_EntryExtras`` writes the
-    Atom links itself.  Cleared at the source rather than removed from every serialised entry."""
-    fe._FeedEntry__atom_link = None
-
-
-def _entry_links(item: Item) -> list[dict[str, str]]:
-    links: list[dict[str, str]] = []
-    if item.own_link:
-        links.append({"href": item.link, "rel": "alternate", "type": "text/html"})
-    # Atom's length is advisory and optional: left out when unknown (RSS must say 0 instead).
-    attachment = attachment_of(item)
-    if attachment:
-        links.append({"href": attachment.url, "rel": "enclosure", "type": attachment.type or "image/jpeg",
-                      **({"length": str(attachment.length)} if attachment.length else {})})
-    return links
-
-
-def attachment_of(item: Item) -> Image | Enclosure | None:
-    """The item's one attachment, the same in every format (RSS <enclosure>, Atom rel="enclosure", JSON
-    Feed ``attachments``): its file (audio, video, PDF), else its image.  The image itself is always the
-    item's picture: ``media:content`` in RSS and Atom, ``image`` in JSON Feed."""
-    return item.enclosure or item.image
-
-
 @dataclass(frozen=True)
 class FeedSet:
     rss: bytes
@@ -265,13 +161,6 @@ def feed_items(items: list[Item], config: Config) -> list[Item]:
 def last_updated(items: list[Item]) -> datetime:
     """The feed's own date is its newest item's, so a rerun does not change it."""
     return max((item.last_modified for item in items), default=_EPOCH)
-
-
-def _author_name(item: Item, config: Config) -> str:
-    """Who wrote it: the item's author, else the source it came from; our name only for our own items."""
-    if item.author:
-        return item.author
-    return item.source.name if item.source else config.organisation.name
 
 
 def _point(fg: FeedGenerator, config: Config, spec: FeedSpec, self_file: str, atom: bool = False) -> None:
@@ -294,7 +183,7 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
     ``_point`` it at the Atom document, serialise it again.  Dated by ``items``, its newest."""
     site, org = config.site, config.organisation
     fg = FeedGenerator()
-    fg.register_extension("extras", _FeedExtras, _EntryExtras, atom=True, rss=True)
+    fg.register_extension("extras", _FeedExtras, EntryExtras, atom=True, rss=True)
     fg.id(site.base_url)
     fg.title(spec.title or site.title)
     fg.subtitle(spec.description or site.description)
@@ -324,133 +213,6 @@ def _generator(items: list[Item], config: Config, spec: FeedSpec, self_file: str
     return fg
 
 
-def _fill_entry(fe: FeedEntry, item: Item, config: Config) -> None:
-    """Everything of ``item`` that its RSS item and Atom entry say; nothing here depends on the feed."""
-    fe.id(item.id)
-    fe.guid(item.id, permalink=item.own_link and item.id == item.link)
-    fe.title(item.title)
-    if item.own_link:
-        fe.link(href=item.link, rel="alternate", type="text/html")
-    entry_extras: _EntryExtras = fe.extras
-    entry_extras.item = item
-    fe.published(item.published)
-    fe.updated(item.last_modified)
-    name = _author_name(item, config)
-    if config.feeds.author_email and not item.source:
-        fe.author({"name": name, "email": config.feeds.author_email})
-    else:
-        fe.author({"name": name})
-        entry_extras.creator = name
-    for tag in item.tags:
-        fe.category(term=tag, label=tag)
-    fe.summary(item.summary)  # Atom: type="text", the words as they are
-    # RSS 2.0 has no text type and readers take <description> as HTML: the HTML whose rendering is
-    # the summary's text, so `Q&A <MS>` reads as written and escaped markup never comes alive.
-    fe._FeedEntry__rss_description = html.escape(item.summary, quote=False)
-    # Atom gets escaped HTML with type="html" ("CDATA" is not an Atom content type), RSS a CDATA
-    # section: feedgen keeps one content record per format, so each gets its own type.
-    fe.content(item.full_html, type="html")
-    fe._FeedEntry__rss_content["type"] = "CDATA"
-    attachment = attachment_of(item)  # RSS allows one enclosure: the file, else the image
-    if attachment:
-        fe.enclosure(attachment.url, str(attachment.length), attachment.type)
-    _without_atom_links(fe)
-
-
-# Where a document's entries go: before the end of its RSS channel, before the end of its Atom feed.
-_RSS_TAIL = b"  </channel>\n</rss>\n"
-_ATOM_TAIL = b"</feed>\n"
-
-
-class FeedEntries:
-    """Each item's RSS ``<item>`` and Atom ``<entry>``, made by feedgen once per run and then spliced into
-    every document that lists the item: the main feed, its archive pages, every topic feed and theirs.
-    (At 10,000 stories with 3-5 topics each, that is one entry built where five were.)
-
-    An entry is serialised where it would sit in a feedgen document (under a root declaring the same
-    namespaces, at the same depth, pretty-printed the same way), so a document spliced from its head
-    and its entries has the bytes feedgen would have made of the whole.  Entries made are kept in an
-    unnamed temporary file, not in memory: at 30,000 stories they are 200 MB."""
-
-    def __init__(self, config: Config, folder: Path | None = None):
-        self.config = config
-        self.folder = folder if folder is not None and folder.is_dir() else None
-        self._file: IO[bytes] | None = None
-        self._size = 0
-        self._where: dict[str, tuple[int, int, int]] = {}  # item id: offset, RSS length, Atom length
-        self._rss_root = etree.Element("rss", nsmap=_RSS_NAMESPACES, version="2.0")
-        self._channel = etree.SubElement(self._rss_root, "channel")
-        self._atom_root = etree.Element("feed", xmlns=ATOM_NS, nsmap=_ENTRY_NAMESPACES)
-        self.built = 0
-
-    def rss_and_atom(self, item: Item) -> tuple[bytes, bytes]:
-        where = self._where.get(item.id)
-        if where is None:
-            rss, atom = self._build(item)
-            self._keep(item.id, rss, atom)
-            return rss, atom
-        assert self._file is not None
-        offset, rss_length, atom_length = where
-        data = os.pread(self._file.fileno(), rss_length + atom_length, offset)
-        return data[:rss_length], data[rss_length:]
-
-    def _build(self, item: Item) -> tuple[bytes, bytes]:
-        fe = FeedEntry()
-        fe.register_extension("extras", _EntryExtras, atom=True, rss=True)
-        _fill_entry(fe, item, self.config)
-        self.built += 1
-        return (_rss_text_refs(_serialised(self._rss_root, self._channel, fe.rss_entry(), b"\n    <item>", _RSS_TAIL)),
-                _serialised(self._atom_root, self._atom_root, fe.atom_entry(), b"\n  <entry>", _ATOM_TAIL))
-
-    def _keep(self, key: str, rss: bytes, atom: bytes) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self.folder)  # noqa: SIM115 - open until ``close``
-        self._where[key] = (self._size, len(rss), len(atom))
-        self._file.write(rss + atom)
-        self._file.flush()  # read back with pread, past the buffer
-        self._size += len(rss) + len(atom)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._where.clear()
-
-
-_ENTRY_NAMESPACES = {"dc": DC_NS, "media": MEDIA_NS}  # what ``_FeedExtras.extend_ns`` always declares
-_RSS_NAMESPACES = {**_ENTRY_NAMESPACES, "atom": ATOM_NS, "content": "http://purl.org/rss/1.0/modules/content/"}
-
-
-def _serialised(root, parent, element, start: bytes, tail: bytes) -> bytes:
-    """``element``'s bytes as they are in a pretty-printed document whose entries sit in ``parent``."""
-    parent.append(element)
-    try:
-        data = etree.tostring(root, pretty_print=True, encoding="UTF-8")
-    finally:
-        parent.remove(element)
-    return data[data.index(start) + 1: len(data) - len(tail)]
-
-
-def _spliced(head: bytes, tail: bytes, entries: list[bytes]) -> bytes:
-    if not head.endswith(tail):
-        raise AssertionError(f"a feed head that does not end with {tail!r}")
-    return b"".join((head[: len(head) - len(tail)], *entries, tail))
-
-
-# Plain-text RSS elements (titles, categories, creators, sources): "&" and "<" as hexadecimal character
-# references, as the RSS Best Practices Profile asks (W3C validator, AA: "Encode & and < in plain text
-# using hexadecimal character references"); the characters read back are the same.
-_RSS_TEXT_ELEMENT = re.compile(rb"(<(title|category|dc:creator|source)(?:\s[^>]*)?>)([^<]*?&[^<]*)(</\2>)")
-
-
-def _rss_text_refs(data: bytes) -> bytes:
-    def encode(match: re.Match) -> bytes:
-        text = match.group(3).replace(b"&amp;", b"&#x26;").replace(b"&lt;", b"&#x3C;").replace(b"&gt;", b"&#x3E;")
-        return match.group(1) + text + match.group(4)
-
-    return _RSS_TEXT_ELEMENT.sub(encode, data) if b"&" in data else data
-
-
 def build_rss(items: list[Item], config: Config, spec: FeedSpec = MAIN) -> bytes:
     return build_rss_and_atom(items, config, spec)[0]
 
@@ -475,9 +237,9 @@ def build_rss_and_atom(items: list[Item], config: Config, rss_spec: FeedSpec,
         if own:
             made.close()
     fg = _generator(items, config, rss_spec, rss_spec.rss_file)
-    rss = _spliced(_rss_text_refs(fg.rss_str(pretty=True)), _RSS_TAIL, [pair[0] for pair in pairs])
+    rss = spliced(rss_text_refs(fg.rss_str(pretty=True)), RSS_TAIL, [pair[0] for pair in pairs])
     _point(fg, config, atom_spec, atom_spec.atom_file, atom=True)
-    atom = _spliced(fg.atom_str(pretty=True), _ATOM_TAIL, [pair[1] for pair in pairs])
+    atom = spliced(fg.atom_str(pretty=True), ATOM_TAIL, [pair[1] for pair in pairs])
     return rss, atom
 
 
@@ -512,7 +274,7 @@ def build_json_feed(items: list[Item], config: Config, spec: FeedSpec = MAIN) ->
             # isoformat, as Atom writes them (orjson's own datetimes round offsets with seconds).
             "date_published": item.published.isoformat(),
             "date_modified": item.last_modified.isoformat(),
-            "authors": [{"name": _author_name(item, config)}],
+            "authors": [{"name": author_name(item, config)}],
         })
         if item.tags:
             entry["tags"] = list(item.tags)

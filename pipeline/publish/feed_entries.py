@@ -182,7 +182,7 @@ class FeedEntries:
     An entry is serialised where it would sit in a feedgen document (under a root declaring the same
     namespaces, at the same depth, pretty-printed the same way), so a document spliced from its head
     and its entries has the bytes feedgen would have made of the whole.  Entries made are kept in an
-    unnamed temporary file, not in memory: at 30,000 stories they are 200 MB."""
+    unnamed temporary file, not in memory: at 30,000 stories they are about 220 MB."""
 
     def __init__(self, config: Config, folder: Path | None = None):
         self.config = config
@@ -216,9 +216,13 @@ class FeedEntries:
 
     def _keep(self, key: str, rss: bytes, atom: bytes) -> None:
         if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self.folder)  # noqa: SIM115 - open until ``close``
+            try:
+                self._file = tempfile.TemporaryFile(dir=self.folder)  # noqa: SIM115 - open until ``close``
+            except OSError:  # a state folder this process may not write (a dry run's): the system's
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115
         self._where[key] = (self._size, len(rss), len(atom))
-        self._file.write(rss + atom)
+        self._file.write(rss)
+        self._file.write(atom)
         self._file.flush()  # read back with pread, past the buffer
         self._size += len(rss) + len(atom)
 

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from PIL import Image, UnidentifiedImageError
-
 from ..config import Config
 from ..items import Item
 from .digest import PACKAGE_TEMPLATES
@@ -162,6 +160,7 @@ def image_files(items: list[Item], config: Config) -> dict[Path, bytes]:
 
 def real_size(path: Path) -> tuple[int, int] | None:
     """An image file's pixel size (Pillow), or None when it is not an image Pillow reads."""
+    from PIL import Image, UnidentifiedImageError  # here: only the checks that measure an image need Pillow
 
     try:
         with Image.open(path) as image:

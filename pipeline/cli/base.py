@@ -8,6 +8,7 @@ Imports inside functions: each command imports what it calls, so ``pipeline --he
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,11 +125,15 @@ class PipelineGroup(click.Group):
             raise UserError(str(exc), getattr(exc, "exit_code", 1)) from None
 
 
-def shown_path(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def shown_path(path: Path, cwd: str | None = None) -> str:
+    """``path`` relative to the working folder when it is inside it; ``cwd`` (``os.getcwd()``) when a
+    caller shows thousands of paths (a cold build lists every file it wrote)."""
+    cwd = os.getcwd() if cwd is None else cwd
+    name = str(path)
+    if name == cwd:
+        return "."
+    inside = cwd.rstrip(os.sep) + os.sep
+    return name[len(inside):] if name.startswith(inside) else name
 
 
 @click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ Imports inside functions: each command imports what it calls, so ``pipeline --he
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,11 +64,12 @@ def _report_run(outcome: RunOutcome, dry_run: bool = False, verbose: bool = Fals
     # (after one edit of 10,000 stories, 12,000 "unchanged" lines were a quarter of the run).
     list_unchanged = verbose or len(unchanged) <= LISTED_UNCHANGED
     lines = []
+    cwd = os.getcwd()
     for path in outcome.files:
         if dry_run or path in written:
-            lines.append(f"{'would write' if dry_run else 'wrote':>11}  {shown_path(path)}")
+            lines.append(f"{'would write' if dry_run else 'wrote':>11}  {shown_path(path, cwd)}")
         elif list_unchanged:
-            lines.append(f"{'unchanged':>11}  {shown_path(path)}")
+            lines.append(f"{'unchanged':>11}  {shown_path(path, cwd)}")
     if unchanged and not list_unchanged:
         lines.append(f"{'unchanged':>11}  {len(unchanged):,} other files (-v lists them)")
     if lines:

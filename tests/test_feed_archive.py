@@ -116,17 +116,48 @@ def test_a_new_item_leaves_every_full_topic_archive_page_as_it_was(limit20):
     assert after[TOPIC + "rss.xml"] != before[TOPIC + "rss.xml"]
 
 
-def test_an_item_has_the_same_entry_in_the_main_feeds_archive_and_its_topics_archive(limit20):
+def entry_of(document: bytes, item, tag: bytes = b"entry") -> bytes:
+    """The bytes of ``item``'s entry (Atom) or item (RSS, ``tag=b"item"``) in ``document``."""
+    at = document.index(f">{item.id}<".encode())  # its id (Atom) or guid (RSS)
+    start = document.rindex(b"<" + tag + b">", 0, at)
+    return document[start: document.index(b"</" + tag + b">", at)]
+
+
+OLDEST_SHARED = 148  # "living with ms" and "research": on the oldest archive page of the main feed and both topics
+
+
+def test_a_topic_archive_carries_each_story_s_summary_and_link_but_not_its_text(limit20):
     items = make_items(150)
     files = feed_files(items, limit20)
-    oldest = items[148]  # "living with ms" and "research": on the oldest archive page of all three feeds
+    story = items[OLDEST_SHARED]
+    atom = "{http://www.w3.org/2005/Atom}"
+    main, topic = (next(e for e in etree.fromstring(files[folder + "feed-archive/atom-1.xml"]).iter(f"{atom}entry")
+                        if e.findtext(f"{atom}id") == story.id) for folder in ("", TOPIC))
+    assert main.find(f"{atom}content") is not None and topic.find(f"{atom}content") is None
+    assert topic.findtext(f"{atom}summary") == story.summary
+    assert [link.get("href") for link in topic.findall(f"{atom}link") if link.get("rel") == "alternate"] == [story.link]
+    rss = feedparser.parse(files[TOPIC + "feed-archive/rss-1.xml"])
+    entry = next(e for e in rss.entries if e.id == story.id)
+    assert entry.summary == story.summary and "content" not in entry and entry.link == story.link
 
-    def entry(document: bytes) -> bytes:
-        start = document.index(f"<entry>\n    <id>{oldest.id}</id>".encode())
-        return document[start: document.index(b"</entry>", start)]
 
-    assert entry(files["feed-archive/atom-1.xml"]) == entry(files[TOPIC + "feed-archive/atom-1.xml"])
-    assert entry(files["feed-archive/atom-1.xml"]) == entry(files["tags/living-with-ms/feed-archive/atom-1.xml"])
+def test_a_topic_archive_with_the_full_text_has_the_main_archive_s_entries(limit20):
+    topics = limit20.feeds.topics.model_copy(update={"archive_text": "full"})
+    config = limit20.model_copy(update={"feeds": limit20.feeds.model_copy(update={"topics": topics})})
+    items = make_items(150)
+    files = feed_files(items, config)
+    story = items[OLDEST_SHARED]
+    for kind, tag in (("atom", b"entry"), ("rss", b"item")):
+        main = entry_of(files[f"feed-archive/{kind}-1.xml"], story, tag)
+        assert main == entry_of(files[f"{TOPIC}feed-archive/{kind}-1.xml"], story, tag)
+        assert main == entry_of(files[f"tags/living-with-ms/feed-archive/{kind}-1.xml"], story, tag)
+
+
+def test_the_topic_feeds_themselves_carry_the_stories_text(limit20):
+    items = make_items(150)
+    files = feed_files(items, limit20)
+    newest = items[0]  # "research"
+    assert entry_of(files[TOPIC + "atom.xml"], newest) == entry_of(files["atom.xml"], newest)
 
 
 def test_each_item_s_entry_is_built_once_for_all_the_feeds_that_list_it(limit20, monkeypatch):

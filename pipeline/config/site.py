@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin
 
 from pydantic import Field, field_validator, model_validator
@@ -229,6 +229,9 @@ class Topics(Strict):
     min_items: int = Field(default=2, ge=1, description="A tag needs this many items for a feed of its own.")
     archive: bool = Field(default=True, description="With feeds.archive, a topic's older items stay reachable in "
                                                     "RFC 5005 archive documents of its own (false: the window only).")
+    archive_text: Literal["summary", "full"] = Field(
+        default="summary", description="What a topic's archive pages carry of each story: its summary and link "
+                                       "(the full text is in the main archive and on its page), or its full text.")
 
 
 

@@ -184,7 +184,7 @@ class FeedEntries:
     An entry is serialised where it would sit in a feedgen document (under a root declaring the same
     namespaces, at the same depth, pretty-printed the same way), so a document spliced from its head
     and its entries has the bytes feedgen would have made of the whole.  Entries made are kept in an
-    unnamed temporary file, not in memory: at 30,000 stories they are about 220 MB."""
+    unnamed temporary file, not in memory: at 30,000 stories, with their brief forms, more than 250 MB."""
 
     def __init__(self, config: Config, folder: Path | None = None):
         self.config = config
@@ -192,25 +192,32 @@ class FeedEntries:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._unflushed = False
-        self._where: dict[str, tuple[int, int, int]] = {}  # item id: offset, RSS length, Atom length
+        # item id: offset, then the lengths of the RSS and Atom entries, full and brief, in that order
+        self._where: dict[str, tuple[int, int, int, int, int]] = {}
         self._rss_root = etree.Element("rss", nsmap=_RSS_NAMESPACES, version="2.0")
         self._channel = etree.SubElement(self._rss_root, "channel")
         self._atom_root = etree.Element("feed", xmlns=ATOM_NS, nsmap=_ENTRY_NAMESPACES)
         self.built = 0
 
-    def rss_and_atom(self, item: Item) -> tuple[bytes, bytes]:
+    def rss_and_atom(self, item: Item, full: bool = True) -> tuple[bytes, bytes]:
+        """The item's RSS item and Atom entry; not ``full``: the same without the story's text
+        (``brief``), what a topic's archive pages carry."""
         where = self._where.get(item.id)
         if where is None:
             rss, atom = self._build(item)
-            self._keep(item.id, rss, atom)
-            return rss, atom
+            short_rss, short_atom = brief(rss, atom)
+            self._keep(item.id, rss, atom, short_rss, short_atom)
+            return (rss, atom) if full else (short_rss, short_atom)
         assert self._file is not None
         if self._unflushed:  # written in large buffered writes, flushed only when one is read back
             self._file.flush()
             self._unflushed = False
-        offset, rss_length, atom_length = where
-        data = os.pread(self._file.fileno(), rss_length + atom_length, offset)
-        return data[:rss_length], data[rss_length:]
+        offset, rss_length, atom_length, short_rss_length, short_atom_length = where
+        if full:
+            data = os.pread(self._file.fileno(), rss_length + atom_length, offset)
+            return data[:rss_length], data[rss_length:]
+        data = os.pread(self._file.fileno(), short_rss_length + short_atom_length, offset + rss_length + atom_length)
+        return data[:short_rss_length], data[short_rss_length:]
 
     def _build(self, item: Item) -> tuple[bytes, bytes]:
         fe = FeedEntry()
@@ -220,23 +227,45 @@ class FeedEntries:
         return (rss_text_refs(_serialised(self._rss_root, self._channel, fe.rss_entry(), b"\n    <item>", RSS_TAIL)),
                 _serialised(self._atom_root, self._atom_root, fe.atom_entry(), b"\n  <entry>", ATOM_TAIL))
 
-    def _keep(self, key: str, rss: bytes, atom: bytes) -> None:
+    def _keep(self, key: str, *pieces: bytes) -> None:
         if self._file is None:
             try:
                 self._file = tempfile.TemporaryFile(dir=self.folder, buffering=_BUFFER)  # noqa: SIM115 - till close
             except OSError:  # a state folder this process may not write (a dry run's): the system's
                 self._file = tempfile.TemporaryFile(buffering=_BUFFER)  # noqa: SIM115
-        self._where[key] = (self._size, len(rss), len(atom))
-        self._file.write(rss)
-        self._file.write(atom)
+        rss, atom, short_rss, short_atom = pieces
+        self._where[key] = (self._size, len(rss), len(atom), len(short_rss), len(short_atom))
+        for piece in pieces:
+            self._file.write(piece)
+            self._size += len(piece)
         self._unflushed = True
-        self._size += len(rss) + len(atom)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         self._where.clear()
+
+
+# The story's text in a serialised entry: RSS content:encoded is one CDATA section (which cannot hold
+# "]]>"), Atom content of type html is escaped text (which holds no "<"); each on a line of its own.
+_RSS_TEXT = (b"<content:encoded><![CDATA[", b"]]></content:encoded>\n")
+_ATOM_TEXT = (b'<content type="html">', b"</content>\n")
+
+
+def brief(rss: bytes, atom: bytes) -> tuple[bytes, bytes]:
+    """The entries without the story's text: title, link, summary, dates, author, tags and picture stay.
+    An Atom entry without content needs an alternate link (RFC 4287 4.1.2): without one it stays whole."""
+    short_atom = _without(atom, *_ATOM_TEXT) if b'rel="alternate"' in atom else atom
+    return _without(rss, *_RSS_TEXT), short_atom
+
+
+def _without(entry: bytes, start: bytes, end: bytes) -> bytes:
+    at = entry.find(start)
+    if at < 0:
+        return entry
+    stop = entry.index(end, at) + len(end)
+    return entry[: entry.rindex(b"\n", 0, at) + 1] + entry[stop:]
 
 
 _ENTRY_NAMESPACES = {"dc": DC_NS, "media": MEDIA_NS}  # what ``_FeedExtras.extend_ns`` always declares

@@ -185,8 +185,9 @@ _archive_caches: dict[Path, ArchiveCache] = {}
 
 
 def _archive_specs(pages: list[list[Item]], number: int, page: list[Item], config: Config,
-                   feed: FeedSpec) -> tuple[FeedSpec, FeedSpec]:
-    """The RSS and Atom specs of ``feed``'s archive page ``number`` (1 is the oldest)."""
+                   feed: FeedSpec, full_text: bool = True) -> tuple[FeedSpec, FeedSpec]:
+    """The RSS and Atom specs of ``feed``'s archive page ``number`` (1 is the oldest); ``full_text``
+    whether its entries carry the stories' text."""
     site = config.site
     specs = []
     for kind, main_file in (("rss", feed.rss_file), ("atom", feed.atom_file)):
@@ -201,7 +202,7 @@ def _archive_specs(pages: list[list[Item]], number: int, page: list[Item], confi
         specs.append(FeedSpec(folder=feed.folder + ARCHIVE_FOLDER, archive=True, links=tuple(links), page=feed.page,
                               title=f"{feed.title or site.title} (archive {number})",
                               description=feed.description, rss_file=name, atom_file=name,
-                              json_file=None, updated=updated))
+                              json_file=None, updated=updated, full_text=full_text))
     return specs[0], specs[1]
 
 
@@ -214,10 +215,11 @@ def save_archive_cache(config: Config) -> None:
 
 def archive_documents(pages: list[list[Item]], config: Config, origins: dict[str, str] | None = None,
                       sink: MemorySink | None = None, feed: FeedSpec | None = None,
-                      entries: FeedEntries | None = None) -> dict[str, bytes]:
+                      entries: FeedEntries | None = None, full_text: bool = True) -> dict[str, bytes]:
     """RFC 5005 archived feeds for RSS and Atom of ``feed`` (the main feed by default), linked
     prev-archive/next-archive/current; ``origins`` as ``read_content`` gives them, for the cache's keys;
-    ``entries`` the run's (``FeedEntries``).  With a ``sink`` (a run) each page goes there by its key
+    ``entries`` the run's (``FeedEntries``); ``full_text`` whether the entries carry the stories' text
+    (a topic's archive may carry their summaries only).  With a ``sink`` (a run) each page goes there by its key
     instead (``stream.VersionWriter.made``: a full page the live version holds is not built again) and
     the archive cache is neither read nor kept."""
     feed = feed or FeedSpec()
@@ -231,7 +233,7 @@ def archive_documents(pages: list[list[Item]], config: Config, origins: dict[str
             return build_rss_and_atom(page, config, rss_spec, atom_spec, entries)
 
         for number, page in enumerate(pages, start=1):
-            rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed)
+            rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed, full_text)
             sink.made((out / rss_spec.path(rss_spec.rss_file), out / atom_spec.path(atom_spec.atom_file)),
                       archive_key(base, page, rss_spec, atom_spec, origins), partial(build, page, rss_spec, atom_spec))
         log.debug("feed archive%s: %d pages, %d built, the others kept in the live version",
@@ -242,7 +244,7 @@ def archive_documents(pages: list[list[Item]], config: Config, origins: dict[str
         cache = _archive_caches[config.path("state")] = ArchiveCache(config)
     files: dict[str, bytes] = {}
     for number, page in enumerate(pages, start=1):
-        rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed)
+        rss_spec, atom_spec = _archive_specs(pages, number, page, config, feed, full_text)
         rss, atom = cache.get_or_build(page, rss_spec, atom_spec,
                                        partial(build_rss_and_atom, page, config, rss_spec, atom_spec, entries),
                                        origins)
@@ -283,21 +285,23 @@ def feed_files(items: list[Item], config: Config, chosen_topics: list[TagFeed] |
     keep = _keeper(config, files, origins, sink)
     entries = FeedEntries(config, config.path("state"))
     try:
-        archived = config.feeds.archive
+        archived, topics = config.feeds.archive, config.feeds.topics
         files.update(_one_feed(newest_first(items), config, main_spec(config), FEED_PAGE, archived,
                                keep, entries, origins, sink))
         for topic in tag_feeds(items, config) if chosen_topics is None else chosen_topics:
             files.update(_one_feed(list(topic.items), config, topic_spec(topic, config), topic.folder + "index.html",
-                                   archived and config.feeds.topics.archive, keep, entries, origins, sink))
+                                   archived and topics.archive, keep, entries, origins, sink,
+                                   full_archive=topics.archive_text == "full"))
     finally:
         entries.close()
     return files
 
 
 def _one_feed(items: list[Item], config: Config, spec: FeedSpec, page_name: str, archived: bool, keep,
-              entries: FeedEntries, origins: dict[str, str] | None, sink: MemorySink | None) -> dict[str, bytes]:
+              entries: FeedEntries, origins: dict[str, str] | None, sink: MemorySink | None,
+              full_archive: bool = True) -> dict[str, bytes]:
     """One feed's documents from its ``items`` (newest first): the window, its page and, when ``archived``,
-    its archive."""
+    its archive (with the stories' text when ``full_archive``, else their summaries)."""
     site = config.site
     window = items[: config.feeds.limit]
     pages = feed_archive_pages(items, config) if archived else []
@@ -313,7 +317,7 @@ def _one_feed(items: list[Item], config: Config, spec: FeedSpec, page_name: str,
                 feed_page(window, config, spec))
 
     keep(window, rss_spec, atom_spec, [*feed_set_names(spec), page_name], build)
-    return archive_documents(pages, config, origins, sink, spec, entries) if pages else {}
+    return archive_documents(pages, config, origins, sink, spec, entries, full_archive) if pages else {}
 
 
 def feed_set_names(spec: FeedSpec) -> list[str]:

@@ -73,6 +73,7 @@ class FeedSpec:
     atom_file: str = ATOM_FILE
     json_file: str | None = JSON_FILE
     updated: datetime | None = None  # the feed's date when it has no items (an empty archive page)
+    full_text: bool = True  # each entry with the story's text; False: without it (``feed_entries.brief``)
 
     def path(self, name: str) -> str:
         return self.folder + name
@@ -232,7 +233,7 @@ def build_rss_and_atom(items: list[Item], config: Config, rss_spec: FeedSpec,
     own = entries is None
     made = entries if entries is not None else FeedEntries(config)
     try:
-        pairs = [made.rss_and_atom(item) for item in items]
+        pairs = [made.rss_and_atom(item, rss_spec.full_text) for item in items]
     finally:
         if own:
             made.close()

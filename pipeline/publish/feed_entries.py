@@ -205,7 +205,7 @@ class FeedEntries:
         where = self._where.get(item.id)
         if where is None:
             rss, atom = self._build(item)
-            short_rss, short_atom = brief(rss, atom)
+            short_rss, short_atom = brief(rss, atom, item.own_link)
             self._keep(item.id, rss, atom, short_rss, short_atom)
             return (rss, atom) if full else (short_rss, short_atom)
         assert self._file is not None
@@ -253,10 +253,10 @@ _RSS_TEXT = (b"<content:encoded><![CDATA[", b"]]></content:encoded>\n")
 _ATOM_TEXT = (b'<content type="html">', b"</content>\n")
 
 
-def brief(rss: bytes, atom: bytes) -> tuple[bytes, bytes]:
+def brief(rss: bytes, atom: bytes, alternate: bool = True) -> tuple[bytes, bytes]:
     """The entries without the story's text: title, link, summary, dates, author, tags and picture stay.
     An Atom entry without content needs an alternate link (RFC 4287 4.1.2): without one it stays whole."""
-    short_atom = _without(atom, *_ATOM_TEXT) if b'rel="alternate"' in atom else atom
+    short_atom = _without(atom, *_ATOM_TEXT) if alternate else atom  # ``alternate``: the entry links its page
     return _without(rss, *_RSS_TEXT), short_atom
 
 

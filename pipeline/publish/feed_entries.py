@@ -245,6 +245,7 @@ class FeedEntries:
             self._file.close()
             self._file = None
         self._where.clear()
+        self._size, self._unflushed = 0, False
 
 
 # The story's text in a serialised entry: RSS content:encoded is one CDATA section (which cannot hold
@@ -279,6 +280,8 @@ def _serialised(root, parent, element, start: bytes, tail: bytes) -> bytes:
         data = etree.tostring(root, pretty_print=True, encoding="UTF-8")
     finally:
         parent.remove(element)
+    if not data.endswith(tail):
+        raise AssertionError(f"a serialised entry's document that does not end with {tail!r}")
     return data[data.index(start) + 1: len(data) - len(tail)]
 
 

@@ -283,6 +283,8 @@ def feed_files(items: list[Item], config: Config, chosen_topics: list[TagFeed] |
     """
     files: dict[str, bytes] = {}
     keep = _keeper(config, files, origins, sink)
+    if sink is None:  # one archive cache per call, shared by the main feed's archive and the topics'
+        _archive_caches[config.path("state")] = ArchiveCache(config)
     entries = FeedEntries(config, config.path("state"))
     try:
         archived, topics = config.feeds.archive, config.feeds.topics

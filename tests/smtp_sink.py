@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 def free_port() -> int:
@@ -131,15 +132,64 @@ class RecordingHandler:
         return grouped
 
 
+class _Connections:
+    """How many clients are connected: once a killed sender's connections are closed, the server
+    has counted every message it will ever accept from it (aiosmtpd drops what follows EOF)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.changed = threading.Condition()
+
+    def made(self) -> None:
+        with self.changed:
+            self.open += 1
+
+    def lost(self) -> None:
+        with self.changed:
+            self.open -= 1
+            self.changed.notify_all()
+
+    def wait_closed(self, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.open == 0, timeout=timeout)
+
+
+class _TrackedController(Controller):
+    def __init__(self, handler, connections: _Connections, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self.connections = connections
+
+    def factory(self) -> SMTP:
+        connections = self.connections
+
+        class TrackedSMTP(SMTP):
+            def connection_made(self, transport) -> None:
+                connections.made()
+                super().connection_made(transport)
+
+            def connection_lost(self, error) -> None:
+                try:
+                    super().connection_lost(error)
+                finally:
+                    connections.lost()
+
+        return TrackedSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpSink:
     def __init__(self, handler: RecordingHandler, tls_context: ssl.SSLContext | None = None, smtputf8: bool = True,
                  port: int | None = None):
         self.handler = handler
         self.port = port or free_port()
+        self.connections = _Connections()
         kwargs: dict = {"tls_context": tls_context, "require_starttls": True} if tls_context else {}
         kwargs["enable_SMTPUTF8"] = smtputf8  # aiosmtpd offers SMTPUTF8 unless told not to
-        self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
-                                     server_hostname="localhost", **kwargs)
+        self.controller = _TrackedController(handler, self.connections, hostname="127.0.0.1", port=self.port,
+                                             ready_timeout=10, server_hostname="localhost", **kwargs)
+
+    def wait_disconnected(self, timeout: float = 30) -> bool:
+        """True once no client is connected (a killed sender's sockets are closed and read to the end)."""
+        return self.connections.wait_closed(timeout)
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()

@@ -168,6 +168,15 @@ class EditionStore(StoreBase):
             counts = {status: count for status, count in conn.execute(query)}
         return {status: counts.get(status, 0) for status in LEDGER_STATUSES}
 
+    def in_flight(self, edition_id: str) -> list[str]:
+        """The addresses of rows still 'sending': after a sender died, the messages the next run sends
+        again (a server may have accepted one per connection in the instant before it died)."""
+        query = (select(subscribers.c.email).join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                 .where(deliveries.c.edition_id == edition_id, deliveries.c.status == SENDING)
+                 .order_by(subscribers.c.email))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def failures(self, edition_id: str, limit: int = 50) -> list[tuple[str, str]]:
         query = (select(subscribers.c.email, deliveries.c.reply)
                  .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)

@@ -141,6 +141,21 @@ def test_a_topic_archive_carries_each_story_s_summary_and_link_but_not_its_text(
     assert entry.summary == story.summary and "content" not in entry and entry.link == story.link
 
 
+def test_a_brief_entry_keeps_its_text_when_the_story_has_no_page_of_its_own(limit20):
+    """An Atom entry needs content or an alternate link (RFC 4287 4.1.1.3): a story from a source
+    that gave it no link of its own has only its content, so its brief entry keeps it."""
+    items = make_items(150)
+    story = items[OLDEST_SHARED] = items[OLDEST_SHARED].model_copy(
+        update={"link": "https://www.example.org/", "own_link": False})
+    files = feed_files(items, limit20)
+    atom = "{http://www.w3.org/2005/Atom}"
+    topic = next(e for e in etree.fromstring(files[TOPIC + "feed-archive/atom-1.xml"]).iter(f"{atom}entry")
+                 if e.findtext(f"{atom}id") == story.id)
+    assert [link for link in topic.findall(f"{atom}link") if link.get("rel") == "alternate"] == []
+    assert topic.find(f"{atom}content") is not None
+    assert entry_of(files[TOPIC + "feed-archive/atom-1.xml"], story) == entry_of(files["feed-archive/atom-1.xml"], story)
+
+
 def test_a_topic_archive_with_the_full_text_has_the_main_archive_s_entries(limit20):
     topics = limit20.feeds.topics.model_copy(update={"archive_text": "full"})
     config = limit20.model_copy(update={"feeds": limit20.feeds.model_copy(update={"topics": topics})})

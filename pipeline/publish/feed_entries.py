@@ -192,8 +192,8 @@ class FeedEntries:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._unflushed = False
-        # item id: offset, then the lengths of the RSS and Atom entries, full and brief, in that order
-        self._where: dict[str, tuple[int, int, int, int, int]] = {}
+        self._where: dict[str, tuple[int, int, int]] = {}  # item id: offset, RSS length, Atom length (full)
+        self._brief_where: dict[str, tuple[int, int, int]] = {}  # the same for the brief forms, made when asked
         self._rss_root = etree.Element("rss", nsmap=_RSS_NAMESPACES, version="2.0")
         self._channel = etree.SubElement(self._rss_root, "channel")
         self._atom_root = etree.Element("feed", xmlns=ATOM_NS, nsmap=_ENTRY_NAMESPACES)
@@ -201,23 +201,29 @@ class FeedEntries:
 
     def rss_and_atom(self, item: Item, full: bool = True) -> tuple[bytes, bytes]:
         """The item's RSS item and Atom entry; not ``full``: the same without the story's text
-        (``brief``), what a topic's archive pages carry."""
+        (``brief``), what a topic's archive pages carry, cut from the full ones the first time it is asked."""
+        if not full:
+            where = self._brief_where.get(item.id)
+            if where is not None:
+                return self._read(where)
+            short_rss, short_atom = brief(*self.rss_and_atom(item), item.own_link)
+            self._brief_where[item.id] = self._keep(short_rss, short_atom)
+            return short_rss, short_atom
         where = self._where.get(item.id)
-        if where is None:
-            rss, atom = self._build(item)
-            short_rss, short_atom = brief(rss, atom, item.own_link)
-            self._keep(item.id, rss, atom, short_rss, short_atom)
-            return (rss, atom) if full else (short_rss, short_atom)
+        if where is not None:
+            return self._read(where)
+        rss, atom = self._build(item)
+        self._where[item.id] = self._keep(rss, atom)
+        return rss, atom
+
+    def _read(self, where: tuple[int, int, int]) -> tuple[bytes, bytes]:
         assert self._file is not None
         if self._unflushed:  # written in large buffered writes, flushed only when one is read back
             self._file.flush()
             self._unflushed = False
-        offset, rss_length, atom_length, short_rss_length, short_atom_length = where
-        if full:
-            data = os.pread(self._file.fileno(), rss_length + atom_length, offset)
-            return data[:rss_length], data[rss_length:]
-        data = os.pread(self._file.fileno(), short_rss_length + short_atom_length, offset + rss_length + atom_length)
-        return data[:short_rss_length], data[short_rss_length:]
+        offset, rss_length, atom_length = where
+        data = os.pread(self._file.fileno(), rss_length + atom_length, offset)
+        return data[:rss_length], data[rss_length:]
 
     def _build(self, item: Item) -> tuple[bytes, bytes]:
         fe = FeedEntry()
@@ -227,24 +233,26 @@ class FeedEntries:
         return (rss_text_refs(_serialised(self._rss_root, self._channel, fe.rss_entry(), b"\n    <item>", RSS_TAIL)),
                 _serialised(self._atom_root, self._atom_root, fe.atom_entry(), b"\n  <entry>", ATOM_TAIL))
 
-    def _keep(self, key: str, *pieces: bytes) -> None:
+    def _keep(self, rss: bytes, atom: bytes) -> tuple[int, int, int]:
+        """Write an RSS and Atom pair to the temporary file; where they are, for ``_read``."""
         if self._file is None:
             try:
                 self._file = tempfile.TemporaryFile(dir=self.folder, buffering=_BUFFER)  # noqa: SIM115 - till close
             except OSError:  # a state folder this process may not write (a dry run's): the system's
                 self._file = tempfile.TemporaryFile(buffering=_BUFFER)  # noqa: SIM115
-        rss, atom, short_rss, short_atom = pieces
-        self._where[key] = (self._size, len(rss), len(atom), len(short_rss), len(short_atom))
-        for piece in pieces:
-            self._file.write(piece)
-            self._size += len(piece)
+        where = (self._size, len(rss), len(atom))
+        self._file.write(rss)
+        self._file.write(atom)
+        self._size += len(rss) + len(atom)
         self._unflushed = True
+        return where
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         self._where.clear()
+        self._brief_where.clear()
         self._size, self._unflushed = 0, False
 
 

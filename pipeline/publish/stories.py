@@ -23,7 +23,7 @@ import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,14 @@ class Listing:
 
     def url(self, config: Config, number: int | None = None) -> str:
         return config.site.url(self.page_folder(self.folder, self.number if number is None else number))
+
+
+_NEWEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _oldest(listing: Listing) -> datetime:
+    """When the oldest story of a listing page came out (an empty page: first)."""
+    return listing.items[-1].published_utc if listing.items else _NEWEST
 
 
 def paginate(items: Sequence[Item], per_page: int) -> list[tuple[Item, ...]]:
@@ -235,6 +243,10 @@ class StoryPages:
         if card is None:
             card = self._cards[item.id] = self._card_macro(*entry)
         return card
+
+    def forget_card(self, item: Item) -> None:
+        """``item``'s card is shown on no further page."""
+        self._cards.pop(item.id, None)
 
     def listings(self) -> list[tuple[Listing, list[tuple[str, str, str]] | None, list[TagLink] | None]]:
         """Every page of the story index and of each tag, with the feeds and tags each one shows."""
@@ -385,7 +397,13 @@ def story_pages(items: list[Item], config: Config, chosen_topics: list[TagFeed] 
                                         + "\0".join(link.label for link in pages.tag_links(item)))
         return fields
 
-    for listing, feeds, tags in pages.listings():
+    # Listing pages by their oldest story, newest first, so that a story's card (and the fields a listing
+    # shows of it) is made at the first page showing it and dropped after the last: only the cards of a
+    # window of stories are held at once (all of them were 60 MB at 30,000 stories).  Each page's bytes
+    # do not depend on the order.
+    listings = sorted(pages.listings(), key=lambda entry: _oldest(entry[0]), reverse=True)
+    uses = Counter(item.id for listing, _feeds, _tags in listings for item in listing.items)
+    for listing, feeds, tags in listings:
         # A listing shows a few fields of each story, so it is keyed by them (not by the stories'
         # origins): an edit of a story's body leaves its listings as they were.
         key = None
@@ -396,6 +414,11 @@ def story_pages(items: list[Item], config: Config, chosen_topics: list[TagFeed] 
             key = _key("list", listing.title, listing.folder, str(listing.number), str(listing.count), labels,
                        feed_urls, shown)
         keep(out / listing.path, key, partial(pages.listing, listing, feeds, tags))
+        for item in listing.items:
+            uses[item.id] -= 1
+            if not uses[item.id]:
+                listed.pop(item.id, None)
+                pages.forget_card(item)
     if cache is not None:
         log.debug("story pages: %d files, %d rendered, the others from %s", len(files), cache.rendered,
                   cache.path.name)

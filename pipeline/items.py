@@ -13,9 +13,10 @@ import mimetypes
 import re
 import threading
 import unicodedata
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import nh3
@@ -126,6 +127,17 @@ class Model(BaseModel):
         models never change it in place (``model_copy`` copies it before an update)."""
         names = self.__pydantic_fields_set__
         object.__setattr__(self, "__pydantic_fields_set__", _shared_field_sets.setdefault(frozenset(names), names))
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Unpickled (the content cache) they share it too."""
+        super().__setstate__(state)
+        self.model_post_init(None)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy shares it too (pydantic gives each copy a set of its own)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        return copied
 
     @field_validator("*", mode="before")
     @classmethod

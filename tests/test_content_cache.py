@@ -216,3 +216,18 @@ def test_a_cache_damaged_inside_is_made_again_by_the_next_run(config, parses, ca
     assert _read(config, parses) == first and len(parses) == len(first)
     assert "malformed" in caplog.text or "not a database" in caplog.text
     assert _read(config, parses) == first and parses == []  # made again: the next read parses nothing
+
+
+def test_items_parsed_or_from_the_cache_share_one_set_of_field_names_and_a_copy_changes_only_itself(config, parses):
+    """pydantic keeps the names of the fields given per instance (728 bytes a story); stories given the
+    same fields share one set, whether parsed now or unpickled from the cache."""
+    parsed = list(_read(config, parses).values())
+    cached = list(_read(config, parses).values())
+    assert parses == []
+    given = {frozenset(item.model_fields_set) for item in parsed}
+    shared = {id(item.model_fields_set) for item in parsed + cached}
+    assert len(shared) == len(given)
+    before = set(cached[0].model_fields_set)
+    changed = cached[0].model_copy(update={"citation": "A citation."})
+    assert "citation" in changed.model_fields_set and cached[0].model_fields_set == before
+    assert parsed[0].model_fields_set == before

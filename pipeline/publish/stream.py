@@ -76,7 +76,6 @@ class VersionWriter(MemorySink):
         self.changed: list[Path] = []
         self.outside: dict[Path, bytes] = {}
         self.kept = 0
-        self.folders: set[str] = set()  # folders of the new version made already
         # Each file's [size, mtime_ns] as this run found or wrote it, for the record (outputs.remember_outputs).
         self.file_stats: dict[str, list[int]] = {}
         self._prefix = os.fspath(out) + os.sep
@@ -119,7 +118,7 @@ class VersionWriter(MemorySink):
                 return
         self._start()
         assert self.version is not None
-        stat = _write(os.path.join(self.version, rel), data, self.folders)
+        stat = _write(os.path.join(self.version, rel), data)
         self.file_stats[str(path)] = [stat.st_size, stat.st_mtime_ns]
         self.changed.append(path)
 

@@ -202,18 +202,12 @@ class FeedEntries:
     def rss_and_atom(self, item: Item, full: bool = True) -> tuple[bytes, bytes]:
         """The item's RSS item and Atom entry; not ``full``: the same without the story's text
         (``brief``), what a topic's archive pages carry, cut from the full ones the first time it is asked."""
-        if not full:
-            where = self._brief_where.get(item.id)
-            if where is not None:
-                return self._read(where)
-            short_rss, short_atom = brief(*self.rss_and_atom(item), item.own_link)
-            self._brief_where[item.id] = self._keep(short_rss, short_atom)
-            return short_rss, short_atom
-        where = self._where.get(item.id)
+        table = self._where if full else self._brief_where
+        where = table.get(item.id)
         if where is not None:
             return self._read(where)
-        rss, atom = self._build(item)
-        self._where[item.id] = self._keep(rss, atom)
+        rss, atom = self._build(item) if full else brief(*self.rss_and_atom(item), item.own_link)
+        table[item.id] = self._keep(rss, atom)
         return rss, atom
 
     def _read(self, where: tuple[int, int, int]) -> tuple[bytes, bytes]:

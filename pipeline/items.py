@@ -122,6 +122,9 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     def model_post_init(self, context: Any, /) -> None:
+        self._share_field_names()
+
+    def _share_field_names(self) -> None:
         """Share the names of the fields given among instances that were given the same ones: pydantic
         keeps a set of them per instance (728 bytes for a story, 20 MB of a 30,000-story run).  Frozen
         models never change it in place (``model_copy`` copies it before an update)."""
@@ -131,12 +134,12 @@ class Model(BaseModel):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Unpickled (the content cache) they share it too."""
         super().__setstate__(state)
-        self.model_post_init(None)
+        self._share_field_names()
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy shares it too (pydantic gives each copy a set of its own)."""
         copied = super().model_copy(update=update, deep=deep)
-        copied.model_post_init(None)
+        copied._share_field_names()
         return copied
 
     @field_validator("*", mode="before")
